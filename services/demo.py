@@ -1,0 +1,64 @@
+"""The demo `make run` loads: a stream of usage events for a demo tenant, through the public
+HTTP API, as a product backend would send them."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+DEMO_TENANT = "acme"
+MODULES = ("sales", "crm", "accounting")
+
+
+def demo_events(now: datetime, count: int = 500) -> list[dict[str, Any]]:
+    """Deterministic ids, so loading the demo twice counts nothing twice."""
+    events: list[dict[str, Any]] = []
+
+    def add(index: int, event_type: str, when: datetime, data: dict[str, Any]) -> None:
+        events.append({
+            "specversion": "1.0", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"demo/{index}")),
+            "source": "demo-backend", "type": event_type, "subject": DEMO_TENANT,
+            "time": when.isoformat().replace("+00:00", "Z"), "data": data})
+
+    start = (now - timedelta(days=20)).replace(minute=0, second=0, microsecond=0)
+    for user in range(1, 8):
+        module = MODULES[user % len(MODULES)]
+        add(user, "user.access.granted", start + timedelta(hours=user),
+            {"user_id": f"u-{user}", "module": module})
+    add(50, "user.access.revoked", start + timedelta(days=3),
+        {"user_id": "u-3", "module": MODULES[0]})
+    for company in range(1, 3):
+        add(100 + company, "company.created", start + timedelta(hours=company),
+            {"company_id": f"c-{company}"})
+    for index in range(count):
+        when = start + timedelta(hours=index % (20 * 24))
+        add(1000 + index, "email.sent", when,
+            {"count": 10 + index % 90, "campaign_id": f"newsletter-{index % 3}"})
+    add(5000, "support.session.completed", start + timedelta(days=2),
+        {"minutes": 50, "level": 2, "user_id": "u-2"})
+    return events
+
+
+async def load(base_url: str, admin_key: str) -> None:
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as client:
+        clock = (await client.get("/v1/clock")).json()
+        now = datetime.fromisoformat(clock["now"]).astimezone(UTC)
+        events = demo_events(now)
+        response = await client.post(
+            "/v1/events", content=httpx.Request("POST", "/", json=events).content,
+            headers={"Content-Type": "application/cloudevents-batch+json"})
+        response.raise_for_status()
+        log.info("demo events sent", extra={"accepted": response.json()["accepted"]})
+        start = (now - timedelta(days=30)).isoformat()
+        print(f"demo: {len(events)} events sent for tenant '{DEMO_TENANT}'. Try:\n"
+              f"  curl -H 'Authorization: Bearer {admin_key}' "
+              f"'{base_url}/v1/usage?tenant={DEMO_TENANT}&meter=emails_sent&window=day"
+              f"&tz=Europe/Paris&from={start.replace('+00:00', 'Z')}"
+              f"&to={now.isoformat().replace('+00:00', 'Z')}'\n", flush=True)

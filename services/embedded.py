@@ -1,0 +1,87 @@
+"""`make run`: the whole platform in one process on the embedded stack.
+
+Starts tansu and valkey as children and chDB in-process (shared.stack), serves the three
+services' routes on one port (api.md "Running it"), then loads the demo tenant and events.
+With KAFKA_BOOTSTRAP, REDIS_URL and CLICKHOUSE_DSN all set it uses those servers instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import sys
+
+import uvicorn
+
+from services import demo
+from services.entitlements.part import EntitlementsPart
+from services.invoicing.part import InvoicingPart
+from services.metering.part import MeteringPart
+from shared.app import ServicePart, create_app
+from shared.observability import configure_logging
+from shared.settings import CommonSettings
+from shared.stack import EmbeddedStack, StackError
+
+log = logging.getLogger("embedded")
+
+
+def _uses_external_servers(settings: CommonSettings) -> bool:
+    return bool(settings.kafka_bootstrap and settings.redis_url and settings.clickhouse_dsn)
+
+
+async def serve(settings: CommonSettings, with_demo: bool) -> None:
+    overrides = settings.model_dump(exclude_unset=False)
+    parts: list[ServicePart] = [MeteringPart(overrides), EntitlementsPart(overrides),
+                                InvoicingPart(overrides)]
+    app = create_app(settings, parts)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                            access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving
+            return
+        await asyncio.sleep(0.05)
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"\nmeterbill is serving on {base}\n"
+          f"  API docs:   {base}/docs\n"
+          f"  readiness:  {base}/readyz\n"
+          f"  admin key:  {settings.admin_api_key}\n", flush=True)
+    if with_demo:
+        try:
+            await demo.load(base, settings.admin_api_key)
+        except Exception:
+            log.exception("loading the demo failed; the platform keeps running")
+    await serving
+
+
+def main() -> None:
+    settings = CommonSettings()
+    configure_logging(settings.log_level)
+    if not settings.admin_api_key:
+        settings = settings.model_copy(
+            update={"admin_api_key": f"mb_admin_{secrets.token_urlsafe(24)}"})
+    stack: EmbeddedStack | None = None
+    if not _uses_external_servers(settings):
+        stack = EmbeddedStack(settings.data_dir)
+        try:
+            endpoints = stack.start()
+        except StackError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        settings = settings.model_copy(update={
+            "kafka_bootstrap": endpoints.kafka_bootstrap, "redis_url": endpoints.redis_url,
+            "clickhouse_dsn": endpoints.clickhouse_dsn})
+    try:
+        asyncio.run(serve(settings, with_demo="--no-demo" not in sys.argv))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if stack is not None:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Metering routes (api.md, Metering): ingest and usage. Thin: parse, authorize, delegate."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from services.metering.service import MeteringService
+from shared.auth import Principal, Role, require
+from shared.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from shared.events import InvalidEvent, parse_time
+
+router = APIRouter(tags=["metering"])
+
+IngestKey = Annotated[Principal, Depends(require(Role.INGEST))]
+DashboardKey = Annotated[Principal, Depends(require(Role.DASHBOARD))]
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+
+
+def metering(request: Request) -> MeteringService:
+    service: MeteringService = request.app.state.metering
+    return service
+
+
+Metering = Annotated[MeteringService, Depends(metering)]
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is over {limit} bytes", field="body")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is over {limit} bytes", field="body")
+    return bytes(body)
+
+
+@router.post("/v1/events", status_code=202)
+async def ingest(request: Request, principal: IngestKey, service: Metering) -> JSONResponse:
+    settings = request.app.state.metering_settings
+    raw = await _read_limited(request, settings.max_request_bytes)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body is not valid JSON", field="body", code="invalid_json") from None
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == BATCH_CONTENT_TYPE and not isinstance(body, list):
+        raise ValidationFailed(f"body: {BATCH_CONTENT_TYPE} needs a JSON array", field="body")
+    bodies = body if isinstance(body, list) else [body]
+    if not bodies:
+        raise ValidationFailed("body: the batch is empty", field="body")
+    if len(bodies) > settings.max_batch_events:
+        raise PayloadTooLarge(f"at most {settings.max_batch_events} events per request",
+                              field="body")
+    accepted, rejected = await service.ingest(bodies, principal.tenant)
+    rejections = [{"index": r.index, "id": r.event_id, "code": r.error.code,
+                   "field": r.error.field, "reason": r.error.reason} for r in rejected]
+    if not accepted:
+        # Nothing could be taken: a 4xx naming the (first) field, with every reason.
+        first = rejected[0].error
+        body_out: dict[str, Any] = {
+            "error": {"code": first.code, "message": f"{first.field}: {first.reason}",
+                      "field": first.field},
+            "accepted": 0, "rejected": rejections}
+        return JSONResponse(body_out, status_code=422)
+    return JSONResponse({"accepted": accepted, "rejected": rejections}, status_code=202)
+
+
+def _instant(value: str, name: str) -> datetime:
+    try:
+        return parse_time(value, name)
+    except InvalidEvent as error:
+        raise ValidationFailed(f"{name}: {error.reason}", field=name) from None
+
+
+@router.get("/v1/usage")
+async def usage(
+    principal: DashboardKey,
+    service: Metering,
+    tenant: str,
+    meter: str,
+    from_: Annotated[str, Query(alias="from")],
+    to: str,
+    module: str | None = None,
+    window: str | None = None,
+    tz: str = "UTC",
+    group_by: Annotated[list[str] | None, Query()] = None,
+) -> dict[str, Any]:
+    principal.ensure_tenant(tenant)
+    if window is not None and window not in ("hour", "day", "month"):
+        raise ValidationFailed("window: must be hour, day or month", field="window")
+    groups = [g.strip() for item in group_by or [] for g in item.split(",") if g.strip()]
+    data = await service.usage(tenant, meter, _instant(from_, "from"), _instant(to, "to"),
+                               window, tz, groups, module)
+    return {"tenant": tenant, "meter": meter, "window": window, "tz": tz, "data": data}
+
+
+@router.get("/v1/usage/events")
+async def usage_events(
+    principal: DashboardKey,
+    service: Metering,
+    tenant: str,
+    meter: str,
+    from_: Annotated[str, Query(alias="from")],
+    to: str,
+    module: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
+) -> dict[str, Any]:
+    """The events behind a usage figure (R9.6), oldest first."""
+    principal.ensure_tenant(tenant)
+    data = await service.event_refs(tenant, meter, _instant(from_, "from"), _instant(to, "to"),
+                                    module, limit)
+    return {"tenant": tenant, "meter": meter, "data": data}
+
+
+@router.get("/v1/meters")
+async def meters(_: DashboardKey, service: Metering) -> dict[str, Any]:
+    return {"data": [m.model_dump(mode="json") for m in service.registry.all()]}

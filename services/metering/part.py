@@ -1,0 +1,41 @@
+"""Metering wired onto a runtime: store, live counters, consumer and routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.metering.api import router
+from services.metering.service import MeteringService
+from services.metering.store import EventStore, LiveCounters
+from services.metering.worker import TenantZones, UsageConsumer
+from shared.app import Runtime
+from shared.events import EventValidator
+from shared.meters import MeterRegistry
+from shared.settings import MeteringSettings
+
+
+class MeteringPart:
+    name = "metering"
+    router = router
+
+    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
+        self.settings = MeteringSettings(**(overrides or {}))
+        # Fail at construction, before anything starts, on an invalid meter file.
+        self.registry = MeterRegistry.load(self.settings.meters)
+        self.consumer: UsageConsumer | None = None
+
+    async def start(self, runtime: Runtime) -> None:
+        validator = EventValidator(self.registry.configured_types())
+        store = EventStore(runtime.clickhouse)
+        live = LiveCounters(runtime.redis, claim_ttl_s=self.settings.dedupe_window_days * 86_400)
+        self.consumer = UsageConsumer(self.settings, validator, store, live,
+                                      TenantZones(runtime.redis), runtime.producer)
+        await self.consumer.start()
+        runtime.scheduler.register_barrier(self.consumer.caught_up)
+        runtime.app_state.metering = MeteringService(
+            store, self.registry, validator, runtime.producer, self.settings.max_event_bytes)
+        runtime.app_state.metering_settings = self.settings
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()

@@ -1,0 +1,287 @@
+"""Metering logic without I/O frameworks: per-message processing, live-counter effects,
+usage windows and seat counting (R6.4). The worker and the routes call into this."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from services.metering.store import EventStore, as_utc
+from shared import events
+from shared.billing.periods import local_midnight
+from shared.errors import NotFound, ValidationFailed
+from shared.events import EventValidator, InvalidEvent, UsageEvent
+from shared.meters import Aggregation, MeterRegistry
+from shared.settings import USAGE_EVENTS_TOPIC
+
+MAX_BUCKETS = 10_000
+
+
+def claim_key(event: UsageEvent) -> str:
+    digest = hashlib.blake2b(f"{event.source}\x00{event.id}".encode(), digest_size=16)
+    return "claim:" + digest.hexdigest()
+
+
+def live_key(tenant: str, *parts: str) -> str:
+    return ":".join(("live", tenant, *parts))
+
+
+def local_day(instant: datetime, zone: ZoneInfo) -> date:
+    return instant.astimezone(zone).date()
+
+
+def live_ops(event: UsageEvent, zone: ZoneInfo) -> list[list[str]]:
+    """The Redis counter updates one new event makes (applied atomically with its claim).
+
+    E-mails are kept per local day of the tenant, so a check sums its period's days (R7.2);
+    companies as one net count (R7.3); access as last-event-wins state per user plus a
+    sorted set ranked by grant time (R6.3).
+    """
+    data = event.data
+    if event.type == events.EMAIL_SENT:
+        day = local_day(event.time, zone).isoformat()
+        return [["incr", live_key(event.tenant, "emails", day), str(data["count"])]]
+    if event.type == events.COMPANY_CREATED:
+        return [["incr", live_key(event.tenant, "companies"), "1"]]
+    if event.type == events.COMPANY_DELETED:
+        return [["incr", live_key(event.tenant, "companies"), "-1"]]
+    if event.type == events.SUPPORT_SESSION_COMPLETED:
+        day = local_day(event.time, zone).isoformat()
+        return [["incr", live_key(event.tenant, "support_minutes", day), str(data["minutes"])]]
+    if event.type in (events.USER_ACCESS_GRANTED, events.USER_ACCESS_REVOKED):
+        module = str(data["module"])
+        micros = int(event.time.timestamp() * 1_000_000)
+        granted = event.type == events.USER_ACCESS_GRANTED
+        # At the same instant a revocation wins over a grant.
+        order = micros * 2 + (0 if granted else 1)
+        return [["access", live_key(event.tenant, "access", module),
+                 live_key(event.tenant, "users", module), str(data["user_id"]), str(order),
+                 str(micros), "1" if granted else "0"]]
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int
+    event_id: str | None
+    error: InvalidEvent
+
+
+def check_event(validator: EventValidator, body: Any, size: int, max_event_bytes: int,
+                allowed_tenant: str | None) -> UsageEvent:
+    """One HTTP-ingested event, checked as the consumer will check it, plus the key's scope."""
+    if size > max_event_bytes:
+        raise InvalidEvent("too_large", "body", f"event of {size} bytes is over {max_event_bytes}")
+    event = validator.validate(body)
+    if allowed_tenant is not None and event.tenant != allowed_tenant:
+        # A tenant-limited key sees other tenants as if they did not exist (api.md).
+        raise InvalidEvent("unknown_tenant", "subject", f"tenant '{event.tenant}' not found")
+    return event
+
+
+# --- usage windows -------------------------------------------------------------------------
+
+def parse_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationFailed(f"tz: unknown IANA time zone '{name}'", field="tz") from None
+
+
+def bucket_bounds(bucket: Any, window: str | None, zone: ZoneInfo, start: datetime,
+                  end: datetime) -> tuple[datetime, datetime]:
+    """A ClickHouse bucket key turned into its [from, to) instants in the caller's zone."""
+    if window is None:
+        return start.astimezone(zone), end.astimezone(zone)
+    if window == "hour":
+        begin = max(as_utc(bucket), start)
+        return begin.astimezone(zone), min(begin + timedelta(hours=1), end).astimezone(zone)
+    day: date = bucket if not isinstance(bucket, datetime) else bucket.date()
+    if window == "day":
+        following = day + timedelta(days=1)
+    else:
+        following = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+    lower = max(local_midnight(day, zone), start)
+    upper = min(local_midnight(following, zone), end)
+    return lower.astimezone(zone), upper.astimezone(zone)
+
+
+def check_range(start: datetime, end: datetime, window: str | None) -> None:
+    if end <= start:
+        raise ValidationFailed("to: must be after 'from'", field="to")
+    span = end - start
+    step = {"hour": timedelta(hours=1), "day": timedelta(days=1),
+            "month": timedelta(days=28)}.get(window or "")
+    if step is not None and span / step > MAX_BUCKETS:
+        raise ValidationFailed(f"window: more than {MAX_BUCKETS} {window} buckets; "
+                               "use a wider window or a shorter range", field="window")
+
+
+# --- seats (R6.4) ------------------------------------------------------------------------
+
+def access_intervals(rows: Iterable[tuple[str, str, datetime, str]]
+                     ) -> dict[tuple[str, str], list[tuple[datetime, datetime | None]]]:
+    """Per (module, user), the intervals of access, from grants and revocations in any order.
+
+    Events are sorted by time (a revocation wins a tie); a grant while access is held and a
+    revocation without access change nothing.
+    """
+    by_user: dict[tuple[str, str], list[tuple[datetime, int]]] = defaultdict(list)
+    for module, user, time, kind in rows:
+        by_user[(module, user)].append((time, 1 if kind == events.USER_ACCESS_REVOKED else 0))
+    intervals: dict[tuple[str, str], list[tuple[datetime, datetime | None]]] = {}
+    for key, changes in by_user.items():
+        spans: list[tuple[datetime, datetime | None]] = []
+        opened: datetime | None = None
+        for time, revoked in sorted(changes):
+            if not revoked and opened is None:
+                opened = time
+            elif revoked and opened is not None:
+                spans.append((opened, time))
+                opened = None
+        if opened is not None:
+            spans.append((opened, None))
+        intervals[key] = spans
+    return intervals
+
+
+def users_with_access(intervals: dict[tuple[str, str], list[tuple[datetime, datetime | None]]],
+                      start: datetime, end: datetime) -> dict[str, set[str]]:
+    """Per module, the distinct users who held access at any moment of [start, end) (R6.4)."""
+    users: dict[str, set[str]] = defaultdict(set)
+    for (module, user), spans in intervals.items():
+        for opened, closed in spans:
+            if opened < end and (closed is None or closed > start):
+                users[module].add(user)
+                break
+    return users
+
+
+# --- the service the routes call -----------------------------------------------------------
+
+class MeteringService:
+    def __init__(self, store: EventStore, registry: MeterRegistry, validator: EventValidator,
+                 producer: AIOKafkaProducer, max_event_bytes: int) -> None:
+        self.store = store
+        self.registry = registry
+        self.validator = validator
+        self._producer = producer
+        self._max_event_bytes = max_event_bytes
+
+    async def ingest(self, bodies: Sequence[Any], allowed_tenant: str | None
+                     ) -> tuple[int, list[Rejection]]:
+        """Validate each event and produce the valid ones; returns once the broker acked them."""
+        accepted: list[tuple[str, bytes]] = []
+        rejected: list[Rejection] = []
+        for index, body in enumerate(bodies):
+            raw = orjson.dumps(body)
+            try:
+                event = check_event(self.validator, body, len(raw), self._max_event_bytes,
+                                    allowed_tenant)
+            except InvalidEvent as error:
+                event_id = body.get("id") if isinstance(body, dict) else None
+                rejected.append(Rejection(index, event_id if isinstance(event_id, str) else None,
+                                          error))
+                continue
+            accepted.append((event.tenant, raw))
+        futures = [await self._producer.send(USAGE_EVENTS_TOPIC, raw, key=tenant.encode())
+                   for tenant, raw in accepted]
+        await asyncio.gather(*futures)
+        return len(accepted), rejected
+
+    async def usage(self, tenant: str, meter_slug: str, start: datetime, end: datetime,
+                    window: str | None, tz: str, group_by: Sequence[str],
+                    module: str | None) -> list[dict[str, Any]]:
+        """The time series of api.md's usage shape, `data` part."""
+        meter = self.registry.get(meter_slug)
+        if meter is None:
+            raise NotFound(f"meter '{meter_slug}' not found", field="meter")
+        zone = parse_zone(tz)
+        check_range(start, end, window)
+        for name in group_by:
+            if name not in meter.group_by:
+                raise ValidationFailed(
+                    f"group_by: meter '{meter.slug}' groups by {sorted(meter.group_by)}, "
+                    f"not '{name}'", field="group_by")
+        if meter.aggregation is Aggregation.SEATS:
+            return await self._seats(tenant, start, end, window, zone, group_by, module)
+        rows = await self.store.aggregate(meter, tenant, start, end, window, tz, group_by,
+                                          module)
+        points: list[dict[str, Any]] = []
+        for bucket, *groups, value in rows:
+            lower, upper = bucket_bounds(bucket, window, zone, start, end)
+            points.append({"from": lower.isoformat(), "to": upper.isoformat(),
+                           "group": dict(zip(group_by, map(str, groups), strict=True)),
+                           "value": _number(value)})
+        return points
+
+    async def _seats(self, tenant: str, start: datetime, end: datetime, window: str | None,
+                     zone: ZoneInfo, group_by: Sequence[str], module: str | None
+                     ) -> list[dict[str, Any]]:
+        intervals = access_intervals(await self.store.access_events(tenant, end, module))
+        points: list[dict[str, Any]] = []
+        for lower, upper in window_bounds(start, end, window, zone):
+            per_module = users_with_access(intervals, lower, upper)
+            if "module" in group_by:
+                groups = [({"module": m}, len(users)) for m, users in sorted(per_module.items())]
+            else:
+                everyone = set().union(*per_module.values()) if per_module else set()
+                groups = [({}, len(everyone))] if everyone else []
+            points.extend({"from": lower.astimezone(zone).isoformat(),
+                           "to": upper.astimezone(zone).isoformat(), "group": group,
+                           "value": value} for group, value in groups)
+        return points
+
+    async def event_refs(self, tenant: str, meter_slug: str, start: datetime, end: datetime,
+                         module: str | None, limit: int) -> list[dict[str, Any]]:
+        meter = self.registry.get(meter_slug)
+        if meter is None:
+            raise NotFound(f"meter '{meter_slug}' not found", field="meter")
+        check_range(start, end, None)
+        rows = await self.store.event_refs(meter, tenant, start, end, module, limit)
+        return [{"source": s, "id": i, "time": as_utc(t).isoformat(),
+                 "partition": p, "offset": o} for s, i, t, p, o in rows]
+
+
+def window_bounds(start: datetime, end: datetime, window: str | None,
+                  zone: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """The [from, to) windows covering [start, end), aligned to the zone's local calendar."""
+    if window is None:
+        return [(start, end)]
+    bounds: list[tuple[datetime, datetime]] = []
+    if window == "hour":
+        lower = start.astimezone(zone).replace(minute=0, second=0, microsecond=0)
+        lower = lower.astimezone(UTC)
+        while lower < end:
+            upper = lower + timedelta(hours=1)
+            bounds.append((max(lower, start), min(upper, end)))
+            lower = upper
+        return bounds
+    day = start.astimezone(zone).date()
+    if window == "month":
+        day = day.replace(day=1)
+    while (lower := local_midnight(day, zone)) < end:
+        if window == "day":
+            day += timedelta(days=1)
+        else:
+            day = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+        upper = local_midnight(day, zone)
+        bounds.append((max(lower, start), min(upper, end)))
+    return bounds
+
+
+def _number(value: Any) -> Any:
+    """Usage figures as JSON numbers: integral decimals as integers."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value

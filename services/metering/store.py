@@ -1,0 +1,241 @@
+"""Metering's storage: usage events in ClickHouse, live counters and dedupe claims in Redis.
+
+Every ClickHouse value travels as a bound parameter; the only SQL text assembled here comes
+from fixed fragments chosen by enum (window, aggregation) and parameter names we generate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+from redis.asyncio import Redis
+
+from shared.clickhouse.client import ClickHouse
+from shared.events import UsageEvent
+from shared.meters import Aggregation, Meter
+
+EVENT_COLUMNS: Final = ("tenant", "type", "time", "source", "id", "module", "user_id", "data",
+                        "extensions", "kafka_partition", "kafka_offset", "ingested_at")
+
+_BUCKETS: Final = {
+    None: "toDateTime64(0, 6, 'UTC')",
+    "hour": "toStartOfHour(time, {tz:String})",
+    "day": "toDate(time, {tz:String})",
+    "month": "toStartOfMonth(time, {tz:String})",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A validated event and where it was read from (R9.6)."""
+
+    event: UsageEvent
+    partition: int
+    offset: int
+    ingested_at: datetime
+
+
+class EventStore:
+    def __init__(self, clickhouse: ClickHouse) -> None:
+        self._ch = clickhouse
+
+    async def insert(self, rows: Sequence[StoredEvent], token: str) -> None:
+        """One INSERT, so one part: all rows land or none. The token makes a retry a no-op."""
+        columns: list[list[Any]] = [[] for _ in EVENT_COLUMNS]
+        for row in rows:
+            event = row.event
+            data = event.data
+            values = (event.tenant, event.type, event.time, event.source, event.id,
+                      data.get("module", "") if isinstance(data.get("module"), str) else "",
+                      data.get("user_id", "") if isinstance(data.get("user_id"), str) else "",
+                      orjson.dumps(data).decode(), orjson.dumps(event.extensions).decode(),
+                      row.partition, row.offset, row.ingested_at)
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        await self._ch.insert_columns("usage_events", EVENT_COLUMNS, columns,
+                                      settings={"insert_deduplication_token": token})
+
+    async def resume_offsets(self) -> dict[int, int]:
+        """The next offset to read per partition, from what is stored (the record of truth)."""
+        rows = await self._ch.rows(
+            "SELECT kafka_partition, max(kafka_offset) FROM usage_events GROUP BY kafka_partition")
+        return {int(p): int(o) + 1 for p, o in rows}
+
+    async def existing(self, events: Iterable[UsageEvent]) -> set[tuple[str, str]]:
+        """Which of these (source, id) are already stored.
+
+        A resend is the same event, so it carries the same subject, type and time: looking the
+        whole sort key up lets the primary index skip all but a few granules.
+        """
+        keys = [(e.tenant, e.type, e.time, e.source, e.id) for e in events]
+        if not keys:
+            return set()
+        rows = await self._ch.rows(
+            "SELECT source, id FROM usage_events WHERE (tenant, type, time, source, id) IN "
+            "{keys:Array(Tuple(String, String, DateTime64(6, 'UTC'), String, String))}",
+            {"keys": keys})
+        return {(str(s), str(i)) for s, i in rows}
+
+    async def aggregate(self, meter: Meter, tenant: str, start: datetime, end: datetime,
+                        window: str | None, tz: str, group_by: Sequence[str],
+                        module: str | None) -> list[tuple[Any, ...]]:
+        """Rows of (bucket, *groups, value) for a non-SEATS meter, deduplicated at read time."""
+        params: dict[str, Any] = {"tenant": tenant, "type": meter.event_type, "start": start,
+                                  "end": end, "tz": tz}
+        value = _value_expression(meter, params)
+        groups = [_json_text("data", meter.group_by[name], params, f"g{i}")
+                  for i, name in enumerate(group_by)]
+        select_groups = "".join(f", {g} AS g{i}" for i, g in enumerate(groups))
+        group_keys = "".join(f", g{i}" for i in range(len(groups)))
+        module_filter = ""
+        if module is not None:
+            params["module"] = module
+            module_filter = " AND module = {module:String}"
+        sql = (
+            f"SELECT {_BUCKETS[window]} AS bucket{select_groups}, {value} AS value "
+            "FROM (SELECT time, data FROM usage_events "
+            "WHERE tenant = {tenant:String} AND type = {type:String} "
+            "AND time >= {start:DateTime64(6, 'UTC')} AND time < {end:DateTime64(6, 'UTC')}"
+            f"{module_filter} LIMIT 1 BY source, id) "
+            f"GROUP BY bucket{group_keys} ORDER BY bucket{group_keys}")
+        return await self._ch.rows(sql, params)
+
+    async def access_events(self, tenant: str, end: datetime,
+                            module: str | None) -> list[tuple[str, str, datetime, str]]:
+        """(module, user_id, time, type) of every grant/revoke before `end`, deduplicated."""
+        params: dict[str, Any] = {"tenant": tenant, "end": end}
+        module_filter = ""
+        if module is not None:
+            params["module"] = module
+            module_filter = " AND module = {module:String}"
+        rows = await self._ch.rows(
+            "SELECT module, user_id, time, type FROM usage_events "
+            "WHERE tenant = {tenant:String} "
+            "AND type IN ('user.access.granted', 'user.access.revoked') "
+            "AND time < {end:DateTime64(6, 'UTC')}" + module_filter +
+            " LIMIT 1 BY source, id", params)
+        return [(str(m), str(u), as_utc(t), str(k)) for m, u, t, k in rows]
+
+    async def event_refs(self, meter: Meter, tenant: str, start: datetime, end: datetime,
+                         module: str | None, limit: int) -> list[tuple[Any, ...]]:
+        """The events behind a figure (R9.6): source, id, time, partition, offset."""
+        params: dict[str, Any] = {"tenant": tenant, "start": start, "end": end, "limit": limit}
+        types = [meter.event_type]
+        if meter.aggregation is Aggregation.SEATS:
+            types.append("user.access.revoked")
+        params["types"] = types
+        module_filter = ""
+        if module is not None:
+            params["module"] = module
+            module_filter = " AND module = {module:String}"
+        return await self._ch.rows(
+            "SELECT source, id, time, kafka_partition, kafka_offset FROM usage_events "
+            "WHERE tenant = {tenant:String} AND type IN {types:Array(String)} "
+            "AND time >= {start:DateTime64(6, 'UTC')} AND time < {end:DateTime64(6, 'UTC')}"
+            + module_filter + " ORDER BY time, source, id LIMIT 1 BY source, id "
+            "LIMIT {limit:UInt32}", params)
+
+    async def count_distinct(self) -> int:
+        rows = await self._ch.rows(
+            "SELECT count() FROM (SELECT 1 FROM usage_events LIMIT 1 BY source, id)")
+        return int(rows[0][0])
+
+
+def as_utc(value: datetime) -> datetime:
+    """ClickHouse hands DateTime64('UTC') back naive."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json_path_args(dotted: str, params: dict[str, Any], prefix: str) -> str:
+    names = []
+    for i, part in enumerate(dotted.split(".")):
+        name = f"{prefix}_{i}"
+        params[name] = part
+        names.append(f"{{{name}:String}}")
+    return ", ".join(names)
+
+
+def _json_text(column: str, dotted: str, params: dict[str, Any], prefix: str) -> str:
+    """A property as text: strings unquoted, numbers and the rest as their JSON text."""
+    path = _json_path_args(dotted, params, prefix)
+    return (f"if(JSONType({column}, {path}) = 'String', JSONExtractString({column}, {path}), "
+            f"JSONExtractRaw({column}, {path}))")
+
+
+def _value_expression(meter: Meter, params: dict[str, Any]) -> str:
+    if meter.aggregation is Aggregation.COUNT:
+        return "count()"
+    assert meter.value_property is not None  # checked when the meter was loaded
+    text = _json_text("data", meter.value_property, params, "v")
+    number = f"toDecimal128OrNull({text}, 9)"
+    if meter.aggregation is Aggregation.SUM:
+        return f"sum({number})"
+    if meter.aggregation is Aggregation.MAX:
+        return f"max({number})"
+    if meter.aggregation is Aggregation.LATEST:
+        return f"argMax({number}, time)"
+    if meter.aggregation is Aggregation.UNIQUE_COUNT:
+        return f"uniqExact({text})"
+    raise ValueError(f"{meter.aggregation} is not aggregated in SQL")
+
+
+# --- Redis: claims and live counters -------------------------------------------------------
+
+# One call per batch, atomic: claim each event's (source, id) for the message that carries it
+# and apply its counter updates only when the claim is new. A claim held by the same
+# partition:offset is that message replayed after a crash: stored again, counted once.
+# Verdicts: 1 new, 2 replay of our own claim, 0 duplicate.
+_APPLY_BATCH = """
+local ttl = tonumber(ARGV[1])
+local batch = cjson.decode(ARGV[2])
+local verdicts = {}
+for i, ev in ipairs(batch) do
+  local current = redis.call('GET', ev[1])
+  if not current then
+    redis.call('SET', ev[1], ev[2], 'EX', ttl)
+    verdicts[i] = 1
+    for j = 3, #ev do
+      local op = ev[j]
+      if op[1] == 'incr' then
+        redis.call('INCRBY', op[2], op[3])
+      elseif op[1] == 'access' then
+        -- op: access, state hash, users zset, user, order, score, granted (1/0)
+        local previous = redis.call('HGET', op[2], op[4])
+        if (not previous) or tonumber(previous) < tonumber(op[5]) then
+          redis.call('HSET', op[2], op[4], op[5])
+          if op[7] == '1' then
+            -- LT keeps the earliest grant time of an unbroken access (R6.3 ranks by it).
+            redis.call('ZADD', op[3], 'LT', op[6], op[4])
+          else
+            redis.call('ZREM', op[3], op[4])
+          end
+        end
+      end
+    end
+  elseif current == ev[2] then
+    verdicts[i] = 2
+  else
+    verdicts[i] = 0
+  end
+end
+return verdicts
+"""
+
+
+class LiveCounters:
+    """Claims and counters in Redis, updated together by one Lua script per batch."""
+
+    def __init__(self, redis: Redis, claim_ttl_s: int) -> None:
+        self._redis = redis
+        self._claim_ttl_s = claim_ttl_s
+        self._script = redis.register_script(_APPLY_BATCH)
+
+    async def apply(self, entries: Sequence[list[Any]]) -> list[int]:
+        if not entries:
+            return []
+        verdicts = await self._script(args=[self._claim_ttl_s, orjson.dumps(list(entries))])
+        return [int(v) for v in verdicts]

@@ -1,0 +1,270 @@
+"""The usage-events consumer: poll a bounded batch, validate, dedupe, write, then commit.
+
+Order of a batch (docs/metering.md):
+1. decode and validate each message; a bad one is bound for the DLQ with its reason;
+2. drop copies within the batch; check events older than the Redis claim window against
+   ClickHouse;
+3. one Lua call claims every (source, id) for its partition:offset and updates the live
+   counters of the new ones, atomically;
+4. one INSERT of the new events (and of our own claims replayed after a crash), with a
+   deduplication token so a retried insert is a no-op;
+5. the DLQ copies are acked by the broker;
+6. only then are the offsets committed.
+A failure in 2-5 is retried with back-off and nothing is committed meanwhile. On start and
+after each rebalance the consumer resumes from what ClickHouse holds, so a batch stored but
+not committed before a crash is never stored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter, Histogram
+from redis.asyncio import Redis
+
+from services.metering.service import claim_key, live_ops
+from services.metering.store import EventStore, LiveCounters, StoredEvent
+from shared.events import EventValidator, InvalidEvent
+from shared.kafka import make_consumer
+from shared.redis import text
+from shared.settings import USAGE_EVENTS_DLQ_TOPIC, USAGE_EVENTS_TOPIC, MeteringSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CONSUMED = Counter("metering_messages_consumed_total", "Messages read from usage-events")
+STORED = Counter("metering_events_stored_total", "Events written to ClickHouse")
+DUPLICATES = Counter("metering_events_duplicate_total", "Copies of events already counted")
+DEAD_LETTERS = Counter("metering_dead_letters_total", "Messages sent to the DLQ", ["code"])
+RETRIES = Counter("metering_retries_total", "Retried steps of a batch", ["step"])
+BATCH_SECONDS = Histogram("metering_batch_seconds", "Time to process one batch")
+
+TENANT_ZONES_KEY = "tenant-zones"
+
+
+class ShuttingDown(Exception):
+    """Raised out of a retry loop when the worker stops: the batch is left uncommitted."""
+
+
+class TenantZones:
+    """Tenants' IANA zones (written by entitlements), cached briefly; UTC when unknown."""
+
+    def __init__(self, redis: Redis, ttl_s: float = 30.0) -> None:
+        self._redis = redis
+        self._ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, ZoneInfo]] = {}
+
+    async def zones(self, tenants: set[str]) -> dict[str, ZoneInfo]:
+        now = time.monotonic()
+        missing = [t for t in tenants if t not in self._cache or self._cache[t][0] < now]
+        if missing:
+            names = await self._redis.hmget(TENANT_ZONES_KEY, missing)
+            for tenant, name in zip(missing, names, strict=True):
+                zone = ZoneInfo(text(name)) if name else ZoneInfo("UTC")
+                self._cache[tenant] = (now + self._ttl_s, zone)
+        return {t: self._cache[t][1] for t in tenants}
+
+
+class UsageConsumer:
+    def __init__(self, settings: MeteringSettings, validator: EventValidator, store: EventStore,
+                 live: LiveCounters, zones: TenantZones, producer: AIOKafkaProducer) -> None:
+        self._settings = settings
+        self._validator = validator
+        self._store = store
+        self._live = live
+        self._zones = zones
+        self._producer = producer
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.consumer: AIOKafkaConsumer = make_consumer(
+            settings, settings.consumer_group, max_poll_records=settings.batch_max_records)
+
+    async def start(self) -> None:
+        self.consumer.subscribe([USAGE_EVENTS_TOPIC], listener=_Rebalance(self))
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run(), name="metering-consumer")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, commit it, leave the group."""
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=30)
+            except TimeoutError:
+                self._task.cancel()
+        await self.consumer.stop()
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            batch = await self.consumer.getmany(timeout_ms=self._settings.batch_max_wait_ms,
+                                                max_records=self._settings.batch_max_records)
+            if not batch:
+                continue
+            async with self._lock:
+                try:
+                    await self.handle(batch)
+                except ShuttingDown:
+                    return
+
+    async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+                     ) -> None:
+        started = time.perf_counter()
+        records = [r for tp in sorted(batch) for r in batch[tp]]
+        CONSUMED.inc(len(records))
+        valid: list[StoredEvent] = []
+        dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]] = []
+        for record in records:
+            try:
+                valid.append(self._accept(record))
+            except InvalidEvent as error:
+                dead.append((record, error))
+
+        unique: list[StoredEvent] = []
+        seen: set[tuple[str, str]] = set()
+        for row in valid:
+            if row.event.key not in seen:
+                seen.add(row.event.key)
+                unique.append(row)
+        unique = await self._drop_stored_late_copies(unique)
+
+        zones = await self._retry("zones", lambda: self._zones.zones({r.event.tenant
+                                                                       for r in unique}))
+        entries: list[list[Any]] = [
+            [claim_key(r.event), f"{r.partition}:{r.offset}",
+             *live_ops(r.event, zones[r.event.tenant])] for r in unique]
+        verdicts = await self._retry("redis", lambda: self._live.apply(entries))
+        to_store = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict]
+        DUPLICATES.inc(len(valid) - len(to_store))
+
+        if to_store:
+            token = _batch_token(batch)
+            await self._retry("clickhouse", lambda: self._store.insert(to_store, token))
+            STORED.inc(len(to_store))
+        if dead:
+            await self._retry("dlq", lambda: self._send_dead_letters(dead))
+        await self._commit(batch)
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def _accept(self, record: ConsumerRecord[bytes, bytes]) -> StoredEvent:
+        value = record.value
+        if value is None:
+            raise InvalidEvent("invalid_json", "body", "empty message")
+        if len(value) > self._settings.max_event_bytes:
+            raise InvalidEvent("too_large", "body", f"{len(value)} bytes is over "
+                               f"{self._settings.max_event_bytes}")
+        event = self._validator.decode(value)
+        ingested_at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        return StoredEvent(event, record.partition, record.offset, ingested_at)
+
+    async def _drop_stored_late_copies(self, rows: list[StoredEvent]) -> list[StoredEvent]:
+        """Events older than the claim window may have a copy Redis forgot: ask ClickHouse."""
+        horizon = datetime.now(UTC) - timedelta(  # noqa: TID251 - Redis TTLs run on wall time
+            days=self._settings.dedupe_window_days - 1)
+        late = [r for r in rows if r.event.time < horizon]
+        if not late:
+            return rows
+        stored = await self._retry("clickhouse",
+                                   lambda: self._store.existing(r.event for r in late))
+        return [r for r in rows if r.event.key not in stored]
+
+    async def _send_dead_letters(
+            self, dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]) -> None:
+        futures = []
+        for record, error in dead:
+            headers = [*list(record.headers or ()),
+                       ("error.code", error.code.encode()),
+                       ("error.field", error.field.encode()),
+                       ("error.message", error.reason.encode()[:1024]),
+                       ("source.topic", record.topic.encode()),
+                       ("source.partition", str(record.partition).encode()),
+                       ("source.offset", str(record.offset).encode())]
+            futures.append(await self._producer.send(
+                USAGE_EVENTS_DLQ_TOPIC, record.value, key=record.key, headers=headers))
+        await asyncio.gather(*futures)
+        for _, error in dead:
+            DEAD_LETTERS.labels(error.code).inc()
+
+    async def _commit(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+                      ) -> None:
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError:
+            # The partitions moved on a rebalance; their new owner resumes from ClickHouse.
+            log.warning("commit refused after a rebalance", extra={"offsets": str(offsets)})
+
+    async def _retry(self, step: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        delay = self._settings.retry_initial_s
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                if self._stopping.is_set():
+                    raise ShuttingDown from exc
+                RETRIES.labels(step).inc()
+                log.warning("metering %s step failed, retrying in %.1f s: %s", step, delay, exc)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self._settings.retry_max_s)
+
+    async def resume_from_store(self, assigned: set[TopicPartition]) -> None:
+        stored_next = await self._retry("clickhouse", self._store.resume_offsets)
+        for tp in assigned:
+            position = stored_next.get(tp.partition)
+            committed = await self.consumer.committed(tp)
+            if position is not None and (committed is None or position > committed):
+                self.consumer.seek(tp, position)
+
+    async def caught_up(self, timeout_s: float = 60.0) -> None:
+        """Wait until every message already in usage-events is processed and committed."""
+        partitions = self.consumer.partitions_for_topic(USAGE_EVENTS_TOPIC) or set()
+        tps = [TopicPartition(USAGE_EVENTS_TOPIC, p) for p in sorted(partitions)]
+        ends = await self.consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        pending = set(tps)
+        while pending:
+            for tp in list(pending):
+                committed = await self.consumer.committed(tp)
+                if (committed or 0) >= ends[tp]:
+                    pending.discard(tp)
+            if pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"metering is behind on {len(pending)} partition(s)")
+                await asyncio.sleep(0.02)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait for the batch in hand (revocation): its commit must not follow the rebalance."""
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout=timeout_s)
+        except TimeoutError:
+            log.warning("a batch was still in hand when its partitions were revoked")
+            return
+        self._lock.release()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: UsageConsumer) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._worker.drain(timeout_s=10)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._worker.resume_from_store(assigned)
+
+
+def _batch_token(batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> str:
+    spans = sorted((tp.partition, rs[0].offset, rs[-1].offset) for tp, rs in batch.items() if rs)
+    return hashlib.blake2b(repr(spans).encode(), digest_size=16).hexdigest()

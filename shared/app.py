@@ -1,0 +1,310 @@
+"""The FastAPI application shared by every service: wiring, errors, health, metrics, keys, clock.
+
+A service contributes a `ServicePart` (its router, and start/stop hooks that wire its store,
+service and workers onto the `Runtime`). `create_app` serves one part per process in
+production, or all three in one process in embedded mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+from redis.asyncio import Redis
+from starlette.datastructures import State
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.auth import AdminKey, KeyStore, Role
+from shared.clickhouse.client import ClickHouse, connect
+from shared.clickhouse.migrate import migrate
+from shared.clock import Clock, ManualClock, Scheduler, WallClock
+from shared.errors import AppError, BadRequest, NotFound, ValidationFailed
+from shared.kafka import ensure_topics, make_producer, platform_topics, probe
+from shared.observability import HTTP_LATENCY, HTTP_REQUESTS
+from shared.redis import make_redis
+from shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The clients a process holds, opened once in the lifespan and shared by its services."""
+
+    settings: CommonSettings
+    redis: Redis
+    clickhouse: ClickHouse
+    producer: AIOKafkaProducer
+    clock: Clock
+    scheduler: Scheduler
+    keys: KeyStore
+    # The application's state: where each service part puts what its routes depend on.
+    app_state: State = field(default_factory=State)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def spawn(self, coro: Awaitable[None], name: str) -> None:
+        async def run() -> None:
+            await coro
+
+        self.background.append(asyncio.create_task(run(), name=name))
+
+
+class ServicePart(Protocol):
+    name: str
+    router: APIRouter
+
+    async def start(self, runtime: Runtime) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def open_runtime(settings: CommonSettings) -> Runtime:
+    redis = make_redis(settings.redis_url)
+    clickhouse = connect(settings.clickhouse_dsn)
+    await migrate(clickhouse)
+    await ensure_topics(settings.kafka_bootstrap, platform_topics(settings))
+    producer = make_producer(settings)
+    await producer.start()
+    clock: Clock
+    if settings.clock == "manual":
+        manual = ManualClock(redis, settings.clock_start or await WallClock().now())
+        await manual.init()
+        clock = manual
+    else:
+        clock = WallClock()
+    keys = KeyStore(redis)
+    if settings.admin_api_key:
+        await keys.ensure_admin(settings.admin_api_key)
+    return Runtime(settings=settings, redis=redis, clickhouse=clickhouse, producer=producer,
+                   clock=clock, scheduler=Scheduler(clock), keys=keys)
+
+
+async def close_runtime(runtime: Runtime) -> None:
+    for task in runtime.background:
+        task.cancel()
+    await asyncio.gather(*runtime.background, return_exceptions=True)
+    await runtime.producer.stop()
+    await runtime.redis.aclose()
+    runtime.clickhouse.close()
+
+
+def create_app(settings: CommonSettings, parts: list[ServicePart],
+               title: str = "meterbill") -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await open_runtime(settings)
+        runtime.app_state = app.state
+        app.state.runtime = runtime
+        started: list[ServicePart] = []
+        try:
+            for part in parts:
+                await part.start(runtime)
+                started.append(part)
+            runtime.spawn(runtime.scheduler.run_forever(settings.scheduler_tick_s), "scheduler")
+            yield
+        finally:
+            for part in reversed(started):
+                await part.stop()
+            await close_runtime(runtime)
+
+    app = FastAPI(title=title, version="1", lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware)
+    app.include_router(platform_router())
+    for part in parts:
+        app.include_router(part.router)
+    return app
+
+
+# --- errors ------------------------------------------------------------------------------
+
+def _field_path(loc: Sequence[Any]) -> str:
+    return ".".join(str(p) for p in loc if p not in ("body",)) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(_: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+        where = _field_path(first.get("loc", ()))
+        if first.get("type") == "json_invalid":
+            error: AppError = BadRequest(f"the body is not valid JSON: {first.get('msg')}",
+                                         field="body", code="invalid_json")
+        else:
+            error = ValidationFailed(f"{where}: {first.get('msg')}", field=where)
+        return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the caller's input: logged with its trace, answered in the same shape.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": {"code": "internal_error", "message": "internal error"}},
+                            status_code=500)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
+                            status_code=exc.status_code, headers=exc.headers)
+
+
+# --- metrics -----------------------------------------------------------------------------
+
+class MetricsMiddleware:
+    """Counts and times requests by route template (pure ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+
+
+# --- platform routes: health, metrics, keys, clock ---------------------------------------
+
+class ApiKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Role
+    tenant: str | None = None
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    role: Role
+    tenant: str | None
+    key: str | None = None
+
+
+class ClockRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    now: AwareDatetime
+
+
+class ClockOut(BaseModel):
+    now: datetime
+    manual: bool
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+Probe = Callable[[Runtime], Awaitable[None]]
+
+
+async def _probe_kafka(runtime: Runtime) -> None:
+    await probe(runtime.producer)
+
+
+async def _probe_redis(runtime: Runtime) -> None:
+    await runtime.redis.ping()
+
+
+async def _probe_clickhouse(runtime: Runtime) -> None:
+    await runtime.clickhouse.ping()
+
+
+PROBES: dict[str, Probe] = {"kafka": _probe_kafka, "redis": _probe_redis,
+                            "clickhouse": _probe_clickhouse}
+
+
+def platform_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        runtime = runtime_of(request)
+
+        async def check(name: str, probe_fn: Probe) -> tuple[str, str]:
+            try:
+                await asyncio.wait_for(probe_fn(runtime), timeout=2.0)
+            except Exception as exc:  # any failure means "not ready", named below
+                return name, f"unavailable: {type(exc).__name__}"
+            return name, "ok"
+
+        results = dict(await asyncio.gather(*(check(n, p) for n, p in PROBES.items())))
+        down = sorted(n for n, state in results.items() if state != "ok")
+        if down:
+            body = {"error": {"code": "not_ready", "message": f"unreachable: {', '.join(down)}"},
+                    "checks": results}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ready", "checks": results})
+
+    @router.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @router.post("/v1/api-keys", status_code=201, tags=["keys"], response_model=ApiKeyOut)
+    async def mint_key(body: ApiKeyRequest, request: Request,
+                       _: AdminKey) -> ApiKeyOut:
+        key, secret = await runtime_of(request).keys.mint(body.role, body.tenant)
+        return ApiKeyOut(id=key.id, role=key.role, tenant=key.tenant, key=secret)
+
+    @router.get("/v1/api-keys", tags=["keys"])
+    async def list_keys(request: Request,
+                        _: AdminKey) -> dict[str, Any]:
+        keys = await runtime_of(request).keys.list()
+        return {"data": [ApiKeyOut(id=k.id, role=k.role, tenant=k.tenant).model_dump(
+            exclude={"key"}) for k in keys]}
+
+    @router.delete("/v1/api-keys/{key_id}", status_code=204, tags=["keys"])
+    async def revoke_key(key_id: str, request: Request,
+                         _: AdminKey) -> Response:
+        if not await runtime_of(request).keys.revoke(key_id):
+            raise NotFound(f"API key '{key_id}' not found", field="id")
+        return Response(status_code=204)
+
+    @router.get("/v1/clock", tags=["clock"], response_model=ClockOut)
+    async def get_clock(request: Request,
+                        _: AdminKey) -> ClockOut:
+        clock = runtime_of(request).clock
+        return ClockOut(now=(await clock.now()).astimezone(UTC), manual=clock.manual)
+
+    @router.put("/v1/clock", tags=["clock"], response_model=ClockOut)
+    async def set_clock(body: ClockRequest, request: Request,
+                        _: AdminKey) -> ClockOut:
+        runtime = runtime_of(request)
+        result = await runtime.scheduler.advance_to(body.now.astimezone(UTC))
+        return ClockOut(now=result.now, manual=True)
+
+    return router

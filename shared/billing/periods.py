@@ -1,0 +1,174 @@
+"""Billing cycles and periods (R2).
+
+Billing dates are local calendar dates in the tenant's IANA time zone (R2.1). A period is the
+half-open range ``[start, end)`` of local dates; its boundaries are at local midnight. All
+functions are pure: "now" is always passed in by the caller (R2.4).
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+__all__ = [
+    "Cycle",
+    "Period",
+    "billing_dates_between",
+    "local_date",
+    "local_midnight",
+    "period_boundary",
+    "period_containing",
+    "period_index",
+]
+
+
+class Cycle(StrEnum):
+    """Billing cycles (R2.2)."""
+
+    P1M = "P1M"  # monthly, anchored on the subscription start date (R2.3)
+    P1Y = "P1Y"  # annual (R2.3)
+    P30D = "P30D"  # fixed 30 days (seed 001)
+    P365D = "P365D"  # fixed 365 days (seed 001)
+
+
+_FIXED_DAYS: dict[Cycle, int] = {Cycle.P30D: 30, Cycle.P365D: 365}
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    """First instant of local calendar day ``day`` in ``tz`` (R2.1), as an aware datetime in ``tz``.
+
+    Normally this is ``00:00`` local. When local midnight does not exist because a UTC-offset
+    change skips it (e.g. DST starting at 00:00 in America/Sao_Paulo until 2019, America/Havana,
+    Africa/Cairo), the result is the first valid instant at or after it: the transition instant
+    itself, e.g. 01:00 local. When midnight is ambiguous (DST ending at 01:00 → 00:00 as in
+    America/Havana) the earlier occurrence (``fold=0``) is returned. When a whole day is
+    skipped (Pacific/Apia, 2011-12-30) the result is the first instant of the next existing
+    local day.
+
+    Note: compare or subtract the returned datetimes in UTC: Python compares datetimes that
+    share a ``tzinfo`` by wall time, ignoring ``fold``.
+    """
+    wall = datetime.combine(day, time(0))
+    candidate = wall.replace(tzinfo=tz)  # fold=0
+    if candidate.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall:
+        return candidate  # midnight exists (if ambiguous, fold=0 is the earlier instant)
+    # Midnight falls in a gap. Per PEP 495, fold=1 maps it with the offset after the
+    # transition (an instant before the gap) and fold=0 with the offset before it (an instant
+    # at or after the gap). Bisect the whole seconds between them (tz data is in seconds) for
+    # the first instant whose local wall time is at or after midnight.
+    lo = int(wall.replace(tzinfo=tz, fold=1).timestamp())  # wall time < midnight
+    hi = int(candidate.timestamp())  # wall time >= midnight
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).replace(tzinfo=None) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, tz)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A billing period: local calendar dates ``[start, end)`` (R2.1)."""
+
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if not self.start < self.end:
+            raise ValueError(f"empty period: start {self.start} must be before end {self.end}")
+
+    @property
+    def days(self) -> int:
+        """Number of local days in the period (``period_days`` of R4.2)."""
+        return (self.end - self.start).days
+
+    def contains(self, d: date) -> bool:
+        """True if local day ``d`` lies in ``[start, end)``."""
+        return self.start <= d < self.end
+
+    def start_instant(self, tz: ZoneInfo) -> datetime:
+        """Instant the period starts: local midnight of ``start`` (see :func:`local_midnight`)."""
+        return local_midnight(self.start, tz)
+
+    def end_instant(self, tz: ZoneInfo) -> datetime:
+        """Instant the period ends (excluded): local midnight of ``end``."""
+        return local_midnight(self.end, tz)
+
+
+def _add_months_clamped(anchor: date, months: int) -> date:
+    # R2.3: anchor's day in the target month, clamped to that month's last day.
+    year, month0 = divmod(anchor.year * 12 + anchor.month - 1 + months, 12)
+    month = month0 + 1
+    return date(year, month, min(anchor.day, calendar.monthrange(year, month)[1]))
+
+
+def period_boundary(anchor: date, cycle: Cycle, n: int) -> date:
+    """Start of the ``n``-th period (``n = 0`` is the anchor itself) (R2.3).
+
+    Always computed from the original anchor, never from the previous boundary: monthly from
+    31 Jan gives 28/29 Feb, 31 Mar, 30 Apr; annual from 29 Feb gives 28 Feb, and 29 Feb again
+    in the next leap year.
+    """
+    cycle = Cycle(cycle)
+    if n < 0:
+        raise ValueError(f"period number must be >= 0, got {n}")
+    if cycle is Cycle.P1M:
+        return _add_months_clamped(anchor, n)
+    if cycle is Cycle.P1Y:
+        return _add_months_clamped(anchor, 12 * n)
+    return anchor + timedelta(days=_FIXED_DAYS[cycle] * n)
+
+
+def period_index(anchor: date, cycle: Cycle, day: date) -> int:
+    """Number ``n`` of the period containing local day ``day`` (R2.3).
+
+    O(1): the index is estimated from the calendar distance, then corrected by at most one
+    step. Raises ValueError if ``day`` is before the anchor.
+    """
+    cycle = Cycle(cycle)
+    if day < anchor:
+        raise ValueError(f"day {day} is before the anchor {anchor}")
+    if cycle is Cycle.P1M:
+        n = (day.year - anchor.year) * 12 + (day.month - anchor.month)
+    elif cycle is Cycle.P1Y:
+        n = day.year - anchor.year
+    else:
+        return (day - anchor).days // _FIXED_DAYS[cycle]
+    # The estimate's boundary lies in the same month (P1M) / year (P1Y) as `day`, so the
+    # true index is n or n - 1.
+    while n > 0 and period_boundary(anchor, cycle, n) > day:
+        n -= 1
+    while period_boundary(anchor, cycle, n + 1) <= day:
+        n += 1
+    return n
+
+
+def period_containing(anchor: date, cycle: Cycle, day: date) -> Period:
+    """The period ``[start, end)`` containing local day ``day``. ValueError if before the anchor."""
+    n = period_index(anchor, cycle, day)
+    return Period(period_boundary(anchor, cycle, n), period_boundary(anchor, cycle, n + 1))
+
+
+def local_date(instant: datetime, tz: ZoneInfo) -> date:
+    """Local calendar date of an aware ``instant`` in ``tz`` (R2.1). Naive datetimes: ValueError."""
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"naive datetime {instant.isoformat()} has no time zone (R2.1)")
+    return instant.astimezone(tz).date()
+
+
+def billing_dates_between(anchor: date, cycle: Cycle, after: date, up_to: date) -> list[date]:
+    """Period boundaries ``b`` with ``after < b <= up_to``, in increasing order (R2.3).
+
+    The anchor itself (boundary 0, the start of the first period) is included when it lies in
+    the range. Empty when ``up_to <= after``.
+    """
+    n = 0 if after < anchor else period_index(anchor, cycle, after) + 1
+    dates: list[date] = []
+    while (b := period_boundary(anchor, cycle, n)) <= up_to:
+        dates.append(b)
+        n += 1
+    return dates

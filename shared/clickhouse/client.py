@@ -1,0 +1,70 @@
+"""One ClickHouse client per process, from a DSN, called off the event loop.
+
+`chdb:///abs/path` opens the embedded engine (one per process and path: the embedded mode
+shares this client between the services); `http://user:pass@host:8123/db` talks to a server
+with the same SQL. The driver is synchronous, so every call runs in a worker thread. chDB
+is not safe for concurrent calls, so it gets a single thread; a server gets a small pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import clickhouse_connect
+
+_EMBEDDED: dict[str, ClickHouse] = {}
+
+
+def connect(dsn: str) -> ClickHouse:
+    """A client for the DSN. chDB allows one engine per process, so every caller in a
+    process shares one embedded client; it lives as long as the process."""
+    if not dsn.startswith("chdb:"):
+        return ClickHouse(dsn)
+    client = _EMBEDDED.get(dsn)
+    if client is None:
+        client = _EMBEDDED[dsn] = ClickHouse(dsn)
+    return client
+
+
+class ClickHouse:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.embedded = dsn.startswith("chdb:")
+        self._executor = ThreadPoolExecutor(max_workers=1 if self.embedded else 4,
+                                            thread_name_prefix="clickhouse")
+        settings: dict[str, Any] = {}
+        if not self.embedded:
+            # Concurrent queries on one HTTP session are refused ("session is locked").
+            settings["autogenerate_session_id"] = False
+        self._client = clickhouse_connect.get_client(dsn=dsn, **settings)
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+
+    async def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        return await self._call(self._client.command, sql, parameters=parameters)
+
+    async def rows(self, sql: str,
+                   parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        result = await self._call(self._client.query, sql, parameters=parameters)
+        return [tuple(row) for row in result.result_rows]
+
+    async def insert_columns(self, table: str, column_names: Sequence[str],
+                             columns: Sequence[Sequence[Any]],
+                             settings: dict[str, Any] | None = None) -> None:
+        await self._call(self._client.insert, table, columns, column_names=list(column_names),
+                         column_oriented=True, settings=settings)
+
+    async def ping(self) -> None:
+        await self.rows("SELECT 1")
+
+    def close(self) -> None:
+        if self.embedded:
+            return  # shared by the whole process (see connect)
+        self._client.close()
+        self._executor.shutdown(wait=True)

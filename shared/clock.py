@@ -1,0 +1,148 @@
+"""The platform clock (R2.4): every service reads "now" here, never from datetime directly.
+
+`WallClock` in production. `ManualClock` keeps the instant in Redis so that every service
+process reads the same one; it moves only forward, through `Scheduler.advance_to`, which
+runs every job that fell due on the way, in time order, as if that time had passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from shared.errors import Conflict
+from shared.redis import text
+
+log = logging.getLogger(__name__)
+
+MANUAL_CLOCK_KEY = "clock:now"
+
+
+class Clock(Protocol):
+    manual: bool
+
+    async def now(self) -> datetime: ...
+
+
+class WallClock:
+    manual = False
+
+    async def now(self) -> datetime:
+        return datetime.now(UTC)  # noqa: TID251 - the one place that reads the wall clock
+
+
+class ManualClock:
+    manual = True
+
+    def __init__(self, redis: Redis, start: datetime) -> None:
+        self._redis = redis
+        self._start = start
+
+    async def init(self) -> None:
+        """Keep an instant set by an earlier run: a restart must not move time backwards."""
+        await self._redis.set(MANUAL_CLOCK_KEY, self._start.isoformat(), nx=True)
+
+    async def now(self) -> datetime:
+        raw = await self._redis.get(MANUAL_CLOCK_KEY)
+        if raw is None:
+            return self._start
+        return datetime.fromisoformat(text(raw))
+
+    async def set(self, instant: datetime) -> None:
+        await self._redis.set(MANUAL_CLOCK_KEY, instant.astimezone(UTC).isoformat())
+
+
+class DueJob(Protocol):
+    """Work that falls due at instants of the platform clock (renewals, expiries, billing)."""
+
+    name: str
+
+    async def next_due(self) -> datetime | None:
+        """The earliest instant at which this job has work, or None."""
+        ...
+
+    async def run_due(self, now: datetime) -> None:
+        """Do all the work due at or before `now`."""
+        ...
+
+
+Barrier = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class AdvanceResult:
+    now: datetime
+    jobs_run: int
+
+
+class Scheduler:
+    """Runs due jobs: on a tick under the wall clock, on `advance_to` under the manual one."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._jobs: list[DueJob] = []
+        self._barriers: list[Barrier] = []
+        self._lock = asyncio.Lock()
+
+    def register(self, job: DueJob) -> None:
+        self._jobs.append(job)
+
+    def register_barrier(self, barrier: Barrier) -> None:
+        """Awaited before the manual clock moves (metering catching up with its input)."""
+        self._barriers.append(barrier)
+
+    async def advance_to(self, target: datetime) -> AdvanceResult:
+        if not isinstance(self.clock, ManualClock):
+            raise Conflict("the clock is the wall clock; start with CLOCK=manual to set it",
+                           code="clock_not_manual")
+        if target.tzinfo is None:
+            raise Conflict("the instant needs a UTC offset", code="naive_datetime")
+        async with self._lock:
+            current = await self.clock.now()
+            if target < current:
+                raise Conflict(f"the clock moves forward only: it is {current.isoformat()}",
+                               code="clock_backwards")
+            for barrier in self._barriers:
+                await barrier()
+            jobs_run = 0
+            while (due := await self._earliest_due(target)) is not None:
+                instant, job = due
+                await self.clock.set(max(instant, current))
+                await job.run_due(max(instant, current))
+                jobs_run += 1
+            await self.clock.set(target)
+            return AdvanceResult(now=target, jobs_run=jobs_run)
+
+    async def tick(self) -> int:
+        """Run whatever is due now; returns how many jobs ran."""
+        async with self._lock:
+            now = await self.clock.now()
+            ran = 0
+            for job in self._jobs:
+                due = await job.next_due()
+                if due is not None and due <= now:
+                    await job.run_due(now)
+                    ran += 1
+            return ran
+
+    async def run_forever(self, interval_s: float) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # a failing job must not stop the others' schedule
+                log.exception("scheduler tick failed")
+            await asyncio.sleep(interval_s)
+
+    async def _earliest_due(self, limit: datetime) -> tuple[datetime, DueJob] | None:
+        best: tuple[datetime, DueJob] | None = None
+        for job in self._jobs:
+            due = await job.next_due()
+            if due is not None and due <= limit and (best is None or due < best[0]):
+                best = (due, job)
+        return best

@@ -1,0 +1,80 @@
+"""Kafka producer, consumer and topic factories (aiokafka), the same for tansu and Apache Kafka."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from shared.settings import (
+    SUBSCRIPTION_EVENTS_TOPIC,
+    USAGE_EVENTS_DLQ_TOPIC,
+    USAGE_EVENTS_TOPIC,
+    CommonSettings,
+)
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+
+
+def platform_topics(settings: CommonSettings) -> list[TopicSpec]:
+    """The topics of events.md."""
+    return [
+        TopicSpec(USAGE_EVENTS_TOPIC, settings.usage_events_partitions),
+        TopicSpec(USAGE_EVENTS_DLQ_TOPIC, 1),
+        TopicSpec(SUBSCRIPTION_EVENTS_TOPIC, settings.subscription_events_partitions),
+    ]
+
+
+async def ensure_topics(bootstrap: str, topics: list[TopicSpec]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1) for t in topics])
+        for name, code, message in response.topic_errors:
+            # Apache Kafka raises for an existing topic; tansu answers error 36 instead.
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                raise RuntimeError(f"creating topic {name} failed: {code} {message}")
+    finally:
+        await admin.close()
+
+
+def make_producer(settings: CommonSettings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=5,
+        max_request_size=8 * 1024 * 1024,
+    )
+
+
+def make_consumer(settings: CommonSettings, group_id: str, *topics: str,
+                  max_poll_records: int = 5_000) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        max_poll_records=max_poll_records,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+
+
+async def probe(producer: AIOKafkaProducer) -> None:
+    """Raise unless the broker answers a metadata request."""
+    await producer.client.fetch_all_metadata()

@@ -1,0 +1,67 @@
+"""Settings read from the environment, one class per service over a common base.
+
+The variable names are the public ones of api.md ("Running it"): `KAFKA_BOOTSTRAP`,
+`CLICKHOUSE_DSN`, `REDIS_URL`, `ADMIN_API_KEY`, `CLOCK`, `CLOCK_START`, `CATALOG`, `DATA_DIR`,
+`PORT`. Left empty, the three endpoints are filled in by the embedded stack (shared.stack).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+USAGE_EVENTS_TOPIC = "usage-events"
+USAGE_EVENTS_DLQ_TOPIC = "usage-events.dlq"
+SUBSCRIPTION_EVENTS_TOPIC = "subscription-events"
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = ""
+    clickhouse_dsn: str = ""
+    redis_url: str = ""
+    # Idempotent producers need a broker that supports them; the embedded tansu does not.
+    kafka_enable_idempotence: bool = False
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    usage_events_partitions: int = Field(default=4, ge=1)
+    subscription_events_partitions: int = Field(default=4, ge=1)
+
+    admin_api_key: str = ""
+    clock: Literal["wall", "manual"] = "wall"
+    clock_start: datetime | None = None
+    data_dir: Path = Path(".data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "INFO"
+    # Seconds between scheduler ticks under the wall clock.
+    scheduler_tick_s: float = Field(default=1.0, gt=0)
+
+
+class MeteringSettings(CommonSettings):
+    consumer_group: str = "metering"
+    batch_max_records: int = Field(default=5_000, ge=1, le=100_000)
+    batch_max_wait_ms: int = Field(default=200, ge=1)
+    max_event_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_request_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    max_batch_events: int = Field(default=10_000, ge=1)
+    # Meters declared by configuration (YAML or JSON), on top of the built-in ones.
+    meters: Path | None = None
+    # How long Redis remembers which message claimed an event id; older events are checked
+    # against ClickHouse instead (docs/metering.md, "Exactly once").
+    dedupe_window_days: int = Field(default=35, ge=2)
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=5.0, gt=0)
+
+
+class EntitlementsSettings(CommonSettings):
+    catalog: Path = Path(__file__).resolve().parent.parent / "deploy" / "catalog.demo.yaml"
+
+
+class InvoicingSettings(CommonSettings):
+    catalog: Path = Path(__file__).resolve().parent.parent / "deploy" / "catalog.demo.yaml"

@@ -1,0 +1,109 @@
+"""Fixtures on the real embedded parts: one tansu broker, one valkey and one chDB engine for
+the session (chDB allows one engine per process), and the platform app served in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.entitlements.part import EntitlementsPart
+from services.invoicing.part import InvoicingPart
+from services.metering.part import MeteringPart
+from shared.app import Runtime, ServicePart, create_app
+from shared.settings import CommonSettings
+from shared.stack import EmbeddedStack, Endpoints
+
+ADMIN_KEY = "test-admin-key"
+CLOCK_START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("platform")
+
+
+@pytest.fixture(scope="session")
+def stack(data_dir: Path) -> Iterator[EmbeddedStack]:
+    embedded = EmbeddedStack(data_dir)
+    embedded.start()
+    yield embedded
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def endpoints(stack: EmbeddedStack, data_dir: Path) -> Endpoints:
+    return Endpoints(kafka_bootstrap=stack.broker.bootstrap, redis_url=stack.valkey.url,
+                     clickhouse_dsn=f"chdb://{data_dir.resolve() / 'clickhouse'}")
+
+
+def settings_for(endpoints: Endpoints, **extra: Any) -> dict[str, Any]:
+    """Settings values for the app under test: fast group joins, the manual clock."""
+    values: dict[str, Any] = {
+        "kafka_bootstrap": endpoints.kafka_bootstrap, "redis_url": endpoints.redis_url,
+        "clickhouse_dsn": endpoints.clickhouse_dsn, "admin_api_key": ADMIN_KEY,
+        "clock": "manual", "clock_start": CLOCK_START, "kafka_session_timeout_ms": 1000,
+        "kafka_heartbeat_interval_ms": 200, "batch_max_wait_ms": 20, "retry_initial_s": 0.05,
+        "retry_max_s": 0.5,
+    }
+    values.update(extra)
+    return values
+
+
+class RunningApp:
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.client = client
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    def as_admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+async def start_app(values: dict[str, Any],
+                    parts: list[ServicePart] | None = None) -> tuple[RunningApp, Any]:
+    common = {k: v for k, v in values.items() if k in CommonSettings.model_fields}
+    settings = CommonSettings(**common)
+    app = create_app(settings, parts if parts is not None else [
+        MeteringPart(values), EntitlementsPart(common), InvoicingPart(common)])
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    return RunningApp(app, client), lifespan
+
+
+@pytest.fixture(scope="session")
+async def platform(endpoints: Endpoints) -> AsyncIterator[RunningApp]:
+    running, lifespan = await start_app(settings_for(endpoints))
+    yield running
+    await running.client.aclose()
+    await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A fresh suffix, so tests sharing the session's stores never see each other's data."""
+    return os.urandom(4).hex()
+
+
+async def eventually(check: Any, within: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll an async predicate until it returns a truthy value; fail after `within` seconds."""
+    result: Any = None
+    try:
+        async with asyncio.timeout(within):
+            while not (result := await check()):
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        raise AssertionError(f"condition not met within {within} s (last: {result!r})") from None
+    return result

@@ -17,7 +17,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from services.metering.store import EventStore, as_utc
-from shared import events
+from shared import events, live
 from shared.billing.periods import local_midnight
 from shared.errors import NotFound, ValidationFailed
 from shared.events import EventValidator, InvalidEvent, UsageEvent
@@ -30,10 +30,6 @@ MAX_BUCKETS = 10_000
 def claim_key(event: UsageEvent) -> str:
     digest = hashlib.blake2b(f"{event.source}\x00{event.id}".encode(), digest_size=16)
     return "claim:" + digest.hexdigest()
-
-
-def live_key(tenant: str, *parts: str) -> str:
-    return ":".join(("live", tenant, *parts))
 
 
 def local_day(instant: datetime, zone: ZoneInfo) -> date:
@@ -49,23 +45,23 @@ def live_ops(event: UsageEvent, zone: ZoneInfo) -> list[list[str]]:
     """
     data = event.data
     if event.type == events.EMAIL_SENT:
-        day = local_day(event.time, zone).isoformat()
-        return [["incr", live_key(event.tenant, "emails", day), str(data["count"])]]
+        day = local_day(event.time, zone)
+        return [["incr", live.emails_key(event.tenant, day), str(data["count"])]]
     if event.type == events.COMPANY_CREATED:
-        return [["incr", live_key(event.tenant, "companies"), "1"]]
+        return [["incr", live.companies_key(event.tenant), "1"]]
     if event.type == events.COMPANY_DELETED:
-        return [["incr", live_key(event.tenant, "companies"), "-1"]]
+        return [["incr", live.companies_key(event.tenant), "-1"]]
     if event.type == events.SUPPORT_SESSION_COMPLETED:
-        day = local_day(event.time, zone).isoformat()
-        return [["incr", live_key(event.tenant, "support_minutes", day), str(data["minutes"])]]
+        day = local_day(event.time, zone)
+        return [["incr", live.support_minutes_key(event.tenant, day), str(data["minutes"])]]
     if event.type in (events.USER_ACCESS_GRANTED, events.USER_ACCESS_REVOKED):
         module = str(data["module"])
         micros = int(event.time.timestamp() * 1_000_000)
         granted = event.type == events.USER_ACCESS_GRANTED
         # At the same instant a revocation wins over a grant.
         order = micros * 2 + (0 if granted else 1)
-        return [["access", live_key(event.tenant, "access", module),
-                 live_key(event.tenant, "users", module), str(data["user_id"]), str(order),
+        return [["access", live.access_key(event.tenant, module),
+                 live.users_key(event.tenant, module), str(data["user_id"]), str(order),
                  str(micros), "1" if granted else "0"]]
     return []
 

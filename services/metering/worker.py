@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
@@ -37,6 +37,7 @@ from services.metering.service import claim_key, live_ops
 from services.metering.store import EventStore, LiveCounters, StoredEvent
 from shared.events import EventValidator, InvalidEvent
 from shared.kafka import make_consumer
+from shared.live import TENANT_ZONES_KEY
 from shared.redis import text
 from shared.settings import USAGE_EVENTS_DLQ_TOPIC, USAGE_EVENTS_TOPIC, MeteringSettings
 
@@ -50,9 +51,6 @@ DUPLICATES = Counter("metering_events_duplicate_total", "Copies of events alread
 DEAD_LETTERS = Counter("metering_dead_letters_total", "Messages sent to the DLQ", ["code"])
 RETRIES = Counter("metering_retries_total", "Retried steps of a batch", ["step"])
 BATCH_SECONDS = Histogram("metering_batch_seconds", "Time to process one batch")
-
-TENANT_ZONES_KEY = "tenant-zones"
-
 
 class ShuttingDown(Exception):
     """Raised out of a retry loop when the worker stops: the batch is left uncommitted."""
@@ -72,9 +70,20 @@ class TenantZones:
         if missing:
             names = await self._redis.hmget(TENANT_ZONES_KEY, missing)
             for tenant, name in zip(missing, names, strict=True):
-                zone = ZoneInfo(text(name)) if name else ZoneInfo("UTC")
+                zone = _zone(text(name)) if name else UTC_ZONE
                 self._cache[tenant] = (now + self._ttl_s, zone)
         return {t: self._cache[t][1] for t in tenants}
+
+
+UTC_ZONE = ZoneInfo("UTC")
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("tenant zone %r is not an IANA zone; filing under UTC", name)
+        return UTC_ZONE
 
 
 class UsageConsumer:

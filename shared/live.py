@@ -1,0 +1,41 @@
+"""The Redis layout of the live counters: written by metering, read by the entitlement checks.
+
+- `live:{tenant}:emails:{YYYY-MM-DD}`   e-mails sent that local day of the tenant (R7.2)
+- `live:{tenant}:support_minutes:{YYYY-MM-DD}`  support minutes reported that local day (R8)
+- `live:{tenant}:companies`             companies attached now (R7.3)
+- `live:{tenant}:users:{module}`        sorted set: users with access now, scored by the
+                                        grant instant in µs (R6.3 ranks by it, ties by id)
+- `live:{tenant}:access:{module}`       hash: user -> order of the last grant/revoke applied
+- `tenant-zones`                        hash: tenant -> IANA zone, written by entitlements, so
+                                        metering files e-mails under the tenant's local day
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+TENANT_ZONES_KEY = "tenant-zones"
+
+
+def live_key(tenant: str, *parts: str) -> str:
+    return ":".join(("live", tenant, *parts))
+
+
+def emails_key(tenant: str, day: date) -> str:
+    return live_key(tenant, "emails", day.isoformat())
+
+
+def support_minutes_key(tenant: str, day: date) -> str:
+    return live_key(tenant, "support_minutes", day.isoformat())
+
+
+def companies_key(tenant: str) -> str:
+    return live_key(tenant, "companies")
+
+
+def users_key(tenant: str, module: str) -> str:
+    return live_key(tenant, "users", module)
+
+
+def access_key(tenant: str, module: str) -> str:
+    return live_key(tenant, "access", module)

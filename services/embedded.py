@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -57,6 +59,10 @@ async def serve(settings: CommonSettings, with_demo: bool) -> None:
     await serving
 
 
+def _exit_quietly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main() -> None:
     settings = CommonSettings()
     configure_logging(settings.log_level)
@@ -74,9 +80,13 @@ def main() -> None:
         settings = settings.model_copy(update={
             "kafka_bootstrap": endpoints.kafka_bootstrap, "redis_url": endpoints.redis_url,
             "clickhouse_dsn": endpoints.clickhouse_dsn})
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal: turn it into
+    # a normal exit so the stack below is stopped in order.
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    signal.signal(signal.SIGINT, _exit_quietly)
     try:
         asyncio.run(serve(settings, with_demo="--no-demo" not in sys.argv))
-    except KeyboardInterrupt:
+    except SystemExit:
         pass
     finally:
         if stack is not None:

@@ -61,6 +61,18 @@ class MeteringSettings(CommonSettings):
 
 class EntitlementsSettings(CommonSettings):
     catalog: Path = Path(__file__).resolve().parent.parent / "deploy" / "catalog.demo.yaml"
+    # Prefix of every Redis key entitlements owns (docs/entitlements.md, "Redis layout").
+    entitlements_key_prefix: str = Field(default="ent", pattern=r"^[a-z0-9_-]{1,32}$")
+    # Drain the outbox to `subscription-events` in this process (off: another replica does).
+    entitlements_outbox_publisher: bool = True
+    # Seconds between outbox polls when nothing woke the publisher (other replicas' writes).
+    entitlements_outbox_poll_s: float = Field(default=0.5, gt=0)
+    # How long an Idempotency-Key answer is kept (seconds of wall time).
+    entitlements_idempotency_ttl_s: int = Field(default=7 * 86_400, ge=60)
+    # The largest quantity one purchase may name; more is refused as absurd.
+    entitlements_max_quantity: int = Field(default=10_000, ge=1)
+    # At most this many decisions in one POST /v1/check.
+    entitlements_max_batch: int = Field(default=5_000, ge=1)
 
 
 class InvoicingSettings(CommonSettings):

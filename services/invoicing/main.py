@@ -1,0 +1,20 @@
+"""The invoicing service as its own process, configured by the environment alone (api.md
+"Running it"):
+
+    uvicorn --factory services.invoicing.main:app --host 0.0.0.0 --port 8000
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.invoicing.part import InvoicingPart
+from shared.app import create_app
+from shared.observability import configure_logging
+from shared.settings import CommonSettings
+
+
+def app() -> FastAPI:
+    settings = CommonSettings()
+    configure_logging(settings.log_level)
+    return create_app(settings, [InvoicingPart()], title="meterbill-invoicing")

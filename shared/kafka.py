@@ -8,12 +8,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.settings import (
-    SUBSCRIPTION_EVENTS_TOPIC,
-    USAGE_EVENTS_DLQ_TOPIC,
-    USAGE_EVENTS_TOPIC,
-    CommonSettings,
-)
+from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +24,9 @@ class TopicSpec:
 def platform_topics(settings: CommonSettings) -> list[TopicSpec]:
     """The topics of events.md."""
     return [
-        TopicSpec(USAGE_EVENTS_TOPIC, settings.usage_events_partitions),
-        TopicSpec(USAGE_EVENTS_DLQ_TOPIC, 1),
-        TopicSpec(SUBSCRIPTION_EVENTS_TOPIC, settings.subscription_events_partitions),
+        TopicSpec(settings.usage_events_topic, settings.usage_events_partitions),
+        TopicSpec(settings.usage_events_dlq_topic, 1),
+        TopicSpec(settings.subscription_events_topic, settings.subscription_events_partitions),
     ]
 
 

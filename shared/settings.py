@@ -29,6 +29,10 @@ class CommonSettings(BaseSettings):
     kafka_enable_idempotence: bool = False
     kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    # The topics of events.md; other names let several platforms share one cluster.
+    usage_events_topic: str = USAGE_EVENTS_TOPIC
+    usage_events_dlq_topic: str = USAGE_EVENTS_DLQ_TOPIC
+    subscription_events_topic: str = SUBSCRIPTION_EVENTS_TOPIC
     usage_events_partitions: int = Field(default=4, ge=1)
     subscription_events_partitions: int = Field(default=4, ge=1)
 

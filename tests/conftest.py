@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from services.entitlements.part import EntitlementsPart
@@ -19,7 +20,7 @@ from services.invoicing.part import InvoicingPart
 from services.metering.part import MeteringPart
 from shared.app import Runtime, ServicePart, create_app
 from shared.settings import CommonSettings
-from shared.stack import EmbeddedStack, Endpoints
+from shared.stack import EmbeddedStack, Endpoints, TansuBroker, ValkeyServer, free_port
 
 ADMIN_KEY = "test-admin-key"
 CLOCK_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -36,6 +37,20 @@ def stack(data_dir: Path) -> Iterator[EmbeddedStack]:
     embedded.start()
     yield embedded
     embedded.stop()
+
+
+@pytest.fixture(scope="module")
+def private_parts(tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[tuple[TansuBroker, ValkeyServer]]:
+    """A broker and a valkey of the module's own, for tests that stop them or move time."""
+    root = tmp_path_factory.mktemp("private")
+    broker = TansuBroker(free_port(), root / "tansu.log")
+    valkey = ValkeyServer(free_port(), root / "valkey", root / "valkey.log")
+    broker.start()
+    valkey.start()
+    yield broker, valkey
+    broker.stop()
+    valkey.stop()
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +73,10 @@ def settings_for(endpoints: Endpoints, **extra: Any) -> dict[str, Any]:
 
 
 class RunningApp:
-    def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient, parts: list[ServicePart]):
         self.app = app
         self.client = client
+        self.parts = parts
 
     @property
     def runtime(self) -> Runtime:
@@ -75,12 +91,13 @@ async def start_app(values: dict[str, Any],
                     parts: list[ServicePart] | None = None) -> tuple[RunningApp, Any]:
     common = {k: v for k, v in values.items() if k in CommonSettings.model_fields}
     settings = CommonSettings(**common)
-    app = create_app(settings, parts if parts is not None else [
-        MeteringPart(values), EntitlementsPart(common), InvoicingPart(common)])
+    if parts is None:
+        parts = [MeteringPart(values), EntitlementsPart(common), InvoicingPart(common)]
+    app = create_app(settings, parts)
     lifespan = app.router.lifespan_context(app)
     await lifespan.__aenter__()
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-    return RunningApp(app, client), lifespan
+    return RunningApp(app, client, parts), lifespan
 
 
 @pytest.fixture(scope="session")
@@ -107,3 +124,21 @@ async def eventually(check: Any, within: float = 10.0, interval: float = 0.05) -
     except TimeoutError:
         raise AssertionError(f"condition not met within {within} s (last: {result!r})") from None
     return result
+
+
+def cloud_event(tenant: str, event_type: str, data: dict[str, Any], *, event_id: str,
+                time: str = "2026-01-15T10:00:00Z", source: str = "tests") -> dict[str, Any]:
+    return {"specversion": "1.0", "id": event_id, "source": source, "type": event_type,
+            "subject": tenant, "time": time, "data": data}
+
+
+async def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
+                  ) -> None:
+    """Write raw (key, value) messages straight to a topic, as a product backend would."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

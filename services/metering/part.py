@@ -23,6 +23,7 @@ class MeteringPart:
         # Fail at construction, before anything starts, on an invalid meter file.
         self.registry = MeterRegistry.load(self.settings.meters)
         self.consumer: UsageConsumer | None = None
+        self._barrier_registered = False
 
     async def start(self, runtime: Runtime) -> None:
         validator = EventValidator(self.registry.configured_types())
@@ -31,10 +32,18 @@ class MeteringPart:
         self.consumer = UsageConsumer(self.settings, validator, store, live,
                                       TenantZones(runtime.redis), runtime.producer)
         await self.consumer.start()
-        runtime.scheduler.register_barrier(self.consumer.caught_up)
+        if not self._barrier_registered:
+            runtime.scheduler.register_barrier(self.caught_up)
+            self._barrier_registered = True
         runtime.app_state.metering = MeteringService(
-            store, self.registry, validator, runtime.producer, self.settings.max_event_bytes)
+            store, self.registry, validator, runtime.producer, self.settings.usage_events_topic,
+            self.settings.max_event_bytes)
         runtime.app_state.metering_settings = self.settings
+
+    async def caught_up(self) -> None:
+        """The clock's barrier (api.md, PUT /v1/clock): every accepted event is counted."""
+        if self.consumer is not None:
+            await self.consumer.caught_up()
 
     async def stop(self) -> None:
         if self.consumer is not None:

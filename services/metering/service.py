@@ -22,7 +22,6 @@ from shared.billing.periods import local_midnight
 from shared.errors import NotFound, ValidationFailed
 from shared.events import EventValidator, InvalidEvent, UsageEvent
 from shared.meters import Aggregation, MeterRegistry
-from shared.settings import USAGE_EVENTS_TOPIC
 
 MAX_BUCKETS = 10_000
 
@@ -167,11 +166,12 @@ def users_with_access(intervals: dict[tuple[str, str], list[tuple[datetime, date
 
 class MeteringService:
     def __init__(self, store: EventStore, registry: MeterRegistry, validator: EventValidator,
-                 producer: AIOKafkaProducer, max_event_bytes: int) -> None:
+                 producer: AIOKafkaProducer, topic: str, max_event_bytes: int) -> None:
         self.store = store
         self.registry = registry
         self.validator = validator
         self._producer = producer
+        self._topic = topic
         self._max_event_bytes = max_event_bytes
 
     async def ingest(self, bodies: Sequence[Any], allowed_tenant: str | None
@@ -190,7 +190,7 @@ class MeteringService:
                                           error))
                 continue
             accepted.append((event.tenant, raw))
-        futures = [await self._producer.send(USAGE_EVENTS_TOPIC, raw, key=tenant.encode())
+        futures = [await self._producer.send(self._topic, raw, key=tenant.encode())
                    for tenant, raw in accepted]
         await asyncio.gather(*futures)
         return len(accepted), rejected

@@ -39,7 +39,7 @@ from shared.events import EventValidator, InvalidEvent
 from shared.kafka import make_consumer
 from shared.live import TENANT_ZONES_KEY
 from shared.redis import text
-from shared.settings import USAGE_EVENTS_DLQ_TOPIC, USAGE_EVENTS_TOPIC, MeteringSettings
+from shared.settings import MeteringSettings
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class UsageConsumer:
             settings, settings.consumer_group, max_poll_records=settings.batch_max_records)
 
     async def start(self) -> None:
-        self.consumer.subscribe([USAGE_EVENTS_TOPIC], listener=_Rebalance(self))
+        self.consumer.subscribe([self._settings.usage_events_topic], listener=_Rebalance(self))
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="metering-consumer")
 
@@ -200,8 +200,9 @@ class UsageConsumer:
                        ("source.topic", record.topic.encode()),
                        ("source.partition", str(record.partition).encode()),
                        ("source.offset", str(record.offset).encode())]
-            futures.append(await self._producer.send(
-                USAGE_EVENTS_DLQ_TOPIC, record.value, key=record.key, headers=headers))
+            futures.append(await self._producer.send(self._settings.usage_events_dlq_topic,
+                                                     record.value, key=record.key,
+                                                     headers=headers))
         await asyncio.gather(*futures)
         for _, error in dead:
             DEAD_LETTERS.labels(error.code).inc()
@@ -238,8 +239,9 @@ class UsageConsumer:
 
     async def caught_up(self, timeout_s: float = 60.0) -> None:
         """Wait until every message already in usage-events is processed and committed."""
-        partitions = self.consumer.partitions_for_topic(USAGE_EVENTS_TOPIC) or set()
-        tps = [TopicPartition(USAGE_EVENTS_TOPIC, p) for p in sorted(partitions)]
+        topic = self._settings.usage_events_topic
+        partitions = self.consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = await self.consumer.end_offsets(tps)
         deadline = time.monotonic() + timeout_s
         pending = set(tps)

@@ -3,27 +3,14 @@ valkey so that stopping them, or moving time, touches no other test."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from shared.stack import Endpoints, TansuBroker, ValkeyServer, free_port
+from shared.stack import Endpoints, TansuBroker, ValkeyServer
 from tests.conftest import RunningApp, settings_for, start_app
-
-
-@pytest.fixture(scope="module")
-def private_parts(tmp_path_factory: pytest.TempPathFactory
-                  ) -> Iterator[tuple[TansuBroker, ValkeyServer]]:
-    root = tmp_path_factory.mktemp("private")
-    broker = TansuBroker(free_port(), root / "tansu.log")
-    valkey = ValkeyServer(free_port(), root / "valkey", root / "valkey.log")
-    broker.start()
-    valkey.start()
-    yield broker, valkey
-    broker.stop()
-    valkey.stop()
 
 
 @pytest.fixture(scope="module")

@@ -154,7 +154,7 @@ class EntitlementsStore:
     async def history(self, tenant: str, after: str | None, count: int
                       ) -> list[tuple[str, dict[str, Any]]]:
         start = "-" if after is None else f"({after}"
-        rows = await self.redis.xrange(self.history_key(tenant), min=start, count=count)
+        rows: Any = await self.redis.xrange(self.history_key(tenant), min=start, count=count)
         return [(str(entry_id), orjson.loads(fields["entry"])) for entry_id, fields in rows]
 
     # --- lifecycle index ---------------------------------------------------------------
@@ -170,7 +170,7 @@ class EntitlementsStore:
     # --- outbox ------------------------------------------------------------------------
 
     async def outbox_batch(self, count: int) -> list[tuple[str, dict[str, str]]]:
-        rows = await self.redis.xrange(self.outbox_key, count=count)
+        rows: Any = await self.redis.xrange(self.outbox_key, count=count)
         return [(str(i), {str(k): str(v) for k, v in f.items()}) for i, f in rows]
 
     async def outbox_ack(self, ids: Sequence[str]) -> None:

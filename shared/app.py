@@ -17,12 +17,17 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from clickhouse_connect.driver.exceptions import DatabaseError as ClickHouseDatabaseError
+from clickhouse_connect.driver.exceptions import OperationalError as ClickHouseOperationalError
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,7 +36,7 @@ from shared.auth import AdminKey, KeyStore, Role
 from shared.clickhouse.client import ClickHouse, connect
 from shared.clickhouse.migrate import migrate
 from shared.clock import Clock, ManualClock, Scheduler, WallClock
-from shared.errors import AppError, BadRequest, NotFound, ValidationFailed
+from shared.errors import AppError, BadRequest, NotFound, Unavailable, ValidationFailed
 from shared.kafka import ensure_topics, make_producer, platform_topics, probe
 from shared.observability import HTTP_LATENCY, HTTP_REQUESTS
 from shared.redis import make_redis
@@ -152,6 +157,15 @@ def install_error_handlers(app: FastAPI) -> None:
             error = ValidationFailed(f"{where}: {first.get('msg')}", field=where)
         return JSONResponse(error.body(), status_code=error.status)
 
+    async def dependency_down(request: Request, exc: Exception) -> JSONResponse:
+        part = _dependency_of(exc)
+        log.warning("%s unavailable on %s %s: %s", part, request.method, request.url.path, exc)
+        error = Unavailable(f"{part} is unavailable; retry later", code=f"{part}_unavailable")
+        return JSONResponse(error.body(), status_code=error.status, headers={"Retry-After": "1"})
+
+    for dependency_error in DEPENDENCY_ERRORS:
+        app.add_exception_handler(dependency_error, dependency_down)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug, not the caller's input: logged with its trace, answered in the same shape.
@@ -164,6 +178,17 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
                             status_code=exc.status_code, headers=exc.headers)
+
+
+DEPENDENCY_ERRORS: dict[type[Exception], str] = {
+    RedisConnectionError: "redis", RedisTimeoutError: "redis",
+    KafkaError: "kafka",
+    ClickHouseDatabaseError: "clickhouse", ClickHouseOperationalError: "clickhouse",
+}
+
+
+def _dependency_of(exc: Exception) -> str:
+    return next(name for kind, name in DEPENDENCY_ERRORS.items() if isinstance(exc, kind))
 
 
 # --- metrics -----------------------------------------------------------------------------

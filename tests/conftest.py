@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,15 @@ async def platform(endpoints: Endpoints) -> AsyncIterator[RunningApp]:
 def unique() -> str:
     """A fresh suffix, so tests sharing the session's stores never see each other's data."""
     return os.urandom(4).hex()
+
+
+async def settles(fetch: Callable[[], Awaitable[Any]], expected: Any,
+                  within: float = 10.0) -> None:
+    """Poll until `fetch()` returns `expected`."""
+    async def equal() -> bool:
+        return bool(await fetch() == expected)
+
+    await eventually(equal, within)
 
 
 async def eventually(check: Any, within: float = 10.0, interval: float = 0.05) -> Any:

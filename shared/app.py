@@ -137,7 +137,11 @@ def create_app(settings: CommonSettings, parts: list[ServicePart],
 # --- errors ------------------------------------------------------------------------------
 
 def _field_path(loc: Sequence[Any]) -> str:
-    return ".".join(str(p) for p in loc if p not in ("body",)) or "body"
+    # FastAPI prefixes where the value came from; callers know fields by their own names.
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path"):
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or "body"
 
 
 def install_error_handlers(app: FastAPI) -> None:

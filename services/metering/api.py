@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
+from services.metering.models import EventRefs, IngestResult, Meters, UsageSeries
 from services.metering.service import MeteringService
 from shared.auth import Principal, Role, require
 from shared.errors import BadRequest, PayloadTooLarge, ValidationFailed
@@ -41,7 +42,9 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-@router.post("/v1/events", status_code=202)
+@router.post("/v1/events", status_code=202, response_model=IngestResult,
+             responses={422: {"description": "no event could be accepted"},
+                        413: {"description": "body over the size limit"}})
 async def ingest(request: Request, principal: IngestKey, service: Metering) -> JSONResponse:
     settings = request.app.state.metering_settings
     raw = await _read_limited(request, settings.max_request_bytes)
@@ -79,7 +82,7 @@ def _instant(value: str, name: str) -> datetime:
         raise ValidationFailed(f"{name}: {error.reason}", field=name) from None
 
 
-@router.get("/v1/usage")
+@router.get("/v1/usage", response_model=UsageSeries)
 async def usage(
     principal: DashboardKey,
     service: Metering,
@@ -101,7 +104,7 @@ async def usage(
     return {"tenant": tenant, "meter": meter, "window": window, "tz": tz, "data": data}
 
 
-@router.get("/v1/usage/events")
+@router.get("/v1/usage/events", response_model=EventRefs)
 async def usage_events(
     principal: DashboardKey,
     service: Metering,
@@ -119,6 +122,6 @@ async def usage_events(
     return {"tenant": tenant, "meter": meter, "data": data}
 
 
-@router.get("/v1/meters")
-async def meters(_: DashboardKey, service: Metering) -> dict[str, Any]:
-    return {"data": [m.model_dump(mode="json") for m in service.registry.all()]}
+@router.get("/v1/meters", response_model=Meters)
+async def meters(_: DashboardKey, service: Metering) -> Meters:
+    return Meters(data=service.registry.all())

@@ -1,11 +1,14 @@
-"""Metering's request and response shapes (api.md, Metering)."""
+"""Metering's response shapes (api.md, Metering), published in the OpenAPI document."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.meters import Meter
+
+Window = Literal["hour", "day", "month"]
 
 
 class RejectedEvent(BaseModel):
@@ -21,24 +24,37 @@ class IngestResult(BaseModel):
     rejected: list[RejectedEvent]
 
 
-Window = Literal["hour", "day", "month"]
-
-
 class UsagePoint(BaseModel):
-    from_: datetime
-    to: datetime
-    group: dict[str, str]
-    value: Any
+    model_config = ConfigDict(populate_by_name=True)
 
-    def public(self) -> dict[str, Any]:
-        # `from` is a Python keyword: the wire name is set here, once.
-        return {"from": self.from_.isoformat(), "to": self.to.isoformat(),
-                "group": self.group, "value": self.value}
+    from_: str = Field(alias="from", description="window start, RFC 3339 in the caller's zone")
+    to: str
+    group: dict[str, str]
+    value: int | float
+
+
+class UsageSeries(BaseModel):
+    tenant: str
+    meter: str
+    window: Window | None
+    tz: str
+    data: list[UsagePoint]
 
 
 class EventRef(BaseModel):
     source: str
     id: str
-    time: datetime
+    time: str
+    topic: str
     partition: int
     offset: int
+
+
+class EventRefs(BaseModel):
+    tenant: str
+    meter: str
+    data: list[EventRef]
+
+
+class Meters(BaseModel):
+    data: list[Meter]

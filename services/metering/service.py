@@ -245,8 +245,8 @@ class MeteringService:
             raise NotFound(f"meter '{meter_slug}' not found", field="meter")
         check_range(start, end, None)
         rows = await self.store.event_refs(meter, tenant, start, end, module, limit)
-        return [{"source": s, "id": i, "time": as_utc(t).isoformat(),
-                 "partition": p, "offset": o} for s, i, t, p, o in rows]
+        return [{"source": s, "id": i, "time": as_utc(t).isoformat(), "topic": topic,
+                 "partition": p, "offset": o} for s, i, t, topic, p, o in rows]
 
 
 def window_bounds(start: datetime, end: datetime, window: str | None,

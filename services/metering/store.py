@@ -19,7 +19,8 @@ from shared.events import UsageEvent
 from shared.meters import Aggregation, Meter
 
 EVENT_COLUMNS: Final = ("tenant", "type", "time", "source", "id", "module", "user_id", "data",
-                        "extensions", "kafka_partition", "kafka_offset", "ingested_at")
+                        "extensions", "kafka_topic", "kafka_partition", "kafka_offset",
+                        "ingested_at")
 
 _BUCKETS: Final = {
     None: "toDateTime64(0, 6, 'UTC')",
@@ -34,6 +35,7 @@ class StoredEvent:
     """A validated event and where it was read from (R9.6)."""
 
     event: UsageEvent
+    topic: str
     partition: int
     offset: int
     ingested_at: datetime
@@ -53,16 +55,17 @@ class EventStore:
                       data.get("module", "") if isinstance(data.get("module"), str) else "",
                       data.get("user_id", "") if isinstance(data.get("user_id"), str) else "",
                       orjson.dumps(data).decode(), orjson.dumps(event.extensions).decode(),
-                      row.partition, row.offset, row.ingested_at)
+                      row.topic, row.partition, row.offset, row.ingested_at)
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
         await self._ch.insert_columns("usage_events", EVENT_COLUMNS, columns,
                                       settings={"insert_deduplication_token": token})
 
-    async def resume_offsets(self) -> dict[int, int]:
+    async def resume_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to read per partition, from what is stored (the record of truth)."""
         rows = await self._ch.rows(
-            "SELECT kafka_partition, max(kafka_offset) FROM usage_events GROUP BY kafka_partition")
+            "SELECT kafka_partition, max(kafka_offset) FROM usage_events "
+            "WHERE kafka_topic = {topic:String} GROUP BY kafka_partition", {"topic": topic})
         return {int(p): int(o) + 1 for p, o in rows}
 
     async def existing(self, events: Iterable[UsageEvent]) -> set[tuple[str, str]]:
@@ -122,7 +125,7 @@ class EventStore:
 
     async def event_refs(self, meter: Meter, tenant: str, start: datetime, end: datetime,
                          module: str | None, limit: int) -> list[tuple[Any, ...]]:
-        """The events behind a figure (R9.6): source, id, time, partition, offset."""
+        """The events behind a figure (R9.6): source, id, time, topic, partition, offset."""
         params: dict[str, Any] = {"tenant": tenant, "start": start, "end": end, "limit": limit}
         types = [meter.event_type]
         if meter.aggregation is Aggregation.SEATS:
@@ -133,7 +136,8 @@ class EventStore:
             params["module"] = module
             module_filter = " AND module = {module:String}"
         return await self._ch.rows(
-            "SELECT source, id, time, kafka_partition, kafka_offset FROM usage_events "
+            "SELECT source, id, time, kafka_topic, kafka_partition, kafka_offset "
+            "FROM usage_events "
             "WHERE tenant = {tenant:String} AND type IN {types:Array(String)} "
             "AND time >= {start:DateTime64(6, 'UTC')} AND time < {end:DateTime64(6, 'UTC')}"
             + module_filter + " ORDER BY time, source, id LIMIT 1 BY source, id "

@@ -176,7 +176,7 @@ class UsageConsumer:
                                f"{self._settings.max_event_bytes}")
         event = self._validator.decode(value)
         ingested_at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
-        return StoredEvent(event, record.partition, record.offset, ingested_at)
+        return StoredEvent(event, record.topic, record.partition, record.offset, ingested_at)
 
     async def _drop_stored_late_copies(self, rows: list[StoredEvent]) -> list[StoredEvent]:
         """Events older than the claim window may have a copy Redis forgot: ask ClickHouse."""
@@ -230,7 +230,8 @@ class UsageConsumer:
                 delay = min(delay * 2, self._settings.retry_max_s)
 
     async def resume_from_store(self, assigned: set[TopicPartition]) -> None:
-        stored_next = await self._retry("clickhouse", self._store.resume_offsets)
+        topic = self._settings.usage_events_topic
+        stored_next = await self._retry("clickhouse", lambda: self._store.resume_offsets(topic))
         for tp in assigned:
             position = stored_next.get(tp.partition)
             committed = await self.consumer.committed(tp)

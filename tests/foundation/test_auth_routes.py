@@ -23,6 +23,24 @@ ALLOWED: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/usage"): {DSH, ADM},
     ("GET", "/v1/usage/events"): {DSH, ADM},
     ("GET", "/v1/meters"): {DSH, ADM},
+    ("GET", "/v1/catalog"): {ING, DSH, ADM},
+    ("POST", "/v1/tenants"): {ADM},
+    ("GET", "/v1/tenants/{tenant}"): {ING, DSH, ADM},
+    ("PATCH", "/v1/tenants/{tenant}"): {ING, ADM},
+    ("POST", "/v1/tenants/{tenant}/purchases"): {ING, ADM},
+    ("POST", "/v1/tenants/{tenant}/lots/{lot}/cancel"): {ING, ADM},
+    ("POST", "/v1/tenants/{tenant}/lots/{lot}/uncancel"): {ING, ADM},
+    ("GET", "/v1/tenants/{tenant}/history"): {DSH, ADM},
+    ("GET", "/v1/tenants/{tenant}/check"): {ING, ADM},
+    ("POST", "/v1/check"): {ING, ADM},
+}
+
+# Well-formed bodies, so that the tenant scope is what answers, not the body's validation.
+BODIES: dict[tuple[str, str], object] = {
+    ("PATCH", "/v1/tenants/{tenant}"): {"renewal": False},
+    ("POST", "/v1/tenants/{tenant}/purchases"): {
+        "actor": {"user_id": "u-1", "role": "owner"}, "item": "seats-crm", "quantity": 1,
+        "confirm": False},
 }
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
@@ -100,7 +118,8 @@ async def test_a_tenant_limited_key_sees_other_tenants_as_missing(platform: Runn
         role = next(r for r in (ING, DSH, FIN) if r in ALLOWED[(method, path)])
         key = await _key(platform, role, tenant=f"mine-{unique}")
         response = await platform.client.request(
-            method, _url(path, f"theirs-{unique}"), headers={"Authorization": f"Bearer {key}"})
+            method, _url(path, f"theirs-{unique}"), headers={"Authorization": f"Bearer {key}"},
+            json=BODIES.get((method, path)))
         assert response.status_code == 404, (method, path, response.text)
         _assert_error_shape(response.json(), "not_found")
 

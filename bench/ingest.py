@@ -1,0 +1,330 @@
+"""Ingest benchmark (issue 4): metering's end-to-end throughput against a ceiling measured in
+the same run on the same machine.
+
+    python bench/ingest.py [--events 200000] [--runs 3]
+
+Each run, on a fresh embedded broker and valkey:
+1. **metering**: N events (about 5 % sent twice) are produced to `usage-events`, then the
+   metering service starts as its own process (uvicorn, production entry point). Throughput
+   is events consumed, validated, deduplicated, written to chDB and committed per second,
+   timed from its first commit to the commit of the last offset (the first batch, which
+   includes the group join, is left out of both the count and the time).
+2. **latency**: with metering caught up, events are sent at a steady rate below capacity;
+   event-to-queryable latency is `stored_at - ingested_at` of each stored row (both taken on
+   this machine's clock: the broker timestamp at produce, and the row's insert time).
+3. **ceiling**: the same events on another topic, read by a bare process doing aiokafka
+   consume + orjson decode + a columnar chDB insert + commit; no validation, no dedupe, no
+   Redis. Timed the same way.
+Peak RSS is the metering process's VmHWM. Every figure is printed as a JSON line; the last
+lines give the medians over the runs and the ratio to the ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shared.stack import TansuBroker, ValkeyServer, free_port  # noqa: E402
+
+PARTITIONS = 4
+GROUP = "metering"
+
+
+def emit(metric: str, value: float, unit: str, **extra: Any) -> None:
+    print(orjson.dumps({"metric": metric, "value": round(value, 3), "unit": unit, **extra})
+          .decode(), flush=True)
+
+
+def make_events(count: int, seed: int, tag: str) -> list[tuple[bytes, bytes]]:
+    """`count` distinct events over 1,000 tenants and all types, plus ~5 % copies."""
+    rng = random.Random(seed)
+    events = []
+    for n in range(count):
+        tenant = f"t{n % 1000}"
+        kind = rng.random()
+        if kind < 0.7:
+            event_type, data = "email.sent", {"count": rng.randint(1, 50), "campaign_id": "c1"}
+        elif kind < 0.85:
+            event_type = "user.access.granted" if rng.random() < 0.7 else "user.access.revoked"
+            data = {"user_id": f"u{rng.randint(1, 40)}", "module": rng.choice(["crm", "sales"])}
+        elif kind < 0.95:
+            event_type = "company.created"
+            data = {"company_id": f"c{n}"}
+        else:
+            event_type = "support.session.completed"
+            data = {"minutes": rng.randint(1, 90), "level": rng.randint(1, 3)}
+        body = {"specversion": "1.0", "id": f"{tag}-{n}", "source": "bench", "type": event_type,
+                "subject": tenant, "time": f"2026-11-{1 + n % 28:02d}T{n % 24:02d}:00:00Z",
+                "data": data}
+        events.append((tenant.encode(), orjson.dumps(body)))
+    events += rng.sample(events, count // 20)
+    rng.shuffle(events)
+    return events
+
+
+async def create_topics(bootstrap: str, *names: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                                max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def committed_progress(bootstrap: str, topic: str, group: str, timeout_s: float
+                             ) -> tuple[float, int, float, int]:
+    """Watch a group's commits: (first commit time, events before it, last time, total)."""
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                             enable_auto_commit=False)
+    await probe.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await probe.end_offsets(tps)
+        total = sum(ends.values())
+        first: tuple[float, int] | None = None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            done = 0
+            for tp in tps:
+                done += await probe.committed(tp) or 0
+            now = time.perf_counter()
+            if done and first is None:
+                first = (now, done)
+            if done >= total:
+                assert first is not None
+                return first[0], first[1], now, total
+            await asyncio.sleep(0.005)
+        raise TimeoutError(f"{group} did not finish {topic} in {timeout_s} s")
+    finally:
+        await probe.stop()
+
+
+def rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def spawn_metering(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "services.metering.main:app",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def spawn_ceiling(bootstrap: str, dsn: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, "--ceiling-worker", bootstrap, dsn],
+                            cwd=ROOT)
+
+
+async def latency_phase(bootstrap: str, rate: int, seconds: float, tag: str) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+    await producer.start()
+    sent = 0
+    try:
+        step = 0.02
+        per_step = max(1, int(rate * step))
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            futures = []
+            for _ in range(per_step):
+                body = {"specversion": "1.0", "id": f"{tag}-{sent}", "source": "bench-latency",
+                        "type": "email.sent", "subject": "latency", "time": "2026-11-20T10:00:00Z",
+                        "data": {"count": 1}}
+                futures.append(await producer.send("usage-events", orjson.dumps(body),
+                                                   key=b"latency"))
+                sent += 1
+            await asyncio.gather(*futures)
+            await asyncio.sleep(max(0.0, started + (sent / per_step) * step - time.perf_counter()))
+    finally:
+        await producer.stop()
+    return sent
+
+
+def query_chdb(dsn: str, sql: str) -> tuple[Any, ...]:
+    """Rows from a chDB directory no other process holds any more (one engine per process)."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import clickhouse_connect, sys, orjson; "
+         "c = clickhouse_connect.get_client(dsn=sys.argv[1]); "
+         "print(orjson.dumps([list(r) for r in c.query(sys.argv[2]).result_rows]).decode())",
+         dsn, sql], capture_output=True, text=True, check=True, cwd=ROOT)
+    rows: list[list[Any]] = orjson.loads(out.stdout)
+    return tuple(rows[0])
+
+
+async def run_once(run: int, count: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        root = Path(tmp)
+        broker = TansuBroker(free_port(), root / "tansu.log")
+        valkey = ValkeyServer(free_port(), root / "valkey", root / "valkey.log")
+        broker.start()
+        valkey.start()
+        try:
+            return await _measure(run, count, root, broker, valkey)
+        finally:
+            broker.stop()
+            valkey.stop()
+
+
+async def _measure(run: int, count: int, root: Path, broker: TansuBroker,
+                   valkey: ValkeyServer) -> dict[str, float]:
+    bootstrap = broker.bootstrap
+    await create_topics(bootstrap, "usage-events", "usage-events.dlq", "subscription-events",
+                        "ceiling")
+    events = make_events(count, seed=run, tag=f"r{run}")
+    distinct = count
+
+    # 1. metering, from a backlog
+    await produce(bootstrap, "usage-events", events)
+    port = free_port()
+    dsn = f"chdb://{root / 'metering-ch'}"
+    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "REDIS_URL": valkey.url,
+           "CLICKHOUSE_DSN": dsn, "ADMIN_API_KEY": "bench", "LOG_LEVEL": "WARNING",
+           "KAFKA_SESSION_TIMEOUT_MS": "6000", "KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}
+    metering = spawn_metering(env, port)
+    try:
+        first_t, first_n, last_t, total = await committed_progress(bootstrap, "usage-events",
+                                                                   GROUP, timeout_s=600)
+        throughput = (total - first_n) / (last_t - first_t)
+
+        # 2. latency at a steady rate well below capacity
+        latency_events = await latency_phase(bootstrap, rate=10_000, seconds=5,
+                                             tag=f"lat{run}")
+        await committed_progress(bootstrap, "usage-events", GROUP, timeout_s=120)
+        peak_rss = rss_peak_mb(metering.pid)
+    finally:
+        metering.send_signal(signal.SIGTERM)
+        metering.wait(60)
+
+    stored, unique = query_chdb(dsn, "SELECT count(), uniqExact(source, id) FROM usage_events "
+                                     "WHERE source = 'bench'")
+    if not stored == unique == distinct:
+        raise AssertionError(f"stored {stored} rows, {unique} distinct, expected {distinct}")
+    p50, p99, n_latency = query_chdb(
+        dsn, "SELECT quantileExact(0.5)(d), quantileExact(0.99)(d), count() FROM ("
+             "SELECT dateDiff('millisecond', ingested_at, stored_at) AS d FROM usage_events "
+             "WHERE source = 'bench-latency')")
+    if n_latency != latency_events:
+        raise AssertionError(f"latency phase stored {n_latency} of {latency_events}")
+
+    # 3. the ceiling, on its own topic
+    await produce(bootstrap, "ceiling", events)
+    ceiling = spawn_ceiling(bootstrap, f"chdb://{root / 'ceiling-ch'}")
+    try:
+        c_first_t, c_first_n, c_last_t, c_total = await committed_progress(
+            bootstrap, "ceiling", "ceiling", timeout_s=600)
+    finally:
+        ceiling.send_signal(signal.SIGTERM)
+        ceiling.wait(60)
+    ceiling_rate = (c_total - c_first_n) / (c_last_t - c_first_t)
+
+    results = {"throughput": throughput, "ceiling": ceiling_rate,
+               "ratio": throughput / ceiling_rate, "p50_ms": float(p50), "p99_ms": float(p99),
+               "peak_rss_mb": peak_rss}
+    emit("ingest_throughput", throughput, "events/s", run=run, events=total)
+    emit("ingest_ceiling", ceiling_rate, "events/s", run=run)
+    emit("ingest_ratio_to_ceiling", throughput / ceiling_rate, "ratio", run=run)
+    emit("event_to_queryable_p50", float(p50), "ms", run=run, events=n_latency)
+    emit("event_to_queryable_p99", float(p99), "ms", run=run, events=n_latency)
+    emit("metering_peak_rss", peak_rss, "MiB", run=run)
+    return results
+
+
+def ceiling_worker(bootstrap: str, dsn: str) -> None:
+    """The ceiling: consume, decode, columnar insert, commit; nothing else."""
+    from datetime import datetime
+
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(dsn=dsn)
+    client.command("CREATE TABLE IF NOT EXISTS raw (tenant String, type String, "
+                   "time DateTime64(6, 'UTC'), source String, id String, data String) "
+                   "ENGINE = MergeTree ORDER BY (tenant, type, time)")
+    stopping = asyncio.Event()
+
+    async def loop() -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+        consumer = AIOKafkaConsumer("ceiling", bootstrap_servers=bootstrap, group_id="ceiling",
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    max_poll_records=5000, fetch_max_bytes=64 << 20,
+                                    max_partition_fetch_bytes=16 << 20)
+        await consumer.start()
+        try:
+            while not stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                if not batch:
+                    continue
+                columns: list[list[Any]] = [[], [], [], [], [], []]
+                for records in batch.values():
+                    for record in records:
+                        body = orjson.loads(record.value)
+                        for column, value in zip(columns, (
+                                body["subject"], body["type"],
+                                datetime.fromisoformat(body["time"]), body["source"],
+                                body["id"], orjson.dumps(body["data"]).decode()), strict=True):
+                            column.append(value)
+                await asyncio.to_thread(client.insert, "raw", columns,
+                                        column_names=["tenant", "type", "time", "source", "id",
+                                                      "data"], column_oriented=True)
+                await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+        finally:
+            await consumer.stop()
+
+    asyncio.run(loop())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--ceiling-worker", nargs=2, metavar=("BOOTSTRAP", "DSN"))
+    args = parser.parse_args()
+    if args.ceiling_worker:
+        ceiling_worker(*args.ceiling_worker)
+        return
+    runs = [asyncio.run(run_once(run, args.events)) for run in range(args.runs)]
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    emit("ingest_throughput_median", median("throughput"), "events/s", runs=args.runs,
+         target=50_000)
+    emit("ingest_ceiling_median", median("ceiling"), "events/s", runs=args.runs)
+    emit("ingest_ratio_to_ceiling_median", median("ratio"), "ratio", runs=args.runs,
+         target=0.6)
+    emit("event_to_queryable_p50_median", median("p50_ms"), "ms", runs=args.runs)
+    emit("event_to_queryable_p99_median", median("p99_ms"), "ms", runs=args.runs, target=2000)
+    emit("metering_peak_rss_median", median("peak_rss_mb"), "MiB", runs=args.runs)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,7 @@ class MeteringPart:
         # Fail at construction, before anything starts, on an invalid meter file.
         self.registry = MeterRegistry.load(self.settings.meters)
         self.consumer: UsageConsumer | None = None
+        self.service: MeteringService | None = None
         self._barrier_registered = False
 
     async def start(self, runtime: Runtime) -> None:
@@ -35,15 +36,15 @@ class MeteringPart:
         if not self._barrier_registered:
             runtime.scheduler.register_barrier(self.caught_up)
             self._barrier_registered = True
-        runtime.app_state.metering = MeteringService(
+        self.service = runtime.app_state.metering = MeteringService(
             store, self.registry, validator, runtime.producer, self.settings.usage_events_topic,
             self.settings.max_event_bytes)
         runtime.app_state.metering_settings = self.settings
 
     async def caught_up(self) -> None:
         """The clock's barrier (api.md, PUT /v1/clock): every accepted event is counted."""
-        if self.consumer is not None:
-            await self.consumer.caught_up()
+        if self.consumer is not None and self.service is not None:
+            await self.consumer.caught_up(self.service.produced)
 
     async def stop(self) -> None:
         if self.consumer is not None:

@@ -194,24 +194,25 @@ def _value_expression(meter: Meter, params: dict[str, Any]) -> str:
 # partition:offset is that message replayed after a crash: stored again, counted once.
 # Verdicts: 1 new, 2 replay of our own claim, 0 duplicate.
 _APPLY_BATCH = """
-local ttl = tonumber(ARGV[1])
+local ttl = ARGV[1]
 local batch = cjson.decode(ARGV[2])
 local verdicts = {}
+local increments = {}
 for i, ev in ipairs(batch) do
-  local current = redis.call('GET', ev[1])
+  -- Claim and read in one call: nil means the claim is new and now ours.
+  local current = redis.call('SET', ev[1], ev[2], 'NX', 'GET', 'EX', ttl)
   if not current then
-    redis.call('SET', ev[1], ev[2], 'EX', ttl)
     verdicts[i] = 1
     for j = 3, #ev do
       local op = ev[j]
       if op[1] == 'incr' then
-        redis.call('INCRBY', op[2], op[3])
-      elseif op[1] == 'access' then
-        -- op: access, state hash, users zset, user, order, score, granted (1/0)
+        increments[op[2]] = (increments[op[2]] or 0) + op[3]
+      else
+        -- access: state hash, users zset, user, order, score, granted (1/0)
         local previous = redis.call('HGET', op[2], op[4])
         if (not previous) or tonumber(previous) < tonumber(op[5]) then
           redis.call('HSET', op[2], op[4], op[5])
-          if op[7] == '1' then
+          if op[7] == 1 then
             -- LT keeps the earliest grant time of an unbroken access (R6.3 ranks by it).
             redis.call('ZADD', op[3], 'LT', op[6], op[4])
           else
@@ -225,6 +226,10 @@ for i, ev in ipairs(batch) do
   else
     verdicts[i] = 0
   end
+end
+-- One INCRBY per counter for the whole batch.
+for key, amount in pairs(increments) do
+  redis.call('INCRBY', key, amount)
 end
 return verdicts
 """

@@ -1,6 +1,7 @@
 """The usage-events consumer: poll a bounded batch, validate, dedupe, write, then commit.
 
-Order of a batch (docs/metering.md):
+Order of a batch (docs/metering.md); step 1 of the next batch overlaps steps 2-6 of this one,
+and the writes (2-6) of successive batches never overlap:
 1. decode and validate each message; a bad one is bound for the DLQ with its reason;
 2. drop copies within the batch; check events older than the Redis claim window against
    ClickHouse;
@@ -23,6 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -86,6 +88,16 @@ def _zone(name: str) -> ZoneInfo:
         return UTC_ZONE
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    generation: int
+    valid: int
+    unique: list[StoredEvent]
+    dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]
+    token: str
+    offsets: dict[TopicPartition, int]
+
+
 class UsageConsumer:
     def __init__(self, settings: MeteringSettings, validator: EventValidator, store: EventStore,
                  live: LiveCounters, zones: TenantZones, producer: AIOKafkaProducer) -> None:
@@ -95,7 +107,9 @@ class UsageConsumer:
         self._live = live
         self._zones = zones
         self._producer = producer
-        self._lock = asyncio.Lock()
+        # Bumped on every revocation; a batch prepared under an older one is not written.
+        self._generation = 0
+        self._writing: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.consumer: AIOKafkaConsumer = make_consumer(
@@ -117,38 +131,53 @@ class UsageConsumer:
         await self.consumer.stop()
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
-            batch = await self.consumer.getmany(timeout_ms=self._settings.batch_max_wait_ms,
-                                                max_records=self._settings.batch_max_records)
-            if not batch:
-                continue
-            async with self._lock:
-                try:
-                    await self.handle(batch)
-                except ShuttingDown:
-                    return
+        """Prepare batch N+1 (pure CPU work) while batch N is written; writes stay in order."""
+        writing: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                batch = await self.consumer.getmany(
+                    timeout_ms=self._settings.batch_max_wait_ms,
+                    max_records=self._settings.batch_max_records)
+                prepared = self.prepare(batch) if batch else None
+                if writing is not None:
+                    await writing
+                    writing = None
+                if prepared is not None:
+                    writing = self._writing = asyncio.create_task(self.write(prepared))
+            if writing is not None:
+                await writing
+        except ShuttingDown:
+            return
 
-    async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-                     ) -> None:
-        started = time.perf_counter()
+    def prepare(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+                ) -> PreparedBatch:
+        """Decode, validate and drop in-batch copies: no I/O, so it overlaps the last write."""
         records = [r for tp in sorted(batch) for r in batch[tp]]
         CONSUMED.inc(len(records))
-        valid: list[StoredEvent] = []
+        unique: list[StoredEvent] = []
         dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]] = []
+        seen: set[tuple[str, str]] = set()
         for record in records:
             try:
-                valid.append(self._accept(record))
+                row = self._accept(record)
             except InvalidEvent as error:
                 dead.append((record, error))
-
-        unique: list[StoredEvent] = []
-        seen: set[tuple[str, str]] = set()
-        for row in valid:
+                continue
             if row.event.key not in seen:
                 seen.add(row.event.key)
                 unique.append(row)
-        unique = await self._drop_stored_late_copies(unique)
+        return PreparedBatch(
+            generation=self._generation, unique=unique, dead=dead,
+            valid=len(records) - len(dead), token=_batch_token(batch),
+            offsets={tp: rs[-1].offset + 1 for tp, rs in batch.items() if rs})
 
+    async def write(self, batch: PreparedBatch) -> None:
+        """Claim and count, store, dead-letter, then commit: one batch at a time, in order."""
+        if batch.generation != self._generation:
+            # Fetched before a rebalance: its partitions' new owner reads them again.
+            return
+        started = time.perf_counter()
+        unique = await self._drop_stored_late_copies(batch.unique)
         zones = await self._retry("zones", lambda: self._zones.zones({r.event.tenant
                                                                        for r in unique}))
         entries: list[list[Any]] = [
@@ -156,15 +185,13 @@ class UsageConsumer:
              *live_ops(r.event, zones[r.event.tenant])] for r in unique]
         verdicts = await self._retry("redis", lambda: self._live.apply(entries))
         to_store = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict]
-        DUPLICATES.inc(len(valid) - len(to_store))
-
+        DUPLICATES.inc(batch.valid - len(to_store))
         if to_store:
-            token = _batch_token(batch)
-            await self._retry("clickhouse", lambda: self._store.insert(to_store, token))
+            await self._retry("clickhouse", lambda: self._store.insert(to_store, batch.token))
             STORED.inc(len(to_store))
-        if dead:
-            await self._retry("dlq", lambda: self._send_dead_letters(dead))
-        await self._commit(batch)
+        if batch.dead:
+            await self._retry("dlq", lambda: self._send_dead_letters(batch.dead))
+        await self._commit(batch.offsets)
         BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def _accept(self, record: ConsumerRecord[bytes, bytes]) -> StoredEvent:
@@ -207,9 +234,7 @@ class UsageConsumer:
         for _, error in dead:
             DEAD_LETTERS.labels(error.code).inc()
 
-    async def _commit(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-                      ) -> None:
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self.consumer.commit(offsets)
         except CommitFailedError:
@@ -238,12 +263,15 @@ class UsageConsumer:
             if position is not None and (committed is None or position > committed):
                 self.consumer.seek(tp, position)
 
-    async def caught_up(self, timeout_s: float = 60.0) -> None:
-        """Wait until every message already in usage-events is processed and committed."""
+    async def caught_up(self, produced: dict[int, int], timeout_s: float = 60.0) -> None:
+        """Wait until every message already in usage-events is processed and committed:
+        up to the broker's end offsets, and at least to the offsets `produced` names."""
         topic = self._settings.usage_events_topic
         partitions = self.consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = await self.consumer.end_offsets(tps)
+        for tp in tps:
+            ends[tp] = max(ends[tp], produced.get(tp.partition, 0))
         deadline = time.monotonic() + timeout_s
         pending = set(tps)
         while pending:
@@ -257,13 +285,17 @@ class UsageConsumer:
                 await asyncio.sleep(0.02)
 
     async def drain(self, timeout_s: float) -> None:
-        """Wait for the batch in hand (revocation): its commit must not follow the rebalance."""
-        try:
-            await asyncio.wait_for(self._lock.acquire(), timeout=timeout_s)
-        except TimeoutError:
-            log.warning("a batch was still in hand when its partitions were revoked")
+        """On revocation: finish the write in flight, drop what was only prepared."""
+        self._generation += 1
+        writing = self._writing
+        if writing is None or writing.done():
             return
-        self._lock.release()
+        try:
+            await asyncio.wait_for(asyncio.shield(writing), timeout=timeout_s)
+        except TimeoutError:
+            log.warning("a batch was still being written when its partitions were revoked")
+        except ShuttingDown:
+            pass
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -1,0 +1,25 @@
+"""PUT /v1/clock first waits until metering has counted every event accepted before the call
+(api.md), so a demo that sends events and then moves the clock sees them all."""
+
+from __future__ import annotations
+
+from tests.conftest import CLOCK_START, RunningApp, cloud_event
+
+
+async def test_moving_the_clock_waits_for_a_batch_accepted_just_before(platform: RunningApp,
+                                                                       unique: str) -> None:
+    tenant = f"barrier-{unique}"
+    events = [cloud_event(tenant, "email.sent", {"count": 1}, event_id=f"{tenant}-{n}")
+              for n in range(300)]
+    accepted = await platform.client.post(
+        "/v1/events", json=events,
+        headers={**platform.as_admin(), "Content-Type": "application/cloudevents-batch+json"})
+    assert accepted.json()["accepted"] == 300
+    moved = await platform.client.put("/v1/clock", json={"now": CLOCK_START.isoformat()},
+                                      headers=platform.as_admin())
+    assert moved.status_code == 200
+    # No polling: the answer came only once all 300 were counted.
+    usage = await platform.client.get("/v1/usage", headers=platform.as_admin(), params={
+        "tenant": tenant, "meter": "emails_sent", "from": "2026-01-01T00:00:00Z",
+        "to": "2026-02-01T00:00:00Z"})
+    assert [p["value"] for p in usage.json()["data"]] == [300]

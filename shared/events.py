@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Final
 
 import orjson
@@ -24,6 +25,7 @@ COMPANY_CREATED: Final = "company.created"
 COMPANY_DELETED: Final = "company.deleted"
 SUPPORT_SESSION_COMPLETED: Final = "support.session.completed"
 
+_NO_EXTENSIONS: Final[Mapping[str, Any]] = MappingProxyType({})
 _ENVELOPE: Final = frozenset(
     {"specversion", "id", "source", "type", "subject", "time", "data", "datacontenttype"})
 
@@ -184,6 +186,7 @@ class EventValidator:
         if not isinstance(data, dict):
             raise InvalidEvent("invalid_field", "data", "must be a JSON object")
         checker(data)
-        extensions = {k: v for k, v in body.items() if k not in _ENVELOPE}
+        extra = body.keys() - _ENVELOPE
+        extensions = {k: body[k] for k in extra} if extra else _NO_EXTENSIONS
         return UsageEvent(id=event_id, source=source, type=event_type, tenant=tenant, time=time,
                           data=data, extensions=extensions)

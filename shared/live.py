@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from datetime import date
+from functools import lru_cache
 
 TENANT_ZONES_KEY = "tenant-zones"
 
@@ -21,6 +22,7 @@ def live_key(tenant: str, *parts: str) -> str:
     return ":".join(("live", tenant, *parts))
 
 
+@lru_cache(maxsize=65_536)
 def emails_key(tenant: str, day: date) -> str:
     return live_key(tenant, "emails", day.isoformat())
 

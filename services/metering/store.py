@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import orjson
@@ -38,7 +38,16 @@ class StoredEvent:
     topic: str
     partition: int
     offset: int
-    ingested_at: datetime
+    ingested_ms: int  # the broker timestamp, ms since the epoch
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+_NO_EXTENSIONS: Final = "{}"
+
+
+def _text_or_empty(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 class EventStore:
@@ -47,17 +56,24 @@ class EventStore:
 
     async def insert(self, rows: Sequence[StoredEvent], token: str) -> None:
         """One INSERT, so one part: all rows land or none. The token makes a retry a no-op."""
-        columns: list[list[Any]] = [[] for _ in EVENT_COLUMNS]
-        for row in rows:
-            event = row.event
-            data = event.data
-            values = (event.tenant, event.type, event.time, event.source, event.id,
-                      data.get("module", "") if isinstance(data.get("module"), str) else "",
-                      data.get("user_id", "") if isinstance(data.get("user_id"), str) else "",
-                      orjson.dumps(data).decode(), orjson.dumps(event.extensions).decode(),
-                      row.topic, row.partition, row.offset, row.ingested_at)
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
+        # Times go as integer ticks: the driver's datetime conversion is per value in Python.
+        events = [row.event for row in rows]
+        columns: list[list[Any]] = [
+            [e.tenant for e in events],
+            [e.type for e in events],
+            [(e.time - _EPOCH) // _MICROSECOND for e in events],
+            [e.source for e in events],
+            [e.id for e in events],
+            [_text_or_empty(e.data.get("module")) for e in events],
+            [_text_or_empty(e.data.get("user_id")) for e in events],
+            [orjson.dumps(e.data).decode() for e in events],
+            [orjson.dumps(e.extensions).decode() if e.extensions else _NO_EXTENSIONS
+             for e in events],
+            [row.topic for row in rows],
+            [row.partition for row in rows],
+            [row.offset for row in rows],
+            [row.ingested_ms for row in rows],
+        ]
         await self._ch.insert_columns("usage_events", EVENT_COLUMNS, columns,
                                       settings={"insert_deduplication_token": token})
 

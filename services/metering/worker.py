@@ -202,8 +202,8 @@ class UsageConsumer:
             raise InvalidEvent("too_large", "body", f"{len(value)} bytes is over "
                                f"{self._settings.max_event_bytes}")
         event = self._validator.decode(value)
-        ingested_at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
-        return StoredEvent(event, record.topic, record.partition, record.offset, ingested_at)
+        return StoredEvent(event, record.topic, record.partition, record.offset,
+                           record.timestamp)
 
     async def _drop_stored_late_copies(self, rows: list[StoredEvent]) -> list[StoredEvent]:
         """Events older than the claim window may have a copy Redis forgot: ask ClickHouse."""

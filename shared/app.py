@@ -39,7 +39,7 @@ from shared.clickhouse.migrate import migrate
 from shared.clock import Clock, ManualClock, Scheduler, WallClock
 from shared.errors import AppError, BadRequest, NotFound, Unavailable, ValidationFailed
 from shared.kafka import ensure_topics, make_producer, platform_topics, probe
-from shared.observability import HTTP_LATENCY, HTTP_REQUESTS
+from shared.observability import HTTP_LATENCY, HTTP_REQUESTS, configure_logging
 from shared.redis import make_redis
 from shared.settings import CommonSettings
 
@@ -142,6 +142,13 @@ def tune_gc() -> None:
     of a batch's Python time). Objects alive after start-up are frozen out of collections."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+def standalone_app(part: ServicePart) -> FastAPI:
+    """One service as its own process, configured by the environment alone (production)."""
+    settings = CommonSettings()
+    configure_logging(settings.log_level)
+    return create_app(settings, [part], title=f"meterbill-{part.name}")
 
 
 # --- errors ------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,3 +153,19 @@ async def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | N
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+def wait_until_ready(base: str, process: subprocess.Popen[bytes], within: float = 60) -> None:
+    """Poll a platform process's /readyz; fail if it exits or is not ready in time."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError(f"exited with {process.returncode}:\n{output[-3000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{base} was not ready within {within} s")

@@ -9,12 +9,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.invoicing.part import InvoicingPart
-from shared.app import create_app
-from shared.observability import configure_logging
-from shared.settings import CommonSettings
+from shared.app import standalone_app
 
 
 def app() -> FastAPI:
-    settings = CommonSettings()
-    configure_logging(settings.log_level)
-    return create_app(settings, [InvoicingPart()], title="meterbill-invoicing")
+    return standalone_app(InvoicingPart())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -82,44 +83,54 @@ def _instant(value: str, name: str) -> datetime:
         raise ValidationFailed(f"{name}: {error.reason}", field=name) from None
 
 
+@dataclass(frozen=True)
+class UsageScope:
+    """The parameters every usage query shares, checked once: the key's tenant scope included."""
+
+    tenant: str
+    meter: str
+    start: datetime
+    end: datetime
+    module: str | None
+
+
+async def usage_scope(principal: DashboardKey, tenant: str, meter: str,
+                      from_: Annotated[str, Query(alias="from")], to: str,
+                      module: str | None = None) -> UsageScope:
+    principal.ensure_tenant(tenant)
+    return UsageScope(tenant, meter, _instant(from_, "from"), _instant(to, "to"), module)
+
+
+Scope = Annotated[UsageScope, Depends(usage_scope)]
+
+
 @router.get("/v1/usage", response_model=UsageSeries)
 async def usage(
-    principal: DashboardKey,
+    scope: Scope,
     service: Metering,
-    tenant: str,
-    meter: str,
-    from_: Annotated[str, Query(alias="from")],
-    to: str,
-    module: str | None = None,
     window: str | None = None,
     tz: str = "UTC",
     group_by: Annotated[list[str] | None, Query()] = None,
 ) -> dict[str, Any]:
-    principal.ensure_tenant(tenant)
     if window is not None and window not in ("hour", "day", "month"):
         raise ValidationFailed("window: must be hour, day or month", field="window")
     groups = [g.strip() for item in group_by or [] for g in item.split(",") if g.strip()]
-    data = await service.usage(tenant, meter, _instant(from_, "from"), _instant(to, "to"),
-                               window, tz, groups, module)
-    return {"tenant": tenant, "meter": meter, "window": window, "tz": tz, "data": data}
+    data = await service.usage(scope.tenant, scope.meter, scope.start, scope.end, window, tz,
+                               groups, scope.module)
+    return {"tenant": scope.tenant, "meter": scope.meter, "window": window, "tz": tz,
+            "data": data}
 
 
 @router.get("/v1/usage/events", response_model=EventRefs)
 async def usage_events(
-    principal: DashboardKey,
+    scope: Scope,
     service: Metering,
-    tenant: str,
-    meter: str,
-    from_: Annotated[str, Query(alias="from")],
-    to: str,
-    module: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
 ) -> dict[str, Any]:
     """The events behind a usage figure (R9.6), oldest first."""
-    principal.ensure_tenant(tenant)
-    data = await service.event_refs(tenant, meter, _instant(from_, "from"), _instant(to, "to"),
-                                    module, limit)
-    return {"tenant": tenant, "meter": meter, "data": data}
+    data = await service.event_refs(scope.tenant, scope.meter, scope.start, scope.end,
+                                    scope.module, limit)
+    return {"tenant": scope.tenant, "meter": scope.meter, "data": data}
 
 
 @router.get("/v1/meters", response_model=Meters)

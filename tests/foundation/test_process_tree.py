@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from shared.stack import free_port
+from tests.conftest import wait_until_ready
 
 ADMIN = "tree-admin-key"
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,20 +52,6 @@ class Launcher:
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
 
-    def wait_ready(self, process: subprocess.Popen[bytes], within: float = 60) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else ""
-                raise AssertionError(f"launcher exited {process.returncode}:\n{output[-3000:]}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"not ready within {within} s")
-
 
 @pytest.fixture
 def launcher(tmp_path: Path) -> Launcher:
@@ -81,7 +68,7 @@ def test_sigkill_leaves_no_broker_or_valkey_and_a_restart_keeps_the_data(
         launcher: Launcher) -> None:
     first = launcher.spawn()
     try:
-        launcher.wait_ready(first)
+        wait_until_ready(launcher.base, first)
         children = _children(first.pid)
         assert sorted(children.values()) == ["tansu", "valkey-server"]
 
@@ -110,7 +97,7 @@ def test_sigkill_leaves_no_broker_or_valkey_and_a_restart_keeps_the_data(
 
     second = launcher.spawn()
     try:
-        launcher.wait_ready(second)
+        wait_until_ready(launcher.base, second)
         second_children = _children(second.pid)
         # valkey's append-only file kept the key; chDB kept the event.
         response = httpx.get(usage_url, headers=dashboard)
@@ -126,7 +113,7 @@ def test_sigkill_leaves_no_broker_or_valkey_and_a_restart_keeps_the_data(
 def test_a_second_launcher_on_the_same_data_dir_refuses(launcher: Launcher) -> None:
     first = launcher.spawn()
     try:
-        launcher.wait_ready(first)
+        wait_until_ready(launcher.base, first)
         second = launcher.spawn()
         output, _ = second.communicate(timeout=30)
         assert second.returncode == 1

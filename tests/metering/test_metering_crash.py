@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from shared.stack import TansuBroker, ValkeyServer, free_port
-from tests.conftest import cloud_event, produce
+from tests.conftest import cloud_event, produce, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "crash-admin"
@@ -48,19 +48,6 @@ def _total(base: str) -> int:
     return total
 
 
-def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "metering exited while starting"
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("metering never became ready")
-
-
 @pytest.mark.slow
 def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
         private_parts: tuple[TansuBroker, ValkeyServer], tmp_path: Path) -> None:
@@ -83,7 +70,7 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
 
     first = _spawn(env)
     try:
-        _wait_ready(base, first)
+        wait_until_ready(base, first)
         asyncio.run(produce(broker.bootstrap, "usage-events", stream[: len(stream) // 2]))
         while (counted_before_kill := _total(base)) == 0:
             time.sleep(0.01)
@@ -97,7 +84,7 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
 
     second = _spawn(env)
     try:
-        _wait_ready(base, second)
+        wait_until_ready(base, second)
         deadline = time.monotonic() + 120
         while (counted := _total(base)) < DISTINCT and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -52,7 +52,7 @@ def _routes(platform: RunningApp) -> list[tuple[str, str]]:
     paths = platform.app.openapi()["paths"]
     found = [(method.upper(), path) for path, operations in paths.items() if path not in PUBLIC
              for method in operations]
-    assert len(found) >= len(ALLOWED)
+    assert found
     return found
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -19,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from services.metering.store import EventStore, as_utc
 from shared import events, live
 from shared.billing.periods import local_midnight
+from shared.billing.seats import access_intervals, users_with_access
 from shared.errors import NotFound, ValidationFailed
 from shared.events import EventValidator, InvalidEvent, UsageEvent
 from shared.meters import Aggregation, MeterRegistry
@@ -124,46 +124,6 @@ def check_range(start: datetime, end: datetime, window: str | None) -> None:
     if step is not None and span / step > MAX_BUCKETS:
         raise ValidationFailed(f"window: more than {MAX_BUCKETS} {window} buckets; "
                                "use a wider window or a shorter range", field="window")
-
-
-# --- seats (R6.4) ------------------------------------------------------------------------
-
-def access_intervals(rows: Iterable[tuple[str, str, datetime, str]]
-                     ) -> dict[tuple[str, str], list[tuple[datetime, datetime | None]]]:
-    """Per (module, user), the intervals of access, from grants and revocations in any order.
-
-    Events are sorted by time (a revocation wins a tie); a grant while access is held and a
-    revocation without access change nothing.
-    """
-    by_user: dict[tuple[str, str], list[tuple[datetime, int]]] = defaultdict(list)
-    for module, user, time, kind in rows:
-        by_user[(module, user)].append((time, 1 if kind == events.USER_ACCESS_REVOKED else 0))
-    intervals: dict[tuple[str, str], list[tuple[datetime, datetime | None]]] = {}
-    for key, changes in by_user.items():
-        spans: list[tuple[datetime, datetime | None]] = []
-        opened: datetime | None = None
-        for time, revoked in sorted(changes):
-            if not revoked and opened is None:
-                opened = time
-            elif revoked and opened is not None:
-                spans.append((opened, time))
-                opened = None
-        if opened is not None:
-            spans.append((opened, None))
-        intervals[key] = spans
-    return intervals
-
-
-def users_with_access(intervals: dict[tuple[str, str], list[tuple[datetime, datetime | None]]],
-                      start: datetime, end: datetime) -> dict[str, set[str]]:
-    """Per module, the distinct users who held access at any moment of [start, end) (R6.4)."""
-    users: dict[str, set[str]] = defaultdict(set)
-    for (module, user), spans in intervals.items():
-        for opened, closed in spans:
-            if opened < end and (closed is None or closed > start):
-                users[module].add(user)
-                break
-    return users
 
 
 # --- the service the routes call -----------------------------------------------------------

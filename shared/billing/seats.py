@@ -1,0 +1,52 @@
+"""Seats from access grants and revocations (R6.3, R6.4): pure functions, no I/O.
+
+Input rows are `(module, user_id, time, kind)` with kind `user.access.granted` or
+`user.access.revoked`, deduplicated, in any order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from shared import events
+
+# --- seats (R6.4) ------------------------------------------------------------------------
+
+def access_intervals(rows: Iterable[tuple[str, str, datetime, str]]
+                     ) -> dict[tuple[str, str], list[tuple[datetime, datetime | None]]]:
+    """Per (module, user), the intervals of access, from grants and revocations in any order.
+
+    Events are sorted by time (a revocation wins a tie); a grant while access is held and a
+    revocation without access change nothing.
+    """
+    by_user: dict[tuple[str, str], list[tuple[datetime, int]]] = defaultdict(list)
+    for module, user, time, kind in rows:
+        by_user[(module, user)].append((time, 1 if kind == events.USER_ACCESS_REVOKED else 0))
+    intervals: dict[tuple[str, str], list[tuple[datetime, datetime | None]]] = {}
+    for key, changes in by_user.items():
+        spans: list[tuple[datetime, datetime | None]] = []
+        opened: datetime | None = None
+        for time, revoked in sorted(changes):
+            if not revoked and opened is None:
+                opened = time
+            elif revoked and opened is not None:
+                spans.append((opened, time))
+                opened = None
+        if opened is not None:
+            spans.append((opened, None))
+        intervals[key] = spans
+    return intervals
+
+
+def users_with_access(intervals: dict[tuple[str, str], list[tuple[datetime, datetime | None]]],
+                      start: datetime, end: datetime) -> dict[str, set[str]]:
+    """Per module, the distinct users who held access at any moment of [start, end) (R6.4)."""
+    users: dict[str, set[str]] = defaultdict(set)
+    for (module, user), spans in intervals.items():
+        for opened, closed in spans:
+            if opened < end and (closed is None or closed > start):
+                users[module].add(user)
+                break
+    return users

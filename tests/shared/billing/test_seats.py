@@ -1,0 +1,54 @@
+"""Seat counting (R6.4) as pure functions: hand-checked cases and window properties."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.billing.seats import access_intervals, users_with_access
+
+GRANT, REVOKE = "user.access.granted", "user.access.revoked"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(hours: int) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+def test_r6_4_a_revoked_then_regranted_user_counts_once() -> None:
+    rows = [("crm", "u-1", at(1), GRANT), ("crm", "u-1", at(5), REVOKE),
+            ("crm", "u-1", at(9), GRANT)]
+    assert users_with_access(access_intervals(rows), at(0), at(24)) == {"crm": {"u-1"}}
+    # Between the revocation and the new grant nobody had access.
+    assert users_with_access(access_intervals(rows), at(6), at(8)) == {}
+
+
+def test_r6_4_access_ending_exactly_at_the_window_start_does_not_count() -> None:
+    rows = [("crm", "u-1", at(1), GRANT), ("crm", "u-1", at(10), REVOKE)]
+    assert users_with_access(access_intervals(rows), at(10), at(20)) == {}
+    assert users_with_access(access_intervals(rows), at(9), at(20)) == {"crm": {"u-1"}}
+
+
+events_strategy = st.lists(st.tuples(st.sampled_from(["crm", "sales"]),
+                                     st.sampled_from(["u-1", "u-2", "u-3"]),
+                                     st.integers(0, 100), st.sampled_from([GRANT, REVOKE])),
+                           max_size=30)
+
+
+@given(rows=events_strategy, cut=st.integers(1, 99))
+def test_a_window_split_in_two_sees_the_same_users(rows: list[tuple[str, str, int, str]],
+                                                   cut: int) -> None:
+    intervals = access_intervals([(m, u, at(h), k) for m, u, h, k in rows])
+    whole = users_with_access(intervals, at(0), at(100))
+    left = users_with_access(intervals, at(0), at(cut))
+    right = users_with_access(intervals, at(cut), at(100))
+    for module in set(whole) | set(left) | set(right):
+        assert whole.get(module, set()) == left.get(module, set()) | right.get(module, set())
+
+
+@given(rows=events_strategy)
+def test_the_order_of_arrival_does_not_matter(rows: list[tuple[str, str, int, str]]) -> None:
+    timed = [(m, u, at(h), k) for m, u, h, k in rows]
+    assert access_intervals(timed) == access_intervals(list(reversed(timed)))

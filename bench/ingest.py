@@ -13,8 +13,8 @@ Each run, on a fresh embedded broker and valkey:
    event-to-queryable latency is `stored_at - ingested_at` of each stored row (both taken on
    this machine's clock: the broker timestamp at produce, and the row's insert time).
 3. **ceiling**: the same events on another topic, read by a bare process doing aiokafka
-   consume + orjson decode + a columnar chDB insert + commit; no validation, no dedupe, no
-   Redis. Timed the same way.
+   consume + orjson decode + the same columnar insert into the same table + commit; no
+   validation, no dedupe, no Redis. Timed the same way.
 Peak RSS is the metering process's VmHWM. Every figure is printed as a JSON line; the last
 lines give the medians over the runs and the ratio to the ceiling.
 """
@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -262,19 +263,20 @@ async def _measure(run: int, count: int, root: Path, broker: TansuBroker,
 
 
 def ceiling_worker(bootstrap: str, dsn: str) -> None:
-    """The ceiling: consume, decode, columnar insert, commit; nothing else."""
-    from datetime import datetime
+    """The ceiling: consume, decode, a columnar insert of the same rows into the same table
+    (`usage_events`, by the same migrations), commit; no validation, no dedupe, no Redis."""
+    from services.metering.store import EventStore, StoredEvent
+    from shared.clickhouse.client import connect
+    from shared.clickhouse.migrate import migrate
+    from shared.events import UsageEvent
 
-    import clickhouse_connect
-
-    client = clickhouse_connect.get_client(dsn=dsn)
-    client.command("CREATE TABLE IF NOT EXISTS raw (tenant String, type String, "
-                   "time DateTime64(6, 'UTC'), source String, id String, data String) "
-                   "ENGINE = MergeTree ORDER BY (tenant, type, time)")
     stopping = asyncio.Event()
 
     async def loop() -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+        clickhouse = connect(dsn)
+        await migrate(clickhouse)
+        store = EventStore(clickhouse)
         consumer = AIOKafkaConsumer("ceiling", bootstrap_servers=bootstrap, group_id="ceiling",
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     max_poll_records=5000, fetch_max_bytes=64 << 20,
@@ -285,18 +287,17 @@ def ceiling_worker(bootstrap: str, dsn: str) -> None:
                 batch = await consumer.getmany(timeout_ms=200, max_records=5000)
                 if not batch:
                     continue
-                columns: list[list[Any]] = [[], [], [], [], [], []]
+                rows = []
                 for records in batch.values():
                     for record in records:
                         body = orjson.loads(record.value)
-                        for column, value in zip(columns, (
-                                body["subject"], body["type"],
-                                datetime.fromisoformat(body["time"]), body["source"],
-                                body["id"], orjson.dumps(body["data"]).decode()), strict=True):
-                            column.append(value)
-                await asyncio.to_thread(client.insert, "raw", columns,
-                                        column_names=["tenant", "type", "time", "source", "id",
-                                                      "data"], column_oriented=True)
+                        event = UsageEvent(
+                            id=body["id"], source=body["source"], type=body["type"],
+                            tenant=body["subject"], time=datetime.fromisoformat(body["time"]),
+                            data=body["data"], extensions={})
+                        rows.append(StoredEvent(event, record.topic, record.partition,
+                                                record.offset, record.timestamp))
+                await store.insert(rows, token=f"{rows[0].partition}-{rows[0].offset}")
                 await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
         finally:
             await consumer.stop()

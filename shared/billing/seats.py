@@ -32,7 +32,8 @@ def access_intervals(rows: Iterable[tuple[str, str, datetime, str]]
             if not revoked and opened is None:
                 opened = time
             elif revoked and opened is not None:
-                spans.append((opened, time))
+                if time > opened:  # access revoked the instant it was granted was never held
+                    spans.append((opened, time))
                 opened = None
         if opened is not None:
             spans.append((opened, None))

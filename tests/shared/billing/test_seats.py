@@ -52,3 +52,9 @@ def test_a_window_split_in_two_sees_the_same_users(rows: list[tuple[str, str, in
 def test_the_order_of_arrival_does_not_matter(rows: list[tuple[str, str, int, str]]) -> None:
     timed = [(m, u, at(h), k) for m, u, h, k in rows]
     assert access_intervals(timed) == access_intervals(list(reversed(timed)))
+
+
+def test_r6_4_access_granted_and_revoked_at_one_instant_was_never_held() -> None:
+    """Found by the split property: a zero-length access inside a window counted once."""
+    rows = [("crm", "u-1", at(5), GRANT), ("crm", "u-1", at(5), REVOKE)]
+    assert users_with_access(access_intervals(rows), at(0), at(10)) == {}

@@ -1,24 +1,42 @@
-"""Entitlements wired onto a runtime (its routes and jobs arrive with its issue)."""
+"""Entitlements wired onto a runtime: catalog, store, service, lifecycle job, outbox."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
+from services.entitlements.api import router
+from services.entitlements.service import EntitlementsService
+from services.entitlements.store import EntitlementsStore
+from services.entitlements.worker import LifecycleJob, OutboxPublisher
 from shared.app import Runtime
+from shared.catalog import Catalog, load_catalog
 from shared.settings import EntitlementsSettings
 
 
 class EntitlementsPart:
     name = "entitlements"
-    router = APIRouter(tags=["entitlements"])
+    router = router
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         self.settings = EntitlementsSettings(**(overrides or {}))
+        # R1.4: an invalid catalog stops the service before anything starts, naming the field.
+        self.catalog: Catalog = load_catalog(self.settings.catalog)
+        self.publisher: OutboxPublisher | None = None
+        self.service: EntitlementsService | None = None
 
     async def start(self, runtime: Runtime) -> None:
-        return None
+        store = EntitlementsStore(runtime.redis, self.settings.entitlements_key_prefix)
+        publisher = OutboxPublisher(store, runtime.producer,
+                                    self.settings.entitlements_outbox_poll_s)
+        self.service = EntitlementsService(store, self.catalog, runtime.clock, self.settings,
+                                           publisher.notify)
+        runtime.scheduler.register(LifecycleJob(self.service))
+        if self.settings.entitlements_outbox_publisher:
+            publisher.start()
+            self.publisher = publisher
+        runtime.app_state.entitlements = self.service
 
     async def stop(self) -> None:
-        return None
+        if self.publisher is not None:
+            await self.publisher.stop()
+            self.publisher = None

@@ -1,0 +1,242 @@
+"""Entitlement check benchmark (issue 5, acceptance 6). Prints JSON lines
+`{"metric": ..., "value": ..., "unit": ...}`.
+
+Starts the embedded stack (tansu, valkey, chDB), then, in child processes, one uvicorn worker
+of the app (the entitlements part, wall clock) and, served the same way, the ceiling: a bare
+Starlette route doing one Redis GET. An httpx client at concurrency 32 drives each for
+`--seconds`: single checks (`module=crm&user=…`, the R6.3 path), the ceiling, and batches of
+`--batch` decisions. Repeated `--runs` times; the medians are printed last.
+
+    .venv/bin/python bench/checks.py [--seconds 5] [--runs 3] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ADMIN_KEY = "bench-admin-key"
+TENANT = "bench"
+USERS = 200
+
+
+def emit(metric: str, value: float, unit: str, **extra: Any) -> None:
+    print(json.dumps({"metric": metric, "value": round(value, 3), "unit": unit, **extra}),
+          flush=True)
+
+
+# --- the two servers (run in child processes) ------------------------------------------------
+
+
+def serve_app(port: int, env: dict[str, str]) -> None:
+    import uvicorn
+
+    from services.entitlements.part import EntitlementsPart
+    from shared.app import create_app
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings(**env)  # type: ignore[arg-type]
+    app = create_app(settings, [EntitlementsPart(dict(env))])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                workers=1)
+
+
+def serve_ceiling(port: int, redis_url: str) -> None:
+    import uvicorn
+    from redis.asyncio import Redis
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    redis = Redis.from_url(redis_url, decode_responses=True)
+
+    async def one_get(_: Request) -> Response:
+        value = await redis.get("bench:ceiling")
+        return Response(json.dumps({"value": value}), media_type="application/json")
+
+    app = Starlette(routes=[Route("/ceiling", one_get)])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                workers=1)
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+async def drive(base: str, paths: list[str], headers: dict[str, str], seconds: float,
+                concurrency: int, body: Any = None) -> tuple[int, list[float]]:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits,
+                                 timeout=10.0) as client:
+        # Warm up connections and caches.
+        for path in paths[:concurrency]:
+            await client.request("POST" if body is not None else "GET", path, json=body)
+        deadline = time.perf_counter() + seconds
+        errors = 0
+
+        async def worker(offset: int) -> None:
+            nonlocal errors
+            i = offset
+            while time.perf_counter() < deadline:
+                path = paths[i % len(paths)]
+                i += concurrency
+                started = time.perf_counter()
+                if body is None:
+                    response = await client.get(path)
+                else:
+                    response = await client.post(path, json=body)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{errors} requests failed")
+    return int(len(latencies) / elapsed), latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def seed(base: str) -> str:
+
+    async with httpx.AsyncClient(base_url=base, timeout=30.0,
+                                 headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
+        response = await client.post("/v1/tenants", json={
+            "id": TENANT, "plan": "essentials", "cycle": "P1M", "time_zone": "Europe/Paris",
+            "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-0"})
+        if response.status_code not in (201, 409):
+            raise RuntimeError(response.text)
+        for _ in range(5):
+            await client.post(f"/v1/tenants/{TENANT}/purchases", json={
+                "actor": {"user_id": "u-0", "role": "owner"}, "item": "seats-crm",
+                "quantity": 20, "confirm": True})
+        minted = await client.post("/v1/api-keys", json={"role": "ingest", "tenant": None})
+        key: str = minted.json()["key"]
+    return key
+
+
+async def seed_users(redis_url: str) -> None:
+    from redis.asyncio import Redis
+
+    from shared import live
+
+    redis = Redis.from_url(redis_url)
+    await redis.zadd(live.users_key(TENANT, "crm"),
+                     {f"u-{i}": 1_767_225_600_000_000 + i for i in range(USERS)})
+    await redis.set("bench:ceiling", "x")
+    await redis.aclose()
+
+
+def start(argv: list[str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([sys.executable, __file__, *argv], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code < 500:
+                return process
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"{argv} exited with {process.returncode}")
+        time.sleep(0.2)
+    raise RuntimeError(f"{argv} did not start")
+
+
+async def one_run(app_base: str, ceiling_base: str, key: str, args: argparse.Namespace
+                  ) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {key}"}
+    ceiling_rps, _ = await drive(ceiling_base, ["/ceiling"], {}, args.seconds,
+                                 args.concurrency)
+    paths = [f"/v1/tenants/{TENANT}/check?module=crm&user=u-{i}" for i in range(USERS + 20)]
+    rps, latencies = await drive(app_base, paths, headers, args.seconds, args.concurrency)
+    checks = [{"tenant": TENANT, "module": "crm", "user": f"u-{i % (USERS + 20)}"}
+              for i in range(args.batch)]
+    batch_rps, batch_latencies = await drive(app_base, ["/v1/check"], headers, args.seconds,
+                                             args.batch_concurrency, {"checks": checks})
+    return {"ceiling_rps": ceiling_rps, "check_rps": rps,
+            "check_p50_ms": percentile(latencies, 0.50) * 1000,
+            "check_p99_ms": percentile(latencies, 0.99) * 1000,
+            "ratio": rps / ceiling_rps,
+            "batch_decisions_per_s": batch_rps * args.batch,
+            "batch_p99_ms": percentile(batch_latencies, 0.99) * 1000}
+
+
+UNITS = {"ceiling_rps": "req/s", "check_rps": "req/s", "check_p50_ms": "ms",
+         "check_p99_ms": "ms", "ratio": "fraction", "batch_decisions_per_s": "decisions/s",
+         "batch_p99_ms": "ms"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch-concurrency", type=int, default=4)
+    parser.add_argument("--serve", choices=["app", "ceiling"])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--env", default="{}")
+    args = parser.parse_args()
+    if args.serve == "app":
+        serve_app(args.port, json.loads(args.env))
+        return
+    if args.serve == "ceiling":
+        serve_ceiling(args.port, json.loads(args.env)["redis_url"])
+        return
+
+    from shared.stack import EmbeddedStack, free_port
+
+    data = Path(tempfile.mkdtemp(prefix="bench-checks-"))
+    stack = EmbeddedStack(data)
+    endpoints = stack.start()
+    env = {"kafka_bootstrap": endpoints.kafka_bootstrap, "redis_url": endpoints.redis_url,
+           "clickhouse_dsn": endpoints.clickhouse_dsn, "admin_api_key": ADMIN_KEY,
+           "clock": "wall"}
+    app_port, ceiling_port = free_port(), free_port()
+    children = []
+    try:
+        children.append(start(["--serve", "app", "--port", str(app_port),
+                               "--env", json.dumps(env)], app_port))
+        children.append(start(["--serve", "ceiling", "--port", str(ceiling_port), "--env",
+                               json.dumps({"redis_url": endpoints.redis_url})], ceiling_port))
+        app_base, ceiling_base = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{ceiling_port}"
+        key = asyncio.run(seed(app_base))
+        asyncio.run(seed_users(endpoints.redis_url))
+        runs = []
+        for n in range(args.runs):
+            result = asyncio.run(one_run(app_base, ceiling_base, key, args))
+            runs.append(result)
+            for metric, value in result.items():
+                emit(metric, value, UNITS[metric], run=n + 1)
+        for metric in UNITS:
+            emit(metric, statistics.median(r[metric] for r in runs), UNITS[metric],
+                 run="median", cpus=os.cpu_count())
+    finally:
+        for child in children:
+            child.terminate()
+            child.wait(10)
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Pure check logic: no I/O, no clock. The service reads the live counters and the tenant
+document, then asks these functions for a decision (R6.3, R7.2, R7.3, features).
+
+Every decision names its reason, the covering lot (or null) and the numbers behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from services.entitlements.models import DecisionKind, Lot, TenantState
+from shared.catalog import Catalog
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    decision: DecisionKind
+    reason: str
+    covered_by: str | None = None
+    limit: int | None = None
+    used: int | None = None
+    remaining: int | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {"decision": self.decision, "reason": self.reason, "covered_by": self.covered_by,
+                "limit": self.limit, "used": self.used, "remaining": self.remaining}
+
+
+class CatalogIndex:
+    """Lookups the checks need, computed once per catalog (kept in memory)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.modules = frozenset(m.id for m in catalog.modules)
+        self.deny_extra_users = frozenset(m.id for m in catalog.modules
+                                          if m.extra_users == "deny")
+        self.plan_modules = {p.id: frozenset(p.modules) for p in catalog.plans}
+        self.plan_features = {p.id: frozenset(p.features) for p in catalog.plans}
+        self.plan_companies = {p.id: p.companies for p in catalog.plans}
+        # R6.2: seats of a module = its own seat packs + seat packs of suites containing it.
+        self.seat_packs: dict[str, frozenset[str]] = {}
+        for module in self.modules:
+            ids = {p.id for p in catalog.packs if p.kind == "seats" and (
+                p.module == module
+                or (p.suite is not None and module in catalog.suite_modules(p.suite)))}
+            self.seat_packs[module] = frozenset(ids)
+        self.feature_of_pack = {p.id: p.feature for p in catalog.packs
+                                if p.kind == "feature" and p.feature is not None}
+        self.features = frozenset(self.feature_of_pack.values()) | frozenset(
+            f for p in catalog.plans for f in p.features)
+        self.kind_of_pack = {p.id: p.kind for p in catalog.packs}
+        self.email_overage = catalog.email_overage_price is not None
+
+
+def _live_lots(state: TenantState, kinds: Iterable[str], index: CatalogIndex) -> list[Lot]:
+    wanted = set(kinds)
+    lots = [lot for lot in state.lots if lot.live and index.kind_of_pack.get(lot.item) in wanted]
+    lots.sort(key=lambda lot: lot.bought_at)  # stable: purchase order at equal instants
+    return lots
+
+
+def subscription_denial(state: TenantState, today: date) -> Decision | None:
+    """A tenant whose subscription ended or has not started yet is covered for nothing."""
+    if state.status == "ended":
+        return Decision("denied", "subscription_ended")
+    if today < state.anchor:
+        return Decision("denied", "subscription_not_started")
+    return None
+
+
+def module_decision(state: TenantState, index: CatalogIndex, module: str) -> Decision:
+    """Is module M active for the tenant (its plan includes it)?"""
+    if module not in index.plan_modules[state.plan]:
+        return Decision("denied", "module_inactive")
+    return Decision("covered", "plan")
+
+
+def seat_lots(state: TenantState, index: CatalogIndex, module: str) -> list[tuple[Lot, int]]:
+    """(lot, seats) covering module M, in the order seats are handed out (bought first)."""
+    packs = index.seat_packs.get(module, frozenset())
+    return [(lot, lot.quantity * lot.units) for lot in state.lots
+            if lot.live and lot.item in packs] if packs else []
+
+
+def extra_user_rank(user_rank: int | None, admin_rank: int | None,
+                    members: int) -> tuple[int, int]:
+    """(rank of U among extra users, number of extra users) from the module's sorted set.
+
+    The set is ordered by grant instant, ties by user id (Redis orders equal scores by
+    member), so ZRANK is R6.3's order; the administrator is not an extra user (R6.1) and is
+    taken out. A user not yet granted ranks as if granted now: after everyone else.
+    """
+    extra = members - (1 if admin_rank is not None else 0)
+    if user_rank is None:
+        return extra + 1, extra
+    rank = user_rank + 1
+    if admin_rank is not None and admin_rank < user_rank:
+        rank -= 1
+    return rank, extra
+
+
+def user_decision(state: TenantState, index: CatalogIndex, module: str, user: str,
+                  rank: int, extra_users: int) -> Decision:
+    """R6.3: admin covered; rank ≤ capacity covered by a seat pack; else billable or denied."""
+    if module not in index.plan_modules[state.plan]:
+        return Decision("denied", "module_inactive")
+    lots = seat_lots(state, index, module)
+    capacity = sum(seats for _, seats in lots)
+    remaining = max(0, capacity - extra_users)
+    if user == state.admin_user:
+        return Decision("covered", "admin", None, capacity, extra_users, remaining)
+    # The lot whose seats contain this rank names the pack (R6.3).
+    seen = 0
+    for lot, seats in lots:  # in the order they were bought (the document keeps it)
+        seen += seats
+        if rank <= seen:
+            return Decision("covered", "seat_pack", lot.id, capacity, extra_users, remaining)
+    if module in index.deny_extra_users:
+        return Decision("denied", "extra_users_denied", None, capacity, extra_users, remaining)
+    return Decision("billable", "consumption", None, capacity, extra_users, remaining)
+
+
+def email_lots(state: TenantState, index: CatalogIndex) -> list[Lot]:
+    return _live_lots(state, ("emails",), index)
+
+
+def email_decision(state: TenantState, index: CatalogIndex, used: int,
+                   quantity: int) -> Decision:
+    """R7.2: no e-mail pack → denied; within the period's allowance → covered; beyond it
+    billable when the catalog prices overage, else denied. Allowances are never prorated:
+    every lot live in the period counts in full (R7.1)."""
+    lots = email_lots(state, index)
+    if not lots:
+        return Decision("denied", "no_email_pack", None, 0, used, 0)
+    allowance = sum(lot.quantity * lot.units for lot in lots)
+    remaining = max(0, allowance - used)
+    wanted = used + quantity
+    if wanted <= allowance:
+        seen = 0
+        for lot in lots:
+            seen += lot.quantity * lot.units
+            if wanted <= seen:
+                return Decision("covered", "email_pack", lot.id, allowance, used, remaining)
+    if index.email_overage:
+        return Decision("billable", "overage", None, allowance, used, remaining)
+    return Decision("denied", "allowance_exceeded", None, allowance, used, remaining)
+
+
+def company_decision(state: TenantState, index: CatalogIndex, used: int,
+                     quantity: int) -> Decision:
+    """R7.3: limit = plan allowance + company packs; allowed while below it; never billed."""
+    included = index.plan_companies[state.plan]
+    lots = _live_lots(state, ("companies",), index)
+    limit = included + sum(lot.quantity * lot.units for lot in lots)
+    remaining = max(0, limit - used)
+    wanted = used + quantity
+    if wanted > limit:
+        return Decision("denied", "limit_reached", None, limit, used, remaining)
+    if wanted <= included:
+        return Decision("covered", "plan", None, limit, used, remaining)
+    seen = included
+    covering = lots[-1].id if lots else None
+    for lot in lots:
+        seen += lot.quantity * lot.units
+        if wanted <= seen:
+            covering = lot.id
+            break
+    return Decision("covered", "company_pack", covering, limit, used, remaining)
+
+
+def feature_decision(state: TenantState, index: CatalogIndex, feature: str) -> Decision:
+    """A capability: included in the plan, or granted by a live feature pack (or a trial)."""
+    if feature in index.plan_features[state.plan]:
+        return Decision("covered", "plan")
+    lots = [lot for lot in state.lots
+            if lot.live and index.feature_of_pack.get(lot.item) == feature]
+    if not lots:
+        return Decision("denied", "not_subscribed")
+    lots.sort(key=lambda lot: (lot.trial, lot.bought_at))
+    lot = lots[0]
+    quantity = sum(x.quantity * x.units for x in lots)
+    return Decision("covered", "trial" if lot.trial else "feature_pack", lot.id, quantity, None,
+                    None)

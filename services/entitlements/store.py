@@ -1,0 +1,218 @@
+"""Entitlements' Redis store: tenant documents, history, outbox, due index, idempotency.
+
+Every change is one Lua call (`_COMMIT`): compare the tenant's version, write the new
+document, append its history entries (R4.9) and its outbox events (R4.8), index when it falls
+due next, and remember the Idempotency-Key answer, all or nothing. A crash can therefore never
+leave a change without its event, nor an event without its change.
+
+Layout (prefix `ent` by default, docs/entitlements.md):
+- `ent:tenant:{t}`        hash `doc` (JSON of TenantState), `ver` (int, compare-and-set)
+- `ent:history:{t}`       stream, one `entry` (JSON) per change, append-only (R4.9)
+- `ent:idem:{t}:{sha256}` string: the first answer to an Idempotency-Key, with a TTL
+- `ent:outbox`            stream of events not yet acked by the broker (`id`, `key`, `value`)
+- `ent:outbox:lock`       the publisher lease (one draining replica at a time)
+- `ent:due`               sorted set: tenant -> µs of its next lifecycle instant
+- `tenant-zones`          hash tenant -> IANA zone, for metering (shared.live)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from redis.asyncio import Redis
+
+from shared import live
+
+_COMMIT = """
+local p = cjson.decode(ARGV[4])
+if p.idem ~= '' then
+  local previous = redis.call('GET', KEYS[5])
+  if previous then return {2, previous} end
+end
+local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
+if ver ~= ARGV[1] then return {0, ver} end
+redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'ver', ARGV[2])
+for _, entry in ipairs(p.history) do
+  redis.call('XADD', KEYS[2], '*', 'entry', entry)
+end
+for _, ev in ipairs(p.events) do
+  redis.call('XADD', KEYS[3], '*', 'id', ev[1], 'key', ev[2], 'value', ev[3])
+end
+if p.due ~= '' then
+  redis.call('ZADD', KEYS[4], p.due, p.tenant)
+else
+  redis.call('ZREM', KEYS[4], p.tenant)
+end
+if p.idem ~= '' then
+  redis.call('SET', KEYS[5], p.idem, 'EX', p.ttl)
+end
+if p.zone ~= '' then
+  redis.call('HSET', KEYS[6], p.tenant, p.zone)
+end
+return {1, ARGV[2]}
+"""
+
+# Take or renew the publisher lease only if it is free or already ours.
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Everything one commit writes besides the document itself."""
+
+    history: Sequence[bytes] = ()
+    # (event id, Kafka key, value)
+    events: Sequence[tuple[str, str, bytes]] = ()
+    due_us: int | None = None
+    idem_key: str | None = None
+    idem_answer: bytes | None = None
+    zone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    outcome: Literal["committed", "conflict", "replay"]
+    answer: bytes | None = None
+
+
+@dataclass(slots=True)
+class CheckReads:
+    """What one check pipeline read back."""
+
+    doc: str | None
+    values: list[Any] = field(default_factory=list)
+
+
+class EntitlementsStore:
+    def __init__(self, redis: Redis, prefix: str = "ent") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.outbox_key = f"{prefix}:outbox"
+        self.lease_key = f"{prefix}:outbox:lock"
+        self.due_key = f"{prefix}:due"
+        self._commit = redis.register_script(_COMMIT)
+        self._lease = redis.register_script(_LEASE)
+
+    # --- keys --------------------------------------------------------------------------
+
+    def tenant_key(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}"
+
+    def history_key(self, tenant: str) -> str:
+        return f"{self.prefix}:history:{tenant}"
+
+    def idem_key(self, tenant: str, key: str) -> str:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return f"{self.prefix}:idem:{tenant}:{digest}"
+
+    # --- tenant documents --------------------------------------------------------------
+
+    async def load(self, tenant: str) -> tuple[str | None, int]:
+        doc, ver = await self.redis.hmget(self.tenant_key(tenant), ["doc", "ver"])
+        return (str(doc) if doc is not None else None), int(ver or 0)
+
+    async def commit(self, tenant: str, expected: int, doc: bytes, change: Change,
+                     idempotency_ttl_s: int) -> CommitResult:
+        """Write `doc` as version expected+1 if the stored version is still `expected`."""
+        payload = {
+            "tenant": tenant,
+            "history": [h.decode() for h in change.history],
+            "events": [[i, k, v.decode()] for i, k, v in change.events],
+            "due": "" if change.due_us is None else str(change.due_us),
+            "idem": change.idem_answer.decode() if change.idem_answer is not None else "",
+            "ttl": str(idempotency_ttl_s),
+            "zone": change.zone or "",
+        }
+        idem = change.idem_key or f"{self.prefix}:idem:none"
+        keys = [self.tenant_key(tenant), self.history_key(tenant), self.outbox_key,
+                self.due_key, idem, live.TENANT_ZONES_KEY]
+        code, value = await self._commit(
+            keys=keys, args=[str(expected), str(expected + 1), doc, orjson.dumps(payload)])
+        if int(code) == 1:
+            return CommitResult("committed")
+        if int(code) == 2:
+            return CommitResult("replay", str(value).encode())
+        return CommitResult("conflict")
+
+    async def idempotent_answer(self, key: str) -> bytes | None:
+        raw = await self.redis.get(key)
+        return None if raw is None else str(raw).encode()
+
+    # --- history -----------------------------------------------------------------------
+
+    async def history(self, tenant: str, after: str | None, count: int
+                      ) -> list[tuple[str, dict[str, Any]]]:
+        start = "-" if after is None else f"({after}"
+        rows: Any = await self.redis.xrange(self.history_key(tenant), min=start, count=count)
+        return [(str(entry_id), orjson.loads(fields["entry"])) for entry_id, fields in rows]
+
+    # --- lifecycle index ---------------------------------------------------------------
+
+    async def next_due_us(self) -> int | None:
+        first = await self.redis.zrange(self.due_key, 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    async def due_tenants(self, until_us: int) -> list[str]:
+        rows = await self.redis.zrangebyscore(self.due_key, "-inf", until_us)
+        return [str(t) for t in rows]
+
+    # --- outbox ------------------------------------------------------------------------
+
+    async def outbox_batch(self, count: int) -> list[tuple[str, dict[str, str]]]:
+        rows: Any = await self.redis.xrange(self.outbox_key, count=count)
+        return [(str(i), {str(k): str(v) for k, v in f.items()}) for i, f in rows]
+
+    async def outbox_ack(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self.redis.xdel(self.outbox_key, *ids)
+
+    async def outbox_size(self) -> int:
+        return int(await self.redis.xlen(self.outbox_key))
+
+    async def take_lease(self, holder: str, ttl_ms: int) -> bool:
+        return bool(await self._lease(keys=[self.lease_key], args=[holder, ttl_ms]))
+
+    async def release_lease(self, holder: str) -> None:
+        if await self.redis.get(self.lease_key) == holder:
+            await self.redis.delete(self.lease_key)
+
+    # --- checks: one round trip --------------------------------------------------------
+
+    async def check_reads(self, tenant: str, commands: Sequence[tuple[str, ...]]) -> CheckReads:
+        """The tenant document plus the live reads a check needs, in one pipeline."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.tenant_key(tenant), "doc")
+        for command in commands:
+            pipe.execute_command(*command)
+        results = await pipe.execute()
+        doc = results[0]
+        return CheckReads(None if doc is None else str(doc), list(results[1:]))
+
+    async def batch_reads(self, tenants: Sequence[str],
+                          commands: Sequence[tuple[str, ...]]) -> tuple[list[Any], list[Any]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.hget(self.tenant_key(tenant), "doc")
+        for command in commands:
+            pipe.execute_command(*command)
+        results = await pipe.execute()
+        return list(results[:len(tenants)]), list(results[len(tenants):])
+
+    async def run(self, commands: Sequence[tuple[str, ...]]) -> list[Any]:
+        if not commands:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute())

@@ -1,5 +1,6 @@
-"""The demo `make run` loads: a stream of usage events for a demo tenant, through the public
-HTTP API, as a product backend would send them."""
+"""The demo `make run` loads through the public HTTP API, as a vendor's backend would: a
+tenant with a plan and packs, then a stream of its usage events. Ids and idempotency keys are
+fixed, so loading it again changes nothing."""
 
 from __future__ import annotations
 
@@ -45,11 +46,30 @@ def demo_events(now: datetime, count: int = 500) -> list[dict[str, Any]]:
     return events
 
 
+OWNER = {"user_id": "u-1", "role": "owner"}
+PURCHASES = [("seats-crm", 2), ("emails-1000", 5), ("analytics", 1)]
+
+
+async def create_tenant(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/tenants", json={
+        "id": DEMO_TENANT, "plan": "professional", "cycle": "P1M", "time_zone": "Europe/Paris",
+        "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-1"})
+    if response.status_code != 409:  # already there from an earlier run
+        response.raise_for_status()
+    for item, quantity in PURCHASES:
+        bought = await client.post(
+            f"/v1/tenants/{DEMO_TENANT}/purchases",
+            json={"actor": OWNER, "item": item, "quantity": quantity, "confirm": True},
+            headers={"Idempotency-Key": f"demo-{item}"})
+        bought.raise_for_status()
+
+
 async def load(base_url: str, admin_key: str) -> None:
     headers = {"Authorization": f"Bearer {admin_key}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as client:
         clock = (await client.get("/v1/clock")).json()
         now = datetime.fromisoformat(clock["now"]).astimezone(UTC)
+        await create_tenant(client)
         events = demo_events(now)
         response = await client.post(
             "/v1/events", content=httpx.Request("POST", "/", json=events).content,
@@ -61,4 +81,6 @@ async def load(base_url: str, admin_key: str) -> None:
               f"  curl -H 'Authorization: Bearer {admin_key}' "
               f"'{base_url}/v1/usage?tenant={DEMO_TENANT}&meter=emails_sent&window=day"
               f"&tz=Europe/Paris&from={start.replace('+00:00', 'Z')}"
-              f"&to={now.isoformat().replace('+00:00', 'Z')}'\n", flush=True)
+              f"&to={now.isoformat().replace('+00:00', 'Z')}'\n"
+              f"  curl -H 'Authorization: Bearer {admin_key}' "
+              f"'{base_url}/v1/tenants/{DEMO_TENANT}/check?module=crm&user=u-4'\n", flush=True)

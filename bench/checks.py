@@ -3,7 +3,8 @@
 
 Starts the embedded stack (tansu, valkey, chDB), then, in child processes, one uvicorn worker
 of the app (the entitlements part, wall clock) and, served the same way, the ceiling: a bare
-Starlette route doing one Redis GET. An httpx client at concurrency 32 drives each for
+Starlette route doing one Redis GET. A bare keep-alive HTTP/1.1 client (httpx would cost more
+CPU than the server it measures) at concurrency 32 drives each for
 `--seconds`: single checks (`module=crm&user=…`, the R6.3 path), the ceiling, and batches of
 `--batch` decisions. Repeated `--runs` times; the medians are printed last.
 
@@ -77,36 +78,75 @@ def serve_ceiling(port: int, redis_url: str) -> None:
 # --- the client --------------------------------------------------------------------------------
 
 
+class Connection:
+    """A bare HTTP/1.1 keep-alive connection: httpx costs more CPU per request than the
+    server under test, which would make the client the thing measured."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, base: str) -> Connection:
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer)
+
+    async def request(self, raw: bytes) -> int:
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def raw_request(method: str, path: str, headers: dict[str, str], body: Any) -> bytes:
+    payload = b"" if body is None else json.dumps(body).encode()
+    lines = [f"{method} {path} HTTP/1.1", "Host: bench", *(f"{k}: {v}" for k, v in
+                                                           headers.items())]
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
 async def drive(base: str, paths: list[str], headers: dict[str, str], seconds: float,
                 concurrency: int, body: Any = None) -> tuple[int, list[float]]:
+    method = "GET" if body is None else "POST"
+    requests = [raw_request(method, path, headers, body) for path in paths]
+    connections = [await Connection.open(base) for _ in range(concurrency)]
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits,
-                                 timeout=10.0) as client:
+    errors = 0
+    try:
         # Warm up connections and caches.
-        for path in paths[:concurrency]:
-            await client.request("POST" if body is not None else "GET", path, json=body)
+        for n, connection in enumerate(connections):
+            await connection.request(requests[n % len(requests)])
         deadline = time.perf_counter() + seconds
-        errors = 0
 
-        async def worker(offset: int) -> None:
+        async def worker(connection: Connection, offset: int) -> None:
             nonlocal errors
             i = offset
             while time.perf_counter() < deadline:
-                path = paths[i % len(paths)]
+                raw = requests[i % len(requests)]
                 i += concurrency
                 started = time.perf_counter()
-                if body is None:
-                    response = await client.get(path)
-                else:
-                    response = await client.post(path, json=body)
+                status = await connection.request(raw)
                 latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
+                if status != 200:
                     errors += 1
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+        await asyncio.gather(*(worker(c, n) for n, c in enumerate(connections)))
         elapsed = time.perf_counter() - started
+    finally:
+        for connection in connections:
+            connection.close()
     if errors:
         raise RuntimeError(f"{errors} requests failed")
     return int(len(latencies) / elapsed), latencies

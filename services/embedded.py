@@ -15,6 +15,7 @@ import sys
 from types import FrameType
 
 import uvicorn
+import uvloop
 
 from services import demo
 from services.entitlements.part import EntitlementsPart
@@ -85,7 +86,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _exit_quietly)
     signal.signal(signal.SIGINT, _exit_quietly)
     try:
-        asyncio.run(serve(settings, with_demo="--no-demo" not in sys.argv))
+        uvloop.run(serve(settings, with_demo="--no-demo" not in sys.argv))
     except SystemExit:
         pass
     finally:

@@ -33,6 +33,12 @@ ALLOWED: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/tenants/{tenant}/history"): {DSH, ADM},
     ("GET", "/v1/tenants/{tenant}/check"): {ING, ADM},
     ("POST", "/v1/check"): {ING, ADM},
+    ("POST", "/v1/billing-runs"): {ADM},
+    ("GET", "/v1/invoices"): {FIN, DSH, ADM},
+    ("GET", "/v1/invoices/export"): {FIN, ADM},
+    ("GET", "/v1/invoices/{number}"): {FIN, DSH, ADM},
+    ("POST", "/v1/invoices/{number}/credit-notes"): {ADM},
+    ("GET", "/v1/tenants/{tenant}/upcoming-invoice"): {FIN, ADM},
 }
 
 # Well-formed bodies, so that the tenant scope is what answers, not the body's validation.

@@ -69,6 +69,9 @@ class Runtime:
 
 
 class ServicePart(Protocol):
+    """A service's contribution to an app. It may also carry `middleware`, ASGI wrappers
+    serving a hot path before FastAPI's routing."""
+
     name: str
     router: APIRouter
 
@@ -129,10 +132,13 @@ def create_app(settings: CommonSettings, parts: list[ServicePart],
 
     app = FastAPI(title=title, version="1", lifespan=lifespan)
     install_error_handlers(app)
-    app.add_middleware(MetricsMiddleware)
     app.include_router(platform_router())
     for part in parts:
         app.include_router(part.router)
+        # A part may serve a hot path below FastAPI's routing (entitlements' checks).
+        for middleware in getattr(part, "middleware", ()):
+            app.add_middleware(middleware)
+    app.add_middleware(MetricsMiddleware)  # added last, so outermost: it sees every request
     return app
 
 
@@ -179,9 +185,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error.body(), status_code=error.status)
 
     async def dependency_down(request: Request, exc: Exception) -> JSONResponse:
-        part = _dependency_of(exc)
-        log.warning("%s unavailable on %s %s: %s", part, request.method, request.url.path, exc)
-        error = Unavailable(f"{part} is unavailable; retry later", code=f"{part}_unavailable")
+        error = unavailable(exc, request.method, request.url.path)
         return JSONResponse(error.body(), status_code=error.status, headers={"Retry-After": "1"})
 
     for dependency_error in DEPENDENCY_ERRORS:
@@ -208,8 +212,11 @@ DEPENDENCY_ERRORS: dict[type[Exception], str] = {
 }
 
 
-def _dependency_of(exc: Exception) -> str:
-    return next(name for kind, name in DEPENDENCY_ERRORS.items() if isinstance(exc, kind))
+def unavailable(exc: Exception, method: str, path: str) -> Unavailable:
+    """A store that is down, as the 503 the caller gets (never a 500)."""
+    part = next(name for kind, name in DEPENDENCY_ERRORS.items() if isinstance(exc, kind))
+    log.warning("%s unavailable on %s %s: %s", part, method, path, exc)
+    return Unavailable(f"{part} is unavailable; retry later", code=f"{part}_unavailable")
 
 
 # --- metrics -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ exist: `ensure_tenant` runs before any lookup.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import orjson
@@ -119,25 +120,24 @@ async def history(tenant: str, principal: DashboardKey, service: Entitlements,
     return _json(await service.history(tenant, cursor, limit))
 
 
-def _int_param(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValidationFailed(f"{name}: must be an integer", field=name) from None
+def check_item(tenant: str, params: Mapping[str, str]) -> CheckItem:
+    """One check from its query string (shared with the fast path, services/.../fastpath)."""
+    quantity = params.get("quantity")
+    if quantity is not None and not quantity.lstrip("-").isdigit():
+        raise ValidationFailed("quantity: must be an integer", field="quantity")
+    return CheckItem.model_construct(
+        tenant=tenant, module=params.get("module"), user=params.get("user"),
+        feature=params.get("feature"), quantity=None if quantity is None else int(quantity))
 
 
 @router.get("/v1/tenants/{tenant}/check")
 async def check(tenant: str, request: Request, principal: IngestKey,
                 service: Entitlements) -> Response:
     """One decision: `module=`, `module=&user=`, `feature=emails&quantity=`,
-    `feature=companies`, `feature=<flag>` (R6.3, R7.2, R7.3)."""
+    `feature=companies`, `feature=<flag>` (R6.3, R7.2, R7.3). Served by
+    `CheckFastPath` when the part is installed; this route documents it and is the fallback."""
     principal.ensure_tenant(tenant)
-    params = request.query_params
-    item = CheckItem.model_construct(
-        tenant=tenant, module=params.get("module"), user=params.get("user"),
-        feature=params.get("feature"), quantity=_int_param(params.get("quantity"), "quantity"))
+    item = check_item(tenant, request.query_params)
     return Response(orjson.dumps(await service.check(service.parse_query(item))),
                     media_type=JSON)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.entitlements.api import router
+from services.entitlements.fastpath import CheckFastPath
 from services.entitlements.service import EntitlementsService
 from services.entitlements.store import EntitlementsStore
 from services.entitlements.worker import LifecycleJob, OutboxPublisher
@@ -16,6 +17,7 @@ from shared.settings import EntitlementsSettings
 class EntitlementsPart:
     name = "entitlements"
     router = router
+    middleware = (CheckFastPath,)
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         self.settings = EntitlementsSettings(**(overrides or {}))

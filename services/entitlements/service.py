@@ -758,11 +758,19 @@ class EntitlementsService:
     async def check(self, query: Query) -> dict[str, Any]:
         """One decision in one Redis round trip (two the first time a tenant is seen)."""
         now = await self.clock.now()
-        cached = self._cache.get(query.tenant)
-        reads = self._reads(query, cached, now)
+        reads = self.planned_reads(query, now)
         got = await self.store.check_reads(query.tenant, reads)
-        entry = self._entry(query.tenant, got.doc)
-        values = got.values
+        return await self.finish_check(query, now, got.doc, reads, got.values)
+
+    def planned_reads(self, query: Query, now: datetime) -> list[tuple[str, ...]]:
+        """The reads a check needs, planned from the tenant document last seen."""
+        return self._reads(query, self._cache.get(query.tenant), now)
+
+    async def finish_check(self, query: Query, now: datetime, doc: str | None,
+                           reads: list[tuple[str, ...]], values: list[Any]) -> dict[str, Any]:
+        """The decision from the document and the planned reads' values; reads again only
+        when the document changed what the check needs."""
+        entry = self._entry(query.tenant, doc)
         fresh = self._reads(query, entry, now)
         if fresh != reads:
             values = await self.store.run(fresh)

@@ -15,7 +15,7 @@ import hashlib
 import random
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -790,34 +790,26 @@ class EntitlementsService:
                 results[i] = error.body()
         tenants = sorted({q.tenant for _, q in queries})
         planned = [self._reads(q, self._cache.get(q.tenant), now) for _, q in queries]
-        docs, flat = await self.store.batch_reads(
-            tenants, [cmd for reads in planned for cmd in reads])
+        # Decisions on one module share most reads (the admin's rank, the member count): each
+        # distinct command is sent once.
+        commands = _distinct(cmd for reads in planned for cmd in reads)
+        docs, flat = await self.store.batch_reads(tenants, list(commands))
         entries: dict[str, _Cached | None] = {}
         for tenant, raw in zip(tenants, docs, strict=True):
             entries[tenant] = None if raw is None else self._entry(tenant, str(raw))
-        values: list[list[Any]] = []
-        position = 0
-        redo: list[int] = []
-        redo_cmds: list[tuple[str, ...]] = []
+        values = [[flat[commands[cmd]] for cmd in reads] for reads in planned]
+        redo: dict[int, list[tuple[str, ...]]] = {}
         for n, ((_, query), reads) in enumerate(zip(queries, planned, strict=True)):
-            values.append(flat[position:position + len(reads)])
-            position += len(reads)
             entry = entries[query.tenant]
             if entry is not None:
                 fresh = self._reads(query, entry, now)
                 if fresh != reads:
-                    redo.append(n)
-                    redo_cmds.extend(fresh)
+                    redo[n] = fresh
         if redo:
-            again = await self.store.run(redo_cmds)
-            position = 0
-            for n in redo:
-                query = queries[n][1]
-                entry = entries[query.tenant]
-                assert entry is not None
-                count = len(self._reads(query, entry, now))
-                values[n] = again[position:position + count]
-                position += count
+            again_commands = _distinct(cmd for reads in redo.values() for cmd in reads)
+            again = await self.store.run(list(again_commands))
+            for n, reads in redo.items():
+                values[n] = [again[again_commands[cmd]] for cmd in reads]
         for n, (i, query) in enumerate(queries):
             entry = entries[query.tenant]
             if entry is None:
@@ -829,6 +821,14 @@ class EntitlementsService:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _distinct(commands: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], int]:
+    """Each distinct command once, with its position in the pipeline."""
+    positions: dict[tuple[str, ...], int] = {}
+    for command in commands:
+        positions.setdefault(command, len(positions))
+    return positions
 
 
 def round_line(amount: Decimal, currency: str) -> Decimal:

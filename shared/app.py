@@ -68,9 +68,18 @@ class Runtime:
         self.background.append(asyncio.create_task(run(), name=name))
 
 
+class FastPath(Protocol):
+    """A hot route answered before FastAPI's middleware, routing and dependency solving
+    (which, measured here, halve what a worker serves). It must apply the same rules as the
+    documented FastAPI route it shadows."""
+
+    def claims(self, scope: Scope) -> bool: ...
+
+    async def serve(self, app: FastAPI, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
 class ServicePart(Protocol):
-    """A service's contribution to an app. It may also carry `middleware`, ASGI wrappers
-    serving a hot path before FastAPI's routing."""
+    """A service's contribution to an app. It may also carry `fast_paths` (FastPath)."""
 
     name: str
     router: APIRouter
@@ -130,15 +139,13 @@ def create_app(settings: CommonSettings, parts: list[ServicePart],
                 await part.stop()
             await close_runtime(runtime)
 
-    app = FastAPI(title=title, version="1", lifespan=lifespan)
+    fast_paths = [path for part in parts for path in getattr(part, "fast_paths", ())]
+    app = PlatformApp(fast_paths, title=title, version="1", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(platform_router())
     for part in parts:
         app.include_router(part.router)
-        # A part may serve a hot path below FastAPI's routing (entitlements' checks).
-        for middleware in getattr(part, "middleware", ()):
-            app.add_middleware(middleware)
-    app.add_middleware(MetricsMiddleware)  # added last, so outermost: it sees every request
+    app.add_middleware(MetricsMiddleware)
     return app
 
 
@@ -148,6 +155,22 @@ def tune_gc() -> None:
     of a batch's Python time). Objects alive after start-up are frozen out of collections."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+class PlatformApp(FastAPI):
+    """FastAPI, with the parts' fast paths tried first."""
+
+    def __init__(self, fast_paths: Sequence[FastPath], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fast_paths = list(fast_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for path in self.fast_paths:
+                if path.claims(scope):
+                    await path.serve(self, scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
 
 
 def standalone_app(part: ServicePart) -> FastAPI:

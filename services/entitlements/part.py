@@ -17,7 +17,7 @@ from shared.settings import EntitlementsSettings
 class EntitlementsPart:
     name = "entitlements"
     router = router
-    middleware: tuple[type[CheckFastPath], ...] = (CheckFastPath,)
+    fast_paths: tuple[CheckFastPath, ...] = (CheckFastPath(),)
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         self.settings = EntitlementsSettings(**(overrides or {}))

@@ -26,6 +26,7 @@ import orjson
 from redis.asyncio import Redis
 
 from shared import live
+from shared.redis import ReadMany
 
 _COMMIT = """
 local p = cjson.decode(ARGV[4])
@@ -102,6 +103,7 @@ class EntitlementsStore:
         self.lease_key = f"{prefix}:outbox:lock"
         self.due_key = f"{prefix}:due"
         self._commit = redis.register_script(_COMMIT)
+        self._read_many = ReadMany(redis)
         self._lease = redis.register_script(_LEASE)
 
     # --- keys --------------------------------------------------------------------------
@@ -208,6 +210,10 @@ class EntitlementsStore:
             pipe.execute_command(*command)
         results = await pipe.execute()
         return list(results[:len(tenants)]), list(results[len(tenants):])
+
+    async def read_in_one_call(self, commands: Sequence[tuple[str, ...]]) -> list[Any]:
+        """Several reads as one command: the single-check hot path (fastpath.py)."""
+        return await self._read_many(commands)
 
     async def run(self, commands: Sequence[tuple[str, ...]]) -> list[Any]:
         if not commands:

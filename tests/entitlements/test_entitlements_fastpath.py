@@ -17,7 +17,7 @@ from tests.entitlements.ent_support import ADMIN, OWNER
 async def routed_only(endpoints: Endpoints) -> AsyncIterator[RunningApp]:
     """The same service on the same stores, without the fast path: FastAPI's route answers."""
     part = EntitlementsPart(settings_for(endpoints))
-    part.middleware = ()
+    part.fast_paths = ()
     running, lifespan = await start_app(settings_for(endpoints), [part])
     yield running
     await running.client.aclose()

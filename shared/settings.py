@@ -36,6 +36,11 @@ class CommonSettings(BaseSettings):
     usage_events_partitions: int = Field(default=4, ge=1)
     subscription_events_partitions: int = Field(default=4, ge=1)
 
+    # The catalog file (R1) entitlements sells from and invoicing prices with.
+    catalog: Path = Path(__file__).resolve().parent.parent / "deploy" / "catalog.demo.yaml"
+    # Entitlements owns the tenant documents under this Redis prefix; invoicing reads them.
+    entitlements_key_prefix: str = Field(default="ent", pattern=r"^[a-z0-9_-]{1,32}$")
+
     admin_api_key: str = ""
     clock: Literal["wall", "manual"] = "wall"
     clock_start: datetime | None = None
@@ -64,9 +69,6 @@ class MeteringSettings(CommonSettings):
 
 
 class EntitlementsSettings(CommonSettings):
-    catalog: Path = Path(__file__).resolve().parent.parent / "deploy" / "catalog.demo.yaml"
-    # Prefix of every Redis key entitlements owns (docs/entitlements.md, "Redis layout").
-    entitlements_key_prefix: str = Field(default="ent", pattern=r"^[a-z0-9_-]{1,32}$")
     # Drain the outbox to `subscription-events` in this process (off: another replica does).
     entitlements_outbox_publisher: bool = True
     # Seconds between outbox polls when nothing woke the publisher (other replicas' writes).
@@ -80,4 +82,16 @@ class EntitlementsSettings(CommonSettings):
 
 
 class InvoicingSettings(CommonSettings):
-    catalog: Path = Path(__file__).resolve().parent.parent / "deploy" / "catalog.demo.yaml"
+    # Prefix of every Redis key invoicing owns (docs/invoicing.md, "Redis layout").
+    invoicing_key_prefix: str = Field(default="inv", pattern=r"^[a-z0-9_-]{1,32}$")
+    # Consumer group reading `subscription-events` (immediate invoices, R9.2).
+    invoicing_consumer_group: str = "invoicing"
+    # Run the subscription-events consumer in this process.
+    invoicing_consumer: bool = True
+    # Tenants billed per batch of a billing run (one ClickHouse insert per batch).
+    invoicing_batch_tenants: int = Field(default=1_000, ge=1, le=100_000)
+    # How long the clock barrier waits for subscription-events to be consumed.
+    invoicing_barrier_timeout_s: float = Field(default=15.0, gt=0)
+    # A ClickHouse database of its own for invoices, lines and credit notes (empty: the
+    # default one, where the migrations put them); lets test platforms share one engine.
+    invoicing_clickhouse_database: str = Field(default="", pattern=r"^[A-Za-z0-9_]{0,64}$")

@@ -29,6 +29,7 @@ class EntitlementsPart:
     async def start(self, runtime: Runtime) -> None:
         store = EntitlementsStore(runtime.redis, self.settings.entitlements_key_prefix)
         publisher = OutboxPublisher(store, runtime.producer,
+                                    self.settings.subscription_events_topic,
                                     self.settings.entitlements_outbox_poll_s)
         self.service = EntitlementsService(store, self.catalog, runtime.clock, self.settings,
                                            publisher.notify)

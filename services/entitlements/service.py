@@ -46,11 +46,10 @@ from shared.billing.proration import prorated_charge, upgrade_charge
 from shared.catalog import ONCE, Catalog, Pack, Plan, UnknownCatalogItem
 from shared.clock import Clock
 from shared.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
-from shared.settings import SUBSCRIPTION_EVENTS_TOPIC, EntitlementsSettings
+from shared.settings import EntitlementsSettings
 
 MAX_ATTEMPTS = 500
 SOURCE = "entitlements"
-TOPIC = SUBSCRIPTION_EVENTS_TOPIC
 
 # R5: who may do what (seed 003). Owner "—" for feature requests: an owner buys instead.
 _ACTION_TEXT = {"buy": "buy now", "quote": "request a quote", "trial": "start a free trial",

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaProducer
 
-from services.entitlements.service import TOPIC, EntitlementsService
+from services.entitlements.service import EntitlementsService
 from services.entitlements.store import EntitlementsStore
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,11 @@ class LifecycleJob:
 class OutboxPublisher:
     """Drains the outbox stream to Kafka, oldest first; one replica at a time (a lease)."""
 
-    def __init__(self, store: EntitlementsStore, producer: AIOKafkaProducer,
+    def __init__(self, store: EntitlementsStore, producer: AIOKafkaProducer, topic: str,
                  poll_s: float, batch: int = 500, lease_ms: int = 10_000) -> None:
         self._store = store
         self._producer = producer
+        self._topic = topic
         self._poll_s = poll_s
         self._batch = batch
         self._lease_ms = lease_ms
@@ -78,7 +79,7 @@ class OutboxPublisher:
             return 0
         sent = 0
         while entries := await self._store.outbox_batch(self._batch):
-            futures = [await self._producer.send(TOPIC, fields["value"].encode(),
+            futures = [await self._producer.send(self._topic, fields["value"].encode(),
                                                  key=fields["key"].encode(),
                                                  headers=[("event-id", fields["id"].encode())])
                        for _, fields in entries]

@@ -1,24 +1,51 @@
-"""Invoicing wired onto a runtime (its routes and jobs arrive with its issue)."""
+"""Invoicing wired onto a runtime: stores, service, billing job, consumer, routes."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
+from services.invoicing.api import router
+from services.invoicing.service import InvoicingService
+from services.invoicing.store import InvoiceState, InvoiceStore
+from services.invoicing.worker import BillingJob, SubscriptionConsumer
 from shared.app import Runtime
+from shared.catalog import Catalog, load_catalog
 from shared.settings import InvoicingSettings
 
 
 class InvoicingPart:
     name = "invoicing"
-    router = APIRouter(tags=["invoicing"])
+    router = router
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         self.settings = InvoicingSettings(**(overrides or {}))
+        # R1.4: an invalid catalog stops the service before anything starts.
+        self.catalog: Catalog = load_catalog(self.settings.catalog)
+        self.service: InvoicingService | None = None
+        self.consumer: SubscriptionConsumer | None = None
+        self._registered = False
 
     async def start(self, runtime: Runtime) -> None:
-        return None
+        state = InvoiceState(runtime.redis, self.settings.invoicing_key_prefix,
+                             self.settings.entitlements_key_prefix)
+        store = InvoiceStore(runtime.clickhouse, self.settings.invoicing_clickhouse_database)
+        await store.ensure_database()
+        service = InvoicingService(state, store, self.catalog, runtime.clock, self.settings)
+        await service.recover()  # a crash between numbering and ClickHouse (R9.3)
+        self.service = runtime.app_state.invoicing = service
+        if self.settings.invoicing_consumer:
+            self.consumer = SubscriptionConsumer(self.settings, service)
+            await self.consumer.start()
+        if not self._registered:
+            runtime.scheduler.register(BillingJob(service))
+            runtime.scheduler.register_barrier(self.caught_up)
+            self._registered = True
+
+    async def caught_up(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.caught_up()
 
     async def stop(self) -> None:
-        return None
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None

@@ -26,7 +26,7 @@ async def dst_tenant(platform: RunningApp, endpoints: Endpoints) -> str:
             event_id=f"{tenant}-{i}", time=when)))
         for i, (when, count, campaign) in enumerate(sends)])
     await eventually(lambda: _data(platform, tenant, {"from": "2026-03-01T00:00:00Z",
-                                                      "to": "2026-04-01T00:00:00Z"}))
+                                                      "to": "2026-04-01T00:00:00Z"}), within=30)
     return tenant
 
 

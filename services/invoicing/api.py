@@ -1,0 +1,76 @@
+"""Invoicing routes (api.md, Invoicing): thin — parse, authorize, delegate to the service.
+
+Roles (api.md): admin runs billing and issues credit notes; finance reads, exports and sees
+upcoming invoices; dashboard reads invoices. A tenant-limited key sees only its tenant (404).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.invoicing.models import BillingRunRequest, CreditNoteRequest
+from services.invoicing.service import InvoicingService, parse_day, to_csv
+from shared.auth import Principal, Role, require
+
+router = APIRouter(tags=["invoicing"])
+
+AdminKey = Annotated[Principal, Depends(require(Role.ADMIN))]
+FinanceKey = Annotated[Principal, Depends(require(Role.FINANCE))]
+ReaderKey = Annotated[Principal, Depends(require(Role.FINANCE, Role.DASHBOARD))]
+
+
+def invoicing(request: Request) -> InvoicingService:
+    service: InvoicingService = request.app.state.invoicing
+    return service
+
+
+Invoicing = Annotated[InvoicingService, Depends(invoicing)]
+
+
+@router.post("/v1/billing-runs")
+async def billing_run(body: BillingRunRequest, principal: AdminKey,
+                      service: Invoicing) -> dict[str, Any]:
+    day = None if body.date is None else parse_day(body.date, "date")
+    if body.tenant is not None:
+        principal.ensure_tenant(body.tenant)
+    return await service.billing_run(day, body.tenant)
+
+
+@router.get("/v1/invoices")
+async def list_invoices(principal: ReaderKey, service: Invoicing, month: str | None = None,
+                        tenant: str | None = None, status: str | None = None,
+                        cursor: str | None = None) -> dict[str, Any]:
+    if tenant is not None:
+        principal.ensure_tenant(tenant)
+    return await service.list_invoices(month, tenant or principal.tenant, status, cursor)
+
+
+@router.get("/v1/invoices/export")
+async def export(principal: FinanceKey, service: Invoicing, month: str) -> Response:
+    body = await service.export(month, principal.tenant)
+    return Response(body, media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="invoice-lines-{month}.csv"'})
+
+
+@router.get("/v1/invoices/{number}")
+async def get_invoice(number: str, request: Request, principal: ReaderKey,
+                      service: Invoicing) -> Response:
+    doc = await service.invoice(number, principal.tenant)
+    if "text/csv" in request.headers.get("accept", ""):
+        return Response(to_csv([doc]), media_type="text/csv; charset=utf-8")
+    return JSONResponse(doc)
+
+
+@router.post("/v1/invoices/{number}/credit-notes", status_code=201)
+async def credit_note(number: str, body: CreditNoteRequest, _: AdminKey,
+                      service: Invoicing) -> dict[str, Any]:
+    return await service.credit_note(number, body.amount, body.reason)
+
+
+@router.get("/v1/tenants/{tenant}/upcoming-invoice")
+async def upcoming(tenant: str, principal: FinanceKey, service: Invoicing) -> dict[str, Any]:
+    principal.ensure_tenant(tenant)
+    return await service.upcoming(tenant)

@@ -1,0 +1,333 @@
+"""What a billing date puts on an invoice (R9.1, R6.4, R7.2, R9.4): pure functions, no I/O.
+
+The service reads the tenant document and the usage, then calls these; the clock and the
+stores never reach this module, so every amount here can be checked by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from services.invoicing.models import Line, LotView, TenantView, iso, period_json
+from shared.billing.money import line_amount
+from shared.billing.periods import (
+    Cycle,
+    Period,
+    billing_dates_between,
+    local_date,
+    local_midnight,
+    period_containing,
+)
+from shared.billing.seats import access_intervals, users_with_access
+from shared.catalog import Catalog, Pack, UnknownCatalogItem
+
+EXTRA_USERS_METER = "extra_users"
+EMAILS_METER = "emails_sent"
+
+
+# --- billing dates (R2) --------------------------------------------------------------------
+
+def last_billing_date(view: TenantView) -> date | None:
+    """When renewal is off, the period end is the last billing date (R4.1, R9.1)."""
+    end = view.end_instant()
+    return None if end is None else local_date(end, view.zone)
+
+
+def next_billing_date(view: TenantView, last_billed: date | None) -> date | None:
+    """The first billing date after `last_billed` (the anchor when nothing was billed)."""
+    cycle = Cycle(view.cycle)
+    after = last_billed if last_billed is not None else view.anchor - timedelta(days=1)
+    # Billing dates are period boundaries from the original anchor (R2.3).
+    candidates = billing_dates_between(view.anchor, cycle, after, _far(after, cycle))
+    if not candidates:
+        return None
+    first = candidates[0]
+    last = last_billing_date(view)
+    if last is not None and first > last:
+        return None
+    return first
+
+
+def _far(after: date, cycle: Cycle) -> date:
+    return after + timedelta(days=400 if cycle in (Cycle.P1Y, Cycle.P365D) else 40)
+
+
+def billing_instant(view: TenantView, day: date) -> datetime:
+    """A billing date falls due at local midnight in the tenant's zone (R2.1)."""
+    return local_midnight(day, view.zone)
+
+
+def ended_period(view: TenantView, day: date) -> Period | None:
+    """The period that ends on billing date `day` (None on the anchor)."""
+    if day <= view.anchor:
+        return None
+    return period_containing(view.anchor, Cycle(view.cycle), day - timedelta(days=1))
+
+
+def renews_at(view: TenantView, day: date) -> bool:
+    """Does a period start on `day` (renewal on, or the end still ahead)? (R4.1)"""
+    end = view.end_instant()
+    return end is None or end > billing_instant(view, day)
+
+
+# --- in advance: plan and packs (R9.1) ------------------------------------------------------
+
+def _price(prices: Mapping[Any, Decimal], cycle: str) -> Decimal | None:
+    return prices.get(cycle)
+
+
+def advance_lines(view: TenantView, catalog: Catalog, period: Period) -> list[Line]:
+    """Recurring fees of the period that starts: the plan in force and every pack lot
+    active at its first instant (not cancelled, not a free trial, R4.4, R5.3)."""
+    zone = view.zone
+    start = period.start_instant(zone)
+    lines: list[Line] = []
+    plan_id = view.plan_at(start)
+    try:
+        plan = catalog.plan(plan_id)
+    except UnknownCatalogItem:
+        plan = None
+    if plan is not None and (price := _price(plan.price, view.cycle)) is not None:
+        lines.append(Line(
+            module=None, kind="plan", description=f"plan {plan.id} ({view.cycle})",
+            quantity=Decimal(1), unit_price=price,
+            amount=line_amount(Decimal(1), price, view.currency), period=period,
+            source={"meter": None, "module": None, "period": period_json(period),
+                    "item": plan.id, "basis": "plan in force at the period start"}))
+    for lot in view.lots:
+        if lot.trial or not lot.active_at(start) or lot.kind == "one_time":
+            continue
+        pack = _pack(catalog, lot.item)
+        unit_price = _lot_price(pack, lot, view.cycle)
+        if unit_price is None or (pack is not None and not _renews(pack)):
+            continue
+        quantity = Decimal(lot.quantity)
+        lines.append(Line(
+            module=pack.module if pack is not None else None, kind="pack",
+            description=f"{lot.quantity} × {lot.item}", quantity=quantity,
+            unit_price=unit_price, amount=line_amount(quantity, unit_price, view.currency),
+            period=period,
+            source={"meter": None, "module": pack.module if pack is not None else None,
+                    "period": period_json(period), "item": lot.item, "lot": lot.id,
+                    "basis": "lot active at the period start"}))
+    return lines
+
+
+def _pack(catalog: Catalog, item: str) -> Pack | None:
+    try:
+        return catalog.pack(item)
+    except UnknownCatalogItem:
+        return None
+
+
+def _lot_price(pack: Pack | None, lot: LotView, cycle: str) -> Decimal | None:
+    if pack is not None:
+        price = _price(pack.price, cycle)
+        if price is not None:
+            return price
+    return lot.unit_price
+
+
+def _renews(pack: Pack) -> bool:
+    # Bank support plans are one-year contracts renewed by hand; daily ones renew (R8.4).
+    return pack.kind != "support" or (pack.support is not None and pack.support.auto_renew)
+
+
+# --- in arrears: extra users (R6.4), e-mail overage (R7.2), support overage (R8.3) ----------
+
+@dataclass(slots=True)
+class PeriodUsage:
+    """The usage of one tenant in one period, as read from `usage_events`."""
+
+    emails: int = 0
+    # (module, user_id, time, type) of every grant/revoke before the period end.
+    access: list[tuple[str, str, datetime, str]] = field(default_factory=list)
+    email_query: dict[str, Any] = field(default_factory=dict)
+    access_query: dict[str, Any] = field(default_factory=dict)
+
+
+def seat_capacity(view: TenantView, catalog: Catalog, module: str, period: Period) -> int:
+    """Seats of the module's packs and of suite packs containing it, active on the period's
+    last day, a lot cancelled during the period included (R6.2, R6.4)."""
+    zone = view.zone
+    last_day = local_midnight(period.end - timedelta(days=1), zone)
+    end = period.end_instant(zone)
+    seats = 0
+    for lot in view.lots:
+        if lot.kind != "seats" or not lot.active_during(last_day, end):
+            continue
+        pack = _pack(catalog, lot.item)
+        if pack is None:
+            continue
+        covers = pack.module == module or (
+            pack.suite is not None and module in catalog.suite_modules(pack.suite))
+        if covers:
+            seats += lot.quantity * lot.units
+    return seats
+
+
+def extra_users(view: TenantView, catalog: Catalog, period: Period,
+                access: Iterable[tuple[str, str, datetime, str]]
+                ) -> dict[str, tuple[int, list[str], int]]:
+    """Per billed module: (billable extra users, the extra users, capacity) (R6.1, R6.4)."""
+    zone = view.zone
+    start, end = period.start_instant(zone), period.end_instant(zone)
+    users = users_with_access(access_intervals(access), start, end)
+    plan = _plan_modules(view, catalog, end - timedelta(microseconds=1))
+    result: dict[str, tuple[int, list[str], int]] = {}
+    for module_id in sorted(plan):
+        try:
+            module = catalog.module(module_id)
+        except UnknownCatalogItem:
+            continue
+        if module.extra_users != "bill":
+            continue
+        extras = sorted(u for u in users.get(module_id, set()) if u != view.admin_user)
+        capacity = seat_capacity(view, catalog, module_id, period)
+        result[module_id] = (max(0, len(extras) - capacity), extras, capacity)
+    return result
+
+
+def _plan_modules(view: TenantView, catalog: Catalog, instant: datetime) -> frozenset[str]:
+    try:
+        return catalog.modules_of_plan(view.plan_at(instant))
+    except UnknownCatalogItem:
+        return frozenset()
+
+
+def email_allowance(view: TenantView, period: Period) -> int:
+    """Sum of the e-mail lots active at any moment of the period, each in full (R7.1)."""
+    zone = view.zone
+    start, end = period.start_instant(zone), period.end_instant(zone)
+    return sum(lot.quantity * lot.units for lot in view.lots
+               if lot.kind == "emails" and lot.active_during(start, end))
+
+
+def email_module(catalog: Catalog) -> str | None:
+    return next((p.module for p in catalog.packs if p.kind == "emails"), None)
+
+
+def arrears_quantities(view: TenantView, catalog: Catalog, period: Period,
+                       usage: PeriodUsage) -> dict[tuple[str, str | None], Decimal]:
+    """Billable quantities per (meter, module) of a period: the basis of arrears lines and of
+    late-usage adjustments (R9.4)."""
+    quantities: dict[tuple[str, str | None], Decimal] = {}
+    for module, (billable, _, _) in extra_users(view, catalog, period, usage.access).items():
+        quantities[(EXTRA_USERS_METER, module)] = Decimal(billable)
+    if catalog.email_overage_price is not None:
+        overage = max(0, usage.emails - email_allowance(view, period))
+        quantities[(EMAILS_METER, email_module(catalog))] = Decimal(overage)
+    return quantities
+
+
+def unit_price(catalog: Catalog, view: TenantView, meter: str, module: str | None
+               ) -> Decimal | None:
+    if meter == EXTRA_USERS_METER and module is not None:
+        try:
+            return _price(catalog.module(module).extra_user_price, view.cycle)
+        except UnknownCatalogItem:
+            return None
+    if meter == EMAILS_METER:
+        return catalog.email_overage_price
+    return None
+
+
+def arrears_lines(view: TenantView, catalog: Catalog, period: Period,
+                  usage: PeriodUsage) -> list[Line]:
+    """Consumption of the period that ended, billed in arrears (R9.1)."""
+    lines: list[Line] = []
+    zone = view.zone
+    for module, (billable, extras, capacity) in extra_users(
+            view, catalog, period, usage.access).items():
+        price = unit_price(catalog, view, EXTRA_USERS_METER, module)
+        if billable == 0 or price is None:
+            continue
+        quantity = Decimal(billable)
+        lines.append(Line(
+            module=module, kind="extra_users",
+            description=f"{billable} extra user(s) on {module} ({len(extras)} with access, "
+                        f"{capacity} seat(s), administrator excluded)",
+            quantity=quantity, unit_price=price,
+            amount=line_amount(quantity, price, view.currency), period=period,
+            meter=EXTRA_USERS_METER,
+            source={"meter": "users_with_access", "module": module,
+                    "period": period_json(period),
+                    "from": iso(period.start_instant(zone)),
+                    "to": iso(period.end_instant(zone)), "users": extras,
+                    "seat_capacity": capacity, "admin_user": view.admin_user,
+                    "query": usage.access_query}))
+    price = catalog.email_overage_price
+    if price is not None:
+        allowance = email_allowance(view, period)
+        overage = max(0, usage.emails - allowance)
+        if overage > 0:
+            quantity = Decimal(overage)
+            email_mod = email_module(catalog)
+            lines.append(Line(
+                module=email_mod, kind="email_overage",
+                description=f"{overage} e-mail(s) beyond the allowance of {allowance} "
+                            f"({usage.emails} sent)",
+                quantity=quantity, unit_price=price,
+                amount=line_amount(quantity, price, view.currency), period=period,
+                meter=EMAILS_METER,
+                source={"meter": EMAILS_METER, "module": email_mod,
+                        "period": period_json(period),
+                        "from": iso(period.start_instant(zone)),
+                        "to": iso(period.end_instant(zone)), "sent": usage.emails,
+                        "allowance": allowance, "query": usage.email_query}))
+    lines.extend(support_overage_lines(view, catalog, period))
+    return lines
+
+
+def support_overage_lines(view: TenantView, catalog: Catalog, period: Period) -> list[Line]:
+    """R8.3 time beyond the daily allowances and banks: support plans are not sold through
+    entitlements yet (docs/invoicing.md), so nothing to bill; the line kind is reserved."""
+    return []
+
+
+# --- late usage (R9.4) -----------------------------------------------------------------------
+
+def adjustment_lines(view: TenantView, catalog: Catalog, period: Period,
+                     recomputed: Mapping[tuple[str, str | None], Decimal],
+                     billed: Mapping[tuple[str, str | None], Decimal],
+                     late_ids: Mapping[str, list[str]]) -> list[Line]:
+    """(quantity recomputed for `period` − quantity billed for it) × unit price, one line per
+    meter and module whose quantity changed, naming the corrected period (R9.4)."""
+    lines: list[Line] = []
+    for key in sorted(set(recomputed) | set(billed), key=lambda k: (k[0], k[1] or "")):
+        meter, module = key
+        delta = recomputed.get(key, Decimal(0)) - billed.get(key, Decimal(0))
+        price = unit_price(catalog, view, meter, module)
+        if delta == 0 or price is None:
+            continue
+        lines.append(Line(
+            module=module, kind="adjustment",
+            description=f"late usage: {meter} for {period.start} – {period.end} "
+                        f"recomputed {recomputed.get(key, Decimal(0))}, billed "
+                        f"{billed.get(key, Decimal(0))}",
+            quantity=delta, unit_price=price,
+            amount=line_amount(delta, price, view.currency), period=period, meter=meter,
+            source={"meter": meter, "module": module, "period": period_json(period),
+                    "corrects": "extra_users" if meter == EXTRA_USERS_METER
+                    else "email_overage",
+                    "late_event_ids": late_ids.get(meter, [])[:1000]}))
+    return lines
+
+
+def periods_between(view: TenantView, first: date, before: date) -> list[Period]:
+    """The periods from the one containing local day `first` up to the one ending at or
+    before `before` (the billed ones a late event may change)."""
+    cycle = Cycle(view.cycle)
+    periods: list[Period] = []
+    day = max(first, view.anchor)
+    while day < before:
+        period = period_containing(view.anchor, cycle, day)
+        if period.end > before:
+            break
+        periods.append(period)
+        day = period.end
+    return periods

@@ -1,0 +1,141 @@
+"""Helpers shared by the invoicing tests (not a conftest: fixtures come from tests/).
+
+`private_platform` starts the three parts on a Redis database, usage topic, consumer groups
+and invoice database of their own, so a test can move its manual clock a year ahead and
+count invoice numbers from 000001 without touching the session's shared platform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from services.entitlements.part import EntitlementsPart
+from services.invoicing.part import InvoicingPart
+from services.metering.part import MeteringPart
+from shared.app import ServicePart
+from shared.stack import Endpoints
+from tests.conftest import ADMIN_KEY, RunningApp, settings_for, start_app
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+OWNER = {"user_id": "u-owner", "role": "owner"}
+PRIVATE_DB = 3
+
+
+def db_url(endpoints: Endpoints, db: int) -> str:
+    base, _, last = endpoints.redis_url.rstrip("/").rpartition("/")
+    return f"{base}/{db}" if last.isdigit() else f"{endpoints.redis_url.rstrip('/')}/{db}"
+
+
+@asynccontextmanager
+async def private_platform(endpoints: Endpoints, unique: str, clock_start: datetime,
+                           db: int = PRIVATE_DB, flush: bool = True, **extra: Any
+                           ) -> AsyncIterator[RunningApp]:
+    url = db_url(endpoints, db)
+    if flush:
+        redis = Redis.from_url(url)
+        await redis.flushdb()
+        await redis.aclose()
+    values = settings_for(
+        endpoints, redis_url=url, clock_start=clock_start,
+        usage_events_topic=f"usage-inv-{unique}", consumer_group=f"metering-inv-{unique}",
+        subscription_events_topic=f"subscriptions-inv-{unique}",
+        invoicing_consumer_group=f"invoicing-{unique}",
+        invoicing_clickhouse_database=f"inv_{unique}", **extra)
+    metering_keys = {"batch_max_wait_ms", "retry_initial_s", "retry_max_s", "consumer_group"}
+    inv_values = {k: v for k, v in values.items() if k not in metering_keys}
+    ent_values = {k: v for k, v in inv_values.items() if not k.startswith("invoicing_")}
+    parts: list[ServicePart] = [MeteringPart(values), EntitlementsPart(ent_values),
+                                InvoicingPart(inv_values)]
+    running, lifespan = await start_app(values, parts)
+    try:
+        yield running
+    finally:
+        await running.client.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+def invoicing_part(app: RunningApp) -> InvoicingPart:
+    part = app.parts[2]
+    assert isinstance(part, InvoicingPart)
+    return part
+
+
+async def set_clock(client: httpx.AsyncClient, instant: str) -> None:
+    response = await client.put("/v1/clock", json={"now": instant}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+
+
+async def create_tenant(client: httpx.AsyncClient, tenant: str, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": tenant, "plan": "essentials", "cycle": "P1M",
+                            "time_zone": "Europe/Paris", "currency": "EUR",
+                            "vat_rate": "0.20", "admin_user": "u-admin"}
+    body.update(fields)
+    response = await client.post("/v1/tenants", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def buy(client: httpx.AsyncClient, tenant: str, item: str, quantity: int | None = None
+              ) -> dict[str, Any]:
+    body: dict[str, Any] = {"actor": OWNER, "item": item, "confirm": True}
+    if quantity is not None:
+        body["quantity"] = quantity
+    response = await client.post(f"/v1/tenants/{tenant}/purchases", json=body, headers=ADMIN)
+    assert response.status_code in (201, 202), response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def invoices_of(client: httpx.AsyncClient, tenant: str) -> list[dict[str, Any]]:
+    """The tenant's invoices, oldest first."""
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params = {"tenant": tenant} | ({"cursor": cursor} if cursor else {})
+        response = await client.get("/v1/invoices", params=params, headers=ADMIN)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        found.extend(body["data"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return sorted(found, key=lambda d: (d["issued_at"], d["number"]))
+
+
+def summary(invoice: dict[str, Any]) -> tuple[str, str | None, str]:
+    period = invoice["period"]
+    return (invoice["kind"], None if period is None else f"{period['from']}..{period['to']}",
+            invoice["total"])
+
+
+def lines(invoice: dict[str, Any]) -> list[tuple[str | None, str, str, str]]:
+    return [(line["module"], line["kind"], line["quantity"], line["amount"])
+            for line in invoice["lines"]]
+
+
+def money(text: str) -> Decimal:
+    return Decimal(text)
+
+
+def access(tenant: str, user: str, module: str, time: str, event_id: str,
+           revoked: bool = False) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": event_id, "source": "tests",
+            "type": "user.access.revoked" if revoked else "user.access.granted",
+            "subject": tenant, "time": time, "data": {"user_id": user, "module": module}}
+
+
+def emails(tenant: str, count: int, time: str, event_id: str) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": event_id, "source": "tests", "type": "email.sent",
+            "subject": tenant, "time": time, "data": {"count": count}}
+
+
+async def send(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> None:
+    response = await client.post("/v1/events", json=events, headers=ADMIN)
+    assert response.status_code == 202, response.text

@@ -251,7 +251,7 @@ def main() -> None:
     endpoints = stack.start()
     env = {"kafka_bootstrap": endpoints.kafka_bootstrap, "redis_url": endpoints.redis_url,
            "clickhouse_dsn": endpoints.clickhouse_dsn, "admin_api_key": ADMIN_KEY,
-           "clock": "wall"}
+           "clock": "wall", "entitlements_invoice_wait_s": "0"}
     app_port, ceiling_port = free_port(), free_port()
     children = []
     try:

@@ -38,6 +38,9 @@ class CommonSettings(BaseSettings):
 
     # The catalog file (R1) entitlements sells from and invoicing prices with.
     catalog: Path = Path(__file__).resolve().parent.parent / "deploy" / "catalog.demo.yaml"
+    # Invoicing owns its Redis keys under this prefix; entitlements reads the number of the
+    # immediate invoice of a purchase there (docs/invoicing.md, "Redis layout").
+    invoicing_key_prefix: str = Field(default="inv", pattern=r"^[a-z0-9_-]{1,32}$")
     # Entitlements owns the tenant documents under this Redis prefix; invoicing reads them.
     entitlements_key_prefix: str = Field(default="ent", pattern=r"^[a-z0-9_-]{1,32}$")
 
@@ -77,13 +80,14 @@ class EntitlementsSettings(CommonSettings):
     entitlements_idempotency_ttl_s: int = Field(default=7 * 86_400, ge=60)
     # The largest quantity one purchase may name; more is refused as absurd.
     entitlements_max_quantity: int = Field(default=10_000, ge=1)
+    # How long a confirmed purchase waits for invoicing to number its immediate invoice
+    # (R9.2) so the answer can name it; 0 answers `"invoice": null` at once.
+    entitlements_invoice_wait_s: float = Field(default=2.0, ge=0)
     # At most this many decisions in one POST /v1/check.
     entitlements_max_batch: int = Field(default=5_000, ge=1)
 
 
 class InvoicingSettings(CommonSettings):
-    # Prefix of every Redis key invoicing owns (docs/invoicing.md, "Redis layout").
-    invoicing_key_prefix: str = Field(default="inv", pattern=r"^[a-z0-9_-]{1,32}$")
     # Consumer group reading `subscription-events` (immediate invoices, R9.2).
     invoicing_consumer_group: str = "invoicing"
     # Run the subscription-events consumer in this process.

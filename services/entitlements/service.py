@@ -49,6 +49,8 @@ from shared.errors import AppError, Conflict, Forbidden, NotFound, ValidationFai
 from shared.settings import EntitlementsSettings
 
 MAX_ATTEMPTS = 500
+# Where a confirmed purchase's answer keeps its event id until the invoice number replaces it.
+EVENT_FIELD = "_event_id"
 SOURCE = "entitlements"
 
 # R5: who may do what (seed 003). Owner "—" for feature requests: an owner buys instead.
@@ -91,7 +93,7 @@ class Effects:
     events: list[tuple[str, str, bytes]] = field(default_factory=list)
 
     def record(self, tenant: str, kind: str, at: datetime, data: dict[str, Any],
-               actor: dict[str, Any] | None) -> None:
+               actor: dict[str, Any] | None) -> str:
         """One change: a history entry (R4.9) and its `subscription-events` event (R4.8)."""
         event_id = str(uuid.uuid4())
         entry = {"event_id": event_id, "at": _iso(at), "type": kind, "actor": actor, **data}
@@ -100,6 +102,7 @@ class Effects:
                  "subject": tenant, "time": _iso(at), "datacontenttype": "application/json",
                  "data": {"tenant": tenant, "actor": actor, **data}}
         self.events.append((event_id, tenant, orjson.dumps(event)))
+        return event_id
 
 
 @dataclass
@@ -435,7 +438,25 @@ class EntitlementsService:
             return self._purchase(state, body, item, quantity, now, effects,
                                   actor_json(body.actor, principal))
 
-        return await self._mutate(tenant, buy, idem, request_hash)
+        status, answer = await self._mutate(tenant, buy, idem, request_hash)
+        # The event id travels with the stored answer, so a replay finds the same invoice.
+        event_id = answer.pop(EVENT_FIELD, None)
+        if event_id is not None and answer.get("charges"):
+            answer["invoice"] = await self._immediate_invoice(str(event_id))
+        return status, answer
+
+    async def _immediate_invoice(self, event_id: str) -> str | None:
+        """The number invoicing gave the purchase's immediate invoice (R9.2), once it has
+        consumed `purchase.confirmed`; null if that takes longer than the configured wait."""
+        key = f"{self.settings.invoicing_key_prefix}:events"
+        deadline = asyncio.get_running_loop().time() + self.settings.entitlements_invoice_wait_s
+        while True:
+            number = await self.store.redis.hget(key, event_id)
+            if number is not None:
+                return str(number)
+            if asyncio.get_running_loop().time() >= deadline:
+                return None
+            await asyncio.sleep(0.01)
 
     def _item(self, item_id: str) -> Plan | Pack:
         try:
@@ -520,13 +541,13 @@ class EntitlementsService:
             state.lots.append(lot)
         answer = PurchaseAnswer(status="confirmed", lot=None if lot is None else lot_out(lot),
                                 charges=charges, next_cycle_amount=next_cycle)
-        effects.record(state.id, "purchase.confirmed", now, {
+        event_id = effects.record(state.id, "purchase.confirmed", now, {
             "item": item.id, "kind": item.kind, "quantity": quantity,
             "lot": None if lot is None else lot.id, "currency": currency,
             "charges": [c.model_dump(mode="json", by_alias=True) for c in charges],
             "next_cycle_amount": None if next_cycle is None else format(next_cycle, "f"),
             "period": _period(period)}, actor)
-        return Outcome(state, answer.public(), status_code=201)
+        return Outcome(state, {**answer.public(), EVENT_FIELD: event_id}, status_code=201)
 
     def _single_instance(self, state: TenantState, pack: Pack) -> None:
         """R4.7: a single-instance pack is not bought while owned or included in the plan."""
@@ -620,14 +641,14 @@ class EntitlementsService:
                                                 next_cycle_amount=next_cycle).public())
         state.plan = plan.id
         state.pending_plan = state.pending_plan_at = None
-        effects.record(state.id, "purchase.confirmed", now, {
+        event_id = effects.record(state.id, "purchase.confirmed", now, {
             "item": plan.id, "kind": "plan", "from": current.id, "quantity": 1, "lot": None,
             "currency": state.currency,
             "charges": [c.model_dump(mode="json", by_alias=True) for c in charges],
             "next_cycle_amount": format(next_cycle, "f"), "period": _period(period)}, actor)
-        return Outcome(state, PurchaseAnswer(status="confirmed", lot=None, charges=charges,
-                                             next_cycle_amount=next_cycle).public(),
-                       status_code=201)
+        answer = PurchaseAnswer(status="confirmed", lot=None, charges=charges,
+                                next_cycle_amount=next_cycle)
+        return Outcome(state, {**answer.public(), EVENT_FIELD: event_id}, status_code=201)
 
     def _request(self, state: TenantState, body: PurchaseRequest, item: Plan | Pack,
                  quantity: int, now: datetime, effects: Effects,

@@ -42,7 +42,9 @@ async def isolated_app(endpoints: Endpoints, clock_start: datetime, *, flush: bo
         redis = Redis.from_url(url)
         await redis.flushdb()
         await redis.aclose()
-    values = settings_for(endpoints, redis_url=url, clock_start=clock_start, **extra)
+    # No invoicing part here: a purchase need not wait for an invoice number.
+    values = settings_for(endpoints, redis_url=url, clock_start=clock_start,
+                          entitlements_invoice_wait_s=0, **extra)
     common = {k: v for k, v in values.items() if k not in ("batch_max_wait_ms",
                                                            "retry_initial_s", "retry_max_s")}
     running, lifespan = await start_app(values, [EntitlementsPart(common)])

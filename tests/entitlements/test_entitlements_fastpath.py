@@ -16,7 +16,7 @@ from tests.entitlements.ent_support import ADMIN, OWNER
 @pytest.fixture(scope="module")
 async def routed_only(endpoints: Endpoints) -> AsyncIterator[RunningApp]:
     """The same service on the same stores, without the fast path: FastAPI's route answers."""
-    part = EntitlementsPart(settings_for(endpoints))
+    part = EntitlementsPart(settings_for(endpoints, entitlements_invoice_wait_s=0))
     part.fast_paths = ()
     running, lifespan = await start_app(settings_for(endpoints), [part])
     yield running

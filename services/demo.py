@@ -7,9 +7,12 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
+
+from services import demo_year
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +67,24 @@ async def create_tenant(client: httpx.AsyncClient) -> None:
         bought.raise_for_status()
 
 
+async def print_invoices(client: httpx.AsyncClient, tenants: list[str]) -> None:
+    for tenant in tenants:
+        listed = (await client.get("/v1/invoices", params={"tenant": tenant})).json()["data"]
+        total = sum(Decimal(i["total"]) for i in listed)
+        print(f"  {tenant}: {len(listed)} invoice(s), {total} EUR in all", flush=True)
+
+
 async def load(base_url: str, admin_key: str) -> None:
     headers = {"Authorization": f"Bearer {admin_key}"}
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120) as client:
         clock = (await client.get("/v1/clock")).json()
         now = datetime.fromisoformat(clock["now"]).astimezone(UTC)
         await create_tenant(client)
+        if clock["manual"] and now == datetime(demo_year.YEAR, 1, 1, tzinfo=UTC):
+            tenants = await demo_year.play(client)
+            print(f"demo: a year of invoices for {', '.join(tenants)} "
+                  "(docs/invoicing.md, 'A simulated year'):", flush=True)
+            await print_invoices(client, tenants)
         events = demo_events(now)
         response = await client.post(
             "/v1/events", content=httpx.Request("POST", "/", json=events).content,
@@ -83,4 +98,6 @@ async def load(base_url: str, admin_key: str) -> None:
               f"&tz=Europe/Paris&from={start.replace('+00:00', 'Z')}"
               f"&to={now.isoformat().replace('+00:00', 'Z')}'\n"
               f"  curl -H 'Authorization: Bearer {admin_key}' "
-              f"'{base_url}/v1/tenants/{DEMO_TENANT}/check?module=crm&user=u-4'\n", flush=True)
+              f"'{base_url}/v1/tenants/{DEMO_TENANT}/check?module=crm&user=u-4'\n"
+              f"  curl -H 'Authorization: Bearer {admin_key}' "
+              f"'{base_url}/v1/invoices?tenant={DEMO_TENANT}'\n", flush=True)

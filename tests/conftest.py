@@ -61,6 +61,12 @@ def endpoints(stack: EmbeddedStack, data_dir: Path) -> Endpoints:
                      clickhouse_dsn=f"chdb://{data_dir.resolve() / 'clickhouse'}")
 
 
+def redis_db_url(endpoints: Endpoints, db: int) -> str:
+    """The session's valkey, another database: stores of a private app's own."""
+    base, _, last = endpoints.redis_url.rstrip("/").rpartition("/")
+    return f"{base}/{db}" if last.isdigit() else f"{endpoints.redis_url.rstrip('/')}/{db}"
+
+
 def settings_for(endpoints: Endpoints, **extra: Any) -> dict[str, Any]:
     """Settings values for the app under test: fast group joins, the manual clock."""
     values: dict[str, Any] = {

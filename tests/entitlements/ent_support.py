@@ -21,23 +21,18 @@ from redis.asyncio import Redis
 from services.entitlements.part import EntitlementsPart
 from shared.settings import SUBSCRIPTION_EVENTS_TOPIC
 from shared.stack import Endpoints
-from tests.conftest import ADMIN_KEY, RunningApp, settings_for, start_app
+from tests.conftest import ADMIN_KEY, RunningApp, redis_db_url, settings_for, start_app
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 OWNER = {"user_id": "u-owner", "role": "owner"}
 ISOLATED_DB = 7
 
 
-def db_url(endpoints: Endpoints, db: int) -> str:
-    base, _, last = endpoints.redis_url.rstrip("/").rpartition("/")
-    return f"{base}/{db}" if last.isdigit() else f"{endpoints.redis_url.rstrip('/')}/{db}"
-
-
 @asynccontextmanager
 async def isolated_app(endpoints: Endpoints, clock_start: datetime, *, flush: bool = True,
                        db: int = ISOLATED_DB, **extra: Any) -> AsyncIterator[RunningApp]:
     """An app with only the entitlements part, on a Redis database of its own."""
-    url = db_url(endpoints, db)
+    url = redis_db_url(endpoints, db)
     if flush:
         redis = Redis.from_url(url)
         await redis.flushdb()

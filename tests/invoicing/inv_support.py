@@ -21,23 +21,18 @@ from services.invoicing.part import InvoicingPart
 from services.metering.part import MeteringPart
 from shared.app import ServicePart
 from shared.stack import Endpoints
-from tests.conftest import ADMIN_KEY, RunningApp, settings_for, start_app
+from tests.conftest import ADMIN_KEY, RunningApp, redis_db_url, settings_for, start_app
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 OWNER = {"user_id": "u-owner", "role": "owner"}
 PRIVATE_DB = 3
 
 
-def db_url(endpoints: Endpoints, db: int) -> str:
-    base, _, last = endpoints.redis_url.rstrip("/").rpartition("/")
-    return f"{base}/{db}" if last.isdigit() else f"{endpoints.redis_url.rstrip('/')}/{db}"
-
-
 @asynccontextmanager
 async def private_platform(endpoints: Endpoints, unique: str, clock_start: datetime,
                            db: int = PRIVATE_DB, flush: bool = True, **extra: Any
                            ) -> AsyncIterator[RunningApp]:
-    url = db_url(endpoints, db)
+    url = redis_db_url(endpoints, db)
     if flush:
         redis = Redis.from_url(url)
         await redis.flushdb()

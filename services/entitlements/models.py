@@ -29,7 +29,7 @@ UserId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 ActorRole = Literal["owner", "admin", "supervisor", "agent"]
 LotState = Literal["active", "cancelled", "trialing", "expired"]
 TenantStatus = Literal["scheduled", "active", "ended"]
-Action = Literal["buy", "quote", "trial", "request_feature"]
+Action = Literal["buy", "quote", "trial", "request_feature", "renew"]
 DecisionKind = Literal["covered", "billable", "denied"]
 
 
@@ -60,6 +60,16 @@ class Lot(BaseModel):
     trial: bool = False
     unit_price: DecimalText | None = None
     actor: Actor | None = None
+    # Support contracts (R8): one contract year [contract_start, contract_end) in local days.
+    contract_start: date | None = None
+    contract_end: date | None = None
+    renews: str | None = None  # the lot this one renews (R8.4)
+    # A daily plan rolls over in place: the first contract's start stays here (R8.3).
+    since: date | None = None
+    carry_over: bool = False  # renewed on time: the previous bank's remainder comes along
+    renewal_invoiced: date | None = None  # daily plans: contract end whose renewal is billed
+    auto_renew: bool = False  # the pack's terms at purchase (R8.4: daily plans)
+    renewal_discount: DecimalText | None = None
 
     @property
     def live(self) -> bool:
@@ -140,6 +150,7 @@ class CheckItem(BaseModel):
     user: str | None = None
     feature: str | None = None
     quantity: int | None = None
+    level: int | None = None  # feature=support: the session's level (R8.3)
 
 
 class CheckBatch(BaseModel):
@@ -157,7 +168,7 @@ class PeriodOut(BaseModel):
 
 
 class Charge(BaseModel):
-    kind: Literal["proration", "one_time"]
+    kind: Literal["proration", "one_time", "support_contract", "support_renewal"]
     description: str
     amount: DecimalText
     period: PeriodOut | None = None

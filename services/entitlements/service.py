@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from services.entitlements import decisions as dec
+from services.entitlements import support as sup
 from services.entitlements.models import (
     Actor,
     Charge,
@@ -55,7 +56,7 @@ SOURCE = "entitlements"
 
 # R5: who may do what (seed 003). Owner "—" for feature requests: an owner buys instead.
 _ACTION_TEXT = {"buy": "buy now", "quote": "request a quote", "trial": "start a free trial",
-                "request_feature": "request a feature"}
+                "request_feature": "request a feature", "renew": "renew a support plan"}
 
 
 def _iso(instant: datetime) -> str:
@@ -140,6 +141,7 @@ def next_due(state: TenantState) -> datetime | None:
         instants.append(state.pending_plan_at)
     if not state.renewal and state.ends_at is not None:
         instants.append(state.ends_at)
+    instants.extend(sup.due_instants(state, zone_of(state)))  # R8.4
     return min(instants, key=lambda d: d.astimezone(UTC)) if instants else None
 
 
@@ -167,6 +169,9 @@ def advance(state: TenantState, now: datetime, effects: Effects) -> TenantState:
                                {"lot": lot.id, "item": lot.item, "quantity": lot.quantity,
                                 "reason": "trial_ended" if was == "trialing" else "cancelled"},
                                None)  # R4.8
+        sup.advance_support(  # R8.4: contracts end, daily plans are invoiced and roll over
+            state, zone, due,
+            lambda kind, at, data: effects.record(state.id, kind, at, data, None))
         if state.pending_plan_at is not None and state.pending_plan_at <= due:
             previous, state.plan = state.plan, state.pending_plan or state.plan
             effects.record(state.id, "plan.downgraded", state.pending_plan_at,
@@ -204,6 +209,7 @@ class Query:
     user: str | None = None
     feature: str | None = None
     quantity: int = 1
+    level: int = 1  # support checks (R8.3)
 
 
 class EntitlementsService:
@@ -407,8 +413,12 @@ class EntitlementsService:
                     raise Conflict(f"lot '{lot_id}' is {lot.state}; only an active lot can be "
                                    "cancelled (R4.4)", field="lot", code="not_active")
                 period = current_period(state, local_date(now, zone))
+                if lot.kind == "support" and lot.contract_end is not None:
+                    end = sup.cancel_end(lot, zone)  # R8.4: declined at the contract end
+                else:
+                    end = local_midnight(period.end, zone)  # active until the period end
                 lot.state = "cancelled"
-                lot.ends_at = local_midnight(period.end, zone)  # active until the period end
+                lot.ends_at = end
                 effects.record(tenant, "lot.cancelled", now, {
                     "lot": lot.id, "item": lot.item, "quantity": lot.quantity,
                     "ends_at": _iso(lot.ends_at), "refund": "0.00"},
@@ -475,7 +485,9 @@ class EntitlementsService:
                 field="quantity")
         if isinstance(item, Plan) and quantity != 1:
             raise ValidationFailed("quantity: a plan is bought once", field="quantity")
-        if isinstance(item, Pack) and item.single_instance and quantity != 1:
+        daily = isinstance(item, Pack) and item.support is not None \
+            and item.support.type == "daily"  # R8.3: bought per subscribed user
+        if isinstance(item, Pack) and item.single_instance and quantity != 1 and not daily:
             raise ValidationFailed(f"quantity: '{item.id}' is single-instance (R4.7)",
                                    field="quantity")
         return quantity
@@ -500,7 +512,12 @@ class EntitlementsService:
         if isinstance(item, Plan):
             if body.action == "trial":
                 raise Conflict("a plan has no free trial (R5.3)", field="item", code="no_trial")
+            if body.action == "renew":
+                raise Conflict("only support plans are renewed by hand (R8.4)",
+                               field="action", code="not_renewable")
             return self._change_plan(state, body, item, period, today, now, effects, actor)
+        if item.kind == "support" or body.action == "renew":
+            return self._support(state, body, item, now, today, effects, actor)
         price_key = ONCE if item.kind == "one_time" else state.cycle
         if price_key not in item.price:
             raise ValidationFailed(f"item: '{item.id}' has no price for the cycle {price_key}",
@@ -548,6 +565,39 @@ class EntitlementsService:
             "next_cycle_amount": None if next_cycle is None else format(next_cycle, "f"),
             "period": _period(period)}, actor)
         return Outcome(state, {**answer.public(), EVENT_FIELD: event_id}, status_code=201)
+
+    def _support(self, state: TenantState, body: PurchaseRequest, item: Pack, now: datetime,
+                 today: date, effects: Effects, actor: dict[str, Any] | None) -> Outcome:
+        """R8.2–R8.4: a one-year contract charged in full now, or its renewal."""
+        if item.kind != "support":
+            raise Conflict(f"only support plans are renewed by hand; '{item.id}' renews with "
+                           "the subscription (R8.4)", field="action", code="not_renewable")
+        if body.action == "trial":
+            raise Conflict(f"'{item.id}' has no free trial (R5.3)", field="item",
+                           code="no_trial")
+        bought = sup.new_contract(state, item, body.action, body.quantity, today, now,
+                                  zone_of(state), body.actor)
+        charges = [bought.charge]
+        if not body.confirm:  # R4.3
+            return Outcome(None, PurchaseAnswer(status="preview", lot=None, charges=charges,
+                                                next_cycle_amount=bought.next_cycle).public())
+        state.lots.append(bought.lot)
+        contract = {"from": bought.lot.contract_start.isoformat()
+                    if bought.lot.contract_start else None,
+                    "to": bought.lot.contract_end.isoformat()
+                    if bought.lot.contract_end else None}
+        event_id = effects.record(state.id, "purchase.confirmed", now, {
+            "item": item.id, "kind": item.kind, "quantity": bought.lot.quantity,
+            "lot": bought.lot.id, "currency": state.currency,
+            "charges": [c.model_dump(mode="json", by_alias=True) for c in charges],
+            "next_cycle_amount": None if bought.next_cycle is None
+            else format(bought.next_cycle, "f"),
+            "period": contract, "contract": contract, "renews": bought.lot.renews,
+            "carry_over": bought.lot.carry_over}, actor)
+        answer = PurchaseAnswer(status="confirmed", lot=lot_out(bought.lot), charges=charges,
+                                next_cycle_amount=bought.next_cycle).public()
+        answer["contract"] = contract
+        return Outcome(state, {**answer, EVENT_FIELD: event_id}, status_code=201)
 
     def _single_instance(self, state: TenantState, pack: Pack) -> None:
         """R4.7: a single-instance pack is not bought while owned or included in the plan."""
@@ -707,14 +757,19 @@ class EntitlementsService:
             raise ValidationFailed(f"module: unknown module '{item.module}'", field="module")
         if item.user is not None and item.module is None:
             raise ValidationFailed("module: a user is checked on a module", field="module")
-        if item.feature is not None and item.feature not in ("emails", "companies") \
+        if item.feature is not None and item.feature not in ("emails", "companies", "support") \
                 and item.feature not in self.index.features:
             raise ValidationFailed(f"feature: unknown feature '{item.feature}'",
                                    field="feature")
         quantity = 1 if item.quantity is None else item.quantity
         if not 1 <= quantity <= 1_000_000_000:
             raise ValidationFailed("quantity: between 1 and 1000000000", field="quantity")
-        return Query(item.tenant, item.module, item.user, item.feature, quantity)
+        level = 1 if item.level is None else item.level
+        if level not in (1, 2, 3):
+            raise ValidationFailed("level: support levels are 1, 2 and 3 (R8.3)", field="level")
+        if item.level is not None and item.feature != "support":
+            raise ValidationFailed("level: only for feature=support", field="level")
+        return Query(item.tenant, item.module, item.user, item.feature, quantity, level)
 
     def _reads(self, query: Query, cached: _Cached | None, now: datetime
                ) -> list[tuple[str, ...]]:
@@ -726,6 +781,11 @@ class EntitlementsService:
             return [("ZRANK", key, query.user), ("ZRANK", key, admin), ("ZCARD", key)]
         if query.feature == "companies":
             return [("GET", live.companies_key(tenant))]
+        if query.feature == "support" and cached is not None:  # R8.2, R8.3
+            state = cached.state
+            today = local_date(now, zone_of(state))
+            days = sup.check_days(state, self.catalog, today)
+            return [("MGET", *(live.support_minutes_key(tenant, d) for d in days))]
         if query.feature == "emails" and cached is not None:
             state = cached.state
             today = local_date(now, zone_of(state))
@@ -769,6 +829,12 @@ class EntitlementsService:
         if query.feature == "emails":
             used = sum(int(v) for v in values[0] if v is not None) if values else 0
             return dec.email_decision(state, self.index, used, query.quantity)
+        if query.feature == "support":
+            days = sup.check_days(state, self.catalog, today)
+            raw = values[0] if values else []
+            minutes = {d: max(0, int(v or 0)) for d, v in zip(days, raw, strict=False)}
+            view = sup.support_view(state, self.catalog, zone_of(state), today, minutes)
+            return dec.support_decision(view, query.level)
         if query.feature == "companies":
             return dec.company_decision(state, self.index, max(0, int(values[0] or 0)),
                                         query.quantity)
@@ -890,6 +956,7 @@ def _check_role(action: str, actor: Actor) -> None:
         "quote": role in ("owner", "admin"),  # admin: if the account allows it (below)
         "trial": role in ("owner", "admin"),
         "request_feature": role in ("admin", "supervisor"),
+        "renew": role == "owner",  # R5.1: only the owner pays
     }[action]
     if not allowed:
         raise Forbidden(f"role '{role}' may not {_ACTION_TEXT[action]} (R5)",

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from services.invoicing.models import Line, LotView, TenantView, iso, period_json
+from shared.billing import support as sb
 from shared.billing.money import line_amount
 from shared.billing.periods import (
     Cycle,
@@ -133,8 +134,9 @@ def _lot_price(pack: Pack | None, lot: LotView, cycle: str) -> Decimal | None:
 
 
 def _renews(pack: Pack) -> bool:
-    # Bank support plans are one-year contracts renewed by hand; daily ones renew (R8.4).
-    return pack.kind != "support" or (pack.support is not None and pack.support.auto_renew)
+    # Support plans are one-year contracts of their own (R8.4): entitlements invoices them
+    # when bought or renewed (daily plans one month ahead), never with the period's fees.
+    return pack.kind != "support"
 
 
 # --- in arrears: extra users (R6.4), e-mail overage (R7.2), support overage (R8.3) ----------
@@ -148,6 +150,10 @@ class PeriodUsage:
     access: list[tuple[str, str, datetime, str]] = field(default_factory=list)
     email_query: dict[str, Any] = field(default_factory=dict)
     access_query: dict[str, Any] = field(default_factory=dict)
+    # (id, time, minutes, level) of every support session from the first contract's start
+    # (or the period start) to the period end (R8).
+    support: list[tuple[str, datetime, int, int]] = field(default_factory=list)
+    support_query: dict[str, Any] = field(default_factory=dict)
 
 
 def seat_capacity(view: TenantView, catalog: Catalog, module: str, period: Period) -> int:
@@ -279,14 +285,113 @@ def arrears_lines(view: TenantView, catalog: Catalog, period: Period,
                         "from": iso(period.start_instant(zone)),
                         "to": iso(period.end_instant(zone)), "sent": usage.emails,
                         "allowance": allowance, "query": usage.email_query}))
-    lines.extend(support_overage_lines(view, catalog, period))
+    lines.extend(support_overage_lines(view, catalog, period, usage))
     return lines
 
 
-def support_overage_lines(view: TenantView, catalog: Catalog, period: Period) -> list[Line]:
-    """R8.3 time beyond the daily allowances and banks: support plans are not sold through
-    entitlements yet (docs/invoicing.md), so nothing to bill; the line kind is reserved."""
-    return []
+SUPPORT_METER = "support_minutes"
+
+
+def support_since(view: TenantView, period: Period) -> date:
+    """The first local day whose sessions matter for `period`: banks are used from their
+    contract start, and a carried-over bank from its predecessor's (R8.2, R8.4)."""
+    first = period.start
+    for lot in view.lots:
+        start = lot.since or lot.contract_start
+        if lot.kind == "support" and start is not None and start < period.end:
+            first = min(first, start)
+    return first
+
+
+def support_contracts(view: TenantView, catalog: Catalog
+                      ) -> tuple[list[sb.Daily], list[sb.Bank], dict[str, Decimal | None]]:
+    """The tenant's support contracts as allocation inputs, and each one's overage rate."""
+    zone = view.zone
+    dailies: list[sb.Daily] = []
+    banks: list[sb.Bank] = []
+    rates: dict[str, Decimal | None] = {}
+    for lot in view.lots:
+        if lot.kind != "support" or lot.contract_start is None or lot.contract_end is None:
+            continue
+        pack = _pack(catalog, lot.item)
+        if pack is None or pack.support is None:
+            continue
+        terms = pack.support
+        end = lot.contract_end
+        if lot.state == "expired" and lot.ends_at is not None:  # ended early (R4.1)
+            end = max(lot.contract_start, min(end, local_date(lot.ends_at, zone)))
+        rates[lot.id] = terms.overage_price_per_hour
+        if terms.type == "daily" and terms.minutes_per_user_per_day is not None:
+            # R8.3: subscribed users = the lot quantity (docs/support.md).
+            dailies.append(sb.Daily(lot.id, lot.since or lot.contract_start, end,
+                                    terms.minutes_per_user_per_day * lot.quantity))
+        elif terms.type == "bank" and terms.hours_per_year is not None:
+            banks.append(sb.Bank(lot.id, lot.contract_start, end,
+                                 int(terms.hours_per_year * 60), terms.covers_level_3,
+                                 lot.renews if lot.carry_over else None))
+    return dailies, banks, rates
+
+
+def _support_rate(day: date, dailies: list[sb.Daily], banks: list[sb.Bank],
+                  rates: Mapping[str, Decimal | None], catalog: Catalog) -> Decimal | None:
+    """The overage rate of a session that day: the active daily plan's, else an active
+    bank's, else the catalog's rate for time without a plan (R8.2, R8.3)."""
+    for key in [d.key for d in dailies if d.start <= day < d.end] + \
+            [b.key for b in banks if b.start <= day < b.end]:
+        rate = rates.get(key)
+        if rate is not None:
+            return rate
+    return catalog.support_price_per_hour()
+
+
+def support_overage(view: TenantView, catalog: Catalog, period: Period,
+                    sessions: Iterable[tuple[str, datetime, int, int]]
+                    ) -> dict[Decimal, list[sb.Allocation]]:
+    """Sessions of `period` with time beyond the allowances and banks, by hourly rate."""
+    zone = view.zone
+    dailies, banks, rates = support_contracts(view, catalog)
+    parsed = [sb.Session(i, local_date(t, zone), m, lvl, iso(t)) for i, t, m, lvl in sessions
+              if m > 0]
+    allocations, _ = sb.allocate(parsed, dailies, banks)
+    mine = [a for a in allocations if period.start <= a.session.day < period.end]
+    price_of = {a.session.id: _support_rate(a.session.day, dailies, banks, rates, catalog)
+                for a in mine}
+    groups: dict[Decimal, list[sb.Allocation]] = {}
+    for alloc in mine:
+        rate = price_of[alloc.session.id]
+        if alloc.overage > 0 and rate is not None:
+            groups.setdefault(rate, []).append(alloc)
+    return groups
+
+
+def support_overage_lines(view: TenantView, catalog: Catalog, period: Period,
+                          usage: PeriodUsage) -> list[Line]:
+    """R8.1–R8.3: support time of the period beyond the daily allowances and the banks,
+    in hours (each session rounded up to 15 minutes), × the hourly rate, rounded once;
+    provenance: the session ids and how each one's minutes were taken (R9.6)."""
+    lines: list[Line] = []
+    module = next((p.module for p in catalog.packs if p.kind == "support"), "support")
+    for rate, allocations in sorted(support_overage(view, catalog, period,
+                                                    usage.support).items()):
+        minutes = sum(a.overage for a in allocations)
+        quantity = Decimal(minutes) / Decimal(60)
+        lines.append(Line(
+            module=module, kind="support_overage",
+            description=f"support beyond the allowances and banks: {minutes} min "
+                        f"({len(allocations)} session(s), each rounded up to 15 min) at "
+                        f"{rate}/h",
+            quantity=quantity, unit_price=rate,
+            amount=line_amount(quantity, rate, view.currency), period=period,
+            meter=SUPPORT_METER,
+            source={"meter": SUPPORT_METER, "module": module, "period": period_json(period),
+                    "unit": "hour", "event_ids": [a.session.id for a in allocations],
+                    "sessions": [{"id": a.session.id, "day": a.session.day.isoformat(),
+                                  "level": a.session.level, "minutes": a.session.minutes,
+                                  "rounded": a.rounded, "daily": a.daily,
+                                  "banks": a.banks, "billed": a.overage}
+                                 for a in allocations[:1000]],
+                    "query": usage.support_query}))
+    return lines
 
 
 # --- late usage (R9.4) -----------------------------------------------------------------------

@@ -35,6 +35,12 @@ class LotView(BaseModel):
     ends_at: AwareDatetime | None = None
     trial: bool = False
     unit_price: Decimal | None = None
+    # Support contracts (R8): local days [contract_start, contract_end).
+    contract_start: date | None = None
+    contract_end: date | None = None
+    renews: str | None = None
+    carry_over: bool = False
+    since: date | None = None  # a daily plan's first contract start (it rolls over in place)
 
     def active_at(self, instant: datetime) -> bool:
         """Granting at `instant` (expired lots keep their `ends_at`)."""
@@ -87,11 +93,13 @@ class TenantView(BaseModel):
 
 # --- invoice lines and documents -----------------------------------------------------------
 
-LineKind = Literal["plan", "pack", "proration", "one_time", "extra_users", "email_overage",
-                   "support_overage", "adjustment"]
+LineKind = Literal["plan", "pack", "proration", "one_time", "support_contract",
+                   "support_renewal", "extra_users", "email_overage", "support_overage",
+                   "adjustment"]
 InvoiceKind = Literal["period", "immediate"]
 ARREARS_KINDS: Final = ("extra_users", "email_overage", "support_overage")
-_KIND_ORDER: Final = {"plan": 0, "pack": 1, "proration": 2, "one_time": 3, "extra_users": 4,
+_KIND_ORDER: Final = {"plan": 0, "pack": 1, "proration": 2, "one_time": 3,
+                      "support_contract": 3, "support_renewal": 3, "extra_users": 4,
                       "email_overage": 5, "support_overage": 6, "adjustment": 7}
 
 

@@ -313,12 +313,17 @@ class InvoicingService:
             names = [view.id for view, _, _ in members]
             emails = await self.store.emails(names, start, end)
             access = await self.store.access(names, end)
+            since = min(compose.billing_instant(v, compose.support_since(v, e))
+                        for v, _, e in members)  # R8.2: banks are used from their start
+            support = await self.store.support_sessions(names, min(since, start), end)
             late = await self._late(members, cutoffs)
             for view, day, ended in members:
                 usage = compose.PeriodUsage(
                     emails=emails.get(view.id, 0), access=access.get(view.id, []),
                     email_query=_email_query(view.id, start, end),
-                    access_query=_access_query(view.id, end))
+                    access_query=_access_query(view.id, end),
+                    support=support.get(view.id, []),
+                    support_query=_support_query(view.id, min(since, start), end))
                 lines = compose.arrears_lines(view, self.catalog, ended, usage)
                 lines.extend(await self._adjustments(view, ended, late.get(view.id, [])))
                 renews = compose.renews_at(view, day)
@@ -435,7 +440,8 @@ class InvoicingService:
         if isinstance(charge.get("period"), dict):
             period = Period(date.fromisoformat(charge["period"]["from"]),
                             date.fromisoformat(charge["period"]["to"]))
-        kind = "one_time" if charge.get("kind") == "one_time" else "proration"
+        kind = str(charge.get("kind")) if charge.get("kind") in (
+            "one_time", "support_contract", "support_renewal") else "proration"  # R8.4
         return Line(
             module=module, kind=kind, description=str(charge.get("description", "")),
             quantity=Decimal(str(charge.get("quantity", 1))),
@@ -606,6 +612,16 @@ def _email_query(tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
                    "usage_events WHERE tenant = {tenant} AND type = 'email.sent' AND time >= "
                    "{from} AND time < {to} LIMIT 1 BY source, id)",
             "params": {"tenant": tenant, "from": iso(start), "to": iso(end)}}
+
+
+def _support_query(tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
+    return {"sql": "SELECT id, time, JSONExtractInt(data, 'minutes'), JSONExtractInt(data, "
+                   "'level') FROM usage_events WHERE tenant = {tenant} AND type = "
+                   "'support.session.completed' AND time >= {from} AND time < {to} "
+                   "LIMIT 1 BY source, id",
+            "params": {"tenant": tenant, "from": iso(start), "to": iso(end)},
+            "rule": "R8.1-R8.3: each session rounded up to 15 min, taken from the day's "
+                    "allowance (levels 1-2), then the banks, the rest billed per hour"}
 
 
 def _access_query(tenant: str, end: datetime) -> dict[str, Any]:

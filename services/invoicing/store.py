@@ -425,6 +425,21 @@ class InvoiceStore:
             {"ts": list(tenants), "type": ev.EMAIL_SENT, "a": start, "b": end})
         return {str(t): int(n) for t, n in rows}
 
+    async def support_sessions(self, tenants: Sequence[str], start: datetime, end: datetime
+                               ) -> dict[str, list[tuple[str, datetime, int, int]]]:
+        """(id, time, minutes, level) of every support session in [start, end) (R8)."""
+        rows = await self._rows(
+            "SELECT tenant, id, time, JSONExtractInt(data, 'minutes'), "
+            "JSONExtractInt(data, 'level') FROM usage_events "
+            "WHERE tenant IN {ts:Array(String)} AND type = {type:String} "
+            "AND time >= {a:DateTime64(6, 'UTC')} AND time < {b:DateTime64(6, 'UTC')} "
+            "LIMIT 1 BY source, id",
+            {"ts": list(tenants), "type": ev.SUPPORT_SESSION_COMPLETED, "a": start, "b": end})
+        found: dict[str, list[tuple[str, datetime, int, int]]] = defaultdict(list)
+        for tenant, event_id, time, minutes, level in rows:
+            found[str(tenant)].append((str(event_id), as_utc(time), int(minutes), int(level)))
+        return found
+
     async def access(self, tenants: Sequence[str], end: datetime
                      ) -> dict[str, list[tuple[str, str, datetime, str]]]:
         rows = await self._rows(

@@ -43,6 +43,8 @@ async def test_fast_path_and_route_agree(platform: RunningApp, routed_only: Runn
         ("module=crm&user=u-7", ADMIN), ("module=accounting", ADMIN),
         ("feature=emails&quantity=10", ADMIN), ("feature=companies", ADMIN),
         ("feature=ai_assist", ADMIN), ("feature=emails&quantity=x", ADMIN),
+        ("feature=support", ADMIN), ("feature=support&level=3", ADMIN),
+        ("feature=support&level=7", ADMIN),
         ("", ADMIN), ("module=nope", ADMIN), ("module=crm", dashboard), ("module=crm", {}),
     ]
     for query, headers in cases:

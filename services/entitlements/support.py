@@ -1,0 +1,325 @@
+"""Support plans in entitlements (R8.2–R8.5): contracts, renewals, lifecycle, checks.
+
+Pure functions of (document, catalog, dates); the service wires them into `_mutate`,
+`advance` and the checks. A support lot is a one-year contract [contract_start,
+contract_end) in the tenant's local days, charged in full when bought (its own year, not the
+subscription's cycle: support plans are priced per year only, R8.4).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from services.entitlements.models import Actor, Charge, Lot, PeriodOut, TenantState
+from shared.billing import support as sb
+from shared.billing.money import line_amount
+from shared.billing.periods import local_midnight
+from shared.catalog import Catalog, Pack, SupportTerms
+from shared.errors import Conflict, ValidationFailed
+
+Record = Callable[[str, datetime, dict[str, Any]], str]
+
+
+def terms_of(catalog: Catalog, item: str) -> SupportTerms | None:
+    try:
+        pack = catalog.pack(item)
+    except KeyError:
+        return None
+    return pack.support if pack.kind == "support" else None
+
+
+def annual_price(pack: Pack, cycle: str) -> Decimal:
+    """A contract year's price, for the tenant's cycle: support plans are priced for annual
+    cycles only, so a monthly tenant cannot buy one (422 naming the cycle, api.md)."""
+    for key, price in pack.price.items():
+        if key == cycle:
+            return price
+    raise ValidationFailed(f"item: '{pack.id}' has no price for the cycle {cycle}",
+                           field="item", code="no_price_for_cycle")
+
+
+def months_before(day: date, months: int = 1) -> date:
+    """The same day `months` earlier, clamped to the month's end (31 Mar → 28 Feb)."""
+    year, month = divmod(day.year * 12 + day.month - 1 - months, 12)
+    month += 1
+    for d in (day.day, 30, 29, 28):
+        try:
+            return date(year, month, d)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def contracts(state: TenantState, item: str) -> list[Lot]:
+    lots = [lot for lot in state.lots if lot.item == item and lot.contract_end is not None]
+    lots.sort(key=lambda lot: (lot.contract_end or date.min, lot.bought_at))
+    return lots
+
+
+def subscribed_users(lot: Lot) -> int:
+    """R8.3 "subscribed users" of a daily plan: the lot quantity (bought per user)."""
+    return lot.quantity
+
+
+@dataclass(frozen=True, slots=True)
+class SupportPurchase:
+    lot: Lot
+    charge: Charge
+    next_cycle: Decimal | None
+
+
+def new_contract(state: TenantState, pack: Pack, action: str, quantity: int | None,
+                 today: date, now: datetime, zone: ZoneInfo, actor: Actor) -> SupportPurchase:
+    """`buy` (R8.2: one contract of each plan per contract year) or `renew` (R8.4)."""
+    terms = pack.support
+    assert terms is not None
+    price = annual_price(pack, state.cycle)
+    existing = contracts(state, pack.id)
+    if action == "renew":
+        if not existing:
+            raise Conflict(f"no '{pack.id}' contract to renew; buy it (R8.4)", field="item",
+                           code="nothing_to_renew")
+        previous = existing[-1]
+        assert previous.contract_end is not None
+        if any(lot.renews == previous.id for lot in state.lots):
+            raise Conflict(f"contract {previous.id} is already renewed (R8.4)", field="item",
+                           code="already_renewed")
+        if terms.auto_renew and previous.state == "active" and previous.contract_end > today:
+            raise Conflict(f"'{pack.id}' renews automatically on {previous.contract_end}; "
+                           "nothing to do (R8.4)", field="item", code="renews_automatically")
+        users = quantity if quantity is not None else previous.quantity
+        full = price * users
+        renewal = sb.renewal_terms(full, previous.contract_end, today, state.currency,
+                                   terms.renewal_discount, terms.late_renewal_grace_days)
+        kind = "support_renewal" if renewal.kind != "new" else "support_contract"
+        text = {"on_time": f"on time: −{terms.renewal_discount * 100:.0f} %, unused time "
+                           "carried over",
+                "late": f"{(today - previous.contract_end).days} day(s) late: prorated "
+                        f"{(renewal.end - today).days}/"
+                        f"{(renewal.end - renewal.start).days} days at full rate",
+                "new": f"{(today - previous.contract_end).days} days late: a new one-year "
+                       "contract at full rate"}[renewal.kind]
+        start, end, amount = renewal.start, renewal.end, renewal.amount
+        renews: str | None = previous.id if renewal.kind != "new" else None
+        carry = renewal.carry_over and terms.type == "bank"
+        description = f"{users} × {pack.id} renewal {start} – {end} ({text}) (R8.4)"
+        charged_from = today if renewal.kind == "late" else start
+    else:
+        for lot in existing:
+            if lot.live and lot.contract_end is not None and lot.contract_end > today:
+                raise Conflict(
+                    f"one '{pack.id}' plan per contract year: lot {lot.id} runs until "
+                    f"{lot.contract_end}; renew it instead (R8.2)", field="item",
+                    code="support_plan_per_year")
+        users = quantity if quantity is not None else 1
+        start, end = today, sb.add_years(today)
+        amount = line_amount(Decimal(users), price, state.currency)
+        renews, carry, kind = None, False, "support_contract"
+        description = f"{users} × {pack.id} contract {start} – {end} (R8.2, R8.3)"
+        charged_from = start
+    lot = Lot(id=f"lot-{secrets.token_hex(8)}", item=pack.id, kind="support", quantity=users,
+              units=pack.units, state="active", bought_at=now,
+              ends_at=None if terms.auto_renew else local_midnight(end, zone),
+              unit_price=price, actor=actor, contract_start=start, contract_end=end,
+              renews=renews, carry_over=carry, since=start, auto_renew=terms.auto_renew,
+              renewal_discount=terms.renewal_discount)
+    charge = Charge(kind=kind, item=pack.id, quantity=users,
+                    unit_price=amount / users if users else amount, description=description,
+                    amount=amount,
+                    period=PeriodOut.model_validate({"from": charged_from, "to": end}))
+    next_cycle = sb.renewal_terms(price * users, end, start, state.currency,
+                                  terms.renewal_discount).amount
+    return SupportPurchase(lot, charge, next_cycle)
+
+
+# --- lifecycle (R8.4) ----------------------------------------------------------------------
+
+
+def due_instants(state: TenantState, zone: ZoneInfo) -> list[datetime]:
+    """Support steps that fall due by themselves: a bank contract's end (`ends_at`, active
+    lots), a daily plan's renewal invoice (one month before its end) and its roll-over."""
+    instants: list[datetime] = []
+    for lot in state.lots:
+        if lot.kind != "support" or lot.state != "active":
+            continue
+        if lot.ends_at is not None:
+            instants.append(lot.ends_at)
+            continue
+        if not lot.auto_renew or lot.contract_end is None:
+            continue
+        if lot.renewal_invoiced == lot.contract_end:
+            instants.append(local_midnight(lot.contract_end, zone))
+        else:
+            instants.append(local_midnight(months_before(lot.contract_end), zone))
+    return instants
+
+
+def advance_support(state: TenantState, zone: ZoneInfo, due: datetime, record: Record
+                    ) -> None:
+    """Apply the support steps due at `due` (R8.4): contracts end, daily plans are invoiced
+    one month before their renewal date (10 % off: renewed before expiry) and roll over."""
+    for lot in state.lots:
+        if lot.kind != "support" or lot.state != "active":
+            continue
+        if lot.ends_at is not None:
+            if lot.ends_at <= due:
+                lot.state = "expired"
+                record("lot.expired", lot.ends_at, {"lot": lot.id, "item": lot.item,
+                                                    "quantity": lot.quantity,
+                                                    "reason": "contract_ended"})
+            continue
+        if not lot.auto_renew or lot.contract_end is None or lot.unit_price is None:
+            continue
+        end = lot.contract_end
+        discount = lot.renewal_discount if lot.renewal_discount is not None \
+            else Decimal("0.10")
+        if lot.renewal_invoiced != end and local_midnight(months_before(end), zone) <= due:
+            renewal = sb.renewal_terms(lot.unit_price * lot.quantity, end, months_before(end),
+                                       state.currency, discount)
+            at = local_midnight(months_before(end), zone)
+            charge = Charge(
+                kind="support_renewal", item=lot.item, quantity=lot.quantity,
+                unit_price=renewal.amount / lot.quantity, amount=renewal.amount,
+                description=f"{lot.quantity} × {lot.item} automatic renewal {end} – "
+                            f"{renewal.end}, invoiced one month ahead, −"
+                            f"{discount * 100:.0f} % (R8.4)",
+                period=PeriodOut.model_validate({"from": end, "to": renewal.end}))
+            lot.renewal_invoiced = end
+            record("purchase.confirmed", at, {
+                "item": lot.item, "kind": "support", "quantity": lot.quantity, "lot": lot.id,
+                "currency": state.currency, "renewal": "automatic",
+                "charges": [charge.model_dump(mode="json", by_alias=True)],
+                "next_cycle_amount": format(renewal.amount, "f"),
+                "period": {"from": end.isoformat(), "to": renewal.end.isoformat()}})
+        if lot.renewal_invoiced == end and local_midnight(end, zone) <= due:
+            lot.contract_start, lot.contract_end = end, sb.add_years(end)
+            record("support.renewed", local_midnight(end, zone), {
+                "lot": lot.id, "item": lot.item, "quantity": lot.quantity,
+                "contract": {"from": end.isoformat(),
+                             "to": lot.contract_end.isoformat()}})
+
+
+def cancel_end(lot: Lot, zone: ZoneInfo) -> datetime:
+    """A support contract declined (cancelled) ends at its contract end, not the
+    subscription's period end; once its renewal is invoiced it is too late (R8.4, R4.5)."""
+    assert lot.contract_end is not None
+    if lot.renewal_invoiced == lot.contract_end:
+        raise Conflict(f"the renewal of lot {lot.id} from {lot.contract_end} is already "
+                       "invoiced; all purchases are final (R8.4, R4.5)", field="lot",
+                       code="renewal_already_invoiced")
+    return local_midnight(lot.contract_end, zone)
+
+
+# --- checks (R8.2, R8.3) ---------------------------------------------------------------
+
+
+def active_contracts(state: TenantState, catalog: Catalog, day: date
+                     ) -> list[tuple[Lot, SupportTerms]]:
+    found = []
+    for lot in state.lots:
+        if lot.kind != "support" or not lot.live or lot.contract_start is None \
+                or lot.contract_end is None:
+            continue
+        terms = terms_of(catalog, lot.item)
+        if terms is not None and lot.contract_start <= day < lot.contract_end:
+            found.append((lot, terms))
+    return found
+
+
+def check_days(state: TenantState, catalog: Catalog, today: date) -> list[date]:
+    """The local days whose minutes a support check reads: each active bank contract's days
+    so far (its use), today (the daily allowance), and a carried-over predecessor's."""
+    first = today
+    for lot, terms in active_contracts(state, catalog, today):
+        if terms.type == "bank" and lot.contract_start is not None:
+            first = min(first, lot.contract_start)
+            if lot.renews is not None:
+                previous = next((x for x in state.lots if x.id == lot.renews), None)
+                if previous is not None and previous.contract_start is not None:
+                    first = min(first, previous.contract_start)
+    return [first + timedelta(days=i) for i in range((today - first).days + 1)]
+
+
+def contracts_for_allocation(state: TenantState, catalog: Catalog, zone: ZoneInfo
+                             ) -> tuple[list[sb.Daily], list[sb.Bank]]:
+    """Every support contract of the tenant as allocation inputs (R8.2–R8.4)."""
+    dailies: list[sb.Daily] = []
+    banks: list[sb.Bank] = []
+    for lot in state.lots:
+        if lot.kind != "support" or lot.contract_start is None or lot.contract_end is None:
+            continue
+        terms = terms_of(catalog, lot.item)
+        if terms is None:
+            continue
+        end = lot.contract_end
+        if lot.state == "expired" and lot.ends_at is not None:  # ended early (R4.1)
+            end = max(lot.contract_start, min(end, lot.ends_at.astimezone(zone).date()))
+        if terms.type == "daily" and terms.minutes_per_user_per_day is not None:
+            dailies.append(sb.Daily(lot.id, lot.since or lot.contract_start, end,
+                                    terms.minutes_per_user_per_day * subscribed_users(lot)))
+        elif terms.type == "bank" and terms.hours_per_year is not None:
+            banks.append(sb.Bank(lot.id, lot.contract_start, end,
+                                 int(terms.hours_per_year * 60), terms.covers_level_3,
+                                 lot.renews if lot.carry_over else None))
+    return dailies, banks
+
+
+def overage_rate(state: TenantState, catalog: Catalog, day: date) -> Decimal | None:
+    """The hourly rate of support time beyond the allowance and banks that day: the active
+    daily plan's, else an active bank's, else the catalog's rate for tenants without a plan."""
+    active = active_contracts(state, catalog, day)
+    active.sort(key=lambda pair: pair[1].type != "daily")
+    for _, terms in active:
+        if terms.overage_price_per_hour is not None:
+            return terms.overage_price_per_hour
+    return catalog.support_price_per_hour()
+
+
+def minutes_by_day(days: list[date], values: Mapping[date, Any]) -> dict[date, int]:
+    return {d: max(0, int(values.get(d) or 0)) for d in days}
+
+
+# --- the check's decision (pure) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SupportView:
+    """What a support check knows: today's allowance and every active bank, in minutes."""
+
+    daily: tuple[str, int, int] | None  # (lot, allowance today, used today)
+    banks: list[dict[str, Any]]
+    rate: Decimal | None
+
+
+def support_view(state: TenantState, catalog: Catalog, zone: ZoneInfo, today: date,
+                 minutes: Mapping[date, int]) -> SupportView:
+    """Live estimate from the per-day minute counters (raw minutes: one day's sessions are
+    rounded together here; the invoice rounds each session, R8.1, and splits by level)."""
+    dailies, banks = contracts_for_allocation(state, catalog, zone)
+    sessions = [sb.Session(f"day-{d.isoformat()}", d, m, 1) for d, m in sorted(minutes.items())
+                if m > 0]
+    allocations, left = sb.allocate(sessions, dailies, banks)
+    daily = next((x for x in dailies if x.start <= today < x.end), None)
+    daily_view = None
+    if daily is not None:
+        used = minutes.get(today, 0)
+        daily_view = (daily.key, daily.minutes_per_day, used)
+    active = {lot.id: (lot, terms) for lot, terms in active_contracts(state, catalog, today)}
+    bank_views = []
+    for bank in sorted(banks, key=lambda b: (b.covers_level_3, b.end, b.key)):
+        if bank.key not in active:
+            continue
+        lot, _ = active[bank.key]
+        limit = sum(a.banks.get(bank.key, 0) for a in allocations) + left[bank.key]
+        used = sum(a.banks.get(bank.key, 0) for a in allocations)
+        bank_views.append({"lot": lot.id, "item": lot.item, "limit": limit, "used": used,
+                           "remaining": left[bank.key], "covers_level_3": bank.covers_level_3,
+                           "contract": {"from": bank.start.isoformat(),
+                                        "to": bank.end.isoformat()}})
+    return SupportView(daily_view, bank_views, overage_rate(state, catalog, today))

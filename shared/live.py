@@ -1,7 +1,10 @@
 """The Redis layout of the live counters: written by metering, read by the entitlement checks.
 
 - `live:{tenant}:emails:{YYYY-MM-DD}`   e-mails sent that local day of the tenant (R7.2)
-- `live:{tenant}:support_minutes:{YYYY-MM-DD}`  support minutes reported that local day (R8)
+- `live:{tenant}:support_minutes:{YYYY-MM-DD}`     support minutes of levels 1-2 that local
+- `live:{tenant}:support_minutes_l3:{YYYY-MM-DD}`  day, and of level 3, each session rounded
+                                        up to 15 minutes (R8.1, R8.3: level 3 never draws
+                                        on the daily allowance, so it is kept apart)
 - `live:{tenant}:companies`             companies attached now (R7.3)
 - `live:{tenant}:users:{module}`        sorted set: users with access now, scored by the
                                         grant instant in µs (R6.3 ranks by it, ties by id)
@@ -27,8 +30,9 @@ def emails_key(tenant: str, day: date) -> str:
     return live_key(tenant, "emails", day.isoformat())
 
 
-def support_minutes_key(tenant: str, day: date) -> str:
-    return live_key(tenant, "support_minutes", day.isoformat())
+def support_minutes_key(tenant: str, day: date, level_3: bool = False) -> str:
+    return live_key(tenant, "support_minutes_l3" if level_3 else "support_minutes",
+                    day.isoformat())
 
 
 def companies_key(tenant: str) -> str:

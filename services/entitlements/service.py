@@ -785,7 +785,8 @@ class EntitlementsService:
             state = cached.state
             today = local_date(now, zone_of(state))
             days = sup.check_days(state, self.catalog, today)
-            return [("MGET", *(live.support_minutes_key(tenant, d) for d in days))]
+            return [("MGET", *(live.support_minutes_key(tenant, d) for d in days),
+                     *(live.support_minutes_key(tenant, d, level_3=True) for d in days))]
         if query.feature == "emails" and cached is not None:
             state = cached.state
             today = local_date(now, zone_of(state))
@@ -831,8 +832,10 @@ class EntitlementsService:
             return dec.email_decision(state, self.index, used, query.quantity)
         if query.feature == "support":
             days = sup.check_days(state, self.catalog, today)
-            raw = values[0] if values else []
-            minutes = {d: max(0, int(v or 0)) for d, v in zip(days, raw, strict=False)}
+            raw = values[0] if values else [None] * (2 * len(days))
+            minutes = {d: (max(0, int(low or 0)), max(0, int(high or 0)))
+                       for d, low, high in zip(days, raw[:len(days)], raw[len(days):],
+                                               strict=True)}
             view = sup.support_view(state, self.catalog, zone_of(state), today, minutes)
             return dec.support_decision(view, query.level)
         if query.feature == "companies":

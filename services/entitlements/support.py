@@ -281,10 +281,6 @@ def overage_rate(state: TenantState, catalog: Catalog, day: date) -> Decimal | N
     return catalog.support_price_per_hour()
 
 
-def minutes_by_day(days: list[date], values: Mapping[date, Any]) -> dict[date, int]:
-    return {d: max(0, int(values.get(d) or 0)) for d in days}
-
-
 # --- the check's decision (pure) ----------------------------------------------------------
 
 
@@ -298,17 +294,20 @@ class SupportView:
 
 
 def support_view(state: TenantState, catalog: Catalog, zone: ZoneInfo, today: date,
-                 minutes: Mapping[date, int]) -> SupportView:
-    """Live estimate from the per-day minute counters (raw minutes: one day's sessions are
-    rounded together here; the invoice rounds each session, R8.1, and splits by level)."""
+                 minutes: Mapping[date, tuple[int, int]]) -> SupportView:
+    """From metering's per-day counters: minutes of levels 1-2 and of level 3, each session
+    already rounded up (R8.1). A day's sessions of one level group are allocated together,
+    levels 1-2 first; the invoice allocates session by session, in time order, which differs
+    only in which of one day's sessions a bank running dry leaves to overage."""
     dailies, banks = contracts_for_allocation(state, catalog, zone)
-    sessions = [sb.Session(f"day-{d.isoformat()}", d, m, 1) for d, m in sorted(minutes.items())
-                if m > 0]
+    sessions = [sb.Session(f"day-{d.isoformat()}-{level}", d, m, level, order=str(level))
+                for d, pair in sorted(minutes.items())
+                for level, m in ((1, pair[0]), (3, pair[1])) if m > 0]
     allocations, left = sb.allocate(sessions, dailies, banks)
     daily = next((x for x in dailies if x.start <= today < x.end), None)
     daily_view = None
     if daily is not None:
-        used = minutes.get(today, 0)
+        used = minutes.get(today, (0, 0))[0]
         daily_view = (daily.key, daily.minutes_per_day, used)
     active = {lot.id: (lot, terms) for lot, terms in active_contracts(state, catalog, today)}
     bank_views = []

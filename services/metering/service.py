@@ -19,6 +19,7 @@ from services.metering.store import EventStore, as_utc
 from shared import events, live
 from shared.billing.periods import local_midnight
 from shared.billing.seats import access_intervals, users_with_access
+from shared.billing.support import round_session
 from shared.errors import NotFound, ValidationFailed
 from shared.events import EventValidator, InvalidEvent, UsageEvent
 from shared.meters import Aggregation, MeterRegistry
@@ -55,7 +56,8 @@ def live_ops(event: UsageEvent, zone: ZoneInfo) -> list[LiveOp]:
         return [["incr", live.companies_key(event.tenant), -1]]
     if event.type == events.SUPPORT_SESSION_COMPLETED:
         day = local_day(event.time, zone)
-        return [["incr", live.support_minutes_key(event.tenant, day), data["minutes"]]]
+        key = live.support_minutes_key(event.tenant, day, level_3=data["level"] == 3)
+        return [["incr", key, round_session(data["minutes"])]]  # R8.1
     if event.type in (events.USER_ACCESS_GRANTED, events.USER_ACCESS_REVOKED):
         module = str(data["module"])
         micros = int(event.time.timestamp() * 1_000_000)

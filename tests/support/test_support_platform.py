@@ -59,9 +59,9 @@ async def test_r8_3_checks_daily_then_bank_then_level_3(platform: RunningApp,
                                                         unique: str) -> None:
     """R8.3 checks: OrangeCare × 2 users (60 min today) + VIP (600 min).
     - nothing used: `covered` by the daily plan, limit 60, used 0, remaining 60;
-    - after 70 minutes reported today (40 + 30): the daily allowance is spent (used 70 ≥ 60),
-      so `covered` by the VIP bank: the live estimate rounds the day's excess
-      70 − 60 = 10 → 15 min, so 600 − 15 = 585 left;
+    - after 70 minutes reported today (40 + 30, each session rounded up, R8.1: 45 + 30 = 75):
+      the daily allowance is spent (75 ≥ 60), so `covered` by the VIP bank, which gave the
+      75 − 60 = 15 minutes beyond it: 600 − 15 = 585 left;
     - level 3: never the daily plan, VIP does not cover it → `billable` (overage 90.00/h).
     The fast path (GET) and POST /v1/check agree."""
     c = platform.client
@@ -98,7 +98,7 @@ async def test_r8_3_checks_daily_then_bank_then_level_3(platform: RunningApp,
     after = await check()
     assert (after["decision"], after["remaining"]) == ("covered", 585)
     assert after["support"]["today"] == {"lot": after["support"]["today"]["lot"],
-                                         "limit": 60, "used": 70, "remaining": 0}
+                                         "limit": 60, "used": 75, "remaining": 0}
     level3 = await check(3)
     assert (level3["decision"], level3["reason"]) == ("billable", "overage")
     assert level3["support"]["overage_price_per_hour"] == "90.00"

@@ -28,6 +28,7 @@ from shared.catalog import Catalog, Pack, UnknownCatalogItem
 
 EXTRA_USERS_METER = "extra_users"
 EMAILS_METER = "emails_sent"
+SUPPORT_METER = "support_minutes"
 
 
 # --- billing dates (R2) --------------------------------------------------------------------
@@ -227,7 +228,22 @@ def arrears_quantities(view: TenantView, catalog: Catalog, period: Period,
     if catalog.email_overage_price is not None:
         overage = max(0, usage.emails - email_allowance(view, period))
         quantities[(EMAILS_METER, email_module(catalog))] = Decimal(overage)
+    module = support_module(catalog)
+    for rate, allocations in support_overage(view, catalog, period, usage.support).items():
+        minutes = sum(a.overage for a in allocations)
+        quantities[(support_meter(rate), module)] = Decimal(minutes) / Decimal(60)
     return quantities
+
+
+def support_meter(rate: Decimal) -> str:
+    """Support overage is billed per hourly rate; the rate is part of what a line measures,
+    so a late session's adjustment (R9.4) is priced like the line it corrects."""
+    return f"{SUPPORT_METER}@{rate}"
+
+
+def support_module(catalog: Catalog) -> str:
+    return next((p.module for p in catalog.packs if p.kind == "support" and p.module),
+                "support")
 
 
 def unit_price(catalog: Catalog, view: TenantView, meter: str, module: str | None
@@ -239,6 +255,8 @@ def unit_price(catalog: Catalog, view: TenantView, meter: str, module: str | Non
             return None
     if meter == EMAILS_METER:
         return catalog.email_overage_price
+    if meter.startswith(f"{SUPPORT_METER}@"):
+        return Decimal(meter.partition("@")[2])
     return None
 
 
@@ -289,7 +307,6 @@ def arrears_lines(view: TenantView, catalog: Catalog, period: Period,
     return lines
 
 
-SUPPORT_METER = "support_minutes"
 
 
 def support_since(view: TenantView, period: Period) -> date:
@@ -370,7 +387,7 @@ def support_overage_lines(view: TenantView, catalog: Catalog, period: Period,
     in hours (each session rounded up to 15 minutes), × the hourly rate, rounded once;
     provenance: the session ids and how each one's minutes were taken (R9.6)."""
     lines: list[Line] = []
-    module = next((p.module for p in catalog.packs if p.kind == "support"), "support")
+    module = support_module(catalog)
     for rate, allocations in sorted(support_overage(view, catalog, period,
                                                     usage.support).items()):
         minutes = sum(a.overage for a in allocations)
@@ -382,7 +399,7 @@ def support_overage_lines(view: TenantView, catalog: Catalog, period: Period,
                         f"{rate}/h",
             quantity=quantity, unit_price=rate,
             amount=line_amount(quantity, rate, view.currency), period=period,
-            meter=SUPPORT_METER,
+            meter=support_meter(rate),
             source={"meter": SUPPORT_METER, "module": module, "period": period_json(period),
                     "unit": "hour", "event_ids": [a.session.id for a in allocations],
                     "sessions": [{"id": a.session.id, "day": a.session.day.isoformat(),
@@ -395,6 +412,9 @@ def support_overage_lines(view: TenantView, catalog: Catalog, period: Period,
 
 
 # --- late usage (R9.4) -----------------------------------------------------------------------
+
+CORRECTS = {EXTRA_USERS_METER: "extra_users", EMAILS_METER: "email_overage",
+            SUPPORT_METER: "support_overage"}
 
 def adjustment_lines(view: TenantView, catalog: Catalog, period: Period,
                      recomputed: Mapping[tuple[str, str | None], Decimal],
@@ -417,9 +437,8 @@ def adjustment_lines(view: TenantView, catalog: Catalog, period: Period,
             quantity=delta, unit_price=price,
             amount=line_amount(delta, price, view.currency), period=period, meter=meter,
             source={"meter": meter, "module": module, "period": period_json(period),
-                    "corrects": "extra_users" if meter == EXTRA_USERS_METER
-                    else "email_overage",
-                    "late_event_ids": late_ids.get(meter, [])[:1000]}))
+                    "corrects": CORRECTS[meter.partition("@")[0]],
+                    "late_event_ids": late_ids.get(meter.partition("@")[0], [])[:1000]}))
     return lines
 
 

@@ -372,6 +372,11 @@ class InvoicingService:
             if kind == ev.EMAIL_SENT:
                 affected = compose.periods_between(view, day, ended.start)[:1]
                 meter = compose.EMAILS_METER
+            elif kind == ev.SUPPORT_SESSION_COMPLETED:
+                # A late session draws on a bank the later sessions drew on too (R8.2): every
+                # billed period of the contract from then on may change.
+                affected = compose.periods_between(view, day, ended.start)[-24:]
+                meter = compose.SUPPORT_METER
             else:  # access carries over: every billed period from then on may change
                 affected = compose.periods_between(view, day, ended.start)[-24:]
                 meter = compose.EXTRA_USERS_METER
@@ -383,15 +388,20 @@ class InvoicingService:
         lines: list[Line] = []
         for period in sorted(periods, key=lambda p: p.start):
             start, end = period.start_instant(zone), period.end_instant(zone)
+            since = compose.billing_instant(view, compose.support_since(view, period))
             usage = compose.PeriodUsage(
                 emails=(await self.store.emails([view.id], start, end)).get(view.id, 0),
-                access=(await self.store.access([view.id], end)).get(view.id, []))
+                access=(await self.store.access([view.id], end)).get(view.id, []),
+                support=(await self.store.support_sessions(
+                    [view.id], min(since, start), end)).get(view.id, []))
             recomputed = compose.arrears_quantities(view, self.catalog, period, usage)
             before = {(m, mod): q for (a, b, m, mod), q in billed.items()
                       if (a, b) == (period.start, period.end)}
+            # Meters carry the rate after '@' (support): the late event names the meter.
             touched = set(ids[period])
-            recomputed = {k: q for k, q in recomputed.items() if k[0] in touched}
-            before = {k: q for k, q in before.items() if k[0] in touched}
+            recomputed = {k: q for k, q in recomputed.items()
+                          if k[0].partition("@")[0] in touched}
+            before = {k: q for k, q in before.items() if k[0].partition("@")[0] in touched}
             lines.extend(compose.adjustment_lines(view, self.catalog, period, recomputed,
                                                   before, ids[period]))
         return lines

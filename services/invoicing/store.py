@@ -464,7 +464,8 @@ class InvoiceStore:
             "AND stored_at > {c:DateTime64(6, 'UTC')} AND time < {b:DateTime64(6, 'UTC')} "
             "ORDER BY stored_at LIMIT 1 BY source, id",
             {"ts": list(tenants), "c": stored_after, "b": time_before,
-             "types": [ev.EMAIL_SENT, ev.USER_ACCESS_GRANTED, ev.USER_ACCESS_REVOKED]})
+             "types": [ev.EMAIL_SENT, ev.USER_ACCESS_GRANTED, ev.USER_ACCESS_REVOKED,
+                       ev.SUPPORT_SESSION_COMPLETED]})
         return [(str(t), str(k), as_utc(tm), str(s), str(i), as_utc(st))
                 for t, k, tm, s, i, st in rows]
 

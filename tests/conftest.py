@@ -25,6 +25,8 @@ from shared.settings import CommonSettings
 from shared.stack import EmbeddedStack, Endpoints, TansuBroker, ValkeyServer, free_port
 
 ADMIN_KEY = "test-admin-key"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+OWNER = {"user_id": "u-owner", "role": "owner"}
 CLOCK_START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -175,3 +177,20 @@ def wait_until_ready(base: str, process: subprocess.Popen[bytes], within: float 
             pass
         time.sleep(0.1)
     raise AssertionError(f"{base} was not ready within {within} s")
+
+
+async def set_clock(client: httpx.AsyncClient, instant: str) -> None:
+    response = await client.put("/v1/clock", json={"now": instant}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+
+
+async def create_tenant(client: httpx.AsyncClient, tenant: str, **fields: Any) -> dict[str, Any]:
+    """A tenant through the API, essentials monthly in Paris unless `fields` say otherwise."""
+    body: dict[str, Any] = {"id": tenant, "plan": "essentials", "cycle": "P1M",
+                            "time_zone": "Europe/Paris", "currency": "EUR",
+                            "vat_rate": "0.20", "admin_user": "u-admin"}
+    body.update(fields)
+    response = await client.post("/v1/tenants", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result

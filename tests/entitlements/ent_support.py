@@ -21,10 +21,15 @@ from redis.asyncio import Redis
 from services.entitlements.part import EntitlementsPart
 from shared.settings import SUBSCRIPTION_EVENTS_TOPIC
 from shared.stack import Endpoints
-from tests.conftest import ADMIN_KEY, RunningApp, redis_db_url, settings_for, start_app
+from tests.conftest import (
+    ADMIN,
+    OWNER,
+    RunningApp,
+    redis_db_url,
+    settings_for,
+    start_app,
+)
 
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-OWNER = {"user_id": "u-owner", "role": "owner"}
 ISOLATED_DB = 7
 
 
@@ -48,22 +53,6 @@ async def isolated_app(endpoints: Endpoints, clock_start: datetime, *, flush: bo
     finally:
         await running.client.aclose()
         await lifespan.__aexit__(None, None, None)
-
-
-async def set_clock(client: httpx.AsyncClient, instant: str) -> None:
-    response = await client.put("/v1/clock", json={"now": instant}, headers=ADMIN)
-    assert response.status_code == 200, response.text
-
-
-async def create_tenant(client: httpx.AsyncClient, tenant: str, **fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": tenant, "plan": "essentials", "cycle": "P1M",
-                            "time_zone": "Europe/Paris", "currency": "EUR",
-                            "vat_rate": "0.20", "admin_user": "u-admin"}
-    body.update(fields)
-    response = await client.post("/v1/tenants", json=body, headers=ADMIN)
-    assert response.status_code == 201, response.text
-    result: dict[str, Any] = response.json()
-    return result
 
 
 async def purchase(client: httpx.AsyncClient, tenant: str, item: str, *,

@@ -6,8 +6,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from tests.conftest import RunningApp, eventually
-from tests.entitlements.ent_support import ADMIN, create_tenant, purchase
+from tests.conftest import ADMIN, RunningApp, create_tenant, eventually
+from tests.entitlements.ent_support import purchase
 
 
 async def _now(platform: RunningApp) -> datetime:

@@ -9,8 +9,7 @@ import pytest
 
 from services.entitlements.part import EntitlementsPart
 from shared.stack import Endpoints
-from tests.conftest import RunningApp, settings_for, start_app
-from tests.entitlements.ent_support import ADMIN, OWNER
+from tests.conftest import ADMIN, OWNER, RunningApp, settings_for, start_app
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from shared.stack import Endpoints
-from tests.entitlements.ent_support import (
-    ADMIN,
-    create_tenant,
-    events_for,
-    history,
-    isolated_app,
-    purchase,
-    set_clock,
-    tenant_doc,
-)
+from tests.conftest import ADMIN, create_tenant, set_clock
+from tests.entitlements.ent_support import events_for, history, isolated_app, purchase, tenant_doc
 
 MARCH_1 = datetime(2026, 3, 1, tzinfo=UTC)
 

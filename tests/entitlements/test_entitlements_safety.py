@@ -12,17 +12,8 @@ import pytest
 from services.entitlements.part import EntitlementsPart
 from shared.catalog import CatalogError
 from shared.stack import Endpoints
-from tests.conftest import RunningApp
-from tests.entitlements.ent_support import (
-    ADMIN,
-    OWNER,
-    create_tenant,
-    events_for,
-    history,
-    isolated_app,
-    purchase,
-    tenant_doc,
-)
+from tests.conftest import ADMIN, OWNER, RunningApp, create_tenant
+from tests.entitlements.ent_support import events_for, history, isolated_app, purchase, tenant_doc
 
 
 async def test_50_concurrent_single_instance_purchases_give_one_lot(platform: RunningApp,

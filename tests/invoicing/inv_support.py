@@ -21,10 +21,15 @@ from services.invoicing.part import InvoicingPart
 from services.metering.part import MeteringPart
 from shared.app import ServicePart
 from shared.stack import Endpoints
-from tests.conftest import ADMIN_KEY, RunningApp, redis_db_url, settings_for, start_app
+from tests.conftest import (
+    ADMIN,
+    OWNER,
+    RunningApp,
+    redis_db_url,
+    settings_for,
+    start_app,
+)
 
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-OWNER = {"user_id": "u-owner", "role": "owner"}
 PRIVATE_DB = 3
 
 
@@ -60,22 +65,6 @@ def invoicing_part(app: RunningApp) -> InvoicingPart:
     part = app.parts[2]
     assert isinstance(part, InvoicingPart)
     return part
-
-
-async def set_clock(client: httpx.AsyncClient, instant: str) -> None:
-    response = await client.put("/v1/clock", json={"now": instant}, headers=ADMIN)
-    assert response.status_code == 200, response.text
-
-
-async def create_tenant(client: httpx.AsyncClient, tenant: str, **fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": tenant, "plan": "essentials", "cycle": "P1M",
-                            "time_zone": "Europe/Paris", "currency": "EUR",
-                            "vat_rate": "0.20", "admin_user": "u-admin"}
-    body.update(fields)
-    response = await client.post("/v1/tenants", json=body, headers=ADMIN)
-    assert response.status_code == 201, response.text
-    result: dict[str, Any] = response.json()
-    return result
 
 
 async def buy(client: httpx.AsyncClient, tenant: str, item: str, quantity: int | None = None

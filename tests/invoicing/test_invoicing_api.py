@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import RunningApp
-from tests.invoicing.inv_support import ADMIN, create_tenant, invoices_of
+from tests.conftest import ADMIN, RunningApp, create_tenant
+from tests.invoicing.inv_support import invoices_of
 
 
 async def _key(client: httpx.AsyncClient, role: str, tenant: str | None = None

@@ -10,12 +10,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from shared.stack import Endpoints
+from tests.conftest import ADMIN, create_tenant, set_clock
 from tests.invoicing.inv_support import (
-    create_tenant,
+    access,
+    buy,
+    emails,
     invoices_of,
     lines,
     private_platform,
-    set_clock,
+    send,
     summary,
 )
 
@@ -67,8 +70,6 @@ async def test_march_examples(endpoints: Endpoints, unique: str) -> None:
       07:30Z in April; no e-mail pack → overage 100 × 0.002 = 0.20; 49.00 + 0.20 = 49.20,
       tax 9.84, total 59.04, issued at 2026-04-01T07:00:00Z.
     """
-    from tests.invoicing.inv_support import ADMIN, access, buy, emails, send
-
     async with private_platform(endpoints, unique, datetime(2026, 2, 28, 12, tzinfo=UTC)) as app:
         c = app.client
         pack, cancel, three, off, dst = (f"{n}-{unique}" for n in

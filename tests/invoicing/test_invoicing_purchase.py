@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import RunningApp
-from tests.invoicing.inv_support import ADMIN, OWNER
+from tests.conftest import ADMIN, OWNER, RunningApp
 
 
 async def test_r9_2_a_purchase_answer_names_its_immediate_invoice(platform: RunningApp,

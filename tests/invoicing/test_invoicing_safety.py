@@ -8,16 +8,14 @@ import httpx
 import pytest
 
 from shared.stack import Endpoints
+from tests.conftest import ADMIN, create_tenant, set_clock
 from tests.invoicing.inv_support import (
-    ADMIN,
     access,
-    create_tenant,
     invoices_of,
     invoicing_part,
     lines,
     private_platform,
     send,
-    set_clock,
 )
 
 

@@ -12,7 +12,8 @@ import httpx
 
 from services import demo_year
 from shared.stack import Endpoints
-from tests.invoicing.inv_support import ADMIN, invoices_of, private_platform
+from tests.conftest import ADMIN
+from tests.invoicing.inv_support import invoices_of, private_platform
 
 # By hand (prices from deploy/catalog.demo.yaml, VAT 20 %, each total = subtotal × 1.2):
 # alpine  essentials 49.00/month: the first period at start (1 Jan) and 11 renewals

@@ -8,13 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.stack import Endpoints
-from tests.invoicing.inv_support import (
-    create_tenant,
-    invoices_of,
-    private_platform,
-    send,
-    set_clock,
-)
+from tests.conftest import create_tenant, set_clock
+from tests.invoicing.inv_support import invoices_of, private_platform, send
 
 
 def session(tenant: str, event_id: str, time: str, minutes: int) -> dict[str, Any]:

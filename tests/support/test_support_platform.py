@@ -9,8 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import RunningApp, eventually
-from tests.invoicing.inv_support import ADMIN, OWNER, create_tenant
+from tests.conftest import ADMIN, OWNER, RunningApp, create_tenant, eventually
 
 
 async def _buy(c: httpx.AsyncClient, tenant: str, item: str, action: str = "buy",

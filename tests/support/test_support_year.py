@@ -22,16 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.stack import Endpoints
-from tests.invoicing.inv_support import (
-    ADMIN,
-    OWNER,
-    create_tenant,
-    invoices_of,
-    private_platform,
-    send,
-    set_clock,
-    summary,
-)
+from tests.conftest import ADMIN, OWNER, create_tenant, set_clock
+from tests.invoicing.inv_support import invoices_of, private_platform, send, summary
 
 SUPPORT_DB = 5
 

@@ -1,7 +1,8 @@
 """The usage-events consumer: poll a bounded batch, validate, dedupe, write, then commit.
 
-Order of a batch (docs/metering.md); step 1 of the next batch overlaps steps 2-6 of this one,
-and the writes (2-6) of successive batches never overlap:
+Order of a batch (docs/metering.md), in three stages: prepare (1-2), claim (3) and store
+(4-6). While batch N is stored, N+1 is claimed and N+2 prepared; claims never overlap claims
+nor stores stores, so each stays in offset order:
 1. decode and validate each message; a bad one is bound for the DLQ with its reason;
 2. drop copies within the batch; check events older than the Redis claim window against
    ClickHouse;
@@ -23,7 +24,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -89,6 +90,12 @@ def _zone(name: str) -> ZoneInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    batch: PreparedBatch
+    to_store: list[StoredEvent]
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedBatch:
     generation: int
     valid: int
@@ -109,7 +116,7 @@ class UsageConsumer:
         self._producer = producer
         # Bumped on every revocation; a batch prepared under an older one is not written.
         self._generation = 0
-        self._writing: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.consumer: AIOKafkaConsumer = make_consumer(
@@ -131,23 +138,41 @@ class UsageConsumer:
         await self.consumer.stop()
 
     async def _run(self) -> None:
-        """Prepare batch N+1 (pure CPU work) while batch N is written; writes stay in order."""
-        writing: asyncio.Task[None] | None = None
+        """Three stages, each batch through them in order: prepare (CPU) | claim (valkey) |
+        store (chDB, DLQ, commit). While batch N is stored, N+1 is claimed and N+2 prepared;
+        claims never overlap claims, nor stores stores, so both stay in offset order."""
+        claiming: asyncio.Task[ClaimedBatch | None] | None = None
+        storing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
                 batch = await self.consumer.getmany(
                     timeout_ms=self._settings.batch_max_wait_ms,
                     max_records=self._settings.batch_max_records)
                 prepared = self.prepare(batch) if batch else None
-                if writing is not None:
-                    await writing
-                    writing = None
+                if claiming is not None:
+                    claimed = await claiming
+                    claiming = None
+                    if storing is not None:
+                        await storing
+                        storing = None
+                    if claimed is not None:
+                        storing = self._track(self.store(claimed))
                 if prepared is not None:
-                    writing = self._writing = asyncio.create_task(self.write(prepared))
-            if writing is not None:
-                await writing
+                    claiming = self._track(self.claim(prepared))
+            if claiming is not None and (claimed := await claiming) is not None:
+                if storing is not None:
+                    await storing
+                storing = self._track(self.store(claimed))
+            if storing is not None:
+                await storing
         except ShuttingDown:
             return
+
+    def _track(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.create_task(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return task
 
     def prepare(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
                 ) -> PreparedBatch:
@@ -171,12 +196,11 @@ class UsageConsumer:
             valid=len(records) - len(dead), token=_batch_token(batch),
             offsets={tp: rs[-1].offset + 1 for tp, rs in batch.items() if rs})
 
-    async def write(self, batch: PreparedBatch) -> None:
-        """Claim and count, store, dead-letter, then commit: one batch at a time, in order."""
+    async def claim(self, batch: PreparedBatch) -> ClaimedBatch | None:
+        """Claim each event and count the new ones (one Lua call): the copies drop out."""
         if batch.generation != self._generation:
             # Fetched before a rebalance: its partitions' new owner reads them again.
-            return
-        started = time.perf_counter()
+            return None
         unique = await self._drop_stored_late_copies(batch.unique)
         zones = await self._retry("zones", lambda: self._zones.zones({r.event.tenant
                                                                        for r in unique}))
@@ -186,9 +210,19 @@ class UsageConsumer:
         verdicts = await self._retry("redis", lambda: self._live.apply(entries))
         to_store = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict]
         DUPLICATES.inc(batch.valid - len(to_store))
-        if to_store:
-            await self._retry("clickhouse", lambda: self._store.insert(to_store, batch.token))
-            STORED.inc(len(to_store))
+        return ClaimedBatch(batch, to_store)
+
+    async def store(self, claimed: ClaimedBatch) -> None:
+        """Insert, dead-letter, then commit. Dropped after a rebalance: its claims stay ours
+        (same partition:offset), so the next owner stores it without counting it again."""
+        batch = claimed.batch
+        if batch.generation != self._generation:
+            return
+        started = time.perf_counter()
+        if claimed.to_store:
+            await self._retry("clickhouse",
+                              lambda: self._store.insert(claimed.to_store, batch.token))
+            STORED.inc(len(claimed.to_store))
         if batch.dead:
             await self._retry("dlq", lambda: self._send_dead_letters(batch.dead))
         await self._commit(batch.offsets)
@@ -285,17 +319,15 @@ class UsageConsumer:
                 await asyncio.sleep(0.02)
 
     async def drain(self, timeout_s: float) -> None:
-        """On revocation: finish the write in flight, drop what was only prepared."""
+        """On revocation: finish the claims and stores in flight; what was only prepared or
+        claimed is dropped (the partitions' next owner reads it again)."""
         self._generation += 1
-        writing = self._writing
-        if writing is None or writing.done():
+        pending = [task for task in self._in_flight if not task.done()]
+        if not pending:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(writing), timeout=timeout_s)
-        except TimeoutError:
+        _, late = await asyncio.wait([asyncio.shield(t) for t in pending], timeout=timeout_s)
+        if late:
             log.warning("a batch was still being written when its partitions were revoked")
-        except ShuttingDown:
-            pass
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

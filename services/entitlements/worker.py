@@ -53,7 +53,6 @@ class OutboxPublisher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.published = 0
 
     def notify(self) -> None:
         self._wake.set()
@@ -86,7 +85,6 @@ class OutboxPublisher:
             await asyncio.gather(*futures)  # every one acked (acks=all) before deleting
             await self._store.outbox_ack([entry_id for entry_id, _ in entries])
             sent += len(entries)
-            self.published += len(entries)
             if len(entries) < self._batch:
                 break
         return sent

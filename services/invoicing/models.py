@@ -97,7 +97,6 @@ LineKind = Literal["plan", "pack", "proration", "one_time", "support_contract",
                    "support_renewal", "extra_users", "email_overage", "support_overage",
                    "adjustment"]
 InvoiceKind = Literal["period", "immediate"]
-ARREARS_KINDS: Final = ("extra_users", "email_overage", "support_overage")
 _KIND_ORDER: Final = {"plan": 0, "pack": 1, "proration": 2, "one_time": 3,
                       "support_contract": 3, "support_renewal": 3, "extra_users": 4,
                       "email_overage": 5, "support_overage": 6, "adjustment": 7}
@@ -124,7 +123,7 @@ class Line:
     """One invoice line (R9.1): amount already rounded once (R3.2), provenance (R9.6)."""
 
     module: str | None
-    kind: str
+    kind: LineKind
     description: str
     quantity: Decimal
     unit_price: Decimal

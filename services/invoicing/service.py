@@ -31,6 +31,7 @@ from services.invoicing.models import (
     CSV_COLUMNS,
     Draft,
     Line,
+    LineKind,
     TenantView,
     iso,
     period_json,
@@ -450,8 +451,11 @@ class InvoicingService:
         if isinstance(charge.get("period"), dict):
             period = Period(date.fromisoformat(charge["period"]["from"]),
                             date.fromisoformat(charge["period"]["to"]))
-        kind = str(charge.get("kind")) if charge.get("kind") in (
-            "one_time", "support_contract", "support_renewal") else "proration"  # R8.4
+        charged = charge.get("kind")
+        kind: LineKind = "proration"
+        if charged == "one_time" or charged == "support_contract" \
+                or charged == "support_renewal":  # R4.6, R8.4
+            kind = charged
         return Line(
             module=module, kind=kind, description=str(charge.get("description", "")),
             quantity=Decimal(str(charge.get("quantity", 1))),
@@ -461,9 +465,6 @@ class InvoicingService:
                     "event_ids": [event.get("id")], "event_type": "purchase.confirmed",
                     "item": item, "lot": data.get("lot")})
 
-    async def invoice_for_event(self, event_id: str) -> str | None:
-        value = await self.state.redis.hget(self.state.events_key, event_id)
-        return None if not value else str(value)
 
     # --- reads ------------------------------------------------------------------------------------
 

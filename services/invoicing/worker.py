@@ -48,7 +48,6 @@ class SubscriptionConsumer:
             settings, settings.invoicing_consumer_group, max_poll_records=500)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.handled = 0
 
     async def start(self) -> None:
         self.consumer.subscribe([self._topic])
@@ -71,7 +70,6 @@ class SubscriptionConsumer:
                 for tp, messages in batch.items():
                     for message in messages:
                         await self._handle(message.value)
-                        self.handled += 1
                     if messages:
                         await self.consumer.commit({tp: messages[-1].offset + 1})
                 delay = 0.05

@@ -159,10 +159,6 @@ class EventStore:
             + module_filter + " ORDER BY time, source, id LIMIT 1 BY source, id "
             "LIMIT {limit:UInt32}", params)
 
-    async def count_distinct(self) -> int:
-        rows = await self._ch.rows(
-            "SELECT count() FROM (SELECT 1 FROM usage_events LIMIT 1 BY source, id)")
-        return int(rows[0][0])
 
 
 def as_utc(value: datetime) -> datetime:

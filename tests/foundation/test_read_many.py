@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
 from shared.redis import ReadMany, make_redis
-from shared.stack import Endpoints
+from shared.stack import Endpoints, TansuBroker, ValkeyServer
+from tests.conftest import redis_db_url
 
 
 async def test_read_many_answers_each_command_in_order(endpoints: Endpoints,
@@ -26,3 +31,33 @@ async def test_read_many_answers_each_command_in_order(endpoints: Endpoints,
     finally:
         await redis.aclose()
     assert replies == ["1", None, "x", "empty", 1, None, ["1", None]]
+
+
+async def test_read_many_uses_the_clients_database(endpoints: Endpoints, unique: str) -> None:
+    redis = make_redis(redis_db_url(endpoints, 9))
+    try:
+        await redis.set(f"rm:{unique}:db", "nine")
+        assert await ReadMany(redis)([("GET", f"rm:{unique}:db")]) == ["nine"]
+    finally:
+        await redis.aclose()
+
+
+async def test_read_many_outlives_a_restart_and_names_an_outage(
+        private_parts: tuple[TansuBroker, ValkeyServer]) -> None:
+    _, valkey = private_parts
+    redis = make_redis(valkey.url)
+    read = ReadMany(redis)
+    try:
+        await redis.set("rm:k", "v")
+        assert await read([("GET", "rm:k")]) == ["v"]
+        valkey.stop()
+        with pytest.raises(RedisConnectionError):
+            await read([("GET", "rm:k")])
+        valkey.start()
+        # The pooled connection died with the server: a fresh one answers (AOF kept the key).
+        assert await read([("GET", "rm:k")]) == ["v"]
+        with pytest.raises(ResponseError):
+            await read([("NOSUCHCOMMAND", "x")])
+        assert await read([("GET", "rm:k")]) == ["v"]
+    finally:
+        await redis.aclose()

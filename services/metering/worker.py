@@ -1,8 +1,9 @@
 """The usage-events consumer: poll a bounded batch, validate, dedupe, write, then commit.
 
 Order of a batch (docs/metering.md), in three stages: prepare (1 and 2's in-batch part),
-claim (2's ClickHouse look-up and 3) and store (4-6). While batch N is stored, N+1 is claimed and N+2 prepared; claims never overlap claims
-nor stores stores, so each stays in offset order:
+claim (2's ClickHouse look-up and 3) and store (4-6). While batch N is stored, N+1 is
+claimed and N+2 prepared; claims never overlap claims nor stores stores, so each stays in
+offset order:
 1. decode and validate each message; a bad one is bound for the DLQ with its reason;
 2. drop copies within the batch; check events older than the Redis claim window against
    ClickHouse;

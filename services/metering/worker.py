@@ -189,8 +189,9 @@ class UsageConsumer:
             except InvalidEvent as error:
                 dead.append((record, error))
                 continue
-            if row.event.key not in seen:
-                seen.add(row.event.key)
+            key = row.event.key
+            if key not in seen:
+                seen.add(key)
                 unique.append(row)
         return PreparedBatch(
             generation=self._generation, unique=unique, dead=dead,

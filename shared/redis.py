@@ -97,6 +97,12 @@ class ReadMany:
         replies: list[Any] = reply
         return replies
 
+    def close(self) -> None:
+        """Close the idle connections (those in use close when their call ends)."""
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()
+
     async def _connect(self) -> _Connection:
         reader, writer = await asyncio.open_connection(self._host, self._port)
         connection = _Connection(reader, writer)

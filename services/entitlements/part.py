@@ -43,3 +43,5 @@ class EntitlementsPart:
         if self.publisher is not None:
             await self.publisher.stop()
             self.publisher = None
+        if self.service is not None:
+            self.service.store.close()

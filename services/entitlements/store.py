@@ -211,6 +211,9 @@ class EntitlementsStore:
         results = await pipe.execute()
         return list(results[:len(tenants)]), list(results[len(tenants):])
 
+    def close(self) -> None:
+        self._read_many.close()
+
     async def read_in_one_call(self, commands: Sequence[tuple[str, ...]]) -> list[Any]:
         """Several reads as one command: the single-check hot path (fastpath.py)."""
         return await self._read_many(commands)

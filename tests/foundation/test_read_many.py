@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -59,5 +61,24 @@ async def test_read_many_outlives_a_restart_and_names_an_outage(
         with pytest.raises(ResponseError):
             await read([("NOSUCHCOMMAND", "x")])
         assert await read([("GET", "rm:k")]) == ["v"]
+    finally:
+        await redis.aclose()
+
+
+async def test_read_many_closes_its_connections(endpoints: Endpoints) -> None:
+    redis = make_redis(endpoints.redis_url)
+    read = ReadMany(redis)
+
+    async def addresses() -> set[str]:
+        return {client["addr"] for client in await redis.client_list()}
+
+    try:
+        before = await addresses()
+        await read([("GET", "rm:none")])
+        ours = await addresses() - before
+        assert len(ours) == 1  # one keep-alive connection, held for the next call
+        read.close()
+        await asyncio.sleep(0.1)
+        assert not ours & await addresses()
     finally:
         await redis.aclose()

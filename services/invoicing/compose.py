@@ -14,7 +14,6 @@ from typing import Any
 
 from services.invoicing.models import Line, LotView, TenantView, iso, period_json
 from shared.billing import support as sb
-from shared.billing.money import line_amount
 from shared.billing.periods import (
     Cycle,
     Period,
@@ -94,10 +93,9 @@ def advance_lines(view: TenantView, catalog: Catalog, period: Period) -> list[Li
     except UnknownCatalogItem:
         plan = None
     if plan is not None and (price := _price(plan.price, view.cycle)) is not None:
-        lines.append(Line(
+        lines.append(Line.priced(
             module=None, kind="plan", description=f"plan {plan.id} ({view.cycle})",
-            quantity=Decimal(1), unit_price=price,
-            amount=line_amount(Decimal(1), price, view.currency), period=period,
+            quantity=Decimal(1), unit_price=price, currency=view.currency, period=period,
             source={"meter": None, "module": None, "period": period_json(period),
                     "item": plan.id, "basis": "plan in force at the period start"}))
     for lot in view.lots:
@@ -108,11 +106,10 @@ def advance_lines(view: TenantView, catalog: Catalog, period: Period) -> list[Li
         if unit_price is None or (pack is not None and not _renews(pack)):
             continue
         quantity = Decimal(lot.quantity)
-        lines.append(Line(
+        lines.append(Line.priced(
             module=pack.module if pack is not None else None, kind="pack",
             description=f"{lot.quantity} × {lot.item}", quantity=quantity,
-            unit_price=unit_price, amount=line_amount(quantity, unit_price, view.currency),
-            period=period,
+            unit_price=unit_price, currency=view.currency, period=period,
             source={"meter": None, "module": pack.module if pack is not None else None,
                     "period": period_json(period), "item": lot.item, "lot": lot.id,
                     "basis": "lot active at the period start"}))
@@ -271,12 +268,11 @@ def arrears_lines(view: TenantView, catalog: Catalog, period: Period,
         if billable == 0 or price is None:
             continue
         quantity = Decimal(billable)
-        lines.append(Line(
+        lines.append(Line.priced(
             module=module, kind="extra_users",
             description=f"{billable} extra user(s) on {module} ({len(extras)} with access, "
                         f"{capacity} seat(s), administrator excluded)",
-            quantity=quantity, unit_price=price,
-            amount=line_amount(quantity, price, view.currency), period=period,
+            quantity=quantity, unit_price=price, currency=view.currency, period=period,
             meter=EXTRA_USERS_METER,
             source={"meter": "users_with_access", "module": module,
                     "period": period_json(period),
@@ -291,12 +287,11 @@ def arrears_lines(view: TenantView, catalog: Catalog, period: Period,
         if overage > 0:
             quantity = Decimal(overage)
             email_mod = email_module(catalog)
-            lines.append(Line(
+            lines.append(Line.priced(
                 module=email_mod, kind="email_overage",
                 description=f"{overage} e-mail(s) beyond the allowance of {allowance} "
                             f"({usage.emails} sent)",
-                quantity=quantity, unit_price=price,
-                amount=line_amount(quantity, price, view.currency), period=period,
+                quantity=quantity, unit_price=price, currency=view.currency, period=period,
                 meter=EMAILS_METER,
                 source={"meter": EMAILS_METER, "module": email_mod,
                         "period": period_json(period),
@@ -392,13 +387,12 @@ def support_overage_lines(view: TenantView, catalog: Catalog, period: Period,
                                                     usage.support).items()):
         minutes = sum(a.overage for a in allocations)
         quantity = Decimal(minutes) / Decimal(60)
-        lines.append(Line(
+        lines.append(Line.priced(
             module=module, kind="support_overage",
             description=f"support beyond the allowances and banks: {minutes} min "
                         f"({len(allocations)} session(s), each rounded up to 15 min) at "
                         f"{rate}/h",
-            quantity=quantity, unit_price=rate,
-            amount=line_amount(quantity, rate, view.currency), period=period,
+            quantity=quantity, unit_price=rate, currency=view.currency, period=period,
             meter=support_meter(rate),
             source={"meter": SUPPORT_METER, "module": module, "period": period_json(period),
                     "unit": "hour", "event_ids": [a.session.id for a in allocations],
@@ -429,13 +423,13 @@ def adjustment_lines(view: TenantView, catalog: Catalog, period: Period,
         price = unit_price(catalog, view, meter, module)
         if delta == 0 or price is None:
             continue
-        lines.append(Line(
+        lines.append(Line.priced(
             module=module, kind="adjustment",
             description=f"late usage: {meter} for {period.start} – {period.end} "
                         f"recomputed {recomputed.get(key, Decimal(0))}, billed "
                         f"{billed.get(key, Decimal(0))}",
-            quantity=delta, unit_price=price,
-            amount=line_amount(delta, price, view.currency), period=period, meter=meter,
+            quantity=delta, unit_price=price, currency=view.currency, period=period,
+            meter=meter,
             source={"meter": meter, "module": module, "period": period_json(period),
                     "corrects": CORRECTS[meter.partition("@")[0]],
                     "late_event_ids": late_ids.get(meter.partition("@")[0], [])[:1000]}))

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.billing.money import format_money
+from shared.billing.money import format_money, line_amount
 from shared.billing.periods import Cycle, Period
 
 # --- read model of entitlements' tenant document (`ent:tenant:{t}` field `doc`) ------------
@@ -131,6 +131,16 @@ class Line:
     period: Period | None
     source: dict[str, Any]
     meter: str = ""
+
+    @classmethod
+    def priced(cls, *, module: str | None, kind: LineKind, description: str,
+               quantity: Decimal, unit_price: Decimal, currency: str, period: Period | None,
+               source: dict[str, Any], meter: str = "") -> Line:
+        """A line whose amount is quantity × unit price, rounded once (R3.2): the one place
+        composition rounds."""
+        return cls(module=module, kind=kind, description=description, quantity=quantity,
+                   unit_price=unit_price, amount=line_amount(quantity, unit_price, currency),
+                   period=period, source=source, meter=meter)
 
     def sort_key(self) -> tuple[int, str, int, str]:
         # Grouped by module (R9.1): module-less lines (plan, packs tied to no module) first.

@@ -108,13 +108,16 @@ def bucket_bounds(bucket: Any, window: str | None, zone: ZoneInfo, start: dateti
         begin = max(as_utc(bucket), start)
         return begin.astimezone(zone), min(begin + timedelta(hours=1), end).astimezone(zone)
     day: date = bucket if not isinstance(bucket, datetime) else bucket.date()
-    if window == "day":
-        following = day + timedelta(days=1)
-    else:
-        following = date(day.year + day.month // 12, day.month % 12 + 1, 1)
     lower = max(local_midnight(day, zone), start)
-    upper = min(local_midnight(following, zone), end)
+    upper = min(local_midnight(_next_window_day(day, window), zone), end)
     return lower.astimezone(zone), upper.astimezone(zone)
+
+
+def _next_window_day(day: date, window: str) -> date:
+    """The local day the next day or month window starts on."""
+    if window == "day":
+        return day + timedelta(days=1)
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
 def check_range(start: datetime, end: datetime, window: str | None) -> None:
@@ -240,10 +243,7 @@ def window_bounds(start: datetime, end: datetime, window: str | None,
     if window == "month":
         day = day.replace(day=1)
     while (lower := local_midnight(day, zone)) < end:
-        if window == "day":
-            day += timedelta(days=1)
-        else:
-            day = date(day.year + day.month // 12, day.month % 12 + 1, 1)
+        day = _next_window_day(day, window)
         upper = local_midnight(day, zone)
         bounds.append((max(lower, start), min(upper, end)))
     return bounds

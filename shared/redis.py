@@ -1,10 +1,13 @@
-"""The Redis client factory (valkey locally, Redis in production)."""
+"""The Redis client factory (valkey locally, Redis in production) and two lean script
+clients for hot paths."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
@@ -50,12 +53,7 @@ class ReadMany:
     routes answer with 503."""
 
     def __init__(self, redis: Redis, timeout_s: float = 2.0) -> None:
-        options = redis.connection_pool.connection_kwargs
-        self._host: str = options.get("host", "127.0.0.1")
-        self._port: int = int(options.get("port", 6379))
-        self._db: int = int(options.get("db", 0) or 0)
-        self._username: str | None = options.get("username")
-        self._password: str | None = options.get("password")
+        self._endpoint = _Endpoint.of(redis)
         self._timeout_s = timeout_s
         self._sha = hashlib.sha1(_READ_MANY.encode()).hexdigest()
         self._idle: list[_Connection] = []
@@ -79,7 +77,7 @@ class ReadMany:
         try:
             async with asyncio.timeout(self._timeout_s):
                 if connection is None:
-                    connection = await self._connect()
+                    connection = await self._endpoint.connect()
                 reply = await connection.call("EVALSHA", self._sha, "0", *args)
                 if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
                     reply = await connection.call("EVAL", _READ_MANY, "0", *args)
@@ -103,14 +101,115 @@ class ReadMany:
             connection.close()
         self._idle.clear()
 
-    async def _connect(self) -> _Connection:
-        reader, writer = await asyncio.open_connection(self._host, self._port)
+Arg = str | bytes
+
+
+class ScriptPipe:
+    """One Lua script (no declared keys) down one connection of its own: the server runs the
+    calls in the order they were sent, while their replies are awaited concurrently. So a
+    caller can send its next calls before the previous ones have answered (and build them
+    while the server works) without the order changing. The script goes as EVAL, whose
+    server-side cache makes a body sent again cost a hash, and a restarted server needs no
+    reload. A broken connection fails every call awaiting a reply (redis-py's
+    ConnectionError); the next `send` opens a new one."""
+
+    def __init__(self, redis: Redis, script: str, timeout_s: float) -> None:
+        self._endpoint = _Endpoint.of(redis)
+        self._script = script
+        self._timeout_s = timeout_s
+        self._connection: _Connection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._awaiting: deque[asyncio.Future[Any]] = deque()
+        self._connecting = asyncio.Lock()
+
+    async def send(self, calls: Iterable[Sequence[Arg]]) -> list[asyncio.Future[Any]]:
+        """Write each call as `calls` yields it; the futures of their replies, in order."""
+        connection = await self._open()
+        loop = asyncio.get_running_loop()
+        futures = []
+        for args in calls:
+            connection.send("EVAL", self._script, "0", *args)
+            future: asyncio.Future[Any] = loop.create_future()
+            self._awaiting.append(future)
+            futures.append(future)
+        return futures
+
+    async def replies(self, futures: Sequence[asyncio.Future[Any]]) -> list[Any]:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                replies = [await future for future in futures]
+        except TimeoutError:
+            self._reset(RedisTimeoutError("Redis did not answer in time"))
+            raise RedisTimeoutError("Redis did not answer in time") from None
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise ResponseError(str(reply))
+        return replies
+
+    def close(self) -> None:
+        self._reset(RedisConnectionError("closed"))
+
+    async def _open(self) -> _Connection:
+        async with self._connecting:
+            if self._connection is None:
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        connection = await self._endpoint.connect()
+                except (OSError, TimeoutError) as exc:
+                    raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
+                self._connection = connection
+                self._reader = asyncio.create_task(self._read(connection))
+            return self._connection
+
+    async def _read(self, connection: _Connection) -> None:
+        try:
+            while True:
+                reply = await connection.receive()
+                future = self._awaiting.popleft()
+                if not future.done():
+                    future.set_result(reply)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            if connection is self._connection:
+                self._reset(RedisConnectionError(f"Redis connection failed: {exc}"))
+
+    def _reset(self, error: Exception) -> None:
+        """Drop the connection and fail every call still awaiting its reply."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        while self._awaiting:
+            future = self._awaiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def of(cls, redis: Redis) -> _Endpoint:
+        """Where a redis-py client connects, from the URL it was made with."""
+        options = redis.connection_pool.connection_kwargs
+        return cls(host=options.get("host", "127.0.0.1"), port=int(options.get("port", 6379)),
+                   db=int(options.get("db", 0) or 0), username=options.get("username"),
+                   password=options.get("password"))
+
+    async def connect(self) -> _Connection:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
         connection = _Connection(reader, writer)
-        if self._password is not None:
-            auth = ([self._username] if self._username else []) + [self._password]
+        if self.password is not None:
+            auth = ([self.username] if self.username else []) + [self.password]
             await connection.expect_ok("AUTH", *auth)
-        if self._db:
-            await connection.expect_ok("SELECT", str(self._db))
+        if self.db:
+            await connection.expect_ok("SELECT", str(self.db))
         return connection
 
 
@@ -120,12 +219,18 @@ class _Connection:
         self._writer = writer
         self._parser = hiredis.Reader(encoding="utf-8")
 
-    async def call(self, *args: str) -> Any:
+    async def call(self, *args: Arg) -> Any:
+        self.send(*args)
+        return await self.receive()
+
+    def send(self, *args: Arg) -> None:
         out = [b"*%d\r\n" % len(args)]
         for arg in args:
-            raw = arg.encode()
+            raw = arg.encode() if isinstance(arg, str) else arg
             out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
         self._writer.write(b"".join(out))
+
+    async def receive(self) -> Any:
         while (reply := self._parser.gets()) is False:
             chunk = await self._reader.read(65536)
             if not chunk:

@@ -6,10 +6,12 @@ from fixed fragments chosen by enum (window, aggregation) and parameter names we
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from itertools import islice
+from typing import Any, Final, TypeVar
 
 import orjson
 from redis.asyncio import Redis
@@ -17,10 +19,17 @@ from redis.asyncio import Redis
 from shared.clickhouse.client import ClickHouse
 from shared.events import UsageEvent
 from shared.meters import Aggregation, Meter
+from shared.redis import ScriptPipe
 
 EVENT_COLUMNS: Final = ("tenant", "type", "time", "source", "id", "module", "user_id", "data",
                         "extensions", "kafka_topic", "kafka_partition", "kafka_offset",
                         "ingested_at")
+
+# Events per claim script call: small enough that valkey starts early, big enough that the
+# round trips stay few (1,000 and 500 measured alike; 5,000, one call a batch, was slower).
+CLAIM_CHUNK: Final = 1_000
+
+T = TypeVar("T")
 
 _BUCKETS: Final = {
     None: "toDateTime64(0, 6, 'UTC')",
@@ -201,8 +210,8 @@ def _value_expression(meter: Meter, params: dict[str, Any]) -> str:
 
 # --- Redis: claims and live counters -------------------------------------------------------
 
-# One call per batch, atomic: claim each event's (source, id) for the message that carries it
-# and apply its counter updates only when the claim is new. A claim held by the same
+# One call per chunk of a batch, atomic: claim each event's (source, id) for the message that
+# carries it and apply its counter updates only when the claim is new. A claim held by the same
 # partition:offset is that message replayed after a crash: stored again, counted once.
 # Verdicts: 1 new, 2 replay of our own claim, 0 duplicate.
 _APPLY_BATCH = """
@@ -247,16 +256,34 @@ return verdicts
 """
 
 
+SentClaims = list[asyncio.Future[Any]]
+
+
 class LiveCounters:
-    """Claims and counters in Redis, updated together by one Lua script per batch."""
+    """Claims and counters in Redis, updated together by `_APPLY_BATCH`."""
 
     def __init__(self, redis: Redis, claim_ttl_s: int) -> None:
-        self._redis = redis
         self._claim_ttl_s = claim_ttl_s
-        self._script = redis.register_script(_APPLY_BATCH)
+        self._pipe = ScriptPipe(redis, _APPLY_BATCH, timeout_s=30.0)
 
-    async def apply(self, entries: Sequence[list[Any]]) -> list[int]:
-        if not entries:
-            return []
-        verdicts = await self._script(args=[self._claim_ttl_s, orjson.dumps(list(entries))])
-        return [int(v) for v in verdicts]
+    async def send(self, entries: Iterable[list[Any]]) -> SentClaims:
+        """Send the claims now, in chunks, each chunk one script call: valkey works through a
+        chunk while the next is being built, and the calls run in the order sent, so a batch
+        can be sent before the previous one has answered. A chunk is atomic: a claim never
+        lands without its counters, nor they without it."""
+        ttl = str(self._claim_ttl_s)
+        return await self._pipe.send(
+            (ttl, orjson.dumps(chunk)) for chunk in _chunks(entries, CLAIM_CHUNK))
+
+    async def verdicts(self, sent: SentClaims) -> list[int]:
+        """Each entry's verdict, in order."""
+        return [int(verdict) for reply in await self._pipe.replies(sent) for verdict in reply]
+
+    def close(self) -> None:
+        self._pipe.close()
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

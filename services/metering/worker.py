@@ -1,14 +1,16 @@
 """The usage-events consumer: poll a bounded batch, validate, dedupe, write, then commit.
 
 Order of a batch (docs/metering.md), in three stages: prepare (1 and 2's in-batch part),
-claim (2's ClickHouse look-up and 3) and store (4-6). While batch N is stored, N+1 is
-claimed and N+2 prepared; claims never overlap claims nor stores stores, so each stays in
-offset order:
+claim (2's ClickHouse look-up and 3) and store (4-6). Up to `IN_FLIGHT` batches move through
+them at once: while batch N is stored, N+1 is claimed and N+2 prepared. Claims are sent in
+batch order down one connection, so valkey runs them in offset order even when the next
+batch's are sent before the previous batch's have answered; stores follow each other in
+batch order.
 1. decode and validate each message; a bad one is bound for the DLQ with its reason;
 2. drop copies within the batch; check events older than the Redis claim window against
    ClickHouse;
-3. one Lua call claims every (source, id) for its partition:offset and updates the live
-   counters of the new ones, atomically;
+3. Lua calls claim every (source, id) for its partition:offset and update the live counters
+   of the new ones, atomically per call;
 4. one INSERT of the new events (and of our own claims replayed after a crash), with a
    deduplication token so a retried insert is a no-op;
 5. the DLQ copies are acked by the broker;
@@ -25,7 +27,8 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -55,6 +58,10 @@ DUPLICATES = Counter("metering_events_duplicate_total", "Copies of events alread
 DEAD_LETTERS = Counter("metering_dead_letters_total", "Messages sent to the DLQ", ["code"])
 RETRIES = Counter("metering_retries_total", "Retried steps of a batch", ["step"])
 BATCH_SECONDS = Histogram("metering_batch_seconds", "Time to process one batch")
+
+# Batches between poll and commit at once: one prepared, one claimed, one stored.
+IN_FLIGHT = 3
+
 
 class ShuttingDown(Exception):
     """Raised out of a retry loop when the worker stops: the batch is left uncommitted."""
@@ -118,6 +125,7 @@ class UsageConsumer:
         # Bumped on every revocation; a batch prepared under an older one is not written.
         self._generation = 0
         self._in_flight: set[asyncio.Task[Any]] = set()
+        self._claim_order = asyncio.Lock()  # FIFO: waiters get it in the order they asked
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.consumer: AIOKafkaConsumer = make_consumer(
@@ -137,35 +145,26 @@ class UsageConsumer:
             except TimeoutError:
                 self._task.cancel()
         await self.consumer.stop()
+        self._live.close()
 
     async def _run(self) -> None:
-        """Three stages, each batch through them in order: prepare (CPU) | claim (valkey) |
-        store (chDB, DLQ, commit). While batch N is stored, N+1 is claimed and N+2 prepared;
-        claims never overlap claims, nor stores stores, so both stay in offset order."""
-        claiming: asyncio.Task[ClaimedBatch | None] | None = None
+        in_flight: deque[asyncio.Task[None]] = deque()
         storing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
                 batch = await self.consumer.getmany(
                     timeout_ms=self._settings.batch_max_wait_ms,
                     max_records=self._settings.batch_max_records)
-                prepared = self.prepare(batch) if batch else None
-                if claiming is not None:
-                    claimed = await claiming
-                    claiming = None
-                    if storing is not None:
-                        await storing
-                        storing = None
-                    if claimed is not None:
-                        storing = self._track(self.store(claimed))
-                if prepared is not None:
-                    claiming = self._track(self.claim(prepared))
-            if claiming is not None and (claimed := await claiming) is not None:
-                if storing is not None:
-                    await storing
-                storing = self._track(self.store(claimed))
-            if storing is not None:
-                await storing
+                if not batch:
+                    continue
+                claiming = self._track(self.claim(self.prepare(batch)))
+                storing = self._track(self._store_after(claiming, storing))
+                in_flight.append(storing)
+                # Back-pressure: poll again only once the oldest batch is committed.
+                while len(in_flight) >= IN_FLIGHT:
+                    await in_flight.popleft()
+            while in_flight:
+                await in_flight.popleft()
         except ShuttingDown:
             return
 
@@ -199,20 +198,45 @@ class UsageConsumer:
             offsets={tp: rs[-1].offset + 1 for tp, rs in batch.items() if rs})
 
     async def claim(self, batch: PreparedBatch) -> ClaimedBatch | None:
-        """Claim each event and count the new ones (one Lua call): the copies drop out."""
+        """Claim each event and count the new ones: the copies drop out."""
         if batch.generation != self._generation:
             # Fetched before a rebalance: its partitions' new owner reads them again.
             return None
-        unique = await self._drop_stored_late_copies(batch.unique)
-        zones = await self._retry("zones", lambda: self._zones.zones({r.event.tenant
-                                                                       for r in unique}))
-        entries: list[list[Any]] = [
-            [claim_key(r.event), f"{r.partition}:{r.offset}",
-             *live_ops(r.event, zones[r.event.tenant])] for r in unique]
-        verdicts = await self._retry("redis", lambda: self._live.apply(entries))
+        async with self._claim_order:
+            # Held until this batch's claims are sent, so batches send theirs in offset order.
+            unique = await self._drop_stored_late_copies(batch.unique)
+            zones = await self._retry("zones", lambda: self._zones.zones(
+                {r.event.tenant for r in unique}))
+
+            def entries() -> Iterator[list[Any]]:
+                # Built lazily, while valkey works through the previous chunk.
+                return ([claim_key(r.event), f"{r.partition}:{r.offset}",
+                         *live_ops(r.event, zones[r.event.tenant])] for r in unique)
+
+            sent = await self._retry("redis", lambda: self._live.send(entries()))
+        try:
+            verdicts = await self._live.verdicts(sent)
+        except Exception as exc:
+            # The answers were lost (connection broken, valkey restarted): claim again. What
+            # did run answers "ours" the second time, so nothing is counted twice, and a later
+            # batch holding a copy may have claimed it first: that copy is stored instead.
+            RETRIES.labels("redis").inc()
+            log.warning("metering claims lost their answers, claiming again: %s", exc)
+            verdicts = await self._retry("redis", lambda: self._claim_again(entries()))
         to_store = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict]
         DUPLICATES.inc(batch.valid - len(to_store))
         return ClaimedBatch(batch, to_store)
+
+    async def _claim_again(self, entries: Iterator[list[Any]]) -> list[int]:
+        return await self._live.verdicts(await self._live.send(entries))
+
+    async def _store_after(self, claiming: asyncio.Task[ClaimedBatch | None],
+                           previous: asyncio.Task[None] | None) -> None:
+        claimed = await claiming
+        if previous is not None:
+            await previous
+        if claimed is not None:
+            await self.store(claimed)
 
     async def store(self, claimed: ClaimedBatch) -> None:
         """Insert, dead-letter, then commit. Dropped after a rebalance: its claims stay ours

@@ -1,0 +1,84 @@
+"""shared.redis.ScriptPipe: calls sent before earlier ones answered run in the order sent, and
+each reply reaches its own call, through restarts and script errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from shared.redis import ScriptPipe, make_redis
+from shared.stack import Endpoints, TansuBroker, ValkeyServer
+from tests.conftest import redis_db_url
+
+# Appends ARGV[2] to the list ARGV[1] and answers with what it appended and where.
+APPEND = """
+local length = redis.call('RPUSH', ARGV[1], ARGV[2])
+if ARGV[2] == 'fail' then return redis.error_reply('asked to fail') end
+return {ARGV[2], length}
+"""
+
+
+async def test_calls_run_in_the_order_sent_and_answer_their_own_futures(
+        endpoints: Endpoints, unique: str) -> None:
+    redis = make_redis(endpoints.redis_url)
+    pipe = ScriptPipe(redis, APPEND, timeout_s=10)
+    key = f"pipe:{unique}"
+    try:
+        first = await pipe.send([(key, "a1"), (key, "a2")])
+        # Sent before the first calls have answered, built lazily as they are written.
+        second = await pipe.send((key, f"b{n}") for n in range(1, 4))
+        third = await pipe.send([(key, "c1")])
+        replies = await asyncio.gather(pipe.replies(third), pipe.replies(first),
+                                       pipe.replies(second))
+        assert list(replies) == [[["c1", 6]], [["a1", 1], ["a2", 2]],
+                           [["b1", 3], ["b2", 4], ["b3", 5]]]
+    finally:
+        pipe.close()
+        await redis.aclose()
+
+
+async def test_a_script_error_fails_its_call_only(endpoints: Endpoints, unique: str) -> None:
+    redis = make_redis(endpoints.redis_url)
+    pipe = ScriptPipe(redis, APPEND, timeout_s=10)
+    key = f"pipe:{unique}"
+    try:
+        failing = await pipe.send([(key, "ok"), (key, "fail")])
+        fine = await pipe.send([(key, "next")])
+        with pytest.raises(ResponseError, match="asked to fail"):
+            await pipe.replies(failing)
+        assert await pipe.replies(fine) == [["next", 3]]
+    finally:
+        pipe.close()
+        await redis.aclose()
+
+
+async def test_uses_the_clients_database(endpoints: Endpoints, unique: str) -> None:
+    redis = make_redis(redis_db_url(endpoints, 9))
+    pipe = ScriptPipe(redis, APPEND, timeout_s=10)
+    try:
+        await pipe.replies(await pipe.send([(f"pipe:{unique}:db", "nine")]))
+        assert await redis.lrange(f"pipe:{unique}:db", 0, -1) == ["nine"]
+    finally:
+        pipe.close()
+        await redis.aclose()
+
+
+async def test_a_restart_fails_the_calls_in_flight_and_the_next_send_reconnects(
+        private_parts: tuple[TansuBroker, ValkeyServer]) -> None:
+    _, valkey = private_parts
+    redis = make_redis(valkey.url)
+    pipe = ScriptPipe(redis, APPEND, timeout_s=10)
+    try:
+        assert await pipe.replies(await pipe.send([("pipe:r", "before")])) == [["before", 1]]
+        valkey.stop()
+        with pytest.raises(RedisConnectionError):
+            await pipe.replies(await pipe.send([("pipe:r", "lost")]))
+        valkey.start()
+        # A new connection, and EVAL needs no script reload on the restarted server.
+        assert await pipe.replies(await pipe.send([("pipe:r", "after")])) == [["after", 2]]
+    finally:
+        pipe.close()
+        await redis.aclose()

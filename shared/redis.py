@@ -4,7 +4,6 @@ clients for hot paths."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -46,60 +45,26 @@ return replies
 
 
 class ReadMany:
-    """Calls `_READ_MANY` over connections of its own: RESP written here, replies parsed by
-    hiredis. On the check hot path redis-py spent ~45 µs of Python per call (measured), as
-    much as the round trip itself. A small pool of keep-alive connections; any failure closes
-    the connection and surfaces as redis-py's ConnectionError or TimeoutError, which the
-    routes answer with 503."""
+    """Several read commands in one call of `_READ_MANY`: one round trip, one reply, over a
+    `ScriptPipe` of its own that writes the calls made in one turn of the event loop together
+    (the checks in flight at once share a write and a wake-up of the server). On the check hot
+    path redis-py spent ~45 µs of Python per call (measured), as much as the round trip."""
 
     def __init__(self, redis: Redis, timeout_s: float = 2.0) -> None:
-        self._endpoint = _Endpoint.of(redis)
-        self._timeout_s = timeout_s
-        self._sha = hashlib.sha1(_READ_MANY.encode()).hexdigest()
-        self._idle: list[_Connection] = []
+        self._pipe = ScriptPipe(redis, _READ_MANY, timeout_s, coalesce=True)
 
     async def __call__(self, commands: Sequence[Sequence[str]]) -> list[Any]:
         args: list[str] = []
         for command in commands:
             args.append(str(len(command)))
             args.extend(command)
-        if self._idle:
-            try:
-                return await self._call(self._idle.pop(), args)
-            except RedisConnectionError:
-                # A pooled connection died (Redis restarted): so did the others; start over.
-                for stale in self._idle:
-                    stale.close()
-                self._idle.clear()
-        return await self._call(None, args)
-
-    async def _call(self, connection: _Connection | None, args: list[str]) -> list[Any]:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                if connection is None:
-                    connection = await self._endpoint.connect()
-                reply = await connection.call("EVALSHA", self._sha, "0", *args)
-                if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-                    reply = await connection.call("EVAL", _READ_MANY, "0", *args)
-        except TimeoutError:
-            if connection is not None:
-                connection.close()
-            raise RedisTimeoutError("Redis did not answer in time") from None
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            if connection is not None:
-                connection.close()
-            raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
-        self._idle.append(connection)
-        if isinstance(reply, hiredis.ReplyError):
-            raise ResponseError(str(reply))
-        replies: list[Any] = reply
-        return replies
+        [replies] = await self._pipe.replies(await self._pipe.send([args]))
+        result: list[Any] = replies
+        return result
 
     def close(self) -> None:
-        """Close the idle connections (those in use close when their call ends)."""
-        for connection in self._idle:
-            connection.close()
-        self._idle.clear()
+        self._pipe.close()
+
 
 Arg = str | bytes
 
@@ -108,41 +73,55 @@ class ScriptPipe:
     """One Lua script (no declared keys) down one connection of its own: the server runs the
     calls in the order they were sent, while their replies are awaited concurrently. So a
     caller can send its next calls before the previous ones have answered (and build them
-    while the server works) without the order changing. The script goes as EVAL, whose
-    server-side cache makes a body sent again cost a hash, and a restarted server needs no
-    reload. A broken connection fails every call awaiting a reply (redis-py's
-    ConnectionError); the next `send` opens a new one."""
+    while the server works) without the order changing.
 
-    def __init__(self, redis: Redis, script: str, timeout_s: float) -> None:
+    Calls are written as they are made, or, with `coalesce`, gathered until the event loop's
+    turn ends and written together: many callers in flight at once (a server's requests) then
+    cost one write and one wake-up of the server, which on these VMs cost more than the
+    script itself. The script is loaded when the connection opens and called by its SHA.
+
+    A broken connection, or one whose oldest call has not answered within `timeout_s`, fails
+    every call awaiting a reply (redis-py's ConnectionError or TimeoutError); the next `send`
+    opens a new one. One timer watches the oldest call, rather than one per call: a timer
+    per call cost as much as the rest of a check's client work."""
+
+    def __init__(self, redis: Redis, script: str, timeout_s: float, *,
+                 coalesce: bool = False) -> None:
         self._endpoint = _Endpoint.of(redis)
         self._script = script
         self._timeout_s = timeout_s
+        self._coalesce = coalesce
         self._connection: _Connection | None = None
+        self._sha = ""
         self._reader: asyncio.Task[None] | None = None
-        self._awaiting: deque[asyncio.Future[Any]] = deque()
+        self._awaiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
         self._connecting = asyncio.Lock()
 
     async def send(self, calls: Iterable[Sequence[Arg]]) -> list[asyncio.Future[Any]]:
-        """Write each call as `calls` yields it; the futures of their replies, in order."""
-        connection = await self._open()
+        """Write each call as `calls` yields it (or at the end of this turn of the loop,
+        with `coalesce`); the futures of their replies, in order."""
+        connection = self._connection or await self._open()
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
         futures = []
         for args in calls:
-            connection.send("EVAL", self._script, "0", *args)
+            connection.send("EVALSHA", self._sha, "0", *args, later=self._coalesce)
             future: asyncio.Future[Any] = loop.create_future()
-            self._awaiting.append(future)
+            self._awaiting.append((future, deadline))
             futures.append(future)
+        if self._watchdog is None and self._awaiting:
+            self._watchdog = loop.call_at(self._awaiting[0][1], self._watch)
         return futures
 
     async def replies(self, futures: Sequence[asyncio.Future[Any]]) -> list[Any]:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                replies = [await future for future in futures]
-        except TimeoutError:
-            self._reset(RedisTimeoutError("Redis did not answer in time"))
-            raise RedisTimeoutError("Redis did not answer in time") from None
+        replies = [await future for future in futures]
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
+                if str(reply).startswith("NOSCRIPT"):
+                    # The server's scripts were flushed: the next connection loads it again.
+                    self._reset(RedisConnectionError("the script was flushed"))
+                    raise RedisConnectionError(f"script unknown to the server: {reply}")
                 raise ResponseError(str(reply))
         return replies
 
@@ -155,9 +134,13 @@ class ScriptPipe:
                 try:
                     async with asyncio.timeout(self._timeout_s):
                         connection = await self._endpoint.connect()
-                except (OSError, TimeoutError) as exc:
+                        sha = await connection.call("SCRIPT", "LOAD", self._script)
+                except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
                     raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
-                self._connection = connection
+                if isinstance(sha, hiredis.ReplyError):
+                    connection.close()
+                    raise ResponseError(f"loading the script failed: {sha}")
+                self._connection, self._sha = connection, str(sha)
                 self._reader = asyncio.create_task(self._read(connection))
             return self._connection
 
@@ -165,12 +148,24 @@ class ScriptPipe:
         try:
             while True:
                 reply = await connection.receive()
-                future = self._awaiting.popleft()
+                future, _ = self._awaiting.popleft()
                 if not future.done():
                     future.set_result(reply)
         except (OSError, asyncio.IncompleteReadError) as exc:
             if connection is self._connection:
                 self._reset(RedisConnectionError(f"Redis connection failed: {exc}"))
+
+    def _watch(self) -> None:
+        """The oldest call's deadline: past it, the server is taken as gone."""
+        self._watchdog = None
+        if not self._awaiting:
+            return
+        deadline = self._awaiting[0][1]
+        loop = asyncio.get_running_loop()
+        if loop.time() >= deadline:
+            self._reset(RedisTimeoutError("Redis did not answer in time"))
+        else:
+            self._watchdog = loop.call_at(deadline, self._watch)
 
     def _reset(self, error: Exception) -> None:
         """Drop the connection and fail every call still awaiting its reply."""
@@ -180,8 +175,11 @@ class ScriptPipe:
         if self._reader is not None:
             self._reader.cancel()
             self._reader = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._awaiting:
-            future = self._awaiting.popleft()
+            future, _ = self._awaiting.popleft()
             if not future.done():
                 future.set_exception(error)
 
@@ -218,17 +216,29 @@ class _Connection:
         self._reader = reader
         self._writer = writer
         self._parser = hiredis.Reader(encoding="utf-8")
+        self._held: list[bytes] = []
 
     async def call(self, *args: Arg) -> Any:
         self.send(*args)
         return await self.receive()
 
-    def send(self, *args: Arg) -> None:
+    def send(self, *args: Arg, later: bool = False) -> None:
+        """Write a command now, or with `later` at the end of this turn of the event loop,
+        together with the others sent so."""
         out = [b"*%d\r\n" % len(args)]
         for arg in args:
             raw = arg.encode() if isinstance(arg, str) else arg
             out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-        self._writer.write(b"".join(out))
+        if not later:
+            self._writer.write(b"".join(out))
+            return
+        if not self._held:
+            asyncio.get_running_loop().call_soon(self._write_held)
+        self._held.extend(out)
+
+    def _write_held(self) -> None:
+        self._writer.write(b"".join(self._held))
+        self._held.clear()
 
     async def receive(self) -> Any:
         while (reply := self._parser.gets()) is False:

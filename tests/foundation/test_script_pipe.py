@@ -8,10 +8,11 @@ import asyncio
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.redis import ScriptPipe, make_redis
 from shared.stack import Endpoints, TansuBroker, ValkeyServer
-from tests.conftest import redis_db_url
+from tests.conftest import eventually, redis_db_url
 
 # Appends ARGV[2] to the list ARGV[1] and answers with what it appended and where.
 APPEND = """
@@ -79,6 +80,49 @@ async def test_a_restart_fails_the_calls_in_flight_and_the_next_send_reconnects(
         valkey.start()
         # A new connection, and EVAL needs no script reload on the restarted server.
         assert await pipe.replies(await pipe.send([("pipe:r", "after")])) == [["after", 2]]
+    finally:
+        pipe.close()
+        await redis.aclose()
+
+
+async def test_coalesced_calls_of_one_turn_each_get_their_own_reply(
+        endpoints: Endpoints, unique: str) -> None:
+    redis = make_redis(endpoints.redis_url)
+    pipe = ScriptPipe(redis, APPEND, timeout_s=10, coalesce=True)
+    try:
+        async def append(n: int) -> list[object]:
+            [reply] = await pipe.replies(await pipe.send([(f"pipe:{unique}:{n % 7}", str(n))]))
+            return list(reply)
+
+        # Made in the same turn of the loop, so written together down one connection.
+        replies = await asyncio.gather(*(append(n) for n in range(300)))
+        assert [value for value, _ in replies] == [str(n) for n in range(300)]
+        # Each list got its values in the order the calls were made.
+        for list_no in range(7):
+            assert await redis.lrange(f"pipe:{unique}:{list_no}", 0, -1) == \
+                [str(n) for n in range(list_no, 300, 7)]
+    finally:
+        pipe.close()
+        await redis.aclose()
+
+
+async def test_a_server_that_does_not_answer_in_time_fails_the_call_not_the_next(
+        endpoints: Endpoints, unique: str) -> None:
+    busy = "local n = 0 for i = 1, tonumber(ARGV[1]) do n = n + i end return ARGV[2]"
+    redis = make_redis(endpoints.redis_url)
+    pipe = ScriptPipe(redis, busy, timeout_s=0.05)
+    try:
+        with pytest.raises(RedisTimeoutError):
+            await pipe.replies(await pipe.send([("100000000", "slow")]))
+
+        async def quick() -> bool:
+            # Refused while valkey still runs the slow call; then a fresh connection answers.
+            try:
+                return bool(await pipe.replies(await pipe.send([("1", "quick")])) == ["quick"])
+            except (RedisConnectionError, RedisTimeoutError):
+                return False
+
+        await eventually(quick, within=20)
     finally:
         pipe.close()
         await redis.aclose()

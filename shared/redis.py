@@ -11,6 +11,8 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -18,9 +20,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 def make_redis(url: str) -> Redis:
     # Short timeouts: a check must fail fast when the store is away, not hang a request.
+    # A command that meets a dead connection (Redis restarted or failed over since it was
+    # pooled) is sent again on a new one, twice at most, quickly: redis-py retries nothing
+    # by default, and stale pooled connections failed requests after a restart. Connection
+    # errors only, not timeouts; a command whose connection broke after it ran is sent again
+    # too, so every write through this client is safe to repeat (docs/architecture.md).
+    retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=2,
+                  supported_errors=(RedisConnectionError,))
     return Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=1.0,
                           health_check_interval=10, max_connections=256,
-                          decode_responses=True)
+                          decode_responses=True, retry=retry)
 
 
 def text(value: bytes | str) -> str:

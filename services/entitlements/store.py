@@ -35,7 +35,11 @@ if p.idem ~= '' then
   if previous then return {2, previous} end
 end
 local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
-if ver ~= ARGV[1] then return {0, ver} end
+if ver ~= ARGV[1] then
+  -- This very write, already done: the client sent the call again after its connection broke.
+  if ver == ARGV[2] and redis.call('HGET', KEYS[1], 'doc') == ARGV[3] then return {1, ver} end
+  return {0, ver}
+end
 redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'ver', ARGV[2])
 for _, entry in ipairs(p.history) do
   redis.call('XADD', KEYS[2], '*', 'entry', entry)

@@ -12,6 +12,8 @@ Redis layout (prefix `inv`, setting `INVOICING_KEY_PREFIX`):
 - `inv:events`               hash: subscription event id → number (immediate invoices, R9.2)
 - `inv:pending`              hash: number → JSON of a numbered document not yet in ClickHouse
 - `inv:credited`             hash: invoice number → minor units credited so far
+- `inv:credit-call:{uuid}`   the number one credit call issued (a day), so the client's
+                             resend of that call answers it again instead of issuing another
 - `inv:next`                 sorted set: tenant → µs of its next unbilled billing instant
 - `inv:known`                set: tenants indexed in `inv:next`
 """
@@ -19,6 +21,7 @@ Redis layout (prefix `inv`, setting `INVOICING_KEY_PREFIX`):
 from __future__ import annotations
 
 import base64
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,7 +61,11 @@ return {1, number}
 
 # A credit note never takes more than what is left to credit (R9.3), checked and counted in
 # the same call that numbers it.
+# KEYS[4] marks the call: the client sends a call again when its connection broke (the
+# first may have run), and the second must answer the same note, not issue another.
 _CREDIT = """
+local done = redis.call('GET', KEYS[4])
+if done then return {1, done} end
 local credited = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local total = tonumber(ARGV[2])
 local amount = tonumber(ARGV[3])
@@ -68,6 +75,7 @@ local number = ARGV[4] .. string.format('%06d', n)
 local doc = string.gsub(ARGV[5], '@@NUMBER@@', number)
 redis.call('HSET', KEYS[3], number, doc)
 redis.call('HINCRBY', KEYS[2], ARGV[1], amount)
+redis.call('SET', KEYS[4], number, 'EX', 86400)
 return {1, number}
 """
 
@@ -203,8 +211,9 @@ class InvoiceState:
 
     async def credit(self, invoice: str, total_minor: int, amount_minor: int, year: int,
                      template: bytes) -> tuple[bool, str]:
+        call = f"{self.prefix}:credit-call:{uuid.uuid4().hex}"
         code, value = await self._credit(
-            keys=[self.seq_key("CN", year), self.credited_key, self.pending_key],
+            keys=[self.seq_key("CN", year), self.credited_key, self.pending_key, call],
             args=[invoice, str(total_minor), str(amount_minor), f"CN-{year}-", template])
         return int(code) == 1, str(value)
 

@@ -77,6 +77,17 @@ class Lot(BaseModel):
         return self.state != "expired"
 
 
+class PlanChange(BaseModel):
+    """The plan was `previous` until `at` (an upgrade, or a downgrade taking effect)."""
+
+    at: AwareDatetime
+    previous: str
+
+
+# Plan changes kept in the document: billing needs those of the period it closes (R6.4).
+PLAN_CHANGES_KEPT = 12
+
+
 class TenantState(BaseModel):
     """One tenant's subscription; stored as one JSON value, changed by compare-and-set."""
 
@@ -94,11 +105,18 @@ class TenantState(BaseModel):
     status: TenantStatus = "active"
     pending_plan: str | None = None
     pending_plan_at: AwareDatetime | None = None
+    plan_changes: list[PlanChange] = Field(default_factory=list)  # oldest first
     ends_at: AwareDatetime | None = None
     created_at: AwareDatetime
     lots: list[Lot] = Field(default_factory=list)
     trials_used: list[str] = Field(default_factory=list)
     version: int = 0
+
+    def record_plan_change(self, at: datetime, plan: str) -> None:
+        """Move to `plan` from `at`, remembering the one left (invoicing reads it)."""
+        kept = self.plan_changes[-(PLAN_CHANGES_KEPT - 1):]
+        self.plan_changes = [*kept, PlanChange(at=at, previous=self.plan)]
+        self.plan = plan
 
 
 # --- requests ------------------------------------------------------------------------------

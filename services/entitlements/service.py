@@ -173,7 +173,8 @@ def advance(state: TenantState, now: datetime, effects: Effects) -> TenantState:
             state, zone, due,
             lambda kind, at, data: effects.record(state.id, kind, at, data, None))
         if state.pending_plan_at is not None and state.pending_plan_at <= due:
-            previous, state.plan = state.plan, state.pending_plan or state.plan
+            previous = state.plan
+            state.record_plan_change(state.pending_plan_at, state.pending_plan or state.plan)
             effects.record(state.id, "plan.downgraded", state.pending_plan_at,
                            {"from": previous, "to": state.plan}, None)  # R4.5
             state.pending_plan = state.pending_plan_at = None
@@ -689,7 +690,7 @@ class EntitlementsService:
         if not body.confirm:
             return Outcome(None, PurchaseAnswer(status="preview", lot=None, charges=charges,
                                                 next_cycle_amount=next_cycle).public())
-        state.plan = plan.id
+        state.record_plan_change(now, plan.id)
         state.pending_plan = state.pending_plan_at = None
         event_id = effects.record(state.id, "purchase.confirmed", now, {
             "item": plan.id, "kind": "plan", "from": current.id, "quantity": 1, "lot": None,

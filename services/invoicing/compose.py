@@ -177,10 +177,14 @@ def seat_capacity(view: TenantView, catalog: Catalog, module: str, period: Perio
 def extra_users(view: TenantView, catalog: Catalog, period: Period,
                 access: Iterable[tuple[str, str, datetime, str]]
                 ) -> dict[str, tuple[int, list[str], int]]:
-    """Per billed module: (billable extra users, the extra users, capacity) (R6.1, R6.4)."""
+    """Per billed module: (billable extra users, the extra users, capacity) (R6.1, R6.4).
+
+    A module the plan gained during the period (an upgrade, R4.2) counts the users who had
+    access from then on: before, it was not the tenant's (R6.3 denied it)."""
     zone = view.zone
     start, end = period.start_instant(zone), period.end_instant(zone)
-    users = users_with_access(access_intervals(access), start, end)
+    intervals = access_intervals(access)
+    over_period = users_with_access(intervals, start, end)
     plan = _plan_modules(view, catalog, end - timedelta(microseconds=1))
     result: dict[str, tuple[int, list[str], int]] = {}
     for module_id in sorted(plan):
@@ -190,10 +194,24 @@ def extra_users(view: TenantView, catalog: Catalog, period: Period,
             continue
         if module.extra_users != "bill":
             continue
-        extras = sorted(u for u in users.get(module_id, set()) if u != view.admin_user)
+        since = _module_since(view, catalog, module_id, start, end)
+        users = (over_period if since == start else users_with_access(intervals, since, end)
+                 ).get(module_id, set())
+        extras = sorted(u for u in users if u != view.admin_user)
         capacity = seat_capacity(view, catalog, module_id, period)
         result[module_id] = (max(0, len(extras) - capacity), extras, capacity)
     return result
+
+
+def _module_since(view: TenantView, catalog: Catalog, module: str, start: datetime,
+                  end: datetime) -> datetime:
+    """From when in [start, end) the plan has included `module` without a break."""
+    since = start
+    for changed in view.plan_changes_within(start, end):
+        before = changed - timedelta(microseconds=1)
+        if module not in _plan_modules(view, catalog, before):
+            since = changed
+    return since
 
 
 def _plan_modules(view: TenantView, catalog: Catalog, instant: datetime) -> frozenset[str]:

@@ -53,6 +53,14 @@ class LotView(BaseModel):
         return self.bought_at < end and (self.ends_at is None or self.ends_at > start)
 
 
+class PlanChangeView(BaseModel):
+    """The plan was `previous` until `at`."""
+
+    model_config = ConfigDict(extra="ignore")
+    at: AwareDatetime
+    previous: str
+
+
 class TenantView(BaseModel):
     """The fields of entitlements' TenantState that billing reads (extra fields ignored)."""
 
@@ -69,6 +77,7 @@ class TenantView(BaseModel):
     status: str = "active"
     pending_plan: str | None = None
     pending_plan_at: AwareDatetime | None = None
+    plan_changes: list[PlanChangeView] = Field(default_factory=list)  # oldest first
     ends_at: AwareDatetime | None = None
     created_at: AwareDatetime | None = None
     lots: list[LotView] = Field(default_factory=list)
@@ -78,11 +87,21 @@ class TenantView(BaseModel):
         return ZoneInfo(self.time_zone)
 
     def plan_at(self, instant: datetime) -> str:
-        """The plan in force at `instant`: a scheduled downgrade applies at its instant (R4.5)."""
+        """The plan in force at `instant`: a scheduled downgrade applies at its instant (R4.5),
+        and before a recorded change the plan it left was (as far back as changes are kept)."""
         if self.pending_plan is not None and self.pending_plan_at is not None \
                 and self.pending_plan_at <= instant:
             return self.pending_plan
-        return self.plan
+        plan = self.plan
+        for change in reversed(self.plan_changes):
+            if instant >= change.at:
+                break
+            plan = change.previous
+        return plan
+
+    def plan_changes_within(self, start: datetime, end: datetime) -> list[datetime]:
+        """The instants in (start, end) at which the plan changed, in order."""
+        return [c.at for c in self.plan_changes if start < c.at < end]
 
     def end_instant(self) -> datetime | None:
         """When the subscription ends (renewal off, R4.1), or None while it renews."""

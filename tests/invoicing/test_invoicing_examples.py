@@ -140,3 +140,45 @@ async def test_march_examples(endpoints: Endpoints, unique: str) -> None:
         assert summary(found[1]) == ("period", "2026-04-01..2026-05-01", "59.04")
         assert lines(found[1]) == [(None, "plan", "1", "49.00"),
                                    ("emailing", "email_overage", "100", "0.20")]
+
+
+async def test_upgrade_mid_period_counts_a_new_modules_users_from_the_upgrade(
+        endpoints: Endpoints, unique: str) -> None:
+    """Anchor 2026-03-01, Europe/Paris, essentials (sales, crm, emailing) upgraded to
+    professional (+ accounting, 99.00) on 2026-03-20 at 11:00 local; period 31 days.
+
+    Immediate: R4.2 (99.00 − 49.00) × 12/31 = 19.354… → 19.35, tax 3.87, total 23.22.
+    Access: u1 on accounting 03-02 → 03-10 (before the upgrade: not counted), u2 on accounting
+    from 03-05 (still held after the upgrade: counted), u3 on accounting from 03-25 (counted),
+    u4 on crm 03-02 → 03-10 (crm was in both plans: counted for the whole period).
+    04-01: plan 99.00 in advance; accounting 2 × 20.00 = 40.00; crm 1 × 15.00 = 15.00;
+    subtotal 154.00, tax 30.80, total 184.80 (counting u1 too would make it 208.80).
+    """
+    async with private_platform(endpoints, unique, datetime(2026, 2, 28, 12, tzinfo=UTC)) as app:
+        c = app.client
+        tenant = f"upgrade-{unique}"
+        await create_tenant(c, tenant, anchor="2026-03-01")
+        await set_clock(c, "2026-03-01T12:00:00Z")
+        await send(c, [
+            access(tenant, "u1", "accounting", "2026-03-02T10:00:00Z", f"g1-{unique}"),
+            access(tenant, "u1", "accounting", "2026-03-10T10:00:00Z", f"r1-{unique}",
+                   revoked=True),
+            access(tenant, "u2", "accounting", "2026-03-05T10:00:00Z", f"g2-{unique}"),
+            access(tenant, "u3", "accounting", "2026-03-25T10:00:00Z", f"g3-{unique}"),
+            access(tenant, "u4", "crm", "2026-03-02T10:00:00Z", f"g4-{unique}"),
+            access(tenant, "u4", "crm", "2026-03-10T10:00:00Z", f"r4-{unique}", revoked=True),
+        ])
+        await set_clock(c, "2026-03-20T10:00:00Z")
+        upgraded = await buy(c, tenant, "professional")
+        assert upgraded["charges"][0]["amount"] == "19.35"
+        await set_clock(c, "2026-04-01T12:00:00Z")
+
+        found = await invoices_of(c, tenant)
+        assert [summary(i) for i in found] == [
+            ("immediate", "2026-03-01..2026-04-01", "58.80"),
+            ("immediate", None, "23.22"),
+            ("period", "2026-04-01..2026-05-01", "184.80")]
+        assert lines(found[2]) == [(None, "plan", "1", "99.00"),
+                                   ("accounting", "extra_users", "2", "40.00"),
+                                   ("crm", "extra_users", "1", "15.00")]
+        assert found[2]["lines"][1]["source"]["users"] == ["u2", "u3"]

@@ -157,10 +157,13 @@ class ScriptPipe:
         try:
             while True:
                 reply = await connection.receive()
+                if not self._awaiting:
+                    raise hiredis.ProtocolError(f"a reply nobody asked for: {reply!r:.80}")
                 future, _ = self._awaiting.popleft()
                 if not future.done():
                     future.set_result(reply)
-        except (OSError, asyncio.IncompleteReadError) as exc:
+        except (OSError, asyncio.IncompleteReadError, hiredis.ProtocolError) as exc:
+            # Also a garbled stream or a reply no call awaits: out of step, start over.
             if connection is self._connection:
                 self._reset(RedisConnectionError(f"Redis connection failed: {exc}"))
 

@@ -124,7 +124,14 @@ class ScriptPipe:
         return futures
 
     async def replies(self, futures: Sequence[asyncio.Future[Any]]) -> list[Any]:
-        replies = [await future for future in futures]
+        try:
+            replies = [await future for future in futures]
+        finally:
+            # Calls fail together (the connection went): the first error is raised, the
+            # others are marked seen so asyncio does not log them as lost.
+            for future in futures:
+                if future.done() and not future.cancelled():
+                    future.exception()
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 if str(reply).startswith("NOSCRIPT"):

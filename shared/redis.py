@@ -7,7 +7,7 @@ import asyncio
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import hiredis
 from redis.asyncio import Redis
@@ -68,8 +68,7 @@ class ReadMany:
             args.append(str(len(command)))
             args.extend(command)
         [replies] = await self._pipe.replies(await self._pipe.send([args]))
-        result: list[Any] = replies
-        return result
+        return list(replies)
 
     def close(self) -> None:
         self._pipe.close()
@@ -89,10 +88,13 @@ class ScriptPipe:
     cost one write and one wake-up of the server, which on these VMs cost more than the
     script itself. The script is loaded when the connection opens and called by its SHA.
 
-    A broken connection, or one whose oldest call has not answered within `timeout_s`, fails
-    every call awaiting a reply (redis-py's ConnectionError or TimeoutError); the next `send`
-    opens a new one. One timer watches the oldest call, rather than one per call: a timer
-    per call cost as much as the rest of a check's client work."""
+    A broken connection, one whose oldest call has not answered within `timeout_s`, or a
+    server that cannot run the call now (loading, busy, a replica without its primary, its
+    scripts flushed) fails every call awaiting a reply on it with redis-py's ConnectionError
+    or TimeoutError, which routes answer with 503; the next `send` opens a new connection,
+    one attempt shared by every caller waiting for it. One timer watches the oldest call,
+    rather than one per call: a timer per call cost as much as the rest of a check's client
+    work."""
 
     def __init__(self, redis: Redis, script: str, timeout_s: float, *,
                  coalesce: bool = False) -> None:
@@ -101,21 +103,23 @@ class ScriptPipe:
         self._timeout_s = timeout_s
         self._coalesce = coalesce
         self._connection: _Connection | None = None
+        self._opening: asyncio.Future[_Connection] | None = None
+        self._closed = False
         self._sha = ""
         self._reader: asyncio.Task[None] | None = None
         self._awaiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
-        self._connecting = asyncio.Lock()
 
     async def send(self, calls: Iterable[Sequence[Arg]]) -> list[asyncio.Future[Any]]:
         """Write each call as `calls` yields it (or at the end of this turn of the loop,
         with `coalesce`); the futures of their replies, in order."""
         connection = self._connection or await self._open()
+        write = connection.send_later if self._coalesce else connection.send
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         futures = []
         for args in calls:
-            connection.send("EVALSHA", self._sha, "0", *args, later=self._coalesce)
+            write("EVALSHA", self._sha, "0", *args)
             future: asyncio.Future[Any] = loop.create_future()
             self._awaiting.append((future, deadline))
             futures.append(future)
@@ -134,31 +138,44 @@ class ScriptPipe:
                     future.exception()
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
-                if str(reply).startswith("NOSCRIPT"):
-                    # The server's scripts were flushed: the next connection loads it again.
-                    self._reset(RedisConnectionError("the script was flushed"))
-                    raise RedisConnectionError(f"script unknown to the server: {reply}")
                 raise ResponseError(str(reply))
         return replies
 
     def close(self) -> None:
+        self._closed = True
         self._reset(RedisConnectionError("closed"))
 
     async def _open(self) -> _Connection:
-        async with self._connecting:
-            if self._connection is None:
-                try:
-                    async with asyncio.timeout(self._timeout_s):
-                        connection = await self._endpoint.connect()
-                        sha = await connection.call("SCRIPT", "LOAD", self._script)
-                except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-                    raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
-                if isinstance(sha, hiredis.ReplyError):
-                    connection.close()
-                    raise ResponseError(f"loading the script failed: {sha}")
-                self._connection, self._sha = connection, str(sha)
-                self._reader = asyncio.create_task(self._read(connection))
-            return self._connection
+        if self._closed:
+            raise RedisConnectionError("this client was closed")
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._connect())
+        opening = self._opening
+        try:
+            # Shielded: a caller giving up does not cancel the attempt the others wait on.
+            return await asyncio.shield(opening)
+        finally:
+            if opening.done() and self._opening is opening:
+                self._opening = None
+
+    async def _connect(self) -> _Connection:
+        connection: _Connection | None = None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                connection = await self._endpoint.connect()
+                sha = await connection.call("SCRIPT", "LOAD", self._script)
+            if isinstance(sha, hiredis.ReplyError):
+                raise _unavailable(sha) if _transient(sha) else ResponseError(
+                    f"loading the script failed: {sha}")
+        except BaseException as exc:
+            if connection is not None:
+                connection.close()
+            if isinstance(exc, OSError | TimeoutError | asyncio.IncompleteReadError):
+                raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
+            raise
+        self._connection, self._sha = connection, str(sha)
+        self._reader = asyncio.create_task(self._read(connection))
+        return connection
 
     async def _read(self, connection: _Connection) -> None:
         try:
@@ -167,10 +184,17 @@ class ScriptPipe:
                 if not self._awaiting:
                     raise hiredis.ProtocolError(f"a reply nobody asked for: {reply!r:.80}")
                 future, _ = self._awaiting.popleft()
+                if isinstance(reply, hiredis.ReplyError) and _transient(reply):
+                    # Not this call's fault: the server cannot run calls now.
+                    if not future.done():
+                        future.set_exception(_unavailable(reply))
+                    if connection is self._connection:
+                        self._reset(_unavailable(reply))
+                    return
                 if not future.done():
                     future.set_result(reply)
-        except (OSError, asyncio.IncompleteReadError, hiredis.ProtocolError) as exc:
-            # Also a garbled stream or a reply no call awaits: out of step, start over.
+        except Exception as exc:
+            # A broken or garbled stream, or a reply no call awaits: out of step, start over.
             if connection is self._connection:
                 self._reset(RedisConnectionError(f"Redis connection failed: {exc}"))
 
@@ -203,6 +227,19 @@ class ScriptPipe:
                 future.set_exception(error)
 
 
+# Error replies that say the server cannot run calls now, not that a call is wrong: redis-py
+# raises these as ConnectionError too (BusyLoadingError), so they reach users as 503s.
+_TRANSIENT: Final = ("LOADING", "BUSY", "MASTERDOWN", "NOSCRIPT", "TRYAGAIN")
+
+
+def _transient(reply: hiredis.ReplyError) -> bool:
+    return str(reply).startswith(_TRANSIENT)
+
+
+def _unavailable(reply: hiredis.ReplyError) -> RedisConnectionError:
+    return RedisConnectionError(f"Redis cannot run the call now: {reply}")
+
+
 @dataclass(frozen=True)
 class _Endpoint:
     host: str
@@ -222,11 +259,15 @@ class _Endpoint:
     async def connect(self) -> _Connection:
         reader, writer = await asyncio.open_connection(self.host, self.port)
         connection = _Connection(reader, writer)
-        if self.password is not None:
-            auth = ([self.username] if self.username else []) + [self.password]
-            await connection.expect_ok("AUTH", *auth)
-        if self.db:
-            await connection.expect_ok("SELECT", str(self.db))
+        try:
+            if self.password is not None:
+                auth = ([self.username] if self.username else []) + [self.password]
+                await connection.expect_ok("AUTH", *auth)
+            if self.db:
+                await connection.expect_ok("SELECT", str(self.db))
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
 
@@ -241,19 +282,15 @@ class _Connection:
         self.send(*args)
         return await self.receive()
 
-    def send(self, *args: Arg, later: bool = False) -> None:
-        """Write a command now, or with `later` at the end of this turn of the event loop,
-        together with the others sent so."""
-        out = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            raw = arg.encode() if isinstance(arg, str) else arg
-            out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-        if not later:
-            self._writer.write(b"".join(out))
-            return
+    def send(self, *args: Arg) -> None:
+        self._writer.write(_command(args))
+
+    def send_later(self, *args: Arg) -> None:
+        """Write a command at the end of this turn of the event loop, together with the
+        others sent so."""
         if not self._held:
             asyncio.get_running_loop().call_soon(self._write_held)
-        self._held.extend(out)
+        self._held.append(_command(args))
 
     def _write_held(self) -> None:
         self._writer.write(b"".join(self._held))
@@ -274,3 +311,12 @@ class _Connection:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _command(args: Sequence[Arg]) -> bytes:
+    """A command in RESP: an array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        raw = arg.encode() if isinstance(arg, str) else arg
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)

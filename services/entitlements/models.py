@@ -84,10 +84,6 @@ class PlanChange(BaseModel):
     previous: str
 
 
-# Plan changes kept in the document: billing needs those of the period it closes (R6.4).
-PLAN_CHANGES_KEPT = 12
-
-
 class TenantState(BaseModel):
     """One tenant's subscription; stored as one JSON value, changed by compare-and-set."""
 
@@ -105,7 +101,9 @@ class TenantState(BaseModel):
     status: TenantStatus = "active"
     pending_plan: str | None = None
     pending_plan_at: AwareDatetime | None = None
-    plan_changes: list[PlanChange] = Field(default_factory=list)  # oldest first
+    # Every change, oldest first: invoicing reads the plan in force in any period it bills,
+    # adjustments (R9.4) reaching far back; a few a year at most.
+    plan_changes: list[PlanChange] = Field(default_factory=list)
     ends_at: AwareDatetime | None = None
     created_at: AwareDatetime
     lots: list[Lot] = Field(default_factory=list)
@@ -114,8 +112,7 @@ class TenantState(BaseModel):
 
     def record_plan_change(self, at: datetime, plan: str) -> None:
         """Move to `plan` from `at`, remembering the one left (invoicing reads it)."""
-        kept = self.plan_changes[-(PLAN_CHANGES_KEPT - 1):]
-        self.plan_changes = [*kept, PlanChange(at=at, previous=self.plan)]
+        self.plan_changes.append(PlanChange(at=at, previous=self.plan))
         self.plan = plan
 
 

@@ -12,12 +12,15 @@ Layout (prefix `ent` by default, docs/entitlements.md):
 - `ent:outbox`            stream of events not yet acked by the broker (`id`, `key`, `value`)
 - `ent:outbox:lock`       the publisher lease (one draining replica at a time)
 - `ent:due`               sorted set: tenant -> µs of its next lifecycle instant
+- `ent:commit-call:{uuid}` the version one `_COMMIT` call wrote (10 minutes), so the
+                          client's resend of that call answers "committed" again
 - `tenant-zones`          hash tenant -> IANA zone, for metering (shared.live)
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,18 +31,18 @@ from redis.asyncio import Redis
 from shared import live
 from shared.redis import ReadMany
 
+# KEYS[7] marks this very call: the client sends a call again when its connection broke, and
+# if the first one ran (another writer may have committed since) it must answer the same.
 _COMMIT = """
+local done = redis.call('GET', KEYS[7])
+if done then return {1, done} end
 local p = cjson.decode(ARGV[4])
 if p.idem ~= '' then
   local previous = redis.call('GET', KEYS[5])
   if previous then return {2, previous} end
 end
 local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
-if ver ~= ARGV[1] then
-  -- This very write, already done: the client sent the call again after its connection broke.
-  if ver == ARGV[2] and redis.call('HGET', KEYS[1], 'doc') == ARGV[3] then return {1, ver} end
-  return {0, ver}
-end
+if ver ~= ARGV[1] then return {0, ver} end
 redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'ver', ARGV[2])
 for _, entry in ipairs(p.history) do
   redis.call('XADD', KEYS[2], '*', 'entry', entry)
@@ -58,6 +61,7 @@ end
 if p.zone ~= '' then
   redis.call('HSET', KEYS[6], p.tenant, p.zone)
 end
+redis.call('SET', KEYS[7], ARGV[2], 'EX', 600)
 return {1, ARGV[2]}
 """
 
@@ -142,7 +146,8 @@ class EntitlementsStore:
         }
         idem = change.idem_key or f"{self.prefix}:idem:none"
         keys = [self.tenant_key(tenant), self.history_key(tenant), self.outbox_key,
-                self.due_key, idem, live.TENANT_ZONES_KEY]
+                self.due_key, idem, live.TENANT_ZONES_KEY,
+                f"{self.prefix}:commit-call:{uuid.uuid4().hex}"]
         code, value = await self._commit(
             keys=keys, args=[str(expected), str(expected + 1), doc, orjson.dumps(payload)])
         if int(code) == 1:

@@ -88,7 +88,7 @@ class TenantView(BaseModel):
 
     def plan_at(self, instant: datetime) -> str:
         """The plan in force at `instant`: a scheduled downgrade applies at its instant (R4.5),
-        and before a recorded change the plan it left was (as far back as changes are kept)."""
+        and before a recorded change the plan it left was."""
         if self.pending_plan is not None and self.pending_plan_at is not None \
                 and self.pending_plan_at <= instant:
             return self.pending_plan

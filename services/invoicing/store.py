@@ -12,8 +12,9 @@ Redis layout (prefix `inv`, setting `INVOICING_KEY_PREFIX`):
 - `inv:events`               hash: subscription event id → number (immediate invoices, R9.2)
 - `inv:pending`              hash: number → JSON of a numbered document not yet in ClickHouse
 - `inv:credited`             hash: invoice number → minor units credited so far
-- `inv:credit-call:{uuid}`   the number one credit call issued (a day), so the client's
-                             resend of that call answers it again instead of issuing another
+- `inv:issue-call:{uuid}`, `inv:credit-call:{uuid}`  what one `_ISSUE` / `_CREDIT` call
+                             answered (a day), so the client's resend of that call answers
+                             the same instead of issuing again or reporting it skipped
 - `inv:next`                 sorted set: tenant → µs of its next unbilled billing instant
 - `inv:known`                set: tenants indexed in `inv:next`
 """
@@ -42,7 +43,10 @@ NUMBER_PLACEHOLDER: Final = "@@NUMBER@@"
 # next number of the year, keep the full document as pending and mark the key billed. A
 # crash after this call leaves a pending document that recovery writes; a crash before it
 # leaves nothing. So every number has its document and no key is billed twice (R9.5).
+# KEYS[4] marks the call, as for credit notes: a resent call that ran answers as it did.
 _ISSUE = """
+local done = redis.call('GET', KEYS[4])
+if done then return {tonumber(string.sub(done, 1, 1)), string.sub(done, 3)} end
 local prev = redis.call('HGET', KEYS[2], ARGV[1])
 if prev then return {0, prev} end
 local number = ''
@@ -55,8 +59,10 @@ end
 redis.call('HSET', KEYS[2], ARGV[1], number)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'last', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'cutoff', ARGV[6]) end
-if number == '' then return {2, ''} end
-return {1, number}
+local code = 1
+if number == '' then code = 2 end
+redis.call('SET', KEYS[4], code .. ':' .. number, 'EX', 86400)
+return {code, number}
 """
 
 # A credit note never takes more than what is left to credit (R9.3), checked and counted in
@@ -202,8 +208,9 @@ class InvoiceState:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for r in requests:
-            pipe.eval(_ISSUE, 3, self.seq_key(r.kind, r.year), r.marker_key,
-                      self.pending_key, r.field, f"{r.kind}-{r.year}-", r.template,
+            call = f"{self.prefix}:issue-call:{uuid.uuid4().hex}"
+            pipe.eval(_ISSUE, 4, self.seq_key(r.kind, r.year), r.marker_key,
+                      self.pending_key, call, r.field, f"{r.kind}-{r.year}-", r.template,
                       "1" if r.empty else "0", r.last,
                       "" if r.cutoff_us is None else str(r.cutoff_us))
         results = await pipe.execute()

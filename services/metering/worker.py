@@ -4,8 +4,8 @@ Order of a batch (docs/metering.md), in three stages: prepare (1 and 2's in-batc
 claim (2's ClickHouse look-up and 3) and store (4-6). Up to `IN_FLIGHT` batches move through
 them at once: while batch N is stored, N+1 is claimed and N+2 prepared. Claims are sent in
 batch order down one connection, so valkey runs them in offset order even when the next
-batch's are sent before the previous batch's have answered; stores follow each other in
-batch order.
+batch's are sent before the previous batch's have answered (claims sent again after their
+answers were lost are the exception: see `claim`); stores follow each other in batch order.
 1. decode and validate each message; a bad one is bound for the DLQ with its reason;
 2. drop copies within the batch; check events older than the Redis claim window against
    ClickHouse;
@@ -59,7 +59,8 @@ DEAD_LETTERS = Counter("metering_dead_letters_total", "Messages sent to the DLQ"
 RETRIES = Counter("metering_retries_total", "Retried steps of a batch", ["step"])
 BATCH_SECONDS = Histogram("metering_batch_seconds", "Time to process one batch")
 
-# Batches between poll and commit at once: one prepared, one claimed, one stored.
+# Batches between poll and commit at once: while one is polled and prepared, at most two
+# others are being claimed or stored.
 IN_FLIGHT = 3
 
 
@@ -202,6 +203,8 @@ class UsageConsumer:
         if batch.generation != self._generation:
             # Fetched before a rebalance: its partitions' new owner reads them again.
             return None
+        if not batch.unique:
+            return ClaimedBatch(batch, [])  # only dead letters: nothing to ask valkey
         async with self._claim_order:
             # Held until this batch's claims are sent, so batches send theirs in offset order.
             unique = await self._drop_stored_late_copies(batch.unique)

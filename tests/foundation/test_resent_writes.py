@@ -1,43 +1,111 @@
-"""Writes sent again by the Redis client after a broken connection (shared.redis.make_redis
-retries connection errors) are no-ops when the first one ran: the scripts recognise their own
-call instead of applying it twice."""
+"""Writes the Redis client sends again after a broken connection (shared.redis.make_redis
+retries connection errors) answer as the first call did when it ran: never applied twice.
+
+A proxy in front of the real valkey runs the first call and then breaks the connection
+before its answer comes back, so redis-py really sends it again."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
 from services.entitlements.store import Change, EntitlementsStore
-from services.invoicing.store import _CREDIT
+from services.invoicing.store import InvoiceState
 from shared.redis import make_redis
-from shared.stack import Endpoints
+from shared.stack import Endpoints, free_port
 
 
-async def test_a_commit_sent_twice_is_written_once(endpoints: Endpoints, unique: str) -> None:
-    redis = make_redis(endpoints.redis_url)
-    store = EntitlementsStore(redis, prefix=f"resent-{unique}")
-    change = Change(history=[b'{"what":"bought"}'], events=[("ev-1", "t", b'{"e":1}')])
-    try:
-        first = await store.commit("t", 0, b'{"v":1}', change, idempotency_ttl_s=60)
-        again = await store.commit("t", 0, b'{"v":1}', change, idempotency_ttl_s=60)
-        assert (first.outcome, again.outcome) == ("committed", "committed")
-        assert await redis.xlen(store.history_key("t")) == 1
-        assert await redis.xlen(store.outbox_key) == 1
-        # Another writer's document at that version is still a conflict.
-        other = await store.commit("t", 0, b'{"v":"other"}', change, idempotency_ttl_s=60)
-        assert other.outcome == "conflict"
-    finally:
-        await redis.aclose()
+class AnswerDropper:
+    """Forwards to Redis; `drop_next_answer` swallows the next reply and cuts the client off,
+    after running `meanwhile` (another writer getting in before the resend)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.drop_next_answer = False
+        self.dropped = 0
+        self.meanwhile: Callable[[], Awaitable[None]] | None = None
+
+    async def _pipe_client(self, client_r: asyncio.StreamReader,
+                           client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                server_w.write(data)
+            server_w.close()
+
+        async def downstream() -> None:
+            while data := await server_r.read(65536):
+                if self.drop_next_answer:
+                    self.drop_next_answer = False
+                    self.dropped += 1
+                    if self.meanwhile is not None:
+                        await self.meanwhile()
+                    client_w.close()
+                    server_w.close()
+                    return
+                client_w.write(data)
+            client_w.close()
+
+        await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[str]:
+        server = await asyncio.start_server(self._pipe_client, "127.0.0.1", self.port)
+        try:
+            yield f"redis://127.0.0.1:{self.port}/0"
+        finally:
+            server.close()
 
 
-async def test_a_credit_call_sent_twice_issues_one_note(endpoints: Endpoints,
-                                                        unique: str) -> None:
-    redis = make_redis(endpoints.redis_url)
-    keys = [f"resent-{unique}:seq", f"resent-{unique}:credited", f"resent-{unique}:pending",
-            f"resent-{unique}:call"]
-    args = ["INV-1", "1000", "400", "CN-2026-", '{"number":"@@NUMBER@@"}']
-    try:
-        first = await redis.eval(_CREDIT, 4, *keys, *args)
-        again = await redis.eval(_CREDIT, 4, *keys, *args)
-        assert first == again == [1, "CN-2026-000001"]
-        assert await redis.hget(keys[1], "INV-1") == "400"
-        assert await redis.hlen(keys[2]) == 1
-    finally:
-        await redis.aclose()
+async def test_a_commit_resent_after_another_writer_is_applied_once(
+        endpoints: Endpoints, unique: str) -> None:
+    direct = make_redis(endpoints.redis_url)
+    proxy = AnswerDropper(int(endpoints.redis_url.rsplit(":", 1)[1].split("/")[0]))
+    prefix = f"resent-{unique}"
+    async with proxy.running() as url:
+        via_proxy = make_redis(url)
+        store = EntitlementsStore(via_proxy, prefix=prefix)
+        other = EntitlementsStore(direct, prefix=prefix)
+        try:
+            async def another_writer() -> None:
+                result = await other.commit("t", 1, b'{"v":2}', Change(history=[b'"B"']), 60)
+                assert result.outcome == "committed"
+
+            # Redis learns the script first, so the answer dropped below is the commit's.
+            await store.commit("warm-up", 0, b"{}", Change(), 60)
+            proxy.meanwhile = another_writer
+            proxy.drop_next_answer = True
+            result = await store.commit("t", 0, b'{"v":1}', Change(history=[b'"A"']), 60)
+            assert proxy.dropped == 1  # the answer was lost and the call sent again
+            assert result.outcome == "committed"  # not a conflict to decide again on
+            history = await direct.xrange(store.history_key("t")) or []
+            assert [entry and entry["entry"] for _, entry in history] == ['"A"', '"B"']
+        finally:
+            await via_proxy.aclose()
+            await direct.aclose()
+
+
+async def test_a_credit_note_call_resent_issues_one_note(endpoints: Endpoints,
+                                                         unique: str) -> None:
+    direct = make_redis(endpoints.redis_url)
+    proxy = AnswerDropper(int(endpoints.redis_url.rsplit(":", 1)[1].split("/")[0]))
+    async with proxy.running() as url:
+        via_proxy = make_redis(url)
+        state = InvoiceState(via_proxy, prefix=f"resent-{unique}")
+        try:
+            template = b'{"number":"@@NUMBER@@"}'
+            # Redis learns the script first, so the answer dropped below is the credit's.
+            assert await state.credit("INV-0", 1000, 100, 2026, template) == (
+                True, "CN-2026-000001")
+            proxy.drop_next_answer = True
+            issued, number = await state.credit("INV-1", 1000, 400, 2026, template)
+            assert proxy.dropped == 1
+            assert (issued, number) == (True, "CN-2026-000002")
+            assert await state.credited_minor("INV-1") == 400
+            assert await direct.hlen(state.pending_key) == 2  # INV-0's note and this one
+        finally:
+            await via_proxy.aclose()
+            await direct.aclose()

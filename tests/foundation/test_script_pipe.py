@@ -10,7 +10,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.redis import ScriptPipe, make_redis
+from shared.redis import ReadMany, ScriptPipe, make_redis
 from shared.stack import Endpoints, TansuBroker, ValkeyServer
 from tests.conftest import eventually, redis_db_url
 
@@ -125,4 +125,72 @@ async def test_a_server_that_does_not_answer_in_time_fails_the_call_not_the_next
         await eventually(quick, within=20)
     finally:
         pipe.close()
+        await redis.aclose()
+
+
+async def test_callers_waiting_for_a_connection_share_one_attempt(
+        private_parts: tuple[TansuBroker, ValkeyServer]) -> None:
+    """Six callers while the server cannot answer: one connection attempt, one failure for
+    all (each used to make its own attempt after the previous one timed out)."""
+    _, valkey = private_parts
+    redis = make_redis(valkey.url)
+    slow = ScriptPipe(redis, "local n = 0 for i = 1, tonumber(ARGV[1]) do n = n + i end "
+                             "return 1", timeout_s=30)
+    pipe = ScriptPipe(redis, APPEND, timeout_s=0.1)
+    try:
+        busy = await slow.send([("100000000",)])  # holds the server for about a second
+
+        async def one() -> BaseException:
+            try:
+                await pipe.replies(await pipe.send([("pipe:shared", "x")]))
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                return exc
+            raise AssertionError("answered while the server was held")
+
+        errors = await asyncio.gather(*(one() for _ in range(6)))
+        assert len({id(e) for e in errors}) == 1  # the same failed attempt, seen by all
+        await slow.replies(busy)
+    finally:
+        pipe.close()
+        slow.close()
+        await redis.aclose()
+
+
+async def test_a_busy_server_is_unavailable_not_an_error_of_the_call(
+        private_parts: tuple[TansuBroker, ValkeyServer]) -> None:
+    """BUSY (a script running past the threshold) reaches callers as a ConnectionError, which
+    routes answer with 503, as redis-py does for LOADING; the pipe recovers after."""
+    _, valkey = private_parts
+    redis = make_redis(valkey.url)
+    await redis.config_set("busy-reply-threshold", 10)
+    slow = ScriptPipe(redis, "local n = 0 for i = 1, tonumber(ARGV[1]) do n = n + i end "
+                             "return 1", timeout_s=30)
+    pipe = ScriptPipe(redis, APPEND, timeout_s=10)
+    try:
+        await pipe.replies(await pipe.send([("pipe:busy", "before")]))  # connected, loaded
+        busy = await slow.send([("100000000",)])
+        await asyncio.sleep(0.1)
+        with pytest.raises(RedisConnectionError, match="BUSY"):
+            await pipe.replies(await pipe.send([("pipe:busy", "during")]))
+        await slow.replies(busy)
+        assert await pipe.replies(await pipe.send([("pipe:busy", "after")])) == [["after", 2]]
+    finally:
+        await redis.config_set("busy-reply-threshold", 5000)
+        pipe.close()
+        slow.close()
+        await redis.aclose()
+
+
+async def test_a_reply_that_is_not_text_fails_its_call_and_the_next_one_works(
+        endpoints: Endpoints, unique: str) -> None:
+    redis = make_redis(endpoints.redis_url)
+    read = ReadMany(redis)
+    try:
+        await redis.set(f"pipe:{unique}:bytes", b"\xff\xfe")
+        await redis.set(f"pipe:{unique}:text", "fine")
+        with pytest.raises(RedisConnectionError):
+            await read([("GET", f"pipe:{unique}:bytes")])
+        assert await read([("GET", f"pipe:{unique}:text")]) == ["fine"]
+    finally:
+        read.close()
         await redis.aclose()

@@ -119,6 +119,22 @@ class ValkeyServer(ChildServer):
         self.data_dir = data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
 
+    def start(self) -> None:
+        super().start()
+        self._wait_until_loaded()
+
+    def _wait_until_loaded(self, timeout: float = 30.0) -> None:
+        """Listening is not ready: while valkey replays its append-only file it answers every
+        command with -LOADING, which clients rightly take as unavailable."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as probe:
+                probe.sendall(b"PING\r\n")
+                if probe.recv(64).startswith(b"+PONG"):
+                    return
+            time.sleep(0.02)
+        raise StackError(f"valkey on port {self.port} still loading after {timeout:.0f} s")
+
     def argv(self) -> list[str]:
         config = self.data_dir / "valkey.conf"
         generate_config_file(config, self.port, self.data_dir,

@@ -96,6 +96,8 @@ class InvoicingSettings(CommonSettings):
     invoicing_batch_tenants: int = Field(default=1_000, ge=1, le=100_000)
     # How long the clock barrier waits for subscription-events to be consumed.
     invoicing_barrier_timeout_s: float = Field(default=15.0, gt=0)
+    # How long a credit note's Idempotency-Key answer is kept (seconds of wall time).
+    invoicing_idempotency_ttl_s: int = Field(default=7 * 86_400, ge=60)
     # A ClickHouse database of its own for invoices, lines and credit notes (empty: the
     # default one, where the migrations put them); lets test platforms share one engine.
     invoicing_clickhouse_database: str = Field(default="", pattern=r"^[A-Za-z0-9_]{0,64}$")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.invoicing.models import BillingRunRequest, CreditNoteRequest
@@ -65,9 +65,11 @@ async def get_invoice(number: str, request: Request, principal: ReaderKey,
 
 
 @router.post("/v1/invoices/{number}/credit-notes", status_code=201)
-async def credit_note(number: str, body: CreditNoteRequest, _: AdminKey,
-                      service: Invoicing) -> dict[str, Any]:
-    return await service.credit_note(number, body.amount, body.reason)
+async def credit_note(number: str, body: CreditNoteRequest, _: AdminKey, service: Invoicing,
+                      idempotency_key: Annotated[str | None, Header()] = None
+                      ) -> dict[str, Any]:
+    """R9.3. `Idempotency-Key` makes a retry safe: the same note, not a second one."""
+    return await service.credit_note(number, body.amount, body.reason, idempotency_key)
 
 
 @router.get("/v1/tenants/{tenant}/upcoming-invoice")

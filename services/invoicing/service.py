@@ -13,6 +13,7 @@ crash anywhere leaves either nothing or a numbered document that will be written
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import re
@@ -38,6 +39,8 @@ from services.invoicing.models import (
 )
 from services.invoicing.store import (
     NUMBER_PLACEHOLDER,
+    CreditRequest,
+    CreditResult,
     InvoiceState,
     InvoiceStore,
     IssueRequest,
@@ -55,7 +58,7 @@ from shared.billing.money import (
 from shared.billing.periods import Cycle, Period, local_date, period_containing
 from shared.catalog import Catalog, UnknownCatalogItem
 from shared.clock import Clock
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.settings import InvoicingSettings
 
 log = logging.getLogger(__name__)
@@ -543,8 +546,35 @@ class InvoicingService:
 
     # --- credit notes (R9.3) ----------------------------------------------------------
 
-    async def credit_note(self, number: str, amount_text: str | None, reason: str
-                          ) -> dict[str, Any]:
+    async def credit_note(self, number: str, amount_text: str | None, reason: str,
+                          idempotency_key: str | None = None) -> dict[str, Any]:
+        """R9.3. With an Idempotency-Key, a request sent again answers the note the first one
+        issued (409 if the body differs), even once nothing is left to credit."""
+        request = None
+        if idempotency_key is not None:
+            if not 1 <= len(idempotency_key) <= 255:
+                raise ValidationFailed("Idempotency-Key: 1 to 255 characters",
+                                       field="Idempotency-Key")
+            fingerprint = hashlib.sha256(
+                orjson.dumps([number, amount_text, reason])).hexdigest()
+            request = CreditRequest(idempotency_key, fingerprint,
+                                    self.settings.invoicing_idempotency_ttl_s)
+            earlier = await self.state.credit_replay(number, idempotency_key)
+            if earlier is not None:
+                return await self._replayed_note(earlier, fingerprint)
+        try:
+            return await self._issue_credit_note(number, amount_text, reason, request)
+        except ValidationFailed as refused:
+            if request is None or refused.error_code != "credit_exceeds_invoice":
+                raise
+            # A twin request (same key, sent at the same time) may have taken what was left.
+            earlier = await self.state.credit_replay(number, request.key)
+            if earlier is None:
+                raise
+            return await self._replayed_note(earlier, request.fingerprint)
+
+    async def _issue_credit_note(self, number: str, amount_text: str | None, reason: str,
+                                 request: CreditRequest | None) -> dict[str, Any]:
         invoice = await self.invoice(number, None)
         currency = invoice["currency"]
         digits = minor_unit(currency)
@@ -580,16 +610,34 @@ class InvoicingService:
                "subtotal": format_money(gross - tax, currency),
                "tax": format_money(tax, currency), "total": format_money(gross, currency),
                "reason": reason}
-        ok, value = await self.state.credit(number, total_minor, amount_minor,
-                                            now.astimezone(UTC).year, orjson.dumps(doc))
-        if not ok:
+        result = await self.state.credit(number, total_minor, amount_minor,
+                                         now.astimezone(UTC).year, orjson.dumps(doc), request)
+        if result.outcome == "refused":
             raise ValidationFailed(
-                f"amount: only {_minor_text(int(value), digits)} {currency} is left to credit "
-                f"on {number}", field="amount", code="credit_exceeds_invoice")
-        doc["number"] = value
+                f"amount: only {_minor_text(result.left_minor, digits)} {currency} is left to "
+                f"credit on {number}", field="amount", code="credit_exceeds_invoice")
+        if result.outcome == "replayed":  # the same request, at the same time
+            return await self._replayed_note(result, request.fingerprint if request else "")
+        doc["number"] = result.number
         await self.store.insert_documents([doc])
-        await self.state.clear_pending([value])
+        await self.state.clear_pending([result.number])
         return doc
+
+    async def _replayed_note(self, earlier: CreditResult, fingerprint: str) -> dict[str, Any]:
+        if earlier.fingerprint != fingerprint:
+            raise Conflict("this Idempotency-Key was used for a different request",
+                           field="Idempotency-Key", code="idempotency_key_reused")
+        doc = await self.store.credit_note(earlier.number)
+        if doc is None:
+            # Numbered, not yet in ClickHouse (the first request is writing it, or died
+            # before): its pending copy is the document.
+            raw = await self.state.pending_doc(earlier.number)
+            doc = orjson.loads(raw) if raw is not None else await self.store.credit_note(
+                earlier.number)  # written and cleared in between
+        if doc is None:
+            raise NotFound(f"credit note '{earlier.number}' not found", field="number")
+        result: dict[str, Any] = doc
+        return result
 
 
 def compose_tax(gross: Decimal, vat: Decimal, currency: str) -> Decimal:

@@ -15,6 +15,9 @@ Redis layout (prefix `inv`, setting `INVOICING_KEY_PREFIX`):
 - `inv:issue-call:{uuid}`, `inv:credit-call:{uuid}`  what one `_ISSUE` / `_CREDIT` call
                              answered (a day), so the client's resend of that call answers
                              the same instead of issuing again or reporting it skipped
+- `inv:credit-call:{sha256}` the same for a credit note requested with an Idempotency-Key
+                             (number and the request's fingerprint, kept as long as
+                             `INVOICING_IDEMPOTENCY_TTL_S`)
 - `inv:next`                 sorted set: tenant → µs of its next unbilled billing instant
 - `inv:known`                set: tenants indexed in `inv:next`
 """
@@ -22,13 +25,14 @@ Redis layout (prefix `inv`, setting `INVOICING_KEY_PREFIX`):
 from __future__ import annotations
 
 import base64
+import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 from redis.asyncio import Redis
@@ -67,11 +71,12 @@ return {code, number}
 
 # A credit note never takes more than what is left to credit (R9.3), checked and counted in
 # the same call that numbers it.
-# KEYS[4] marks the call: the client sends a call again when its connection broke (the
-# first may have run), and the second must answer the same note, not issue another.
+# KEYS[4] marks the call, named by a UUID or by the request's Idempotency-Key: a call sent
+# again (by the Redis client after a broken connection, or by the API client) answers the
+# note the first one issued (code 2, value "number fingerprint"), never another.
 _CREDIT = """
 local done = redis.call('GET', KEYS[4])
-if done then return {1, done} end
+if done then return {2, done} end
 local credited = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local total = tonumber(ARGV[2])
 local amount = tonumber(ARGV[3])
@@ -81,9 +86,35 @@ local number = ARGV[4] .. string.format('%06d', n)
 local doc = string.gsub(ARGV[5], '@@NUMBER@@', number)
 redis.call('HSET', KEYS[3], number, doc)
 redis.call('HINCRBY', KEYS[2], ARGV[1], amount)
-redis.call('SET', KEYS[4], number, 'EX', 86400)
+redis.call('SET', KEYS[4], number .. ' ' .. ARGV[6], 'EX', ARGV[7])
 return {1, number}
 """
+
+
+@dataclass(frozen=True, slots=True)
+class CreditRequest:
+    """An API request's Idempotency-Key, what its body hashes to, how long to remember it."""
+
+    key: str
+    fingerprint: str
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreditResult:
+    outcome: Literal["issued", "refused", "replayed"]
+    number: str = ""  # issued, replayed
+    left_minor: int = 0  # refused: what is left to credit
+    fingerprint: str = ""  # replayed: the first request's
+
+
+def _credit_result(code: int, value: str) -> CreditResult:
+    if code == 1:
+        return CreditResult("issued", number=value)
+    if code == 0:
+        return CreditResult("refused", left_minor=int(value))
+    number, _, fingerprint = value.partition(" ")
+    return CreditResult("replayed", number=number, fingerprint=fingerprint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +248,25 @@ class InvoiceState:
         return [IssueResult(int(code) == 1, str(value)) for code, value in results]
 
     async def credit(self, invoice: str, total_minor: int, amount_minor: int, year: int,
-                     template: bytes) -> tuple[bool, str]:
-        call = f"{self.prefix}:credit-call:{uuid.uuid4().hex}"
+                     template: bytes, request: CreditRequest | None = None) -> CreditResult:
+        """Number a credit note if `amount_minor` is still left to credit on `invoice`."""
+        call, fingerprint, ttl_s = (self.credit_call_key(invoice, request.key),
+                                    request.fingerprint, request.ttl_s) if request else (
+            f"{self.prefix}:credit-call:{uuid.uuid4().hex}", "", 86_400)
         code, value = await self._credit(
             keys=[self.seq_key("CN", year), self.credited_key, self.pending_key, call],
-            args=[invoice, str(total_minor), str(amount_minor), f"CN-{year}-", template])
-        return int(code) == 1, str(value)
+            args=[invoice, str(total_minor), str(amount_minor), f"CN-{year}-", template,
+                  fingerprint, str(ttl_s)])
+        return _credit_result(int(code), str(value))
+
+    def credit_call_key(self, invoice: str, idempotency_key: str) -> str:
+        digest = hashlib.sha256(f"{invoice}\x00{idempotency_key}".encode()).hexdigest()
+        return f"{self.prefix}:credit-call:{digest}"
+
+    async def credit_replay(self, invoice: str, idempotency_key: str) -> CreditResult | None:
+        """What an earlier request with this Idempotency-Key was answered, if any."""
+        done = await self.redis.get(self.credit_call_key(invoice, idempotency_key))
+        return None if done is None else _credit_result(2, str(done))
 
     async def credited_minor(self, invoice: str) -> int:
         return int(await self.redis.hget(self.credited_key, invoice) or 0)

@@ -98,12 +98,13 @@ async def test_a_credit_note_call_resent_issues_one_note(endpoints: Endpoints,
         try:
             template = b'{"number":"@@NUMBER@@"}'
             # Redis learns the script first, so the answer dropped below is the credit's.
-            assert await state.credit("INV-0", 1000, 100, 2026, template) == (
-                True, "CN-2026-000001")
+            first = await state.credit("INV-0", 1000, 100, 2026, template)
+            assert (first.outcome, first.number) == ("issued", "CN-2026-000001")
             proxy.drop_next_answer = True
-            issued, number = await state.credit("INV-1", 1000, 400, 2026, template)
+            resent = await state.credit("INV-1", 1000, 400, 2026, template)
             assert proxy.dropped == 1
-            assert (issued, number) == (True, "CN-2026-000002")
+            # The answer of the call that ran, and the only note numbered for it.
+            assert (resent.outcome, resent.number) == ("replayed", "CN-2026-000002")
             assert await state.credited_minor("INV-1") == 400
             assert await direct.hlen(state.pending_key) == 2  # INV-0's note and this one
         finally:

@@ -3,6 +3,8 @@ credit notes never above what is left (R9.3); CSV and export shapes."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from tests.conftest import ADMIN, RunningApp, create_tenant
@@ -121,3 +123,40 @@ async def test_routes_bad_input_roles_and_credit_notes(platform: RunningApp,
     assert [n["amount"] for n in doc["credit_notes"]] == ["10.00", "48.80"]
     assert doc["status"] == "credited"
     assert doc["total"] == "58.80"
+
+
+async def test_a_credit_note_sent_again_with_its_idempotency_key_is_issued_once(
+        platform: RunningApp, unique: str) -> None:
+    """Invoice 58.80; a credit of 58.80 with key K sent three times at once, then again once
+    nothing is left: one note, the same answer each time; K with another body: 409; a bad
+    key: 422 naming the header."""
+    c = platform.client
+    tenant = f"idem-cn-{unique}"
+    await create_tenant(c, tenant)
+    r = await c.post("/v1/billing-runs", json={"tenant": tenant}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    number = (await invoices_of(c, tenant))[0]["number"]
+    url = f"/v1/invoices/{number}/credit-notes"
+    headers = {**ADMIN, "Idempotency-Key": f"refund-{unique}"}
+    body = {"amount": "58.80", "reason": "refund"}
+
+    answers = await asyncio.gather(*(c.post(url, json=body, headers=headers)
+                                     for _ in range(3)))
+    assert [a.status_code for a in answers] == [201, 201, 201], [a.text for a in answers]
+    notes = {a.json()["number"] for a in answers}
+    assert len(notes) == 1
+    again = await c.post(url, json=body, headers=headers)  # nothing is left by now
+    assert again.status_code == 201, again.text
+    assert again.json()["number"] in notes
+    assert again.json()["total"] == "58.80"
+
+    r = await c.get(f"/v1/invoices/{number}", headers=ADMIN)
+    assert [n["number"] for n in r.json()["credit_notes"]] == list(notes)
+    assert r.json()["status"] == "credited"
+
+    other = await c.post(url, json={"amount": "1.00"}, headers=headers)
+    assert other.status_code == 409, other.text
+    assert other.json()["error"]["field"] == "Idempotency-Key"
+    bad = await c.post(url, json=body, headers={**ADMIN, "Idempotency-Key": "x" * 300})
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["error"]["field"] == "Idempotency-Key"

@@ -174,10 +174,19 @@ def seat_capacity(view: TenantView, catalog: Catalog, module: str, period: Perio
     return seats
 
 
+@dataclass(frozen=True, slots=True)
+class ExtraUsers:
+    """One module's extra users over a period (R6.1, R6.4)."""
+
+    billable: int
+    users: list[str]  # with access at some moment of [since, end), administrator excluded
+    capacity: int
+    since: datetime  # the period start, or when an upgrade brought the module
+
+
 def extra_users(view: TenantView, catalog: Catalog, period: Period,
-                access: Iterable[tuple[str, str, datetime, str]]
-                ) -> dict[str, tuple[int, list[str], int]]:
-    """Per billed module: (billable extra users, the extra users, capacity) (R6.1, R6.4).
+                access: Iterable[tuple[str, str, datetime, str]]) -> dict[str, ExtraUsers]:
+    """Per billed module, its extra users (R6.1, R6.4).
 
     A module the plan gained during the period (an upgrade, R4.2) counts the users who had
     access from then on: before, it was not the tenant's (R6.3 denied it)."""
@@ -186,7 +195,7 @@ def extra_users(view: TenantView, catalog: Catalog, period: Period,
     intervals = access_intervals(access)
     over_period = users_with_access(intervals, start, end)
     plan = _plan_modules(view, catalog, end - timedelta(microseconds=1))
-    result: dict[str, tuple[int, list[str], int]] = {}
+    result: dict[str, ExtraUsers] = {}
     for module_id in sorted(plan):
         try:
             module = catalog.module(module_id)
@@ -199,7 +208,7 @@ def extra_users(view: TenantView, catalog: Catalog, period: Period,
                  ).get(module_id, set())
         extras = sorted(u for u in users if u != view.admin_user)
         capacity = seat_capacity(view, catalog, module_id, period)
-        result[module_id] = (max(0, len(extras) - capacity), extras, capacity)
+        result[module_id] = ExtraUsers(max(0, len(extras) - capacity), extras, capacity, since)
     return result
 
 
@@ -238,7 +247,8 @@ def arrears_quantities(view: TenantView, catalog: Catalog, period: Period,
     """Billable quantities per (meter, module) of a period: the basis of arrears lines and of
     late-usage adjustments (R9.4)."""
     quantities: dict[tuple[str, str | None], Decimal] = {}
-    for module, (billable, _, _) in extra_users(view, catalog, period, usage.access).items():
+    for module, counted in extra_users(view, catalog, period, usage.access).items():
+        billable = counted.billable
         quantities[(EXTRA_USERS_METER, module)] = Decimal(billable)
     if catalog.email_overage_price is not None:
         overage = max(0, usage.emails - email_allowance(view, period))
@@ -280,8 +290,8 @@ def arrears_lines(view: TenantView, catalog: Catalog, period: Period,
     """Consumption of the period that ended, billed in arrears (R9.1)."""
     lines: list[Line] = []
     zone = view.zone
-    for module, (billable, extras, capacity) in extra_users(
-            view, catalog, period, usage.access).items():
+    for module, counted in extra_users(view, catalog, period, usage.access).items():
+        billable, extras, capacity = counted.billable, counted.users, counted.capacity
         price = unit_price(catalog, view, EXTRA_USERS_METER, module)
         if billable == 0 or price is None:
             continue
@@ -294,7 +304,7 @@ def arrears_lines(view: TenantView, catalog: Catalog, period: Period,
             meter=EXTRA_USERS_METER,
             source={"meter": "users_with_access", "module": module,
                     "period": period_json(period),
-                    "from": iso(period.start_instant(zone)),
+                    "from": iso(counted.since),
                     "to": iso(period.end_instant(zone)), "users": extras,
                     "seat_capacity": capacity, "admin_user": view.admin_user,
                     "query": usage.access_query}))

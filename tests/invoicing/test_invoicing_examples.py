@@ -182,3 +182,6 @@ async def test_upgrade_mid_period_counts_a_new_modules_users_from_the_upgrade(
                                    ("accounting", "extra_users", "2", "40.00"),
                                    ("crm", "extra_users", "1", "15.00")]
         assert found[2]["lines"][1]["source"]["users"] == ["u2", "u3"]
+        # Provenance names the window the users were counted over: from the upgrade.
+        assert found[2]["lines"][1]["source"]["from"] == "2026-03-20T10:00:00Z"
+        assert found[2]["lines"][2]["source"]["from"] == "2026-02-28T23:00:00Z"  # crm: March

@@ -38,8 +38,10 @@ async def serve(settings: CommonSettings, with_demo: bool) -> None:
     parts: list[ServicePart] = [MeteringPart(overrides), EntitlementsPart(overrides),
                                 InvoicingPart(overrides)]
     app = create_app(settings, parts)
+    # Requests still running 5 s after SIGTERM are cancelled (a long clock move among them),
+    # so the platform stops within seconds whatever it is doing.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            access_log=False, lifespan="on")
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     while not server.started:

@@ -14,18 +14,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import DatabaseError as ClickHouseDatabaseError
 from clickhouse_connect.driver.exceptions import OperationalError as ClickHouseOperationalError
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -33,12 +33,21 @@ from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import AdminKey, KeyStore, Role
+from shared.auth import AdminKey, KeyStore, PlatformAdminKey, Role
 from shared.clickhouse.client import ClickHouse, connect
 from shared.clickhouse.migrate import migrate
 from shared.clock import Clock, ManualClock, Scheduler, WallClock
-from shared.errors import AppError, BadRequest, NotFound, Unavailable, ValidationFailed
+from shared.consumer import LoopHealth
+from shared.errors import (
+    AppError,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    Unavailable,
+    ValidationFailed,
+)
 from shared.kafka import ensure_topics, make_producer, platform_topics, probe
+from shared.live import TENANT_ZONES_KEY
 from shared.observability import HTTP_LATENCY, HTTP_REQUESTS, configure_logging
 from shared.redis import make_redis
 from shared.settings import CommonSettings
@@ -60,12 +69,16 @@ class Runtime:
     # The application's state: where each service part puts what its routes depend on.
     app_state: State = field(default_factory=State)
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    # Background loops that cannot go on: `/readyz` turns 503 while any is listed.
+    health: LoopHealth = field(default_factory=LoopHealth)
 
     def spawn(self, coro: Awaitable[None], name: str) -> None:
         async def run() -> None:
             await coro
 
-        self.background.append(asyncio.create_task(run(), name=name))
+        task = asyncio.create_task(run(), name=name)
+        self.health.supervise(task)
+        self.background.append(task)
 
 
 class FastPath(Protocol):
@@ -107,7 +120,8 @@ async def open_runtime(settings: CommonSettings) -> Runtime:
     if settings.admin_api_key:
         await keys.ensure_admin(settings.admin_api_key)
     return Runtime(settings=settings, redis=redis, clickhouse=clickhouse, producer=producer,
-                   clock=clock, scheduler=Scheduler(clock), keys=keys)
+                   clock=clock, keys=keys,
+                   scheduler=Scheduler(clock, timedelta(days=settings.clock_max_step_days)))
 
 
 async def close_runtime(runtime: Runtime) -> None:
@@ -135,6 +149,7 @@ def create_app(settings: CommonSettings, parts: list[ServicePart],
             tune_gc()
             yield
         finally:
+            runtime.scheduler.stop()
             for part in reversed(started):
                 await part.stop()
             await close_runtime(runtime)
@@ -276,7 +291,7 @@ class MetricsMiddleware:
 class ApiKeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role
-    tenant: str | None = None
+    tenant: str | None = Field(default=None, min_length=1, max_length=128)
 
 
 class ApiKeyOut(BaseModel):
@@ -339,9 +354,10 @@ def platform_router() -> APIRouter:
             return name, "ok"
 
         results = dict(await asyncio.gather(*(check(n, p) for n, p in PROBES.items())))
+        results.update(runtime.health.problems())
         down = sorted(n for n, state in results.items() if state != "ok")
         if down:
-            body = {"error": {"code": "not_ready", "message": f"unreachable: {', '.join(down)}"},
+            body = {"error": {"code": "not_ready", "message": f"not ready: {', '.join(down)}"},
                     "checks": results}
             return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ready", "checks": results})
@@ -351,22 +367,31 @@ def platform_router() -> APIRouter:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @router.post("/v1/api-keys", status_code=201, tags=["keys"], response_model=ApiKeyOut)
-    async def mint_key(body: ApiKeyRequest, request: Request,
-                       _: AdminKey) -> ApiKeyOut:
-        key, secret = await runtime_of(request).keys.mint(body.role, body.tenant)
+    async def mint_key(body: ApiKeyRequest, request: Request, principal: AdminKey) -> ApiKeyOut:
+        """A tenant's admin mints keys for its tenant only; keys name existing tenants."""
+        runtime = runtime_of(request)
+        if body.tenant is None and principal.tenant is not None:
+            raise Forbidden("a key limited to a tenant mints keys for that tenant only",
+                            field="tenant")
+        if body.tenant is not None:
+            principal.ensure_tenant(body.tenant)
+            if not await runtime.redis.hexists(TENANT_ZONES_KEY, body.tenant):
+                raise NotFound(f"tenant '{body.tenant}' not found", field="tenant")
+        key, secret = await runtime.keys.mint(body.role, body.tenant)
         return ApiKeyOut(id=key.id, role=key.role, tenant=key.tenant, key=secret)
 
     @router.get("/v1/api-keys", tags=["keys"])
-    async def list_keys(request: Request,
-                        _: AdminKey) -> dict[str, Any]:
+    async def list_keys(request: Request, principal: AdminKey) -> dict[str, Any]:
         keys = await runtime_of(request).keys.list()
         return {"data": [ApiKeyOut(id=k.id, role=k.role, tenant=k.tenant).model_dump(
-            exclude={"key"}) for k in keys]}
+            exclude={"key"}) for k in keys if principal.may_see(k.tenant)]}
 
     @router.delete("/v1/api-keys/{key_id}", status_code=204, tags=["keys"])
-    async def revoke_key(key_id: str, request: Request,
-                         _: AdminKey) -> Response:
-        if not await runtime_of(request).keys.revoke(key_id):
+    async def revoke_key(key_id: Annotated[str, Path(max_length=64)], request: Request,
+                         principal: AdminKey) -> Response:
+        keys = runtime_of(request).keys
+        key = await keys.get(key_id)
+        if key is None or not principal.may_see(key.tenant) or not await keys.revoke(key_id):
             raise NotFound(f"API key '{key_id}' not found", field="id")
         return Response(status_code=204)
 
@@ -378,7 +403,7 @@ def platform_router() -> APIRouter:
 
     @router.put("/v1/clock", tags=["clock"], response_model=ClockOut)
     async def set_clock(body: ClockRequest, request: Request,
-                        _: AdminKey) -> ClockOut:
+                        _: PlatformAdminKey) -> ClockOut:
         runtime = runtime_of(request)
         result = await runtime.scheduler.advance_to(body.now.astimezone(UTC))
         return ClockOut(now=result.now, manual=True)

@@ -38,6 +38,10 @@ class Principal:
         if self.tenant is not None and self.tenant != tenant:
             raise NotFound(f"tenant '{tenant}' not found", field="tenant")
 
+    def may_see(self, tenant: str | None) -> bool:
+        """Whether data of `tenant` (None: of the platform) is in this key's scope."""
+        return self.tenant is None or self.tenant == tenant
+
 
 @dataclass(frozen=True)
 class ApiKey:
@@ -82,6 +86,12 @@ class KeyStore:
     async def record(self, secret: str) -> Mapping[Any, Any]:
         """The stored record of a secret; empty when unknown or revoked."""
         return await self._redis.hgetall(self._BY_HASH + _digest(secret))
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        digest = await self._redis.get(self._BY_ID + key_id)
+        fields = None if digest is None else await self._redis.hgetall(
+            self._BY_HASH + text(digest))
+        return _decode(fields) if fields else None
 
     async def list(self) -> list[ApiKey]:
         ids = sorted(text(m) for m in await self._redis.smembers(self._IDS))
@@ -133,22 +143,28 @@ def key_from_reply(reply: Mapping[Any, Any] | None) -> ApiKey:
 
 
 class RoleCheck:
-    """Who may call a route: the given roles, and admin always."""
+    """Who may call a route: the given roles, and admin always; a platform-wide route only
+    an admin key limited to no tenant (a tenant's admin acts on its tenant alone)."""
 
-    def __init__(self, *roles: Role) -> None:
+    def __init__(self, *roles: Role, platform_wide: bool = False) -> None:
         self.allowed = frozenset(roles) | {Role.ADMIN}
+        self.platform_wide = platform_wide
         self._names = ", ".join(sorted(r.value for r in self.allowed))
 
     def admit(self, key: ApiKey, method: str, path: str) -> Principal:
         if key.role not in self.allowed:
             raise Forbidden(f"role '{key.role.value}' may not call {method} {path} "
                             f"(needs one of: {self._names})")
+        if self.platform_wide and key.tenant is not None:
+            raise Forbidden(f"{method} {path} acts on the whole platform: it needs an admin "
+                            "key limited to no tenant")
         return Principal(key_id=key.id, role=key.role, tenant=key.tenant)
 
 
-def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
+def require(*roles: Role, platform_wide: bool = False
+            ) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency admitting the given roles (admin is always admitted)."""
-    check = RoleCheck(*roles)
+    check = RoleCheck(*roles, platform_wide=platform_wide)
 
     async def dependency(request: Request) -> Principal:
         secret = bearer_secret(request.headers.get("authorization", ""))
@@ -160,3 +176,4 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
 
 
 AdminKey = Annotated[Principal, Depends(require(Role.ADMIN))]
+PlatformAdminKey = Annotated[Principal, Depends(require(Role.ADMIN, platform_wide=True))]

@@ -11,13 +11,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from redis.asyncio import Redis
 
-from shared.errors import Conflict
+from shared.errors import Conflict, Unavailable, ValidationFailed
 from shared.redis import text
+from shared.times import within_domain
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,24 @@ class AdvanceResult:
 
 
 class Scheduler:
-    """Runs due jobs: on a tick under the wall clock, on `advance_to` under the manual one."""
+    """Runs due jobs: on a tick under the wall clock, on `advance_to` under the manual one.
 
-    def __init__(self, clock: Clock) -> None:
+    One move of the manual clock is at most `max_step` long and never leaves the platform's
+    time domain: every billing date on the way is run, so a move of centuries would keep the
+    scheduler busy for hours. A move stops between two jobs once `stop` is called, so a
+    shutdown never waits for it.
+    """
+
+    def __init__(self, clock: Clock, max_step: timedelta) -> None:
         self.clock = clock
+        self.max_step = max_step
         self._jobs: list[DueJob] = []
         self._barriers: list[Barrier] = []
         self._lock = asyncio.Lock()
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
 
     def register(self, job: DueJob) -> None:
         self._jobs.append(job)
@@ -101,17 +113,22 @@ class Scheduler:
         if not isinstance(self.clock, ManualClock):
             raise Conflict("the clock is the wall clock; start with CLOCK=manual to set it",
                            code="clock_not_manual")
-        if target.tzinfo is None:
-            raise Conflict("the instant needs a UTC offset", code="naive_datetime")
+        within_domain(target, "now")
         async with self._lock:
             current = await self.clock.now()
             if target < current:
                 raise Conflict(f"the clock moves forward only: it is {current.isoformat()}",
                                code="clock_backwards")
+            if target - current > self.max_step:
+                raise ValidationFailed(f"now: one move of the clock spans at most "
+                                       f"{self.max_step.days} days", field="now")
             for barrier in self._barriers:
                 await barrier()
             jobs_run = 0
             while (due := await self._earliest_due(target)) is not None:
+                if self._stopping:
+                    raise Unavailable("the platform is stopping; the clock stopped at "
+                                      f"{(await self.clock.now()).isoformat()}")
                 instant, job = due
                 await self.clock.set(max(instant, current))
                 await job.run_due(max(instant, current))

@@ -9,14 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final
 
 import orjson
 
+from shared.errors import ValidationFailed
+from shared.times import parse_instant
+
 SPEC_VERSION: Final = "1.0"
 MAX_ID_LENGTH: Final = 256
+# events.md: counts and minutes are whole numbers in [1, 10^9]. A batch of live-counter
+# updates then sums far below 2^53, exact even in valkey's Lua doubles.
+MAX_QUANTITY: Final = 10**9
+# Nesting of `data` and extension attributes: deep enough for any real payload, far below
+# the depth where JSON encoders refuse a document (orjson stops at 255).
+MAX_DEPTH: Final = 32
 
 USER_ACCESS_GRANTED: Final = "user.access.granted"
 USER_ACCESS_REVOKED: Final = "user.access.revoked"
@@ -84,8 +93,8 @@ def _positive_int(data: Mapping[str, Any], name: str) -> None:
     # bool is an int in Python; JSON true is not a count.
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidEvent("invalid_field", f"data.{name}", "must be an integer")
-    if value < 1:
-        raise InvalidEvent("invalid_field", f"data.{name}", "must be at least 1")
+    if not 1 <= value <= MAX_QUANTITY:
+        raise InvalidEvent("invalid_field", f"data.{name}", f"must be from 1 to {MAX_QUANTITY}")
 
 
 def _user_access(data: Mapping[str, Any]) -> None:
@@ -138,15 +147,24 @@ def _attribute(body: Mapping[str, Any], name: str) -> str:
 
 
 def parse_time(value: Any, field: str = "time") -> datetime:
-    if not isinstance(value, str):
-        raise InvalidEvent("invalid_field", field, "must be an RFC 3339 string")
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidEvent("invalid_field", field, "is not an RFC 3339 date-time") from None
-    if parsed.tzinfo is None:
-        raise InvalidEvent("invalid_field", field, "needs a UTC offset (RFC 3339)")
-    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
+        return parse_instant(value, field)
+    except ValidationFailed as error:
+        reason = error.message.removeprefix(f"{field}: ")
+        raise InvalidEvent("invalid_field", field, reason) from None
+
+
+def _depth_within(value: Any, field: str, depth: int = 1) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidEvent("too_deep", field, f"nested more than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for item in value.values():
+            if isinstance(item, dict | list):
+                _depth_within(item, field, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict | list):
+                _depth_within(item, field, depth + 1)
 
 
 class EventValidator:
@@ -186,7 +204,11 @@ class EventValidator:
         if not isinstance(data, dict):
             raise InvalidEvent("invalid_field", "data", "must be a JSON object")
         checker(data)
+        _depth_within(data, "data")
         extra = body.keys() - _ENVELOPE
         extensions = {k: body[k] for k in extra} if extra else _NO_EXTENSIONS
+        for name, value in extensions.items():
+            if isinstance(value, dict | list):
+                _depth_within(value, name)
         return UsageEvent(id=event_id, source=source, type=event_type, tenant=tenant, time=time,
                           data=data, extensions=extensions)

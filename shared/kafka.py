@@ -27,6 +27,7 @@ def platform_topics(settings: CommonSettings) -> list[TopicSpec]:
         TopicSpec(settings.usage_events_topic, settings.usage_events_partitions),
         TopicSpec(settings.usage_events_dlq_topic, 1),
         TopicSpec(settings.subscription_events_topic, settings.subscription_events_partitions),
+        TopicSpec(settings.subscription_events_dlq_topic, 1),
     ]
 
 

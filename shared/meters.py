@@ -38,6 +38,9 @@ class Aggregation(StrEnum):
 NEEDS_VALUE = frozenset({Aggregation.SUM, Aggregation.UNIQUE_COUNT, Aggregation.MAX,
                          Aggregation.LATEST})
 NUMERIC = frozenset({Aggregation.SUM, Aggregation.MAX, Aggregation.LATEST})
+# A declared meter's value per event: exact in a double and, summed over billions of events,
+# far inside the 38 digits ClickHouse's Decimal128 aggregates in.
+MAX_METER_VALUE = Decimal(10) ** 15
 
 
 class Meter(BaseModel):
@@ -193,8 +196,9 @@ def _value_checker(meter: Meter) -> DataChecker:
                 number = Decimal(str(value))
             except InvalidOperation:
                 raise InvalidEvent("invalid_field", field, "must be a number") from None
-            if not number.is_finite():
-                raise InvalidEvent("invalid_field", field, "must be a finite number")
+            if not number.is_finite() or abs(number) > MAX_METER_VALUE:
+                raise InvalidEvent("invalid_field", field,
+                                   f"must be a number from -{MAX_METER_VALUE} to {MAX_METER_VALUE}")
 
     return check
 

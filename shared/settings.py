@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 USAGE_EVENTS_TOPIC = "usage-events"
 USAGE_EVENTS_DLQ_TOPIC = "usage-events.dlq"
+SUBSCRIPTION_EVENTS_DLQ_TOPIC = "subscription-events.dlq"
 SUBSCRIPTION_EVENTS_TOPIC = "subscription-events"
 
 
@@ -33,6 +34,7 @@ class CommonSettings(BaseSettings):
     usage_events_topic: str = USAGE_EVENTS_TOPIC
     usage_events_dlq_topic: str = USAGE_EVENTS_DLQ_TOPIC
     subscription_events_topic: str = SUBSCRIPTION_EVENTS_TOPIC
+    subscription_events_dlq_topic: str = SUBSCRIPTION_EVENTS_DLQ_TOPIC
     usage_events_partitions: int = Field(default=4, ge=1)
     subscription_events_partitions: int = Field(default=4, ge=1)
 
@@ -53,6 +55,15 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     # Seconds between scheduler ticks under the wall clock.
     scheduler_tick_s: float = Field(default=1.0, gt=0)
+    # The longest single move of the manual clock: every due job on the way runs in that
+    # call, so a longer span would hold the scheduler (and the caller) for minutes.
+    clock_max_step_days: int = Field(default=1_100, ge=1, le=36_500)
+    # Consumers retry a dependency outage with back-off from the first delay to the last.
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=5.0, gt=0)
+    # Dead letters in a row after which a consumer stops (and /readyz says so) rather than
+    # dead-letter a whole stream that some fault of ours makes look bad.
+    dead_letter_limit: int = Field(default=1_000, ge=1)
 
 
 class MeteringSettings(CommonSettings):
@@ -67,8 +78,6 @@ class MeteringSettings(CommonSettings):
     # How long Redis remembers which message claimed an event id; older events are checked
     # against ClickHouse instead (docs/metering.md, "Exactly once").
     dedupe_window_days: int = Field(default=35, ge=2)
-    retry_initial_s: float = Field(default=0.2, gt=0)
-    retry_max_s: float = Field(default=5.0, gt=0)
 
 
 class EntitlementsSettings(CommonSettings):

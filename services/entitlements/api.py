@@ -9,6 +9,7 @@ exist: `ensure_tenant` runs before any lookup.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -24,12 +25,11 @@ from services.entitlements.models import (
     TenantPatch,
 )
 from services.entitlements.service import EntitlementsService
-from shared.auth import Principal, Role, require
+from shared.auth import PlatformAdminKey, Principal, Role, require
 from shared.errors import PayloadTooLarge, ValidationFailed
 
 router = APIRouter(tags=["entitlements"])
 
-AdminKey = Annotated[Principal, Depends(require(Role.ADMIN))]
 IngestKey = Annotated[Principal, Depends(require(Role.INGEST))]
 ReaderKey = Annotated[Principal, Depends(require(Role.INGEST, Role.DASHBOARD))]
 DashboardKey = Annotated[Principal, Depends(require(Role.DASHBOARD))]
@@ -55,9 +55,8 @@ async def catalog(_: ReaderKey, service: Entitlements) -> Response:
 
 
 @router.post("/v1/tenants", status_code=201)
-async def create_tenant(body: TenantCreate, principal: AdminKey,
+async def create_tenant(body: TenantCreate, principal: PlatformAdminKey,
                         service: Entitlements) -> Response:
-    principal.ensure_tenant(body.id)
     return _json(await service.create_tenant(body, principal), 201)
 
 
@@ -120,18 +119,26 @@ async def history(tenant: str, principal: DashboardKey, service: Entitlements,
     return _json(await service.history(tenant, cursor, limit))
 
 
+# ASCII digits only, few enough for a 64-bit integer: str.isdigit() also takes '²' and
+# '١٢', which int() refuses or reads; the service checks the range.
+_INTEGER = re.compile(r"^-?[0-9]{1,12}$", re.ASCII)
+
+
+def _integer(params: Mapping[str, str], name: str) -> int | None:
+    text = params.get(name)
+    if text is None:
+        return None
+    if not _INTEGER.match(text):
+        raise ValidationFailed(f"{name}: must be an integer", field=name)
+    return int(text)
+
+
 def check_item(tenant: str, params: Mapping[str, str]) -> CheckItem:
     """One check from its query string (shared with the fast path, services/.../fastpath)."""
-    quantity = params.get("quantity")
-    if quantity is not None and not quantity.lstrip("-").isdigit():
-        raise ValidationFailed("quantity: must be an integer", field="quantity")
-    level = params.get("level")
-    if level is not None and not level.lstrip("-").isdigit():
-        raise ValidationFailed("level: must be 1, 2 or 3 (R8.3)", field="level")
     return CheckItem.model_construct(
         tenant=tenant, module=params.get("module"), user=params.get("user"),
-        feature=params.get("feature"), quantity=None if quantity is None else int(quantity),
-        level=None if level is None else int(level))
+        feature=params.get("feature"), quantity=_integer(params, "quantity"),
+        level=_integer(params, "level"))
 
 
 @router.get("/v1/tenants/{tenant}/check")

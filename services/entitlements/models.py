@@ -25,6 +25,7 @@ DecimalText = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), retur
                                                  when_used="json")]
 TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 ActorRole = Literal["owner", "admin", "supervisor", "agent"]
 LotState = Literal["active", "cancelled", "trialing", "expired"]
@@ -160,10 +161,10 @@ class CheckItem(BaseModel):
     """One decision of `POST /v1/check`."""
 
     model_config = ConfigDict(extra="forbid")
-    tenant: str
-    module: str | None = None
-    user: str | None = None
-    feature: str | None = None
+    tenant: Name
+    module: Name | None = None
+    user: UserId | None = None
+    feature: Name | None = None
     quantity: int | None = None
     level: int | None = None  # feature=support: the session's level (R8.3)
 

@@ -35,7 +35,7 @@ class EntitlementsPart:
                                            publisher.notify)
         runtime.scheduler.register(LifecycleJob(self.service))
         if self.settings.entitlements_outbox_publisher:
-            publisher.start()
+            publisher.start(runtime.health)
             self.publisher = publisher
         runtime.app_state.entitlements = self.service
 

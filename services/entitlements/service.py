@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -48,8 +49,13 @@ from shared.catalog import ONCE, Catalog, Pack, Plan, UnknownCatalogItem
 from shared.clock import Clock
 from shared.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from shared.settings import EntitlementsSettings
+from shared.times import parse_zone, zone
 
 MAX_ATTEMPTS = 500
+# A history cursor is the id of the last entry seen (a stream id).
+_HISTORY_CURSOR = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$", re.ASCII)
+# How far ahead a tenant's first period may be scheduled (`anchor`).
+MAX_SCHEDULED_START = timedelta(days=366)
 # Where a confirmed purchase's answer keeps its event id until the invoice number replaces it.
 EVENT_FIELD = "_event_id"
 SOURCE = "entitlements"
@@ -63,22 +69,8 @@ def _iso(instant: datetime) -> str:
     return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def parse_zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ValidationFailed(f"time_zone: '{name}' is not an IANA time zone (R2.1)",
-                               field="time_zone") from None
-
-
-_ZONES: dict[str, ZoneInfo] = {}
-
-
 def zone_of(state: TenantState) -> ZoneInfo:
-    zone = _ZONES.get(state.time_zone)
-    if zone is None:
-        zone = _ZONES[state.time_zone] = ZoneInfo(state.time_zone)
-    return zone
+    return zone(state.time_zone)
 
 
 def current_period(state: TenantState, day: date) -> Period:
@@ -282,7 +274,7 @@ class EntitlementsService:
 
     async def create_tenant(self, body: TenantCreate, principal: Principal
                             ) -> dict[str, Any]:
-        zone = parse_zone(body.time_zone)
+        zone = parse_zone(body.time_zone, "time_zone")
         try:
             plan = self.catalog.plan(body.plan)
         except UnknownCatalogItem:
@@ -304,6 +296,9 @@ class EntitlementsService:
             if anchor < today:
                 raise ValidationFailed(f"anchor: {anchor} is earlier than today ({today}) in "
                                        f"{body.time_zone}", field="anchor")
+            if anchor > today + MAX_SCHEDULED_START:
+                raise ValidationFailed(f"anchor: a start can be scheduled at most "
+                                       f"{MAX_SCHEDULED_START.days} days ahead", field="anchor")
             new = TenantState(
                 id=body.id, plan=plan.id, cycle=body.cycle, anchor=anchor,
                 time_zone=body.time_zone, currency=body.currency, vat_rate=vat,
@@ -724,6 +719,8 @@ class EntitlementsService:
         raw, _ = await self.store.load(tenant)
         if raw is None:
             raise NotFound(f"tenant '{tenant}' not found", field="tenant")
+        if cursor is not None and not _HISTORY_CURSOR.match(cursor):
+            raise ValidationFailed("cursor: not a cursor this API gave", field="cursor")
         rows = await self.store.history(tenant, cursor, limit + 1)
         data = [{"id": entry_id, **entry} for entry_id, entry in rows[:limit]]
         return {"tenant": tenant, "data": data,

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.entitlements.service import EntitlementsService
 from services.entitlements.store import EntitlementsStore
+from shared.consumer import LoopHealth
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ class OutboxPublisher:
     def notify(self) -> None:
         self._wake.set()
 
-    def start(self) -> None:
+    def start(self, health: LoopHealth) -> None:
         self._task = asyncio.create_task(self._run(), name="entitlements-outbox")
+        health.supervise(self._task)
 
     async def stop(self) -> None:
         # A flag as well as a cancel: on 3.11 a cancel landing as a timeout expires can be

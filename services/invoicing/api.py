@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.invoicing.models import BillingRunRequest, CreditNoteRequest
-from services.invoicing.service import InvoicingService, parse_day, to_csv
-from shared.auth import Principal, Role, require
+from services.invoicing.service import InvoicingService, to_csv
+from shared.auth import AdminKey, Principal, Role, require
+from shared.times import parse_day
 
 router = APIRouter(tags=["invoicing"])
 
-AdminKey = Annotated[Principal, Depends(require(Role.ADMIN))]
 FinanceKey = Annotated[Principal, Depends(require(Role.FINANCE))]
 ReaderKey = Annotated[Principal, Depends(require(Role.FINANCE, Role.DASHBOARD))]
 
@@ -36,7 +36,8 @@ async def billing_run(body: BillingRunRequest, principal: AdminKey,
     day = None if body.date is None else parse_day(body.date, "date")
     if body.tenant is not None:
         principal.ensure_tenant(body.tenant)
-    return await service.billing_run(day, body.tenant)
+    # A tenant's admin key bills its own tenant, never the platform.
+    return await service.billing_run(day, body.tenant or principal.tenant)
 
 
 @router.get("/v1/invoices")
@@ -65,11 +66,13 @@ async def get_invoice(number: str, request: Request, principal: ReaderKey,
 
 
 @router.post("/v1/invoices/{number}/credit-notes", status_code=201)
-async def credit_note(number: str, body: CreditNoteRequest, _: AdminKey, service: Invoicing,
+async def credit_note(number: str, body: CreditNoteRequest, principal: AdminKey,
+                      service: Invoicing,
                       idempotency_key: Annotated[str | None, Header()] = None
                       ) -> dict[str, Any]:
     """R9.3. `Idempotency-Key` makes a retry safe: the same note, not a second one."""
-    return await service.credit_note(number, body.amount, body.reason, idempotency_key)
+    return await service.credit_note(number, body.amount, body.reason, principal.tenant,
+                                     idempotency_key)
 
 
 @router.get("/v1/tenants/{tenant}/upcoming-invoice")

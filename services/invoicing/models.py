@@ -205,8 +205,8 @@ class BillingRunRequest(BaseModel):
     """`POST /v1/billing-runs` (api.md): `date` defaults to today (UTC)."""
 
     model_config = ConfigDict(extra="forbid")
-    date: str | None = None
-    tenant: str | None = None
+    date: str | None = Field(default=None, max_length=10)
+    tenant: str | None = Field(default=None, min_length=1, max_length=128)
 
 
 class CreditNoteRequest(BaseModel):
@@ -214,5 +214,6 @@ class CreditNoteRequest(BaseModel):
     everything left to credit."""
 
     model_config = ConfigDict(extra="forbid")
-    amount: str | None = None
+    # Few enough digits that scaling to minor units stays exact in Decimal's 28 digits.
+    amount: str | None = Field(default=None, max_length=24)
     reason: str = Field(default="", max_length=1000)

@@ -34,7 +34,8 @@ class InvoicingPart:
         await service.recover()  # a crash between numbering and ClickHouse (R9.3)
         self.service = runtime.app_state.invoicing = service
         if self.settings.invoicing_consumer:
-            self.consumer = SubscriptionConsumer(self.settings, service)
+            self.consumer = SubscriptionConsumer(self.settings, service, runtime.producer,
+                                                 runtime.health)
             await self.consumer.start()
         if not self._registered:
             runtime.scheduler.register(BillingJob(service))

@@ -16,7 +16,6 @@ import csv
 import hashlib
 import io
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,13 +59,12 @@ from shared.catalog import Catalog, UnknownCatalogItem
 from shared.clock import Clock
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.settings import InvoicingSettings
+from shared.times import utc_month
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
 STATUSES = ("issued", "partially_credited", "credited")
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(slots=True)
@@ -80,27 +78,6 @@ class _Work:
 class RunResult:
     issued: list[str]
     skipped: list[str]
-
-
-def parse_month(value: str, field: str = "month") -> tuple[datetime, datetime]:
-    """`YYYY-MM` → the UTC month [start, end) (filters on the issue instant, api.md)."""
-    match = _MONTH.match(value)
-    if match is None or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1:
-        raise ValidationFailed(f"{field}: expected YYYY-MM, got '{value}'", field=field)
-    year, month = int(match.group(1)), int(match.group(2))
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
-
-
-def parse_day(value: str, field: str = "date") -> date:
-    if not _DATE.match(value):
-        raise ValidationFailed(f"{field}: expected YYYY-MM-DD, got '{value}'", field=field)
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ValidationFailed(f"{field}: '{value}' is not a calendar date",
-                               field=field) from None
 
 
 def render(draft: Draft, issued_at: datetime, number: str) -> dict[str, Any]:
@@ -498,14 +475,14 @@ class InvoicingService:
 
     async def list_invoices(self, month: str | None, tenant: str | None, status: str | None,
                             cursor: str | None) -> dict[str, Any]:
-        window = parse_month(month) if month is not None else None
+        window = utc_month(month, "month") if month is not None else None
         if status is not None and status not in STATUSES:
             raise ValidationFailed(f"status: one of {', '.join(STATUSES)}", field="status")
         position = None
         if cursor is not None:
             try:
                 position = decode_cursor(cursor)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, OverflowError):
                 raise ValidationFailed("cursor: not a cursor this API gave", field="cursor"
                                        ) from None
         docs = await self.store.list_invoices(window, tenant, status, position, PAGE_SIZE + 1)
@@ -517,7 +494,7 @@ class InvoicingService:
         return {"data": page, "next_cursor": next_cursor}
 
     async def export(self, month: str, tenant_scope: str | None) -> str:
-        start, end = parse_month(month)
+        start, end = utc_month(month, "month")
         docs = await self.store.month_lines(start, end)
         if tenant_scope is not None:
             docs = [d for d in docs if d["tenant"] == tenant_scope]
@@ -547,9 +524,11 @@ class InvoicingService:
     # --- credit notes (R9.3) ----------------------------------------------------------
 
     async def credit_note(self, number: str, amount_text: str | None, reason: str,
-                          idempotency_key: str | None = None) -> dict[str, Any]:
+                          tenant_scope: str | None, idempotency_key: str | None = None
+                          ) -> dict[str, Any]:
         """R9.3. With an Idempotency-Key, a request sent again answers the note the first one
         issued (409 if the body differs), even once nothing is left to credit."""
+        await self.invoice(number, tenant_scope)  # another tenant's invoice does not exist
         request = None
         if idempotency_key is not None:
             if not 1 <= len(idempotency_key) <= 255:
@@ -667,7 +646,7 @@ def _parse_instant(value: Any) -> datetime | None:
 
 
 def _email_query(tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
-    return {"sql": "SELECT sum(JSONExtractUInt(data, 'count')) FROM (SELECT data FROM "
+    return {"sql": "SELECT sum(toInt128(JSONExtractUInt(data, 'count'))) FROM (SELECT data FROM "
                    "usage_events WHERE tenant = {tenant} AND type = 'email.sent' AND time >= "
                    "{from} AND time < {to} LIMIT 1 BY source, id)",
             "params": {"tenant": tenant, "from": iso(start), "to": iso(end)}}

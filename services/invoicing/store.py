@@ -478,8 +478,9 @@ class InvoiceStore:
     async def emails(self, tenants: Sequence[str], start: datetime, end: datetime
                      ) -> dict[str, int]:
         rows = await self._rows(
-            "SELECT tenant, sum(JSONExtractUInt(data, 'count')) FROM (SELECT tenant, data "
-            "FROM usage_events WHERE tenant IN {ts:Array(String)} AND type = {type:String} "
+            "SELECT tenant, sum(toInt128(JSONExtractUInt(data, 'count'))) "
+            "FROM (SELECT tenant, data FROM usage_events "
+            "WHERE tenant IN {ts:Array(String)} AND type = {type:String} "
             "AND time >= {a:DateTime64(6, 'UTC')} AND time < {b:DateTime64(6, 'UTC')} "
             "LIMIT 1 BY source, id) GROUP BY tenant",
             {"ts": list(tenants), "type": ev.EMAIL_SENT, "a": start, "b": end})

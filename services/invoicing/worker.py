@@ -12,15 +12,29 @@ import contextlib
 import logging
 import time
 from datetime import datetime
+from functools import partial
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from services.invoicing.service import InvoicingService
+from shared.consumer import (
+    DeadLetterLimit,
+    LoopHealth,
+    Retrier,
+    Stopping,
+    dead_letter_headers,
+    send_dead_letters,
+)
+from shared.events import InvalidEvent
 from shared.kafka import make_consumer
 from shared.settings import InvoicingSettings
 
 log = logging.getLogger(__name__)
+
+LOOP = "invoicing-consumer"
+BATCH = 500
 
 
 class BillingJob:
@@ -40,22 +54,32 @@ class BillingJob:
 
 
 class SubscriptionConsumer:
-    def __init__(self, settings: InvoicingSettings, service: InvoicingService) -> None:
+    """Poll a bounded batch, handle each event in order, commit after the writes. An outage
+    is retried (the invoice writes are idempotent); an event that cannot be handled goes to
+    `subscription-events.dlq` with the reason, and the stream goes on."""
+
+    def __init__(self, settings: InvoicingSettings, service: InvoicingService,
+                 producer: AIOKafkaProducer, health: LoopHealth) -> None:
         self._settings = settings
         self._service = service
+        self._producer = producer
+        self._health = health
         self._topic = settings.subscription_events_topic
+        self._retrier = Retrier(LOOP, health, initial_s=settings.retry_initial_s,
+                                max_s=settings.retry_max_s)
+        self._dead_letter_limit = DeadLetterLimit(LOOP, health, settings.dead_letter_limit)
         self.consumer: AIOKafkaConsumer = make_consumer(
-            settings, settings.invoicing_consumer_group, max_poll_records=500)
+            settings, settings.invoicing_consumer_group, max_poll_records=BATCH)
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     async def start(self) -> None:
         self.consumer.subscribe([self._topic])
         await self.consumer.start()
-        self._task = asyncio.create_task(self._run(), name="invoicing-consumer")
+        self._task = asyncio.create_task(self._run(), name=LOOP)
+        self._health.supervise(self._task)
 
     async def stop(self) -> None:
-        self._stopping = True
+        self._retrier.stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=5.0)
@@ -63,39 +87,43 @@ class SubscriptionConsumer:
             await self.consumer.stop()
 
     async def _run(self) -> None:
-        delay = 0.05
-        while not self._stopping:
-            try:
-                batch = await self.consumer.getmany(timeout_ms=100, max_records=500)
-                for tp, messages in batch.items():
-                    for message in messages:
-                        await self._handle(message.value)
-                    if messages:
-                        await self.consumer.commit({tp: messages[-1].offset + 1})
-                delay = 0.05
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # store or broker away: nothing committed, retried later
-                log.warning("subscription event handling failed; retrying", exc_info=True)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                # Re-read from the last commit: the invoice writes are idempotent.
-                with contextlib.suppress(Exception):
-                    for tp in self.consumer.assignment():
-                        committed = await self.consumer.committed(tp)
-                        if committed is not None:
-                            self.consumer.seek(tp, committed)
+        with contextlib.suppress(Stopping):
+            while True:
+                batch = await self._retrier.run("poll", lambda: self.consumer.getmany(
+                    timeout_ms=100, max_records=BATCH))
+                for tp, records in batch.items():
+                    dead = [await self._handle(record) for record in records]
+                    self._dead_letter_limit.observe(dead)
+                    if records:
+                        commit = partial(self.consumer.commit, {tp: records[-1].offset + 1})
+                        await self._retrier.run("commit", commit)
 
-    async def _handle(self, value: bytes | None) -> None:
-        if not value:
-            return
+    async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """Handle one event; True when it went to the dead-letter queue."""
         try:
-            event = orjson.loads(value)
+            await self._retrier.run("invoice", lambda: self._invoice(record.value))
+        except Stopping:
+            raise
+        except Exception as error:
+            log.exception("subscription event %s:%d:%d cannot be invoiced; dead-lettered",
+                          record.topic, record.partition, record.offset)
+            code, field = ((error.code, error.field) if isinstance(error, InvalidEvent)
+                           else ("unprocessable", "body"))
+            reason = error.reason if isinstance(error, InvalidEvent) else repr(error)
+            await self._retrier.run("dlq", lambda: send_dead_letters(
+                self._producer, self._settings.subscription_events_dlq_topic,
+                [(record, dead_letter_headers(record, code, field, reason))]))
+            return True
+        return False
+
+    async def _invoice(self, value: bytes | None) -> None:
+        try:
+            event = orjson.loads(value or b"")
         except orjson.JSONDecodeError:
-            log.warning("skipping a subscription event that is not JSON")
-            return
-        if isinstance(event, dict):
-            await self._service.on_subscription_event(event)
+            raise InvalidEvent("invalid_json", "body", "is not UTF-8 JSON") from None
+        if not isinstance(event, dict):
+            raise InvalidEvent("not_an_object", "body", "an event must be a JSON object")
+        await self._service.on_subscription_event(event)
 
     async def caught_up(self) -> None:
         """Barrier of the manual clock: entitlements' outbox drained, and every event in the

@@ -31,7 +31,8 @@ class MeteringPart:
         store = EventStore(runtime.clickhouse)
         live = LiveCounters(runtime.redis, claim_ttl_s=self.settings.dedupe_window_days * 86_400)
         self.consumer = UsageConsumer(self.settings, validator, store, live,
-                                      TenantZones(runtime.redis), runtime.producer)
+                                      TenantZones(runtime.redis), runtime.producer,
+                                      runtime.health)
         await self.consumer.start()
         if not self._barrier_registered:
             runtime.scheduler.register_barrier(self.caught_up)

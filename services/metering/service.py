@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -23,6 +23,7 @@ from shared.billing.support import round_session
 from shared.errors import NotFound, ValidationFailed
 from shared.events import EventValidator, InvalidEvent, UsageEvent
 from shared.meters import Aggregation, MeterRegistry
+from shared.times import parse_zone
 
 MAX_BUCKETS = 10_000
 
@@ -78,26 +79,23 @@ class Rejection:
     error: InvalidEvent
 
 
-def check_event(validator: EventValidator, body: Any, size: int, max_event_bytes: int,
-                allowed_tenant: str | None) -> UsageEvent:
-    """One HTTP-ingested event, checked as the consumer will check it, plus the key's scope."""
-    if size > max_event_bytes:
-        raise InvalidEvent("too_large", "body", f"event of {size} bytes is over {max_event_bytes}")
+def check_event(validator: EventValidator, body: Any, max_event_bytes: int,
+                allowed_tenant: str | None) -> tuple[UsageEvent, bytes]:
+    """One HTTP-ingested event, checked as the consumer will check it, plus the key's scope;
+    with the bytes to produce. Validated before it is encoded: the depth bound is what keeps
+    the encoder from refusing it."""
     event = validator.validate(body)
+    raw = orjson.dumps(body)
+    if len(raw) > max_event_bytes:
+        raise InvalidEvent("too_large", "body",
+                           f"event of {len(raw)} bytes is over {max_event_bytes}")
     if allowed_tenant is not None and event.tenant != allowed_tenant:
         # A tenant-limited key sees other tenants as if they did not exist (api.md).
         raise InvalidEvent("unknown_tenant", "subject", f"tenant '{event.tenant}' not found")
-    return event
+    return event, raw
 
 
 # --- usage windows -------------------------------------------------------------------------
-
-def parse_zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValidationFailed(f"tz: unknown IANA time zone '{name}'", field="tz") from None
-
 
 def bucket_bounds(bucket: Any, window: str | None, zone: ZoneInfo, start: datetime,
                   end: datetime) -> tuple[datetime, datetime]:
@@ -153,10 +151,9 @@ class MeteringService:
         accepted: list[tuple[str, bytes]] = []
         rejected: list[Rejection] = []
         for index, body in enumerate(bodies):
-            raw = orjson.dumps(body)
             try:
-                event = check_event(self.validator, body, len(raw), self._max_event_bytes,
-                                    allowed_tenant)
+                event, raw = check_event(self.validator, body, self._max_event_bytes,
+                                         allowed_tenant)
             except InvalidEvent as error:
                 event_id = body.get("id") if isinstance(body, dict) else None
                 rejected.append(Rejection(index, event_id if isinstance(event_id, str) else None,
@@ -178,7 +175,7 @@ class MeteringService:
         meter = self.registry.get(meter_slug)
         if meter is None:
             raise NotFound(f"meter '{meter_slug}' not found", field="meter")
-        zone = parse_zone(tz)
+        zone = parse_zone(tz, "tz")
         check_range(start, end, window)
         for name in group_by:
             if name not in meter.group_by:

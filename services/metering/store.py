@@ -213,16 +213,46 @@ def _value_expression(meter: Meter, params: dict[str, Any]) -> str:
 # One call per chunk of a batch, atomic: claim each event's (source, id) for the message that
 # carries it and apply its counter updates only when the claim is new. A claim held by the same
 # partition:offset is that message replayed after a crash: stored again, counted once.
-# Verdicts: 1 new, 2 replay of our own claim, 0 duplicate.
+# Verdicts: 1 new, 2 replay of our own claim, 0 duplicate, -1 refused: a counter key holds
+# another type (written by hand), so the event is dead-lettered rather than half applied.
+# Types are checked before anything is written: valkey keeps the writes of a script that
+# fails half-way, so a failure after the claims would leave claims without their counters.
 _APPLY_BATCH = """
 local ttl = ARGV[1]
 local batch = cjson.decode(ARGV[2])
 local verdicts = {}
 local increments = {}
+local types = {}
+local function is_type(key, wanted)
+  local found = types[key]
+  if not found then
+    found = redis.call('TYPE', key)['ok']
+    types[key] = found
+  end
+  return found == 'none' or found == wanted
+end
+local function applicable(ev)
+  if not is_type(ev[1], 'string') then return false end
+  for j = 3, #ev do
+    local op = ev[j]
+    if op[1] == 'incr' then
+      if not is_type(op[2], 'string') then return false end
+    elseif not (is_type(op[2], 'hash') and is_type(op[3], 'zset')) then
+      return false
+    end
+  end
+  return true
+end
+local refused = {}
+for i, ev in ipairs(batch) do
+  refused[i] = not applicable(ev)
+end
 for i, ev in ipairs(batch) do
   -- Claim and read in one call: nil means the claim is new and now ours.
-  local current = redis.call('SET', ev[1], ev[2], 'NX', 'GET', 'EX', ttl)
-  if not current then
+  local current = (not refused[i]) and redis.call('SET', ev[1], ev[2], 'NX', 'GET', 'EX', ttl)
+  if refused[i] then
+    verdicts[i] = -1
+  elseif not current then
     verdicts[i] = 1
     for j = 3, #ev do
       local op = ev[j]
@@ -248,9 +278,10 @@ for i, ev in ipairs(batch) do
     verdicts[i] = 0
   end
 end
--- One INCRBY per counter for the whole batch.
+-- One INCRBY per counter for the whole batch, the amount written as an integer (Lua would
+-- print a double above 10^14 in exponent form, which INCRBY refuses).
 for key, amount in pairs(increments) do
-  redis.call('INCRBY', key, amount)
+  redis.call('INCRBY', key, string.format('%d', amount))
 end
 return verdicts
 """

@@ -25,10 +25,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -42,6 +41,14 @@ from redis.asyncio import Redis
 
 from services.metering.service import claim_key, live_ops
 from services.metering.store import EventStore, LiveCounters, StoredEvent
+from shared.consumer import (
+    DeadLetterLimit,
+    LoopHealth,
+    Retrier,
+    Stopping,
+    dead_letter_headers,
+    send_dead_letters,
+)
 from shared.events import EventValidator, InvalidEvent
 from shared.kafka import make_consumer
 from shared.live import TENANT_ZONES_KEY
@@ -64,8 +71,7 @@ BATCH_SECONDS = Histogram("metering_batch_seconds", "Time to process one batch")
 IN_FLIGHT = 3
 
 
-class ShuttingDown(Exception):
-    """Raised out of a retry loop when the worker stops: the batch is left uncommitted."""
+LOOP = "metering-consumer"
 
 
 class TenantZones:
@@ -102,6 +108,7 @@ def _zone(name: str) -> ZoneInfo:
 class ClaimedBatch:
     batch: PreparedBatch
     to_store: list[StoredEvent]
+    dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +117,22 @@ class PreparedBatch:
     valid: int
     unique: list[StoredEvent]
     dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]
+    outcomes: list[bool]  # per record in stream order: True when dead-lettered
+    records: list[ConsumerRecord[bytes, bytes]]
     token: str
     offsets: dict[TopicPartition, int]
 
 
 class UsageConsumer:
     def __init__(self, settings: MeteringSettings, validator: EventValidator, store: EventStore,
-                 live: LiveCounters, zones: TenantZones, producer: AIOKafkaProducer) -> None:
+                 live: LiveCounters, zones: TenantZones, producer: AIOKafkaProducer,
+                 health: LoopHealth) -> None:
         self._settings = settings
+        self._health = health
+        self._retrier = Retrier(LOOP, health, initial_s=settings.retry_initial_s,
+                                max_s=settings.retry_max_s,
+                                on_retry=lambda step: RETRIES.labels(step).inc())
+        self._dead_letter_limit = DeadLetterLimit(LOOP, health, settings.dead_letter_limit)
         self._validator = validator
         self._store = store
         self._live = live
@@ -135,11 +150,13 @@ class UsageConsumer:
     async def start(self) -> None:
         self.consumer.subscribe([self._settings.usage_events_topic], listener=_Rebalance(self))
         await self.consumer.start()
-        self._task = asyncio.create_task(self._run(), name="metering-consumer")
+        self._task = asyncio.create_task(self._run(), name=LOOP)
+        self._health.supervise(self._task)
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group."""
         self._stopping.set()
+        self._retrier.stopping = True
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=30)
@@ -166,7 +183,7 @@ class UsageConsumer:
                     await in_flight.popleft()
             while in_flight:
                 await in_flight.popleft()
-        except ShuttingDown:
+        except Stopping:
             return
 
     def _track(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -182,19 +199,29 @@ class UsageConsumer:
         CONSUMED.inc(len(records))
         unique: list[StoredEvent] = []
         dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]] = []
+        outcomes: list[bool] = []  # per record, in order: dead-lettered or not
         seen: set[tuple[str, str]] = set()
         for record in records:
             try:
                 row = self._accept(record)
             except InvalidEvent as error:
                 dead.append((record, error))
+                outcomes.append(True)
                 continue
+            except Exception as error:  # a message no check foresaw: its fault, not ours
+                log.exception("unexpected failure reading %s:%d:%d", record.topic,
+                              record.partition, record.offset)
+                dead.append((record, InvalidEvent("unprocessable", "body", repr(error))))
+                outcomes.append(True)
+                continue
+            outcomes.append(False)
             key = row.event.key
             if key not in seen:
                 seen.add(key)
                 unique.append(row)
         return PreparedBatch(
-            generation=self._generation, unique=unique, dead=dead,
+            generation=self._generation, unique=unique, dead=dead, outcomes=outcomes,
+            records=records,
             valid=len(records) - len(dead), token=_batch_token(batch),
             offsets={tp: rs[-1].offset + 1 for tp, rs in batch.items() if rs})
 
@@ -204,11 +231,11 @@ class UsageConsumer:
             # Fetched before a rebalance: its partitions' new owner reads them again.
             return None
         if not batch.unique:
-            return ClaimedBatch(batch, [])  # only dead letters: nothing to ask valkey
+            return ClaimedBatch(batch, [], batch.dead)  # only dead letters: nothing to claim
         async with self._claim_order:
             # Held until this batch's claims are sent, so batches send theirs in offset order.
             unique = await self._drop_stored_late_copies(batch.unique)
-            zones = await self._retry("zones", lambda: self._zones.zones(
+            zones = await self._retrier.run("zones", lambda: self._zones.zones(
                 {r.event.tenant for r in unique}))
 
             def entries() -> Iterator[list[Any]]:
@@ -216,7 +243,7 @@ class UsageConsumer:
                 return ([claim_key(r.event), f"{r.partition}:{r.offset}",
                          *live_ops(r.event, zones[r.event.tenant])] for r in unique)
 
-            sent = await self._retry("redis", lambda: self._live.send(entries()))
+            sent = await self._retrier.run("redis", lambda: self._live.send(entries()))
         try:
             verdicts = await self._live.verdicts(sent)
         except Exception as exc:
@@ -225,10 +252,11 @@ class UsageConsumer:
             # batch holding a copy may have claimed it first: that copy is stored instead.
             RETRIES.labels("redis").inc()
             log.warning("metering claims lost their answers, claiming again: %s", exc)
-            verdicts = await self._retry("redis", lambda: self._claim_again(entries()))
-        to_store = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict]
-        DUPLICATES.inc(batch.valid - len(to_store))
-        return ClaimedBatch(batch, to_store)
+            verdicts = await self._retrier.run("redis", lambda: self._claim_again(entries()))
+        to_store = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict > 0]
+        refused = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict < 0]
+        DUPLICATES.inc(batch.valid - len(to_store) - len(refused))
+        return ClaimedBatch(batch, to_store, batch.dead + _refusals(batch, refused))
 
     async def _claim_again(self, entries: Iterator[list[Any]]) -> list[int]:
         return await self._live.verdicts(await self._live.send(entries))
@@ -248,12 +276,13 @@ class UsageConsumer:
         if batch.generation != self._generation:
             return
         started = time.perf_counter()
+        self._dead_letter_limit.observe(batch.outcomes)
         if claimed.to_store:
-            await self._retry("clickhouse",
-                              lambda: self._store.insert(claimed.to_store, batch.token))
+            await self._retrier.run("clickhouse",
+                                    lambda: self._store.insert(claimed.to_store, batch.token))
             STORED.inc(len(claimed.to_store))
-        if batch.dead:
-            await self._retry("dlq", lambda: self._send_dead_letters(batch.dead))
+        if claimed.dead:
+            await self._retrier.run("dlq", lambda: self._send_dead_letters(claimed.dead))
         await self._commit(batch.offsets)
         BATCH_SECONDS.observe(time.perf_counter() - started)
 
@@ -275,25 +304,15 @@ class UsageConsumer:
         late = [r for r in rows if r.event.time < horizon]
         if not late:
             return rows
-        stored = await self._retry("clickhouse",
-                                   lambda: self._store.existing(r.event for r in late))
+        stored = await self._retrier.run("clickhouse",
+                                         lambda: self._store.existing(r.event for r in late))
         return [r for r in rows if r.event.key not in stored]
 
     async def _send_dead_letters(
             self, dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]) -> None:
-        futures = []
-        for record, error in dead:
-            headers = [*list(record.headers or ()),
-                       ("error.code", error.code.encode()),
-                       ("error.field", error.field.encode()),
-                       ("error.message", error.reason.encode()[:1024]),
-                       ("source.topic", record.topic.encode()),
-                       ("source.partition", str(record.partition).encode()),
-                       ("source.offset", str(record.offset).encode())]
-            futures.append(await self._producer.send(self._settings.usage_events_dlq_topic,
-                                                     record.value, key=record.key,
-                                                     headers=headers))
-        await asyncio.gather(*futures)
+        await send_dead_letters(self._producer, self._settings.usage_events_dlq_topic, [
+            (record, dead_letter_headers(record, error.code, error.field, error.reason))
+            for record, error in dead])
         for _, error in dead:
             DEAD_LETTERS.labels(error.code).inc()
 
@@ -304,22 +323,10 @@ class UsageConsumer:
             # The partitions moved on a rebalance; their new owner resumes from ClickHouse.
             log.warning("commit refused after a rebalance", extra={"offsets": str(offsets)})
 
-    async def _retry(self, step: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        delay = self._settings.retry_initial_s
-        while True:
-            try:
-                return await attempt()
-            except Exception as exc:
-                if self._stopping.is_set():
-                    raise ShuttingDown from exc
-                RETRIES.labels(step).inc()
-                log.warning("metering %s step failed, retrying in %.1f s: %s", step, delay, exc)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self._settings.retry_max_s)
-
     async def resume_from_store(self, assigned: set[TopicPartition]) -> None:
         topic = self._settings.usage_events_topic
-        stored_next = await self._retry("clickhouse", lambda: self._store.resume_offsets(topic))
+        stored_next = await self._retrier.run("clickhouse",
+                                              lambda: self._store.resume_offsets(topic))
         for tp in assigned:
             position = stored_next.get(tp.partition)
             committed = await self.consumer.committed(tp)
@@ -368,6 +375,18 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker.resume_from_store(assigned)
+
+
+def _refusals(batch: PreparedBatch, refused: list[StoredEvent]
+              ) -> list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]:
+    """Events whose live counters valkey refused (a key of another type, written by hand),
+    as dead letters: nothing of them was written."""
+    if not refused:
+        return []
+    by_position = {(r.partition, r.offset): r for r in batch.records}
+    error = InvalidEvent("counter_conflict", "subject",
+                         "a live counter of this tenant holds a value of another type")
+    return [(by_position[(row.partition, row.offset)], error) for row in refused]
 
 
 def _batch_token(batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> str:

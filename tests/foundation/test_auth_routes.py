@@ -9,7 +9,7 @@ import re
 import pytest
 
 from shared.auth import Role
-from tests.conftest import RunningApp
+from tests.conftest import RunningApp, create_tenant
 
 ING, DSH, FIN, ADM = Role.INGEST, Role.DASHBOARD, Role.FINANCE, Role.ADMIN
 
@@ -120,9 +120,10 @@ async def test_a_tenant_limited_key_sees_other_tenants_as_missing(platform: Runn
     scoped = [(m, p) for m, p in _routes(platform)
               if "{tenant}" in p or p in ("/v1/usage", "/v1/usage/events")]
     assert scoped
+    mine = (await create_tenant(platform.client, f"mine-{unique}"))["id"]
     for method, path in scoped:
         role = next(r for r in (ING, DSH, FIN) if r in ALLOWED[(method, path)])
-        key = await _key(platform, role, tenant=f"mine-{unique}")
+        key = await _key(platform, role, tenant=mine)
         response = await platform.client.request(
             method, _url(path, f"theirs-{unique}"), headers={"Authorization": f"Bearer {key}"},
             json=BODIES.get((method, path)))

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.stack import Endpoints
-from tests.conftest import RunningApp, cloud_event, eventually, produce
+from tests.conftest import RunningApp, cloud_event, create_tenant, eventually, produce
 
 DLQ = "usage-events.dlq"
 
@@ -191,6 +191,7 @@ async def test_http_rejections_name_index_field_and_reason(platform: RunningApp,
 
 async def test_a_tenant_limited_ingest_key_cannot_write_for_another_tenant(
         platform: RunningApp, unique: str) -> None:
+    await create_tenant(platform.client, f"mine-{unique}")
     minted = await platform.client.post("/v1/api-keys", json={"role": "ingest",
                                                               "tenant": f"mine-{unique}"},
                                         headers=platform.as_admin())

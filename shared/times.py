@@ -1,0 +1,120 @@
+"""The platform's time domain and the parsers every input of a time goes through.
+
+Instants, dates and zones arrive from callers in event bodies, query strings and request
+bodies. Each is read here, once, into an aware value inside the platform's domain
+[2000-01-01, 2100-01-01): outside it a local day can fall in year 0 or 10000, which Python
+and ClickHouse cannot represent, and no usage or billing date of a real customer lies there.
+A parser raises nothing but `ValidationFailed` naming the caller's field.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Final
+from zoneinfo import ZoneInfo, available_timezones
+
+from shared.errors import ValidationFailed
+
+EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
+FIRST_DAY: Final = EARLIEST.date()
+# The last local day whose midnight, in any zone, still lies inside the domain.
+LAST_DAY: Final = (LATEST - timedelta(days=2)).date()
+
+_DAY: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
+_MONTH: Final = re.compile(r"^(\d{4})-(\d{2})$", re.ASCII)
+_MAX_INSTANT_TEXT: Final = 64
+_MAX_ZONE_NAME: Final = 64
+# Names tzdata ships that are no place's civil time: the machine's own setting and a
+# placeholder zone whose abbreviation is "-00".
+_NOT_CIVIL: Final = frozenset({"localtime", "Factory"})
+
+
+def parse_instant(value: object, field: str) -> datetime:
+    """An RFC 3339 date-time with an offset, inside the domain, as UTC."""
+    if not isinstance(value, str) or len(value) > _MAX_INSTANT_TEXT:
+        raise ValidationFailed(f"{field}: must be an RFC 3339 date-time string", field=field)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(f"{field}: '{value}' is not an RFC 3339 date-time",
+                               field=field) from None
+    if parsed.tzinfo is None:
+        raise ValidationFailed(f"{field}: needs a UTC offset (RFC 3339)", field=field)
+    try:
+        instant = parsed.astimezone(UTC)
+    except OverflowError:  # year 1 at +01:00 is before year 1 in UTC
+        instant = EARLIEST - timedelta(days=1)
+    return within_domain(instant, field)
+
+
+def within_domain(instant: datetime, field: str) -> datetime:
+    if not EARLIEST <= instant < LATEST:
+        raise ValidationFailed(f"{field}: must lie from {EARLIEST:%Y-%m-%d} to before "
+                               f"{LATEST:%Y-%m-%d}", field=field)
+    return instant
+
+
+def parse_day(value: object, field: str) -> date:
+    """A `YYYY-MM-DD` calendar date inside the domain."""
+    if not isinstance(value, str) or not _DAY.match(value):
+        raise ValidationFailed(f"{field}: expected YYYY-MM-DD, got '{value}'", field=field)
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(f"{field}: '{value}' is not a calendar date", field=field) from None
+    return day_within_domain(day, field)
+
+
+def day_within_domain(day: date, field: str) -> date:
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValidationFailed(f"{field}: must lie from {FIRST_DAY} to {LAST_DAY}", field=field)
+    return day
+
+
+def parse_month(value: object, field: str) -> date:
+    """`YYYY-MM` inside the domain, as the month's first day."""
+    match = _MONTH.match(value) if isinstance(value, str) else None
+    if match is None or not 1 <= int(match.group(2)) <= 12:
+        raise ValidationFailed(f"{field}: expected YYYY-MM, got '{value}'", field=field)
+    first = date(int(match.group(1)), int(match.group(2)), 1)
+    if not FIRST_DAY <= first <= LAST_DAY:
+        raise ValidationFailed(f"{field}: must lie from {FIRST_DAY:%Y-%m} to {LAST_DAY:%Y-%m}",
+                               field=field)
+    return first
+
+
+def next_month(first: date) -> date:
+    return date(first.year + first.month // 12, first.month % 12 + 1, 1)
+
+
+def utc_month(value: object, field: str) -> tuple[datetime, datetime]:
+    """`YYYY-MM` as the instants [start, end) of that month in UTC."""
+    first = parse_month(value, field)
+    return (datetime.combine(first, time.min, UTC),
+            datetime.combine(next_month(first), time.min, UTC))
+
+
+def parse_zone(value: object, field: str) -> ZoneInfo:
+    """An IANA zone that is some place's civil time (not `localtime`, not `Factory`)."""
+    if not isinstance(value, str) or not is_zone_name(value):
+        raise ValidationFailed(f"{field}: '{str(value)[:_MAX_ZONE_NAME]}' is not an IANA "
+                               "time zone such as 'Europe/Paris' (R2.1)", field=field)
+    return zone(value)
+
+
+def is_zone_name(name: str) -> bool:
+    return len(name) <= _MAX_ZONE_NAME and name in _civil_zones()
+
+
+@lru_cache(maxsize=1)
+def _civil_zones() -> frozenset[str]:
+    return frozenset(available_timezones() - _NOT_CIVIL)
+
+
+@lru_cache(maxsize=4096)
+def zone(name: str) -> ZoneInfo:
+    """A zone whose name was checked on the way in (`parse_zone`), cached."""
+    return ZoneInfo(name)

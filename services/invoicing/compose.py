@@ -83,11 +83,12 @@ def _price(prices: Mapping[Any, Decimal], cycle: str) -> Decimal | None:
 
 def advance_lines(view: TenantView, catalog: Catalog, period: Period) -> list[Line]:
     """Recurring fees of the period that starts: the plan in force and every pack lot
-    active at its first instant (not cancelled, not a free trial, R4.4, R5.3)."""
+    active at its first instant (not cancelled, not a free trial, R4.4, R5.3), less what a
+    purchase made at that very instant already charged for the whole period."""
     zone = view.zone
     start = period.start_instant(zone)
     lines: list[Line] = []
-    plan_id = view.plan_at(start)
+    plan_id = _advance_plan(view, catalog, start)
     try:
         plan = catalog.plan(plan_id)
     except UnknownCatalogItem:
@@ -100,6 +101,13 @@ def advance_lines(view: TenantView, catalog: Catalog, period: Period) -> list[Li
                     "item": plan.id, "basis": "plan in force at the period start"}))
     for lot in view.lots:
         if lot.trial or not lot.active_at(start) or lot.kind == "one_time":
+            continue
+        if lot.bought_at >= start:
+            # Bought at the period's first instant (e.g. right after a tenant created at its
+            # anchor's local midnight, the clock not having moved): its purchase charged it
+            # for the whole period (R4.2, d/d days) on its own immediate invoice (R9.2). The
+            # lot is in the document only if the purchase committed before this invoice was
+            # composed, so charging it here too would bill it twice, depending on ordering.
             continue
         pack = _pack(catalog, lot.item)
         unit_price = _lot_price(pack, lot, view.cycle)
@@ -114,6 +122,29 @@ def advance_lines(view: TenantView, catalog: Catalog, period: Period) -> list[Li
                     "period": period_json(period), "item": lot.item, "lot": lot.id,
                     "basis": "lot active at the period start"}))
     return lines
+
+
+def _advance_plan(view: TenantView, catalog: Catalog, start: datetime) -> str:
+    """The plan the period's advance charges: the one in force at its first instant, unless
+    an upgrade was bought at that very instant. Its purchase charged the price difference
+    for the whole period (R4.2) on its own invoice, so the advance charges the plan it left,
+    whatever the order in which the two were composed. A change at `start` to a lower rank is
+    a scheduled downgrade taking effect (R4.5): charged nothing, it stays in force."""
+    changes = view.plan_changes
+    for i, change in enumerate(changes):
+        if change.at != start:
+            continue
+        after = changes[i + 1].previous if i + 1 < len(changes) else view.plan
+        if _rank(catalog, after) >= _rank(catalog, change.previous):  # bought (R4.2)
+            return change.previous
+    return view.plan_at(start)
+
+
+def _rank(catalog: Catalog, plan_id: str) -> int:
+    try:
+        return catalog.plan(plan_id).rank
+    except UnknownCatalogItem:
+        return 0
 
 
 def _pack(catalog: Catalog, item: str) -> Pack | None:

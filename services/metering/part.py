@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.metering.api import router
+from services.metering.rebuild import LiveRebuild
 from services.metering.service import MeteringService
 from services.metering.store import EventStore, LiveCounters
 from services.metering.worker import TenantZones, UsageConsumer
@@ -32,14 +33,15 @@ class MeteringPart:
         live = LiveCounters(runtime.redis, claim_ttl_s=self.settings.dedupe_window_days * 86_400)
         self.consumer = UsageConsumer(self.settings, validator, store, live,
                                       TenantZones(runtime.redis), runtime.producer,
-                                      runtime.health)
+                                      runtime.health, LiveRebuild(runtime.clickhouse,
+                                                                  runtime.redis))
         await self.consumer.start()
         if not self._barrier_registered:
             runtime.scheduler.register_barrier(self.caught_up)
             self._barrier_registered = True
         self.service = runtime.app_state.metering = MeteringService(
-            store, self.registry, validator, runtime.producer, self.settings.usage_events_topic,
-            self.settings.max_event_bytes)
+            store, self.registry, validator, runtime.producer, self.settings,
+            self.consumer.stored)
         runtime.app_state.metering_settings = self.settings
 
     async def caught_up(self) -> None:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from services.metering.acks import StoredOffsets
 from services.metering.store import EventStore, as_utc
 from shared import events, live
 from shared.billing.periods import local_midnight
@@ -23,6 +24,7 @@ from shared.billing.support import round_session
 from shared.errors import NotFound, ValidationFailed
 from shared.events import EventValidator, InvalidEvent, UsageEvent
 from shared.meters import Aggregation, MeterRegistry
+from shared.settings import MeteringSettings
 from shared.times import parse_zone
 
 MAX_BUCKETS = 10_000
@@ -133,13 +135,17 @@ def check_range(start: datetime, end: datetime, window: str | None) -> None:
 
 class MeteringService:
     def __init__(self, store: EventStore, registry: MeterRegistry, validator: EventValidator,
-                 producer: AIOKafkaProducer, topic: str, max_event_bytes: int) -> None:
+                 producer: AIOKafkaProducer, settings: MeteringSettings,
+                 stored: StoredOffsets) -> None:
         self.store = store
         self.registry = registry
         self.validator = validator
         self._producer = producer
-        self._topic = topic
-        self._max_event_bytes = max_event_bytes
+        self._topic = settings.usage_events_topic
+        self._max_event_bytes = settings.max_event_bytes
+        self._ack_stored = settings.ingest_ack == "stored"
+        self._ack_timeout_s = settings.ingest_ack_timeout_s
+        self._stored = stored
         # Next offset after the last event this process produced, per partition: the clock's
         # barrier waits for these even where the broker's end offsets lag (tansu reports the
         # end of a multi-record batch as its first record + 1).
@@ -147,7 +153,8 @@ class MeteringService:
 
     async def ingest(self, bodies: Sequence[Any], allowed_tenant: str | None
                      ) -> tuple[int, list[Rejection]]:
-        """Validate each event and produce the valid ones; returns once the broker acked them."""
+        """Validate each event and produce the valid ones; returns once the broker acked them
+        or, with `INGEST_ACK=stored`, once they are stored (acks.py)."""
         accepted: list[tuple[str, bytes]] = []
         rejected: list[Rejection] = []
         for index, body in enumerate(bodies):
@@ -160,12 +167,17 @@ class MeteringService:
                                           error))
                 continue
             accepted.append((event.tenant, raw))
+        epoch = self._stored.epoch
         futures = [await self._producer.send(self._topic, raw, key=tenant.encode())
                    for tenant, raw in accepted]
+        needed: dict[int, int] = {}
         for metadata in await asyncio.gather(*futures):
             following = metadata.offset + 1
+            needed[metadata.partition] = max(needed.get(metadata.partition, 0), following)
             if following > self.produced.get(metadata.partition, 0):
                 self.produced[metadata.partition] = following
+        if self._ack_stored and needed:
+            await self._stored.wait(needed, epoch, self._ack_timeout_s)
         return len(accepted), rejected
 
     async def usage(self, tenant: str, meter_slug: str, start: datetime, end: datetime,

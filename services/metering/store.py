@@ -22,8 +22,8 @@ from shared.meters import Aggregation, Meter
 from shared.redis import ScriptPipe
 
 EVENT_COLUMNS: Final = ("tenant", "type", "time", "source", "id", "module", "user_id", "data",
-                        "extensions", "kafka_topic", "kafka_partition", "kafka_offset",
-                        "ingested_at")
+                        "extensions", "kafka_topic", "kafka_cluster", "kafka_partition",
+                        "kafka_offset", "ingested_at")
 
 # Events per claim script call: small enough that valkey starts early, big enough that the
 # round trips stay few (1,000 and 500 measured alike; 5,000, one call a batch, was slower).
@@ -63,8 +63,9 @@ class EventStore:
     def __init__(self, clickhouse: ClickHouse) -> None:
         self._ch = clickhouse
 
-    async def insert(self, rows: Sequence[StoredEvent], token: str) -> None:
-        """One INSERT, so one part: all rows land or none. The token makes a retry a no-op."""
+    async def insert(self, rows: Sequence[StoredEvent], token: str, cluster: str) -> None:
+        """One INSERT, so one part: all rows land or none. The token makes a retry a no-op.
+        `cluster` names the broker cluster the rows were read from."""
         # Times go as integer ticks: the driver's datetime conversion is per value in Python.
         events = [row.event for row in rows]
         columns: list[list[Any]] = [
@@ -79,6 +80,7 @@ class EventStore:
             [orjson.dumps(e.extensions).decode() if e.extensions else _NO_EXTENSIONS
              for e in events],
             [row.topic for row in rows],
+            [cluster] * len(rows),
             [row.partition for row in rows],
             [row.offset for row in rows],
             [row.ingested_ms for row in rows],
@@ -86,26 +88,30 @@ class EventStore:
         await self._ch.insert_columns("usage_events", EVENT_COLUMNS, columns,
                                       settings={"insert_deduplication_token": token})
 
-    async def resume_offsets(self, topic: str) -> dict[int, int]:
-        """The next offset to read per partition, from what is stored (the record of truth)."""
+    async def resume_offsets(self, topic: str, cluster: str) -> dict[int, int]:
+        """The next offset to read per partition, from what is stored (the record of truth),
+        of the broker cluster now serving the topic: another cluster's offsets point into a
+        log that no longer exists."""
         rows = await self._ch.rows(
             "SELECT kafka_partition, max(kafka_offset) FROM usage_events "
-            "WHERE kafka_topic = {topic:String} GROUP BY kafka_partition", {"topic": topic})
+            "WHERE kafka_topic = {topic:String} AND kafka_cluster = {cluster:String} "
+            "GROUP BY kafka_partition", {"topic": topic, "cluster": cluster})
         return {int(p): int(o) + 1 for p, o in rows}
 
     async def existing(self, events: Iterable[UsageEvent]) -> set[tuple[str, str]]:
-        """Which of these (source, id) are already stored.
+        """Which of these (source, id) are already stored, whatever the time or data of the
+        stored copy (a resend may carry another time: it is still the same event).
 
-        A resend is the same event, so it carries the same subject, type and time: looking the
-        whole sort key up lets the primary index skip all but a few granules.
+        A resend carries the same subject, so the tenant, first in the sort key, lets the
+        primary index skip every other tenant's granules.
         """
-        keys = [(e.tenant, e.type, e.time, e.source, e.id) for e in events]
-        if not keys:
+        found = list(events)
+        if not found:
             return set()
         rows = await self._ch.rows(
-            "SELECT source, id FROM usage_events WHERE (tenant, type, time, source, id) IN "
-            "{keys:Array(Tuple(String, String, DateTime64(6, 'UTC'), String, String))}",
-            {"keys": keys})
+            "SELECT source, id FROM usage_events WHERE tenant IN {tenants:Array(String)} "
+            "AND (source, id) IN {keys:Array(Tuple(String, String))}",
+            {"tenants": sorted({e.tenant for e in found}), "keys": [e.key for e in found]})
         return {(str(s), str(i)) for s, i in rows}
 
     async def aggregate(self, meter: Meter, tenant: str, start: datetime, end: datetime,
@@ -211,15 +217,25 @@ def _value_expression(meter: Meter, params: dict[str, Any]) -> str:
 # --- Redis: claims and live counters -------------------------------------------------------
 
 # One call per chunk of a batch, atomic: claim each event's (source, id) for the message that
-# carries it and apply its counter updates only when the claim is new. A claim held by the same
-# partition:offset is that message replayed after a crash: stored again, counted once.
-# Verdicts: 1 new, 2 replay of our own claim, 0 duplicate, -1 refused: a counter key holds
+# carries it and apply its counter updates only when the claim is new. A claim is
+# "incarnation/partition:offset". One held by the same message is that message replayed after
+# a crash: stored again, counted once. One taken under another incarnation of the broker may
+# belong to an event that was never stored (the broker forgot it): the worker asks
+# ClickHouse, and claims again with `force` the events it does not hold, whose counters
+# were rebuilt without them.
+# Verdicts: 1 new, 2 replay of our own claim, 0 duplicate, 3 claimed under another
+# incarnation (not written unless forced), -1 refused: a counter key holds
 # another type (written by hand), so the event is dead-lettered rather than half applied.
 # Types are checked before anything is written: valkey keeps the writes of a script that
 # fails half-way, so a failure after the claims would leave claims without their counters.
 _APPLY_BATCH = """
 local ttl = ARGV[1]
 local batch = cjson.decode(ARGV[2])
+local incarnation = ARGV[3]
+local force = ARGV[4] == '1'
+local function foreign(claim)
+  return string.sub(claim, 1, #incarnation) ~= incarnation
+end
 local verdicts = {}
 local increments = {}
 local types = {}
@@ -250,6 +266,10 @@ end
 for i, ev in ipairs(batch) do
   -- Claim and read in one call: nil means the claim is new and now ours.
   local current = (not refused[i]) and redis.call('SET', ev[1], ev[2], 'NX', 'GET', 'EX', ttl)
+  if current and force and foreign(current) then
+    redis.call('SET', ev[1], ev[2], 'EX', ttl)
+    current = false
+  end
   if refused[i] then
     verdicts[i] = -1
   elseif not current then
@@ -274,6 +294,8 @@ for i, ev in ipairs(batch) do
     end
   elseif current == ev[2] then
     verdicts[i] = 2
+  elseif foreign(current) then
+    verdicts[i] = 3
   else
     verdicts[i] = 0
   end
@@ -296,15 +318,21 @@ class LiveCounters:
     def __init__(self, redis: Redis, claim_ttl_s: int) -> None:
         self._claim_ttl_s = claim_ttl_s
         self._pipe = ScriptPipe(redis, _APPLY_BATCH, timeout_s=30.0)
+        # The claims' prefix: the incarnation of the broker the messages come from.
+        self.incarnation = ""
 
-    async def send(self, entries: Iterable[list[Any]]) -> SentClaims:
+    async def send(self, entries: Iterable[list[Any]], *, force: bool = False) -> SentClaims:
         """Send the claims now, in chunks, each chunk one script call: valkey works through a
         chunk while the next is being built, and the calls run in the order sent, so a batch
         can be sent before the previous one has answered. A chunk is atomic: a claim never
         lands without its counters, nor they without it."""
-        ttl = str(self._claim_ttl_s)
+        args = (str(self._claim_ttl_s), self.incarnation + "/", "1" if force else "0")
         return await self._pipe.send(
-            (ttl, orjson.dumps(chunk)) for chunk in _chunks(entries, CLAIM_CHUNK))
+            (args[0], orjson.dumps(chunk), *args[1:]) for chunk in _chunks(entries, CLAIM_CHUNK))
+
+    async def claim_forced(self, entries: Iterable[list[Any]]) -> list[int]:
+        """Claim again, taking over claims of earlier incarnations (see the script)."""
+        return await self.verdicts(await self.send(entries, force=True))
 
     async def verdicts(self, sent: SentClaims) -> list[int]:
         """Each entry's verdict, in order."""

@@ -27,7 +27,7 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -39,6 +39,8 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 
+from services.metering.acks import StoredOffsets
+from services.metering.rebuild import LiveRebuild
 from services.metering.service import claim_key, live_ops
 from services.metering.store import EventStore, LiveCounters, StoredEvent
 from shared.consumer import (
@@ -50,7 +52,7 @@ from shared.consumer import (
     send_dead_letters,
 )
 from shared.events import EventValidator, InvalidEvent
-from shared.kafka import make_consumer
+from shared.kafka import cluster_id, make_consumer
 from shared.live import TENANT_ZONES_KEY
 from shared.redis import text
 from shared.settings import MeteringSettings
@@ -72,6 +74,8 @@ IN_FLIGHT = 3
 
 
 LOOP = "metering-consumer"
+# The claim script's verdict for a claim taken under another incarnation (store.py).
+FOREIGN_CLAIM = 3
 
 
 class TenantZones:
@@ -126,13 +130,18 @@ class PreparedBatch:
 class UsageConsumer:
     def __init__(self, settings: MeteringSettings, validator: EventValidator, store: EventStore,
                  live: LiveCounters, zones: TenantZones, producer: AIOKafkaProducer,
-                 health: LoopHealth) -> None:
+                 health: LoopHealth, rebuild: LiveRebuild) -> None:
         self._settings = settings
         self._health = health
         self._retrier = Retrier(LOOP, health, initial_s=settings.retry_initial_s,
                                 max_s=settings.retry_max_s,
                                 on_retry=lambda step: RETRIES.labels(step).inc())
         self._dead_letter_limit = DeadLetterLimit(LOOP, health, settings.dead_letter_limit)
+        self._rebuild = rebuild
+        self.stored = StoredOffsets()
+        self.stored.read_committed = self.committed_offsets
+        # The broker cluster the partitions are read from, learnt at each assignment.
+        self._cluster = ""
         self._validator = validator
         self._store = store
         self._live = live
@@ -238,10 +247,15 @@ class UsageConsumer:
             zones = await self._retrier.run("zones", lambda: self._zones.zones(
                 {r.event.tenant for r in unique}))
 
+            incarnation = self._live.incarnation
+
+            def entry(row: StoredEvent) -> list[Any]:
+                return [claim_key(row.event), f"{incarnation}/{row.partition}:{row.offset}",
+                        *live_ops(row.event, zones[row.event.tenant])]
+
             def entries() -> Iterator[list[Any]]:
                 # Built lazily, while valkey works through the previous chunk.
-                return ([claim_key(r.event), f"{r.partition}:{r.offset}",
-                         *live_ops(r.event, zones[r.event.tenant])] for r in unique)
+                return (entry(r) for r in unique)
 
             sent = await self._retrier.run("redis", lambda: self._live.send(entries()))
         try:
@@ -253,6 +267,7 @@ class UsageConsumer:
             RETRIES.labels("redis").inc()
             log.warning("metering claims lost their answers, claiming again: %s", exc)
             verdicts = await self._retrier.run("redis", lambda: self._claim_again(entries()))
+        verdicts = await self._settle_foreign(unique, verdicts, entry)
         to_store = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict > 0]
         refused = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict < 0]
         DUPLICATES.inc(batch.valid - len(to_store) - len(refused))
@@ -260,6 +275,27 @@ class UsageConsumer:
 
     async def _claim_again(self, entries: Iterator[list[Any]]) -> list[int]:
         return await self._live.verdicts(await self._live.send(entries))
+
+    async def _settle_foreign(self, unique: list[StoredEvent], verdicts: list[int],
+                              entry: Callable[[StoredEvent], list[Any]]) -> list[int]:
+        """Claims taken under an earlier incarnation of the broker: a copy when ClickHouse
+        holds the event, else an event that broker forgot, claimed again and counted (the
+        counters were rebuilt without it when the incarnation changed)."""
+        foreign = [i for i, verdict in enumerate(verdicts) if verdict == FOREIGN_CLAIM]
+        if not foreign:
+            return verdicts
+        stored = await self._retrier.run("clickhouse", lambda: self._store.existing(
+            unique[i].event for i in foreign))
+        missing = [i for i in foreign if unique[i].event.key not in stored]
+        settled = list(verdicts)
+        for i in foreign:
+            settled[i] = 0
+        if missing:
+            forced = await self._retrier.run("redis", lambda: self._live.claim_forced(
+                entry(unique[i]) for i in missing))
+            for i, verdict in zip(missing, forced, strict=True):
+                settled[i] = verdict
+        return settled
 
     async def _store_after(self, claiming: asyncio.Task[ClaimedBatch | None],
                            previous: asyncio.Task[None] | None) -> None:
@@ -278,8 +314,8 @@ class UsageConsumer:
         started = time.perf_counter()
         self._dead_letter_limit.observe(batch.outcomes)
         if claimed.to_store:
-            await self._retrier.run("clickhouse",
-                                    lambda: self._store.insert(claimed.to_store, batch.token))
+            await self._retrier.run("clickhouse", lambda: self._store.insert(
+                claimed.to_store, batch.token, self._cluster))
             STORED.inc(len(claimed.to_store))
         if claimed.dead:
             await self._retrier.run("dlq", lambda: self._send_dead_letters(claimed.dead))
@@ -322,16 +358,42 @@ class UsageConsumer:
         except CommitFailedError:
             # The partitions moved on a rebalance; their new owner resumes from ClickHouse.
             log.warning("commit refused after a rebalance", extra={"offsets": str(offsets)})
+            return
+        await self.stored.committed({tp.partition: offset for tp, offset in offsets.items()})
+
+    async def committed_offsets(self, partitions: list[int]) -> dict[int, int | None]:
+        """The group's committed offsets, whichever process consumes the partitions."""
+        topic = self._settings.usage_events_topic
+        return {p: await self.consumer.committed(TopicPartition(topic, p)) for p in partitions}
 
     async def resume_from_store(self, assigned: set[TopicPartition]) -> None:
+        """Resume where ClickHouse says, within the broker's own log: a broker that is not
+        the one the stored offsets came from (a restarted embedded one) is read from its
+        beginning, the counters rebuilt first, and the copies dropped by their claims."""
         topic = self._settings.usage_events_topic
+        cluster = await self._retrier.run("kafka", lambda: cluster_id(
+            self._settings.kafka_bootstrap))
+        if cluster != self._cluster:
+            if self._cluster:
+                await self.stored.new_incarnation()  # what waits was sent to the old one
+            self._cluster = cluster
+            self._live.incarnation = incarnation_of(cluster)
+        await self._rebuild_live_counters()
         stored_next = await self._retrier.run("clickhouse",
-                                              lambda: self._store.resume_offsets(topic))
+                                              lambda: self._store.resume_offsets(topic, cluster))
         for tp in assigned:
             position = stored_next.get(tp.partition)
             committed = await self.consumer.committed(tp)
             if position is not None and (committed is None or position > committed):
                 self.consumer.seek(tp, position)
+
+    async def _rebuild_live_counters(self) -> None:
+        incarnation = self._live.incarnation
+        if not await self._retrier.run("redis", lambda: self._rebuild.needed(incarnation)):
+            return
+        tenants = await self._retrier.run("clickhouse", self._rebuild.tenants)
+        zones = await self._retrier.run("zones", lambda: self._zones.zones(tenants))
+        await self._retrier.run("rebuild", lambda: self._rebuild.run(incarnation, zones))
 
     async def caught_up(self, produced: dict[int, int], timeout_s: float = 60.0) -> None:
         """Wait until every message already in usage-events is processed and committed:
@@ -375,6 +437,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker.resume_from_store(assigned)
+
+
+def incarnation_of(cluster: str) -> str:
+    """A short name of the broker cluster for claim values (they are stored per event)."""
+    return hashlib.blake2b(cluster.encode(), digest_size=6).hexdigest()
 
 
 def _refusals(batch: PreparedBatch, refused: list[StoredEvent]

@@ -1,0 +1,157 @@
+"""Live counters rebuilt from ClickHouse, the record of truth.
+
+Claims and counters are updated together, so they agree with what is stored as long as every
+claimed message is eventually stored. Two things break that: a broker that forgets messages
+(the embedded one remembers nothing across a restart) and a crash between the claims and the
+insert. Either way the counters may count events ClickHouse does not hold. So when metering
+meets a new incarnation of the broker it recomputes every counter from the stored events,
+with the same per-event effects the consumer applies (`live_ops`), and replaces them in one
+transaction; claims of the old incarnation are then settled against ClickHouse one by one
+(store.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from services.metering.service import live_ops
+from services.metering.store import as_utc
+from shared import events
+from shared.clickhouse.client import ClickHouse
+from shared.events import UsageEvent
+from shared.live import LIVE_INCARNATION_KEY, live_key
+from shared.redis import text
+
+log = logging.getLogger(__name__)
+
+_NOTHING: Final[MappingProxyType[str, Any]] = MappingProxyType({})
+
+# Per tenant and 15-minute bucket: every zone's offset is a multiple of 15 minutes, so a
+# bucket never straddles a local midnight.
+_EMAILS: Final = (
+    "SELECT tenant, toStartOfFifteenMinutes(time), sum(toInt128(JSONExtractUInt(data, 'count')))"
+    " FROM (SELECT tenant, time, data FROM usage_events WHERE type = {type:String}"
+    " LIMIT 1 BY source, id) GROUP BY tenant, toStartOfFifteenMinutes(time)")
+_SUPPORT: Final = (
+    "SELECT tenant, time, JSONExtractInt(data, 'minutes'), JSONExtractInt(data, 'level')"
+    " FROM usage_events WHERE type = {type:String} LIMIT 1 BY source, id")
+_COMPANIES: Final = (
+    "SELECT tenant, countIf(type = {created:String}) - countIf(type = {deleted:String})"
+    " FROM (SELECT tenant, type FROM usage_events WHERE type IN ({created:String},"
+    " {deleted:String}) LIMIT 1 BY source, id) GROUP BY tenant")
+_ACCESS: Final = (
+    "SELECT tenant, module, user_id, time, type FROM usage_events"
+    " WHERE type IN ({granted:String}, {revoked:String}) LIMIT 1 BY source, id")
+
+
+@dataclass
+class LiveState:
+    """The counters as the consumer would have left them after every stored event."""
+
+    counters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # access state hash -> user -> order of the last grant or revoke
+    access: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    # users zset -> user -> grant instant (µs) of the unbroken access
+    users: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+
+    def apply(self, ops: Iterable[list[Any]]) -> None:
+        for op in ops:
+            if op[0] == "incr":
+                self.counters[op[1]] += int(op[2])
+                continue
+            _, state_key, users_key, user, order, micros, granted = op
+            previous = self.access[state_key].get(user)
+            if previous is not None and int(previous) >= int(order):
+                continue
+            self.access[state_key][user] = order
+            members = self.users[users_key]
+            if granted:
+                members[user] = min(members.get(user, int(micros)), int(micros))
+            else:
+                members.pop(user, None)
+
+
+def _event(tenant: str, kind: str, time: datetime, data: dict[str, Any]) -> UsageEvent:
+    return UsageEvent(id="", source="", type=kind, tenant=tenant, time=as_utc(time), data=data,
+                      extensions=_NOTHING)
+
+
+class LiveRebuild:
+    def __init__(self, clickhouse: ClickHouse, redis: Redis) -> None:
+        self._ch = clickhouse
+        self._redis = redis
+
+    async def needed(self, incarnation: str) -> bool:
+        marker = await self._redis.get(LIVE_INCARNATION_KEY)
+        return marker is None or text(marker) != incarnation
+
+    async def run(self, incarnation: str, zones: dict[str, ZoneInfo]) -> LiveState:
+        """Recompute every counter and replace the stored ones; `zones` of every tenant."""
+        state = await self.compute(zones)
+        await self._replace(state, incarnation)
+        log.info("live counters rebuilt from ClickHouse for incarnation %s: %d counters, "
+                 "%d access sets", incarnation, len(state.counters), len(state.users))
+        return state
+
+    async def tenants(self) -> set[str]:
+        rows = await self._ch.rows("SELECT DISTINCT tenant FROM usage_events")
+        return {str(t) for (t,) in rows}
+
+    async def compute(self, zones: dict[str, ZoneInfo]) -> LiveState:
+        state = LiveState()
+        for tenant, bucket, total in await self._ch.rows(_EMAILS, {"type": events.EMAIL_SENT}):
+            state.apply(live_ops(_event(tenant, events.EMAIL_SENT, bucket,
+                                        {"count": int(total)}), zones[tenant]))
+        for tenant, time, minutes, level in await self._ch.rows(
+                _SUPPORT, {"type": events.SUPPORT_SESSION_COMPLETED}):
+            state.apply(live_ops(_event(tenant, events.SUPPORT_SESSION_COMPLETED, time,
+                                        {"minutes": int(minutes), "level": int(level)}),
+                                 zones[tenant]))
+        for tenant, net in await self._ch.rows(_COMPANIES, {
+                "created": events.COMPANY_CREATED, "deleted": events.COMPANY_DELETED}):
+            state.counters[live_key(str(tenant), "companies")] += int(net)
+        access = [_event(tenant, kind, time, {"module": module, "user_id": user})
+                  for tenant, module, user, time, kind in await self._ch.rows(_ACCESS, {
+                      "granted": events.USER_ACCESS_GRANTED,
+                      "revoked": events.USER_ACCESS_REVOKED})]
+        # In time order, a revocation after a grant at the same instant: what the consumer
+        # leaves when events arrive in order (R6.3 ranks by the earliest unbroken grant).
+        access.sort(key=lambda e: (e.time, e.type == events.USER_ACCESS_REVOKED))
+        for event in access:
+            state.apply(live_ops(event, zones[event.tenant]))
+        return state
+
+    async def _replace(self, state: LiveState, incarnation: str) -> None:
+        """One transaction; skipped when another metering process rebuilt for the same
+        incarnation meanwhile (it may already count new claims on top)."""
+        stale = [key async for key in self._redis.scan_iter(match="live:*", count=1000)]
+        async with self._redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(LIVE_INCARNATION_KEY)
+            marker = await pipe.get(LIVE_INCARNATION_KEY)
+            if marker is not None and text(marker) == incarnation:
+                return
+            pipe.multi()  # type: ignore[no-untyped-call]
+            if stale:
+                pipe.unlink(*stale)
+            if state.counters:
+                pipe.mset({key: value for key, value in state.counters.items()})
+            for key, users in state.access.items():
+                orders: dict[Any, Any] = users
+                pipe.hset(key, mapping=orders)
+            for key, members in state.users.items():
+                if members:
+                    pipe.zadd(key, members)
+            pipe.set(LIVE_INCARNATION_KEY, incarnation)
+            with contextlib.suppress(WatchError):
+                await pipe.execute()

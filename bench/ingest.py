@@ -15,6 +15,9 @@ Each run, on a fresh embedded broker and valkey:
 3. **ceiling**: the same events on another topic, read by a bare process doing aiokafka
    consume + orjson decode + the same columnar insert into the same table + commit; no
    validation, no dedupe, no Redis. Timed the same way.
+4. **HTTP ingest**: 32 clients post batches of 100 events to a metering process answering
+   202 once the broker acked them (`INGEST_ACK=broker`), then to one answering once they are
+   stored and committed (`stored`); events/s and the p99 of a request, and their ratio.
 Peak RSS is the metering process's VmHWM. Every figure is printed as a JSON line; the last
 lines give the medians over the runs and the ratio to the ceiling.
 """
@@ -35,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -250,16 +254,81 @@ async def _measure(run: int, count: int, root: Path, broker: TansuBroker,
         ceiling.wait(60)
     ceiling_rate = (len(events) - c_first_n) / (c_last_t - c_first_t)
 
+    # 4. HTTP ingest, acknowledged by the broker, then only once stored
+    http = {ack: await http_phase(env, ack, run) for ack in ("broker", "stored")}
+
     results = {"throughput": throughput, "ceiling": ceiling_rate,
                "ratio": throughput / ceiling_rate, "p50_ms": float(p50), "p99_ms": float(p99),
-               "peak_rss_mb": peak_rss}
+               "peak_rss_mb": peak_rss,
+               **{f"http_{ack}_{key}": value for ack, figures in http.items()
+                  for key, value in figures.items()},
+               "http_stored_to_broker": http["stored"]["rate"] / http["broker"]["rate"]}
     emit("ingest_throughput", throughput, "events/s", run=run, events=total)
     emit("ingest_ceiling", ceiling_rate, "events/s", run=run)
     emit("ingest_ratio_to_ceiling", throughput / ceiling_rate, "ratio", run=run)
     emit("event_to_queryable_p50", float(p50), "ms", run=run, events=n_latency)
     emit("event_to_queryable_p99", float(p99), "ms", run=run, events=n_latency)
     emit("metering_peak_rss", peak_rss, "MiB", run=run)
+    for ack, figures in http.items():
+        emit(f"http_ingest_{ack}", figures["rate"], "events/s", run=run,
+             clients=HTTP_CLIENTS, batch=HTTP_BATCH)
+        emit(f"http_ingest_{ack}_p99", figures["p99_ms"], "ms", run=run)
+    emit("http_ingest_stored_to_broker", results["http_stored_to_broker"], "ratio", run=run)
     return results
+
+
+HTTP_CLIENTS = 32
+HTTP_BATCH = 100
+HTTP_EVENTS = 64_000
+
+
+async def http_phase(env: dict[str, str], ack: str, run: int) -> dict[str, float]:
+    """`POST /v1/events` by 32 clients, batches of 100, against metering answering 202 once
+    the broker acked (`broker`) or once the events are stored and committed (`stored`)."""
+    port = free_port()
+    metering = spawn_metering({**env, "INGEST_ACK": ack}, port)
+    base = f"http://127.0.0.1:{port}"
+    events = [orjson.loads(value) for _, value in make_events(HTTP_EVENTS, seed=100 + run,
+                                                              tag=f"http-{ack}-{run}")]
+    batches = [events[i:i + HTTP_BATCH] for i in range(0, len(events), HTTP_BATCH)]
+    latencies: list[float] = []
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=60,
+                                     headers={"Authorization": "Bearer bench"}) as client:
+            await wait_ready(client)
+            queue = list(reversed(batches))
+            started = time.perf_counter()
+
+            async def sender() -> None:
+                while queue:
+                    batch = queue.pop()
+                    sent = time.perf_counter()
+                    response = await client.post("/v1/events", content=orjson.dumps(batch),
+                                                 headers={"Content-Type": "application/json"})
+                    if response.status_code != 202:
+                        raise AssertionError(f"{ack}: {response.status_code} {response.text}")
+                    latencies.append((time.perf_counter() - sent) * 1000)
+
+            await asyncio.gather(*(sender() for _ in range(HTTP_CLIENTS)))
+            elapsed = time.perf_counter() - started
+    finally:
+        metering.send_signal(signal.SIGTERM)
+        metering.wait(60)
+    latencies.sort()
+    return {"rate": len(events) / elapsed,
+            "p99_ms": latencies[int(len(latencies) * 0.99) - 1]}
+
+
+async def wait_ready(client: httpx.AsyncClient, within_s: float = 60) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("metering was not ready")
 
 
 def ceiling_worker(bootstrap: str, dsn: str) -> None:
@@ -297,7 +366,8 @@ def ceiling_worker(bootstrap: str, dsn: str) -> None:
                             data=body["data"], extensions={})
                         rows.append(StoredEvent(event, record.topic, record.partition,
                                                 record.offset, record.timestamp))
-                await store.insert(rows, token=f"{rows[0].partition}-{rows[0].offset}")
+                await store.insert(rows, token=f"{rows[0].partition}-{rows[0].offset}",
+                                   cluster="ceiling")
                 await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
         finally:
             await consumer.stop()
@@ -327,6 +397,13 @@ def main() -> None:
     emit("event_to_queryable_p50_median", median("p50_ms"), "ms", runs=args.runs)
     emit("event_to_queryable_p99_median", median("p99_ms"), "ms", runs=args.runs, target=2000)
     emit("metering_peak_rss_median", median("peak_rss_mb"), "MiB", runs=args.runs)
+    for ack in ("broker", "stored"):
+        emit(f"http_ingest_{ack}_median", median(f"http_{ack}_rate"), "events/s",
+             runs=args.runs)
+        emit(f"http_ingest_{ack}_p99_median", median(f"http_{ack}_p99_ms"), "ms",
+             runs=args.runs)
+    emit("http_ingest_stored_to_broker_median", median("http_stored_to_broker"), "ratio",
+         runs=args.runs, target=0.6)
 
 
 if __name__ == "__main__":

@@ -79,11 +79,11 @@ def parse_month(value: object, field: str) -> date:
     match = _MONTH.match(value) if isinstance(value, str) else None
     if match is None or not 1 <= int(match.group(2)) <= 12:
         raise ValidationFailed(f"{field}: expected YYYY-MM, got '{value}'", field=field)
-    first = date(int(match.group(1)), int(match.group(2)), 1)
-    if not FIRST_DAY <= first <= LAST_DAY:
+    year = int(match.group(1))
+    if not FIRST_DAY.year <= year <= LAST_DAY.year:
         raise ValidationFailed(f"{field}: must lie from {FIRST_DAY:%Y-%m} to {LAST_DAY:%Y-%m}",
                                field=field)
-    return first
+    return date(year, int(match.group(2)), 1)
 
 
 def next_month(first: date) -> date:

@@ -32,8 +32,9 @@ _MAX_ZONE_NAME: Final = 64
 _NOT_CIVIL: Final = frozenset({"localtime", "Factory"})
 
 
-def parse_instant(value: object, field: str) -> datetime:
-    """An RFC 3339 date-time with an offset, inside the domain, as UTC."""
+def parse_instant(value: object, field: str, *, range_end: bool = False) -> datetime:
+    """An RFC 3339 date-time with an offset, inside the domain, as UTC; the end of a range
+    (exclusive) may be the domain's end itself."""
     if not isinstance(value, str) or len(value) > _MAX_INSTANT_TEXT:
         raise ValidationFailed(f"{field}: must be an RFC 3339 date-time string", field=field)
     try:
@@ -47,6 +48,8 @@ def parse_instant(value: object, field: str) -> datetime:
         instant = parsed.astimezone(UTC)
     except OverflowError:  # year 1 at +01:00 is before year 1 in UTC
         instant = EARLIEST - timedelta(days=1)
+    if range_end and instant == LATEST:
+        return instant
     return within_domain(instant, field)
 
 

@@ -14,7 +14,7 @@ from services.metering.models import EventRefs, IngestResult, Meters, UsageSerie
 from services.metering.service import MeteringService
 from shared.auth import Principal, Role, require
 from shared.errors import BadRequest, PayloadTooLarge, ValidationFailed
-from shared.events import InvalidEvent, parse_time
+from shared.times import parse_instant
 
 router = APIRouter(tags=["metering"])
 
@@ -76,11 +76,6 @@ async def ingest(request: Request, principal: IngestKey, service: Metering) -> J
     return JSONResponse({"accepted": accepted, "rejected": rejections}, status_code=202)
 
 
-def _instant(value: str, name: str) -> datetime:
-    try:
-        return parse_time(value, name)
-    except InvalidEvent as error:
-        raise ValidationFailed(f"{name}: {error.reason}", field=name) from None
 
 
 @dataclass(frozen=True)
@@ -98,7 +93,8 @@ async def usage_scope(principal: DashboardKey, tenant: str, meter: str,
                       from_: Annotated[str, Query(alias="from")], to: str,
                       module: str | None = None) -> UsageScope:
     principal.ensure_tenant(tenant)
-    return UsageScope(tenant, meter, _instant(from_, "from"), _instant(to, "to"), module)
+    return UsageScope(tenant, meter, parse_instant(from_, "from"),
+                      parse_instant(to, "to", range_end=True), module)
 
 
 Scope = Annotated[UsageScope, Depends(usage_scope)]

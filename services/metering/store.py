@@ -50,6 +50,10 @@ class StoredEvent:
     ingested_ms: int  # the broker timestamp, ms since the epoch
 
 
+# A batch may hold events of any month of the time domain (late events are welcome), one
+# partition each: ClickHouse's default refuses an insert touching more than 100 partitions,
+# which would stop the consumer on a batch of valid events.
+_INSERT_SETTINGS: Final = {"max_partitions_per_insert_block": 0}
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _NO_EXTENSIONS: Final = "{}"
@@ -86,7 +90,8 @@ class EventStore:
             [row.ingested_ms for row in rows],
         ]
         await self._ch.insert_columns("usage_events", EVENT_COLUMNS, columns,
-                                      settings={"insert_deduplication_token": token})
+                                      settings=_INSERT_SETTINGS | {
+                                          "insert_deduplication_token": token})
 
     async def resume_offsets(self, topic: str, cluster: str) -> dict[int, int]:
         """The next offset to read per partition, from what is stored (the record of truth),

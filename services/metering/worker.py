@@ -167,10 +167,10 @@ class UsageConsumer:
         self._stopping.set()
         self._retrier.stopping = True
         if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout=30)
-            except TimeoutError:
-                self._task.cancel()
+            # A loop that ended with an error was logged and reported when it did.
+            _, late = await asyncio.wait([self._task], timeout=30)
+            for task in late:
+                task.cancel()
         await self.consumer.stop()
         self._live.close()
 

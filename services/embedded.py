@@ -23,6 +23,7 @@ from services.entitlements.part import EntitlementsPart
 from services.invoicing.part import InvoicingPart
 from services.metering.part import MeteringPart
 from shared.app import ServicePart, create_app
+from shared.kafka import ensure_topics, platform_topics
 from shared.observability import configure_logging
 from shared.settings import CommonSettings
 from shared.stack import EmbeddedStack, StackError
@@ -34,8 +35,21 @@ def _uses_external_servers(settings: CommonSettings) -> bool:
     return bool(settings.kafka_bootstrap and settings.redis_url and settings.clickhouse_dsn)
 
 
-async def serve(settings: CommonSettings, with_demo: bool, embedded: bool) -> None:
+async def keep_alive(stack: EmbeddedStack, settings: CommonSettings) -> None:
+    """A child that dies is started again: the platform heals itself instead of answering
+    503 until someone restarts it."""
+    while True:
+        await asyncio.sleep(0.5)
+        revived = await asyncio.to_thread(stack.revive)
+        if revived:
+            log.warning("restarted the embedded %s", ", ".join(revived))
+        if "tansu" in revived:
+            await ensure_topics(settings.kafka_bootstrap, platform_topics(settings))
+
+
+async def serve(settings: CommonSettings, with_demo: bool, stack: EmbeddedStack | None) -> None:
     overrides = settings.model_dump(exclude_unset=False)
+    embedded = stack is not None
     if embedded and "INGEST_ACK" not in os.environ:
         # The embedded broker keeps nothing across a restart: a 202 must mean "stored".
         overrides["ingest_ack"] = "stored"
@@ -53,6 +67,7 @@ async def serve(settings: CommonSettings, with_demo: bool, embedded: bool) -> No
             await serving
             return
         await asyncio.sleep(0.05)
+    healer = None if stack is None else asyncio.create_task(keep_alive(stack, settings))
     base = f"http://{settings.host}:{settings.port}"
     print(f"\nmeterbill is serving on {base}\n"
           f"  API docs:   {base}/docs\n"
@@ -63,7 +78,11 @@ async def serve(settings: CommonSettings, with_demo: bool, embedded: bool) -> No
             await demo.load(base, settings.admin_api_key)
         except Exception:
             log.exception("loading the demo failed; the platform keeps running")
-    await serving
+    try:
+        await serving
+    finally:
+        if healer is not None:
+            healer.cancel()
 
 
 def _exit_quietly(signum: int, frame: FrameType | None) -> None:
@@ -92,8 +111,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _exit_quietly)
     signal.signal(signal.SIGINT, _exit_quietly)
     try:
-        uvloop.run(serve(settings, with_demo="--no-demo" not in sys.argv,
-                         embedded=stack is not None))
+        uvloop.run(serve(settings, with_demo="--no-demo" not in sys.argv, stack=stack))
     except SystemExit:
         pass
     finally:

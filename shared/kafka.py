@@ -71,17 +71,6 @@ def make_consumer(settings: CommonSettings, group_id: str, *topics: str,
     )
 
 
-async def cluster_id(bootstrap: str) -> str:
-    """The id of the broker cluster serving `bootstrap`: a new one means a new log."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_cluster()
-    finally:
-        await admin.close()
-    return str(described.get("cluster_id") or "")
-
-
 async def probe(producer: AIOKafkaProducer) -> None:
     """Raise unless the broker answers a metadata request."""
     await producer.client.fetch_all_metadata()

@@ -212,6 +212,17 @@ class EmbeddedStack:
             clickhouse_dsn=f"chdb://{self.data_dir / 'clickhouse'}",
         )
 
+    def revive(self) -> list[str]:
+        """Start again any child that died, on its port; the names of those restarted. The
+        broker comes back empty, with a new cluster id (metering reads it from its start);
+        valkey reloads its append-only file."""
+        revived = []
+        for child in (self.broker, self.valkey):
+            if child.process is not None and child.process.poll() is not None:
+                child.start()
+                revived.append(child.name)
+        return revived
+
     def stop(self) -> None:
         self.broker.stop()
         self.valkey.stop()

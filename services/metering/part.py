@@ -8,7 +8,8 @@ from services.metering.api import router
 from services.metering.rebuild import LiveRebuild
 from services.metering.service import MeteringService
 from services.metering.store import EventStore, LiveCounters
-from services.metering.worker import TenantZones, UsageConsumer
+from services.metering.worker import UsageConsumer
+from services.metering.zones import TenantZones
 from shared.app import Runtime
 from shared.events import EventValidator
 from shared.meters import MeterRegistry
@@ -41,7 +42,7 @@ class MeteringPart:
             self._barrier_registered = True
         self.service = runtime.app_state.metering = MeteringService(
             store, self.registry, validator, runtime.producer, self.settings,
-            self.consumer.stored)
+            self.consumer.stored, self.consumer.incarnation.answering)
         runtime.app_state.metering_settings = self.settings
 
     async def caught_up(self) -> None:

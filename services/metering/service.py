@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from services.metering.acks import StoredOffsets
+from services.metering.acks import StoredOffsets, produced_elsewhere
 from services.metering.store import EventStore, as_utc
 from shared import events, live
 from shared.billing.periods import local_midnight
@@ -136,7 +136,7 @@ def check_range(start: datetime, end: datetime, window: str | None) -> None:
 class MeteringService:
     def __init__(self, store: EventStore, registry: MeterRegistry, validator: EventValidator,
                  producer: AIOKafkaProducer, settings: MeteringSettings,
-                 stored: StoredOffsets) -> None:
+                 stored: StoredOffsets, answering: Callable[[], Awaitable[str]]) -> None:
         self.store = store
         self.registry = registry
         self.validator = validator
@@ -146,6 +146,7 @@ class MeteringService:
         self._ack_stored = settings.ingest_ack == "stored"
         self._ack_timeout_s = settings.ingest_ack_timeout_s
         self._stored = stored
+        self._answering = answering
         # Next offset after the last event this process produced, per partition: the clock's
         # barrier waits for these even where the broker's end offsets lag (tansu reports the
         # end of a multi-record batch as its first record + 1).
@@ -167,7 +168,9 @@ class MeteringService:
                                           error))
                 continue
             accepted.append((event.tenant, raw))
-        epoch = self._stored.epoch
+        # The broker before and after: the same cluster id (they are never reused) means
+        # the events went to that one, whose offsets the consumer reports (acks.py).
+        broker = await self._answering() if self._ack_stored else ""
         futures = [await self._producer.send(self._topic, raw, key=tenant.encode())
                    for tenant, raw in accepted]
         needed: dict[int, int] = {}
@@ -177,7 +180,9 @@ class MeteringService:
             if following > self.produced.get(metadata.partition, 0):
                 self.produced[metadata.partition] = following
         if self._ack_stored and needed:
-            await self._stored.wait(needed, epoch, self._ack_timeout_s)
+            if await self._answering() != broker:
+                raise produced_elsewhere()
+            await self._stored.wait(broker, needed, self._ack_timeout_s)
         return len(accepted), rejected
 
     async def usage(self, tenant: str, meter_slug: str, start: datetime, end: datetime,

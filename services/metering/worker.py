@@ -23,6 +23,7 @@ not committed before a crash is never stored twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -31,18 +32,18 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
-from redis.asyncio import Redis
 
 from services.metering.acks import StoredOffsets
+from services.metering.incarnation import BrokerReplaced, Incarnation
 from services.metering.rebuild import LiveRebuild
 from services.metering.service import claim_key, live_ops
 from services.metering.store import EventStore, LiveCounters, StoredEvent
+from services.metering.zones import TenantZones
 from shared.consumer import (
     DeadLetterLimit,
     LoopHealth,
@@ -52,9 +53,7 @@ from shared.consumer import (
     send_dead_letters,
 )
 from shared.events import EventValidator, InvalidEvent
-from shared.kafka import cluster_id, make_consumer
-from shared.live import TENANT_ZONES_KEY
-from shared.redis import text
+from shared.kafka import make_consumer
 from shared.settings import MeteringSettings
 
 log = logging.getLogger(__name__)
@@ -74,38 +73,12 @@ IN_FLIGHT = 3
 
 
 LOOP = "metering-consumer"
-# The claim script's verdict for a claim taken under another incarnation (store.py).
+# A commit the broker neither takes nor refuses within this is retried as an outage.
+COMMIT_TIMEOUT_S = 10.0
+# The claim script's verdicts for our own message read again, and for a claim taken under
+# another incarnation of the broker (store.py).
+REPLAY = 2
 FOREIGN_CLAIM = 3
-
-
-class TenantZones:
-    """Tenants' IANA zones (written by entitlements), cached briefly; UTC when unknown."""
-
-    def __init__(self, redis: Redis, ttl_s: float = 30.0) -> None:
-        self._redis = redis
-        self._ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, ZoneInfo]] = {}
-
-    async def zones(self, tenants: set[str]) -> dict[str, ZoneInfo]:
-        now = time.monotonic()
-        missing = [t for t in tenants if t not in self._cache or self._cache[t][0] < now]
-        if missing:
-            names = await self._redis.hmget(TENANT_ZONES_KEY, missing)
-            for tenant, name in zip(missing, names, strict=True):
-                zone = _zone(text(name)) if name else UTC_ZONE
-                self._cache[tenant] = (now + self._ttl_s, zone)
-        return {t: self._cache[t][1] for t in tenants}
-
-
-UTC_ZONE = ZoneInfo("UTC")
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        log.warning("tenant zone %r is not an IANA zone; filing under UTC", name)
-        return UTC_ZONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +110,9 @@ class UsageConsumer:
                                 max_s=settings.retry_max_s,
                                 on_retry=lambda step: RETRIES.labels(step).inc())
         self._dead_letter_limit = DeadLetterLimit(LOOP, health, settings.dead_letter_limit)
-        self._rebuild = rebuild
         self.stored = StoredOffsets()
-        self.stored.read_committed = self.committed_offsets
-        # The broker cluster the partitions are read from, learnt at each assignment.
-        self._cluster = ""
+        self.incarnation = Incarnation(settings, live, self.stored, rebuild, zones,
+                                        self._retrier)
         self._validator = validator
         self._store = store
         self._live = live
@@ -172,28 +143,48 @@ class UsageConsumer:
             for task in late:
                 task.cancel()
         await self.consumer.stop()
+        await self.incarnation.close()
         self._live.close()
 
     async def _run(self) -> None:
+        with contextlib.suppress(Stopping):
+            while not self._stopping.is_set():
+                try:
+                    await self._consume()
+                except BrokerReplaced as replaced:
+                    await self._read_the_new_broker(replaced)
+
+    async def _consume(self) -> None:
         in_flight: deque[asyncio.Task[None]] = deque()
         storing: asyncio.Task[None] | None = None
-        try:
-            while not self._stopping.is_set():
-                batch = await self.consumer.getmany(
-                    timeout_ms=self._settings.batch_max_wait_ms,
-                    max_records=self._settings.batch_max_records)
-                if not batch:
-                    continue
-                claiming = self._track(self.claim(self.prepare(batch)))
-                storing = self._track(self._store_after(claiming, storing))
-                in_flight.append(storing)
-                # Back-pressure: poll again only once the oldest batch is committed.
-                while len(in_flight) >= IN_FLIGHT:
-                    await in_flight.popleft()
-            while in_flight:
+        while not self._stopping.is_set():
+            batch = await self.consumer.getmany(
+                timeout_ms=self._settings.batch_max_wait_ms,
+                max_records=self._settings.batch_max_records)
+            if not batch:
+                continue
+            claiming = self._track(self.claim(self.prepare(batch)))
+            storing = self._track(self._store_after(claiming, storing))
+            in_flight.append(storing)
+            # Back-pressure: poll again only once the oldest batch is committed.
+            while len(in_flight) >= IN_FLIGHT:
                 await in_flight.popleft()
-        except Stopping:
-            return
+        while in_flight:
+            await in_flight.popleft()
+
+    async def _read_the_new_broker(self, replaced: BrokerReplaced) -> None:
+        """Drop every batch in flight (none was committed), move to the broker answering and
+        read it from where ClickHouse says, or from its beginning."""
+        log.warning("metering: %s", replaced)
+        await self._switch_broker(self.consumer.assignment())
+
+    async def _switch_broker(self, assigned: set[TopicPartition]) -> None:
+        """With nothing in flight and no claim sent meanwhile, label what comes next with the
+        broker answering (rebuilding the counters when it is a new one), then seek."""
+        await self.drain(timeout_s=None)
+        async with self._claim_order:
+            replaced = await self.incarnation.move_to_answering()
+        await self._seek_to_stored(assigned, replaced)
 
     def _track(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(work)
@@ -278,18 +269,24 @@ class UsageConsumer:
 
     async def _settle_foreign(self, unique: list[StoredEvent], verdicts: list[int],
                               entry: Callable[[StoredEvent], list[Any]]) -> list[int]:
-        """Claims taken under an earlier incarnation of the broker: a copy when ClickHouse
-        holds the event, else an event that broker forgot, claimed again and counted (the
-        counters were rebuilt without it when the incarnation changed)."""
-        foreign = [i for i, verdict in enumerate(verdicts) if verdict == FOREIGN_CLAIM]
-        if not foreign:
+        """Claims that need ClickHouse's word. Our own message read again (a replay after a
+        crash or a seek) is stored only if its first reading was not: batch boundaries differ
+        between readings, so the insert's token would not catch it. A claim taken under an
+        earlier incarnation of the broker is a copy when ClickHouse holds the event, else an
+        event that broker forgot: claimed again and counted (the counters were rebuilt
+        without it when the incarnation changed)."""
+        asked = [i for i, verdict in enumerate(verdicts) if verdict in (REPLAY, FOREIGN_CLAIM)]
+        if not asked:
             return verdicts
         stored = await self._retrier.run("clickhouse", lambda: self._store.existing(
-            unique[i].event for i in foreign))
-        missing = [i for i in foreign if unique[i].event.key not in stored]
+            unique[i].event for i in asked))
         settled = list(verdicts)
-        for i in foreign:
-            settled[i] = 0
+        missing = []
+        for i in asked:
+            if unique[i].event.key in stored:
+                settled[i] = 0
+            elif verdicts[i] == FOREIGN_CLAIM:
+                missing.append(i)
         if missing:
             forced = await self._retrier.run("redis", lambda: self._live.claim_forced(
                 entry(unique[i]) for i in missing))
@@ -314,11 +311,14 @@ class UsageConsumer:
         started = time.perf_counter()
         self._dead_letter_limit.observe(batch.outcomes)
         if claimed.to_store:
+            cluster = self.incarnation.cluster
             await self._retrier.run("clickhouse", lambda: self._store.insert(
-                claimed.to_store, batch.token, self._cluster))
+                claimed.to_store, f"{cluster}/{batch.token}", cluster))
             STORED.inc(len(claimed.to_store))
         if claimed.dead:
             await self._retrier.run("dlq", lambda: self._send_dead_letters(claimed.dead))
+        # Read from another broker than the one its claims name: never committed (acks.py).
+        await self.incarnation.ensure_current()
         await self._commit(batch.offsets)
         BATCH_SECONDS.observe(time.perf_counter() - started)
 
@@ -354,46 +354,42 @@ class UsageConsumer:
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await self.consumer.commit(offsets)
+            # aiokafka retries some refusals for ever (a topic the broker does not know):
+            # bounded here, so the retrier reports a consumer that cannot commit.
+            await self._retrier.run("commit", lambda: asyncio.wait_for(
+                self.consumer.commit(offsets), COMMIT_TIMEOUT_S))
         except CommitFailedError:
             # The partitions moved on a rebalance; their new owner resumes from ClickHouse.
             log.warning("commit refused after a rebalance", extra={"offsets": str(offsets)})
             return
-        await self.stored.committed({tp.partition: offset for tp, offset in offsets.items()})
-
-    async def committed_offsets(self, partitions: list[int]) -> dict[int, int | None]:
-        """The group's committed offsets, whichever process consumes the partitions."""
-        topic = self._settings.usage_events_topic
-        return {p: await self.consumer.committed(TopicPartition(topic, p)) for p in partitions}
+        # A broker replaced while the commit was under way may have taken it: nothing of it
+        # is reported stored (a lenient broker takes a stale group's commit).
+        cluster = await self.incarnation.ensure_current()
+        await self.stored.committed(cluster, {tp.partition: o for tp, o in offsets.items()})
 
     async def resume_from_store(self, assigned: set[TopicPartition]) -> None:
         """Resume where ClickHouse says, within the broker's own log: a broker that is not
         the one the stored offsets came from (a restarted embedded one) is read from its
         beginning, the counters rebuilt first, and the copies dropped by their claims."""
-        topic = self._settings.usage_events_topic
-        cluster = await self._retrier.run("kafka", lambda: cluster_id(
-            self._settings.kafka_bootstrap))
-        if cluster != self._cluster:
-            if self._cluster:
-                await self.stored.new_incarnation()  # what waits was sent to the old one
-            self._cluster = cluster
-            self._live.incarnation = incarnation_of(cluster)
-        await self._rebuild_live_counters()
+        await self._switch_broker(assigned)
+
+    async def _seek_to_stored(self, assigned: set[TopicPartition], replaced: bool) -> None:
+        """Each partition from past what ClickHouse holds of this broker, or past the group's
+        commit when that is further; a replaced broker's group offsets are not trusted (it
+        may have taken a commit meant for the one before)."""
+        topic, cluster = self._settings.usage_events_topic, self.incarnation.cluster
         stored_next = await self._retrier.run("clickhouse",
                                               lambda: self._store.resume_offsets(topic, cluster))
         for tp in assigned:
             position = stored_next.get(tp.partition)
-            committed = await self.consumer.committed(tp)
-            if position is not None and (committed is None or position > committed):
+            committed = None if replaced else await self.consumer.committed(tp)
+            if committed is not None and (position is None or committed > position):
+                continue
+            if position is not None:
                 self.consumer.seek(tp, position)
-
-    async def _rebuild_live_counters(self) -> None:
-        incarnation = self._live.incarnation
-        if not await self._retrier.run("redis", lambda: self._rebuild.needed(incarnation)):
-            return
-        tenants = await self._retrier.run("clickhouse", self._rebuild.tenants)
-        zones = await self._retrier.run("zones", lambda: self._zones.zones(tenants))
-        await self._retrier.run("rebuild", lambda: self._rebuild.run(incarnation, zones))
+            elif replaced:
+                # The position reached in the old log may lie inside the new one.
+                await self.consumer.seek_to_beginning(tp)
 
     async def caught_up(self, produced: dict[int, int], timeout_s: float = 60.0) -> None:
         """Wait until every message already in usage-events is processed and committed:
@@ -416,14 +412,19 @@ class UsageConsumer:
                     raise TimeoutError(f"metering is behind on {len(pending)} partition(s)")
                 await asyncio.sleep(0.02)
 
-    async def drain(self, timeout_s: float) -> None:
-        """On revocation: finish the claims and stores in flight; what was only prepared or
-        claimed is dropped (the partitions' next owner reads it again)."""
+    async def drain(self, timeout_s: float | None) -> None:
+        """On revocation, or before moving to another broker: finish the claims and stores in
+        flight; what was only prepared or claimed is dropped (read again by whoever owns its
+        partitions next)."""
         self._generation += 1
         pending = [task for task in self._in_flight if not task.done()]
         if not pending:
             return
-        _, late = await asyncio.wait([asyncio.shield(t) for t in pending], timeout=timeout_s)
+        shielded = [asyncio.shield(task) for task in pending]
+        _, late = await asyncio.wait(shielded, timeout=timeout_s)
+        for future in [*pending, *shielded]:  # stores chained behind one that raised, too
+            if future.done() and not future.cancelled():
+                future.exception()
         if late:
             log.warning("a batch was still being written when its partitions were revoked")
 
@@ -437,11 +438,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker.resume_from_store(assigned)
-
-
-def incarnation_of(cluster: str) -> str:
-    """A short name of the broker cluster for claim values (they are stored per event)."""
-    return hashlib.blake2b(cluster.encode(), digest_size=6).hexdigest()
 
 
 def _refusals(batch: PreparedBatch, refused: list[StoredEvent]

@@ -1,4 +1,4 @@
-"""Billing-run benchmark (issue 6, acceptance 5): 10,000 tenants × 4 modules with 5,000,000
+"""Billing-run benchmark: 10,000 tenants × 4 modules with 5,000,000
 usage events in the period, billed in one run.
 
     python bench/billing.py [--tenants 10000] [--events 5000000]

@@ -1,4 +1,4 @@
-"""Entitlement check benchmark (issue 5, acceptance 6). Prints JSON lines
+"""Entitlement check benchmark. Prints JSON lines
 `{"metric": ..., "value": ..., "unit": ...}`.
 
 Starts the embedded stack (tansu, valkey, chDB), then, in child processes, one uvicorn worker

@@ -1,4 +1,4 @@
-"""Ingest benchmark (issue 4): metering's end-to-end throughput against a ceiling measured in
+"""Ingest benchmark: metering's end-to-end throughput against a ceiling measured in
 the same run on the same machine.
 
     python bench/ingest.py [--events 200000] [--runs 3]

@@ -1,4 +1,4 @@
-"""A year of three tenants on the manual clock (issue 6): the scenario `make run` plays when
+"""A year of three tenants on the manual clock: the scenario `make run` plays when
 started with `CLOCK=manual CLOCK_START=2027-01-01T00:00:00Z`, and that
 tests/invoicing/test_invoicing_year.py checks against the hand-computed table of
 docs/invoicing.md ("A simulated year").

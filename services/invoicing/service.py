@@ -111,8 +111,6 @@ class InvoicingService:
         self.catalog = catalog
         self.clock = clock
         self.settings = settings
-        # Test hook (acceptance 3): raise after the numbers are taken, before ClickHouse.
-        self.crash_after_numbering = False
 
     # --- recovery and the schedule ---------------------------------------------------------
 
@@ -258,8 +256,6 @@ class InvoicingService:
         numbers = [r.number for r in results if r.issued]
         skipped = [d.tenant for d, r in zip(drafts, results, strict=True)
                    if not r.issued and r.number != "" and d.billing_date is not None]
-        if self.crash_after_numbering and numbers:
-            raise RuntimeError("simulated crash after numbering (test hook)")
         if numbers:
             pending = await self.state.pending()
             docs = [dict(orjson.loads(pending[n])) for n in numbers if n in pending]

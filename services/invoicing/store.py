@@ -2,8 +2,8 @@
 marks and pending documents in Redis (docs/invoicing.md, "Storage").
 
 Every ClickHouse value is a bound parameter. Reads of `usage_events` always deduplicate with
-`LIMIT 1 BY source, id` (style.md pitfall 1); reads of our own tables keep one row per number
-(`LIMIT 1 BY number`), so a re-insert after a crash can never double anything.
+`LIMIT 1 BY source, id` (a copy never changes a figure); reads of our own tables keep one
+row per number (`LIMIT 1 BY number`), so a re-insert after a crash can never double anything.
 
 Redis layout (prefix `inv`, setting `INVOICING_KEY_PREFIX`):
 - `inv:seq:{INV|CN}:{year}`  counter of the year's numbers (R9.3), INCR only inside `_ISSUE`

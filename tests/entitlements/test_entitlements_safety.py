@@ -1,4 +1,4 @@
-"""Concurrency, idempotency, bad input, tenant scoping and the outbox (issue 5 acceptance 2–5)."""
+"""Concurrency, idempotency, bad input, tenant scoping and the outbox."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Worked examples (issue 6, acceptance 1), each computed by hand in its docstring.
+"""Worked examples, each computed by hand in its docstring.
 
 Demo catalog (deploy/catalog.demo.yaml): essentials 49.00/month (sales, crm, emailing),
 seats-crm 10.00, seats-business 25.00 (sales, crm, accounting), extra users 15.00 on sales and

@@ -26,11 +26,12 @@ async def all_numbers(client: httpx.AsyncClient, tenants: list[str]) -> list[str
     return sorted(numbers)
 
 
-async def test_runs_twice_crash_and_late_usage(endpoints: Endpoints, unique: str) -> None:
+async def test_runs_twice_crash_and_late_usage(endpoints: Endpoints, unique: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Three tenants anchored 2026-05-01 (Europe/Paris, essentials 49.00, VAT 20 %).
 
     - The first invoices (immediate, 58.80 each) take INV-2026-000001..3.
-    - On 06-01 the run is killed after the numbers are taken, before ClickHouse (test hook):
+    - On 06-01 the run dies after the numbers are taken, before ClickHouse (the write fails):
       numbers 4..6 are pending. Recovery writes them; POST /v1/billing-runs for 06-01 then
       issues nothing and lists the three tenants as skipped; running it again: the same.
     - Late usage (R9.4): a grant of u1 on crm dated 05-10 arrives after the 06-01 invoice.
@@ -46,10 +47,13 @@ async def test_runs_twice_crash_and_late_usage(endpoints: Endpoints, unique: str
         await set_clock(c, "2026-05-01T12:00:00Z")
         service = invoicing_part(app).service
         assert service is not None
-        service.crash_after_numbering = True
+        async def dies(docs: object) -> None:
+            raise RuntimeError("the process died before ClickHouse")
+
+        monkeypatch.setattr(service.store, "insert_documents", dies)
         with pytest.raises(RuntimeError):
             await service.bill(tenants, datetime(2026, 6, 1, 12, tzinfo=UTC))
-        service.crash_after_numbering = False
+        monkeypatch.undo()
         assert len(await service.state.pending()) == 3
         assert await service.recover() == 3
         await set_clock(c, "2026-06-01T12:00:00Z")

@@ -1,4 +1,4 @@
-"""A simulated year of three tenants on the manual clock (issue 6, acceptance 2): every
+"""A simulated year of three tenants on the manual clock: every
 invoice's total matches the table of docs/invoicing.md ("A simulated year"), computed by hand
 there and below, and the numbers run from 1 without a gap."""
 

@@ -7,7 +7,7 @@ Each platform runs as `python -m services.embedded --no-demo` in a session of it
 whole process tree (launcher, tansu, valkey) can be killed at once with `os.killpg`. ClickHouse
 rows are counted afterwards by a separate process: chDB allows one engine per process.
 
-Knobs (defaults keep CI fast): `INGEST_EVENTS` (20,000; the acceptance asks for 100,000),
+Knobs (defaults keep CI fast): `INGEST_EVENTS` (20,000; 100,000 were run by hand),
 `INGEST_KILLS` (3 SIGKILLs; 10 were run by hand with 100,000 events), `INGEST_RESTARTS`
 (2 graceful restarts).
 """

@@ -1,5 +1,5 @@
-"""A simulated support contract year on a private platform's manual clock (issue 7,
-acceptance 2); the invoices match the table in docs/support.md.
+"""A simulated support contract year on a private platform's manual clock; the invoices match
+the table in docs/support.md.
 
 Tenant: professional, P1Y (990.00/year), Europe/Paris, VAT 20 %, anchor 2026-01-01.
 - 2026-01-01: OrangeCare × 2 users (2 × 120.00 = 240.00), VIP (680.00), both charged in full

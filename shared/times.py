@@ -32,6 +32,34 @@ _MAX_ZONE_NAME: Final = 64
 _NOT_CIVIL: Final = frozenset({"localtime", "Factory"})
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+def micros(instant: datetime) -> int:
+    """Microseconds since the epoch, exactly (a float timestamp loses the last digit)."""
+    return (instant - _EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def as_utc(value: datetime) -> datetime:
+    """In UTC; naive means UTC (ClickHouse hands DateTime64('UTC') back naive)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_text(instant: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, as the API and the stored documents write instants."""
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def from_utc_text(text: str) -> datetime:
+    """An instant the platform wrote itself (`utc_text`), read back."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
 def parse_instant(value: object, field: str, *, range_end: bool = False) -> datetime:
     """An RFC 3339 date-time with an offset, inside the domain, as UTC; the end of a range
     (exclusive) may be the domain's end itself."""

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from services.entitlements.models import DecisionKind, Lot, TenantState
+from services.entitlements.models import DecisionKind
 from shared.catalog import Catalog
+from shared.subscription import Lot, TenantState
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,15 +28,12 @@ import orjson
 from services.entitlements import decisions as dec
 from services.entitlements import support as sup
 from services.entitlements.models import (
-    Actor,
     Charge,
     CheckItem,
-    Lot,
     PeriodOut,
     PurchaseAnswer,
     PurchaseRequest,
     TenantCreate,
-    TenantState,
     lot_out,
 )
 from services.entitlements.store import Change, EntitlementsStore
@@ -49,7 +46,8 @@ from shared.catalog import ONCE, Catalog, Pack, Plan, UnknownCatalogItem
 from shared.clock import Clock
 from shared.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from shared.settings import EntitlementsSettings
-from shared.times import parse_zone, zone
+from shared.subscription import Actor, Lot, TenantState
+from shared.times import from_micros, micros, parse_zone, utc_text, zone
 
 MAX_ATTEMPTS = 500
 # A history cursor is the id of the last entry seen (a stream id).
@@ -63,10 +61,6 @@ SOURCE = "entitlements"
 # R5: who may do what (seed 003). Owner "—" for feature requests: an owner buys instead.
 _ACTION_TEXT = {"buy": "buy now", "quote": "request a quote", "trial": "start a free trial",
                 "request_feature": "request a feature", "renew": "renew a support plan"}
-
-
-def _iso(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def zone_of(state: TenantState) -> ZoneInfo:
@@ -89,10 +83,10 @@ class Effects:
                actor: dict[str, Any] | None) -> str:
         """One change: a history entry (R4.9) and its `subscription-events` event (R4.8)."""
         event_id = str(uuid.uuid4())
-        entry = {"event_id": event_id, "at": _iso(at), "type": kind, "actor": actor, **data}
+        entry = {"event_id": event_id, "at": utc_text(at), "type": kind, "actor": actor, **data}
         self.history.append(orjson.dumps(entry))
         event = {"specversion": "1.0", "id": event_id, "source": SOURCE, "type": kind,
-                 "subject": tenant, "time": _iso(at), "datacontenttype": "application/json",
+                 "subject": tenant, "time": utc_text(at), "datacontenttype": "application/json",
                  "data": {"tenant": tenant, "actor": actor, **data}}
         self.events.append((event_id, tenant, orjson.dumps(event)))
         return event_id
@@ -249,7 +243,7 @@ class EntitlementsService:
                                             "status": outcome.status_code,
                                             "body": outcome.answer})
             change = Change(history=effects.history, events=effects.events,
-                            due_us=None if due is None else _micros(due),
+                            due_us=None if due is None else micros(due),
                             idem_key=idem_key, idem_answer=idem_answer, zone=outcome.zone)
             result = await self.store.commit(
                 tenant, version, outcome.state.model_dump_json().encode(), change,
@@ -341,8 +335,8 @@ class EntitlementsService:
                 price = format_money(lot.unit_price * lot.quantity, state.currency)
             lots.append({"id": lot.id, "item": lot.item, "kind": lot.kind,
                          "quantity": lot.quantity, "units": lot.units, "state": lot.state,
-                         "trial": lot.trial, "bought_at": _iso(lot.bought_at),
-                         "ends_at": None if ends_at is None else _iso(ends_at),
+                         "trial": lot.trial, "bought_at": utc_text(lot.bought_at),
+                         "ends_at": None if ends_at is None else utc_text(ends_at),
                          "next_cycle_amount": price})
         return {
             "id": state.id, "plan": state.plan, "cycle": state.cycle,
@@ -352,10 +346,10 @@ class EntitlementsService:
             "account_allows_quotes": state.account_allows_quotes,
             "status": state.status, "renewal": state.renewal,
             "period": _period(period),
-            "ends_at": None if state.ends_at is None or state.renewal else _iso(state.ends_at),
+            "ends_at": None if state.ends_at is None or state.renewal else utc_text(state.ends_at),
             "pending_plan": None if state.pending_plan is None else {
                 "plan": state.pending_plan,
-                "at": _iso(state.pending_plan_at) if state.pending_plan_at else None},
+                "at": utc_text(state.pending_plan_at) if state.pending_plan_at else None},
             "modules": list(plan.modules), "features": list(plan.features),
             "plan_price": format_money(plan.price[state.cycle], state.currency)
             if state.cycle in plan.price else None,
@@ -377,7 +371,7 @@ class EntitlementsService:
                 state.renewal = renewal
                 state.ends_at = None if renewal else end
                 effects.record(tenant, "renewal.changed", now, {
-                    "renewal": renewal, "ends_at": None if renewal else _iso(end)},
+                    "renewal": renewal, "ends_at": None if renewal else utc_text(end)},
                     actor_json(actor, principal))
             return Outcome(state, self.tenant_public(state, now))
 
@@ -417,7 +411,7 @@ class EntitlementsService:
                 lot.ends_at = end
                 effects.record(tenant, "lot.cancelled", now, {
                     "lot": lot.id, "item": lot.item, "quantity": lot.quantity,
-                    "ends_at": _iso(lot.ends_at), "refund": "0.00"},
+                    "ends_at": utc_text(lot.ends_at), "refund": "0.00"},
                     actor_json(actor, principal))
             return Outcome(state, {"lot": lot_out(lot).model_dump(mode="json")})
 
@@ -633,7 +627,7 @@ class EntitlementsService:
         state.lots.append(lot)
         state.trials_used.append(pack.id)
         effects.record(state.id, "trial.started", now,
-                       {"lot": lot.id, "item": pack.id, "ends_at": _iso(ends)}, actor)
+                       {"lot": lot.id, "item": pack.id, "ends_at": utc_text(ends)}, actor)
         answer = PurchaseAnswer(status="trialing", lot=lot_out(lot), charges=[],
                                 next_cycle_amount=None, effective_at=ends)
         return Outcome(state, answer.public(), status_code=201)
@@ -668,7 +662,7 @@ class EntitlementsService:
                                                     effective_at=end).public())
             state.pending_plan, state.pending_plan_at = plan.id, end
             effects.record(state.id, "plan.downgrade_scheduled", now, {
-                "from": current.id, "to": plan.id, "at": _iso(end),
+                "from": current.id, "to": plan.id, "at": utc_text(end),
                 "next_cycle_amount": format(next_cycle, "f")}, actor)
             return Outcome(state, PurchaseAnswer(
                 status="scheduled", lot=None, charges=[], next_cycle_amount=next_cycle,
@@ -729,12 +723,12 @@ class EntitlementsService:
     # --- lifecycle on the clock ----------------------------------------------------------
 
     async def next_due(self) -> datetime | None:
-        micros = await self.store.next_due_us()
-        return None if micros is None else datetime.fromtimestamp(micros / 1_000_000, UTC)
+        due_us = await self.store.next_due_us()
+        return None if due_us is None else from_micros(due_us)
 
     async def run_due(self, now: datetime) -> int:
         """Apply the lifecycle of every tenant due by `now` (each in one atomic commit)."""
-        tenants = await self.store.due_tenants(_micros(now))
+        tenants = await self.store.due_tenants(micros(now))
         for tenant in tenants:
             def touch(state: TenantState | None, _: datetime, effects: Effects) -> Outcome:
                 if state is None:
@@ -920,11 +914,6 @@ def _distinct(commands: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], int]
 
 def round_line(amount: Decimal, currency: str) -> Decimal:
     return line_amount(Decimal(1), amount, currency)
-
-
-def _micros(instant: datetime) -> int:
-    delta = instant.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _period(period: Period) -> dict[str, str]:

@@ -16,12 +16,13 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from services.entitlements.models import Actor, Charge, Lot, PeriodOut, TenantState
+from services.entitlements.models import Charge, PeriodOut
 from shared.billing import support as sb
 from shared.billing.money import line_amount
 from shared.billing.periods import local_midnight
 from shared.catalog import Catalog, Pack, SupportTerms
 from shared.errors import Conflict, ValidationFailed
+from shared.subscription import Actor, Lot, TenantState
 
 Record = Callable[[str, datetime, dict[str, Any]], str]
 

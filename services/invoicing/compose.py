@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from services.invoicing.models import Line, LotView, TenantView, iso, period_json
+from services.invoicing.models import Line, period_json
 from shared.billing import support as sb
 from shared.billing.periods import (
     Cycle,
@@ -24,6 +24,8 @@ from shared.billing.periods import (
 )
 from shared.billing.seats import access_intervals, users_with_access
 from shared.catalog import Catalog, Pack, UnknownCatalogItem
+from shared.subscription import Lot, TenantState
+from shared.times import utc_text
 
 EXTRA_USERS_METER = "extra_users"
 EMAILS_METER = "emails_sent"
@@ -32,13 +34,13 @@ SUPPORT_METER = "support_minutes"
 
 # --- billing dates (R2) --------------------------------------------------------------------
 
-def last_billing_date(view: TenantView) -> date | None:
+def last_billing_date(view: TenantState) -> date | None:
     """When renewal is off, the period end is the last billing date (R4.1, R9.1)."""
     end = view.end_instant()
     return None if end is None else local_date(end, view.zone)
 
 
-def next_billing_date(view: TenantView, last_billed: date | None) -> date | None:
+def next_billing_date(view: TenantState, last_billed: date | None) -> date | None:
     """The first billing date after `last_billed` (the anchor when nothing was billed)."""
     cycle = Cycle(view.cycle)
     after = last_billed if last_billed is not None else view.anchor - timedelta(days=1)
@@ -57,19 +59,19 @@ def _far(after: date, cycle: Cycle) -> date:
     return after + timedelta(days=400 if cycle in (Cycle.P1Y, Cycle.P365D) else 40)
 
 
-def billing_instant(view: TenantView, day: date) -> datetime:
+def billing_instant(view: TenantState, day: date) -> datetime:
     """A billing date falls due at local midnight in the tenant's zone (R2.1)."""
     return local_midnight(day, view.zone)
 
 
-def ended_period(view: TenantView, day: date) -> Period | None:
+def ended_period(view: TenantState, day: date) -> Period | None:
     """The period that ends on billing date `day` (None on the anchor)."""
     if day <= view.anchor:
         return None
     return period_containing(view.anchor, Cycle(view.cycle), day - timedelta(days=1))
 
 
-def renews_at(view: TenantView, day: date) -> bool:
+def renews_at(view: TenantState, day: date) -> bool:
     """Does a period start on `day` (renewal on, or the end still ahead)? (R4.1)"""
     end = view.end_instant()
     return end is None or end > billing_instant(view, day)
@@ -81,7 +83,7 @@ def _price(prices: Mapping[Any, Decimal], cycle: str) -> Decimal | None:
     return prices.get(cycle)
 
 
-def advance_lines(view: TenantView, catalog: Catalog, period: Period) -> list[Line]:
+def advance_lines(view: TenantState, catalog: Catalog, period: Period) -> list[Line]:
     """Recurring fees of the period that starts: the plan in force and every pack lot
     active at its first instant (not cancelled, not a free trial, R4.4, R5.3), less what a
     purchase made at that very instant already charged for the whole period."""
@@ -124,7 +126,7 @@ def advance_lines(view: TenantView, catalog: Catalog, period: Period) -> list[Li
     return lines
 
 
-def _advance_plan(view: TenantView, catalog: Catalog, start: datetime) -> str:
+def _advance_plan(view: TenantState, catalog: Catalog, start: datetime) -> str:
     """The plan the period's advance charges: the one in force at its first instant, unless
     an upgrade was bought at that very instant. Its purchase charged the price difference
     for the whole period (R4.2) on its own invoice, so the advance charges the plan it left,
@@ -154,7 +156,7 @@ def _pack(catalog: Catalog, item: str) -> Pack | None:
         return None
 
 
-def _lot_price(pack: Pack | None, lot: LotView, cycle: str) -> Decimal | None:
+def _lot_price(pack: Pack | None, lot: Lot, cycle: str) -> Decimal | None:
     if pack is not None:
         price = _price(pack.price, cycle)
         if price is not None:
@@ -185,7 +187,7 @@ class PeriodUsage:
     support_query: dict[str, Any] = field(default_factory=dict)
 
 
-def seat_capacity(view: TenantView, catalog: Catalog, module: str, period: Period) -> int:
+def seat_capacity(view: TenantState, catalog: Catalog, module: str, period: Period) -> int:
     """Seats of the module's packs and of suite packs containing it, active on the period's
     last day, a lot cancelled during the period included (R6.2, R6.4)."""
     zone = view.zone
@@ -215,7 +217,7 @@ class ExtraUsers:
     since: datetime  # the period start, or when an upgrade brought the module
 
 
-def extra_users(view: TenantView, catalog: Catalog, period: Period,
+def extra_users(view: TenantState, catalog: Catalog, period: Period,
                 access: Iterable[tuple[str, str, datetime, str]]) -> dict[str, ExtraUsers]:
     """Per billed module, its extra users (R6.1, R6.4).
 
@@ -243,7 +245,7 @@ def extra_users(view: TenantView, catalog: Catalog, period: Period,
     return result
 
 
-def _module_since(view: TenantView, catalog: Catalog, module: str, start: datetime,
+def _module_since(view: TenantState, catalog: Catalog, module: str, start: datetime,
                   end: datetime) -> datetime:
     """From when in [start, end) the plan has included `module` without a break."""
     since = start
@@ -254,14 +256,14 @@ def _module_since(view: TenantView, catalog: Catalog, module: str, start: dateti
     return since
 
 
-def _plan_modules(view: TenantView, catalog: Catalog, instant: datetime) -> frozenset[str]:
+def _plan_modules(view: TenantState, catalog: Catalog, instant: datetime) -> frozenset[str]:
     try:
         return catalog.modules_of_plan(view.plan_at(instant))
     except UnknownCatalogItem:
         return frozenset()
 
 
-def email_allowance(view: TenantView, period: Period) -> int:
+def email_allowance(view: TenantState, period: Period) -> int:
     """Sum of the e-mail lots active at any moment of the period, each in full (R7.1)."""
     zone = view.zone
     start, end = period.start_instant(zone), period.end_instant(zone)
@@ -273,7 +275,7 @@ def email_module(catalog: Catalog) -> str | None:
     return next((p.module for p in catalog.packs if p.kind == "emails"), None)
 
 
-def arrears_quantities(view: TenantView, catalog: Catalog, period: Period,
+def arrears_quantities(view: TenantState, catalog: Catalog, period: Period,
                        usage: PeriodUsage) -> dict[tuple[str, str | None], Decimal]:
     """Billable quantities per (meter, module) of a period: the basis of arrears lines and of
     late-usage adjustments (R9.4)."""
@@ -302,7 +304,7 @@ def support_module(catalog: Catalog) -> str:
                 "support")
 
 
-def unit_price(catalog: Catalog, view: TenantView, meter: str, module: str | None
+def unit_price(catalog: Catalog, view: TenantState, meter: str, module: str | None
                ) -> Decimal | None:
     if meter == EXTRA_USERS_METER and module is not None:
         try:
@@ -316,7 +318,7 @@ def unit_price(catalog: Catalog, view: TenantView, meter: str, module: str | Non
     return None
 
 
-def arrears_lines(view: TenantView, catalog: Catalog, period: Period,
+def arrears_lines(view: TenantState, catalog: Catalog, period: Period,
                   usage: PeriodUsage) -> list[Line]:
     """Consumption of the period that ended, billed in arrears (R9.1)."""
     lines: list[Line] = []
@@ -335,8 +337,8 @@ def arrears_lines(view: TenantView, catalog: Catalog, period: Period,
             meter=EXTRA_USERS_METER,
             source={"meter": "users_with_access", "module": module,
                     "period": period_json(period),
-                    "from": iso(counted.since),
-                    "to": iso(period.end_instant(zone)), "users": extras,
+                    "from": utc_text(counted.since),
+                    "to": utc_text(period.end_instant(zone)), "users": extras,
                     "seat_capacity": capacity, "admin_user": view.admin_user,
                     "query": usage.access_query}))
     price = catalog.email_overage_price
@@ -354,8 +356,8 @@ def arrears_lines(view: TenantView, catalog: Catalog, period: Period,
                 meter=EMAILS_METER,
                 source={"meter": EMAILS_METER, "module": email_mod,
                         "period": period_json(period),
-                        "from": iso(period.start_instant(zone)),
-                        "to": iso(period.end_instant(zone)), "sent": usage.emails,
+                        "from": utc_text(period.start_instant(zone)),
+                        "to": utc_text(period.end_instant(zone)), "sent": usage.emails,
                         "allowance": allowance, "query": usage.email_query}))
     lines.extend(support_overage_lines(view, catalog, period, usage))
     return lines
@@ -363,7 +365,7 @@ def arrears_lines(view: TenantView, catalog: Catalog, period: Period,
 
 
 
-def support_since(view: TenantView, period: Period) -> date:
+def support_since(view: TenantState, period: Period) -> date:
     """The first local day whose sessions matter for `period`: banks are used from their
     contract start, and a carried-over bank from its predecessor's (R8.2, R8.4)."""
     first = period.start
@@ -374,7 +376,7 @@ def support_since(view: TenantView, period: Period) -> date:
     return first
 
 
-def support_contracts(view: TenantView, catalog: Catalog
+def support_contracts(view: TenantState, catalog: Catalog
                       ) -> tuple[list[sb.Daily], list[sb.Bank], dict[str, Decimal | None]]:
     """The tenant's support contracts as allocation inputs, and each one's overage rate."""
     zone = view.zone
@@ -415,13 +417,13 @@ def _support_rate(day: date, dailies: list[sb.Daily], banks: list[sb.Bank],
     return catalog.support_price_per_hour()
 
 
-def support_overage(view: TenantView, catalog: Catalog, period: Period,
+def support_overage(view: TenantState, catalog: Catalog, period: Period,
                     sessions: Iterable[tuple[str, datetime, int, int]]
                     ) -> dict[Decimal, list[sb.Allocation]]:
     """Sessions of `period` with time beyond the allowances and banks, by hourly rate."""
     zone = view.zone
     dailies, banks, rates = support_contracts(view, catalog)
-    parsed = [sb.Session(i, local_date(t, zone), m, lvl, iso(t)) for i, t, m, lvl in sessions
+    parsed = [sb.Session(i, local_date(t, zone), m, lvl, utc_text(t)) for i, t, m, lvl in sessions
               if m > 0]
     allocations, _ = sb.allocate(parsed, dailies, banks)
     mine = [a for a in allocations if period.start <= a.session.day < period.end]
@@ -435,7 +437,7 @@ def support_overage(view: TenantView, catalog: Catalog, period: Period,
     return groups
 
 
-def support_overage_lines(view: TenantView, catalog: Catalog, period: Period,
+def support_overage_lines(view: TenantState, catalog: Catalog, period: Period,
                           usage: PeriodUsage) -> list[Line]:
     """R8.1–R8.3: support time of the period beyond the daily allowances and the banks,
     in hours (each session rounded up to 15 minutes), × the hourly rate, rounded once;
@@ -469,7 +471,7 @@ def support_overage_lines(view: TenantView, catalog: Catalog, period: Period,
 CORRECTS = {EXTRA_USERS_METER: "extra_users", EMAILS_METER: "email_overage",
             SUPPORT_METER: "support_overage"}
 
-def adjustment_lines(view: TenantView, catalog: Catalog, period: Period,
+def adjustment_lines(view: TenantState, catalog: Catalog, period: Period,
                      recomputed: Mapping[tuple[str, str | None], Decimal],
                      billed: Mapping[tuple[str, str | None], Decimal],
                      late_ids: Mapping[str, list[str]]) -> list[Line]:
@@ -495,7 +497,7 @@ def adjustment_lines(view: TenantView, catalog: Catalog, period: Period,
     return lines
 
 
-def periods_between(view: TenantView, first: date, before: date) -> list[Period]:
+def periods_between(view: TenantState, first: date, before: date) -> list[Period]:
     """The periods from the one containing local day `first` up to the one ending at or
     before `before` (the billed ones a late event may change)."""
     cycle = Cycle(view.cycle)

@@ -1,5 +1,5 @@
-"""Invoicing models: a read model of the tenant document (owned by entitlements), invoice
-lines and documents, request bodies, and the CSV column order.
+"""Invoicing models: invoice lines and documents, request bodies, and the CSV column order
+(the tenant document it bills is shared.subscription's).
 
 Money is `Decimal` in memory and a decimal string in JSON (R3.1); an issued invoice is an
 immutable JSON document (R9.3), rendered once at issue.
@@ -8,107 +8,14 @@ immutable JSON document (R9.3), rendered once at issue.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
-from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.billing.money import format_money, line_amount
-from shared.billing.periods import Cycle, Period
-
-# --- read model of entitlements' tenant document (`ent:tenant:{t}` field `doc`) ------------
-
-
-class LotView(BaseModel):
-    """A lot as invoicing needs it (R4.4): what, how many, and when it granted."""
-
-    model_config = ConfigDict(extra="ignore")
-    id: str
-    item: str
-    kind: str
-    quantity: int
-    units: int = 1
-    state: str
-    bought_at: AwareDatetime
-    ends_at: AwareDatetime | None = None
-    trial: bool = False
-    unit_price: Decimal | None = None
-    # Support contracts (R8): local days [contract_start, contract_end).
-    contract_start: date | None = None
-    contract_end: date | None = None
-    renews: str | None = None
-    carry_over: bool = False
-    since: date | None = None  # a daily plan's first contract start (it rolls over in place)
-
-    def active_at(self, instant: datetime) -> bool:
-        """Granting at `instant` (expired lots keep their `ends_at`)."""
-        if self.bought_at > instant:
-            return False
-        return self.ends_at is None or self.ends_at > instant
-
-    def active_during(self, start: datetime, end: datetime) -> bool:
-        """Granting at some moment of `[start, end)`."""
-        return self.bought_at < end and (self.ends_at is None or self.ends_at > start)
-
-
-class PlanChangeView(BaseModel):
-    """The plan was `previous` until `at`."""
-
-    model_config = ConfigDict(extra="ignore")
-    at: AwareDatetime
-    previous: str
-
-
-class TenantView(BaseModel):
-    """The fields of entitlements' TenantState that billing reads (extra fields ignored)."""
-
-    model_config = ConfigDict(extra="ignore")
-    id: str
-    plan: str
-    cycle: Cycle
-    anchor: date
-    time_zone: str
-    currency: str
-    vat_rate: Decimal
-    admin_user: str
-    renewal: bool = True
-    status: str = "active"
-    pending_plan: str | None = None
-    pending_plan_at: AwareDatetime | None = None
-    plan_changes: list[PlanChangeView] = Field(default_factory=list)  # oldest first
-    ends_at: AwareDatetime | None = None
-    created_at: AwareDatetime | None = None
-    lots: list[LotView] = Field(default_factory=list)
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.time_zone)
-
-    def plan_at(self, instant: datetime) -> str:
-        """The plan in force at `instant`: a scheduled downgrade applies at its instant (R4.5),
-        and before a recorded change the plan it left was."""
-        if self.pending_plan is not None and self.pending_plan_at is not None \
-                and self.pending_plan_at <= instant:
-            return self.pending_plan
-        plan = self.plan
-        for change in reversed(self.plan_changes):
-            if instant >= change.at:
-                break
-            plan = change.previous
-        return plan
-
-    def plan_changes_within(self, start: datetime, end: datetime) -> list[datetime]:
-        """The instants in (start, end) at which the plan changed, in order."""
-        return [c.at for c in self.plan_changes if start < c.at < end]
-
-    def end_instant(self) -> datetime | None:
-        """When the subscription ends (renewal off, R4.1), or None while it renews."""
-        if self.renewal and self.status != "ended":
-            return None
-        return self.ends_at
-
+from shared.billing.periods import Period
 
 # --- invoice lines and documents -----------------------------------------------------------
 
@@ -119,10 +26,6 @@ InvoiceKind = Literal["period", "immediate"]
 _KIND_ORDER: Final = {"plan": 0, "pack": 1, "proration": 2, "one_time": 3,
                       "support_contract": 3, "support_renewal": 3, "extra_users": 4,
                       "email_overage": 5, "support_overage": 6, "adjustment": 7}
-
-
-def iso(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def period_json(period: Period | None) -> dict[str, str] | None:

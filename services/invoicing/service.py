@@ -27,15 +27,7 @@ from typing import Any
 import orjson
 
 from services.invoicing import compose
-from services.invoicing.models import (
-    CSV_COLUMNS,
-    Draft,
-    Line,
-    LineKind,
-    TenantView,
-    iso,
-    period_json,
-)
+from services.invoicing.models import CSV_COLUMNS, Draft, Line, LineKind, period_json
 from services.invoicing.store import (
     NUMBER_PLACEHOLDER,
     CreditRequest,
@@ -59,7 +51,8 @@ from shared.catalog import Catalog, UnknownCatalogItem
 from shared.clock import Clock
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.settings import InvoicingSettings
-from shared.times import utc_month
+from shared.subscription import TenantState
+from shared.times import from_micros, micros, parse_instant, utc_month, utc_text
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +62,7 @@ STATUSES = ("issued", "partially_credited", "credited")
 
 @dataclass(slots=True)
 class _Work:
-    view: TenantView
+    view: TenantState
     last: date | None
     cutoff_us: int | None
 
@@ -91,14 +84,14 @@ def render(draft: Draft, issued_at: datetime, number: str) -> dict[str, Any]:
         rendered.append(item)
     return {
         "number": number, "kind": draft.kind, "tenant": draft.tenant,
-        "issued_at": iso(issued_at), "billing_date": None if draft.billing_date is None
+        "issued_at": utc_text(issued_at), "billing_date": None if draft.billing_date is None
         else draft.billing_date.isoformat(),
         "period": period_json(draft.period), "currency": draft.currency,
         "vat_rate": format(draft.vat_rate, "f"), "lines": rendered,
         "subtotal": format_money(totals.subtotal, draft.currency),
         "tax": format_money(totals.tax, draft.currency),
         "total": format_money(totals.total, draft.currency),
-        "usage_cutoff": None if draft.usage_cutoff is None else iso(draft.usage_cutoff),
+        "usage_cutoff": None if draft.usage_cutoff is None else utc_text(draft.usage_cutoff),
         **draft.extra,
     }
 
@@ -126,9 +119,9 @@ class InvoicingService:
         log.info("recovered %d pending invoice(s)", len(docs))
         return len(docs)
 
-    async def views(self, tenants: Sequence[str]) -> dict[str, TenantView]:
+    async def views(self, tenants: Sequence[str]) -> dict[str, TenantState]:
         docs = await self.state.tenant_docs(tenants)
-        return {t: TenantView.model_validate_json(d) for t, d in zip(tenants, docs, strict=True)
+        return {t: TenantState.model_validate_json(d) for t, d in zip(tenants, docs, strict=True)
                 if d is not None}
 
     async def sync_index(self, tenants: Sequence[str] | None = None) -> None:
@@ -148,8 +141,8 @@ class InvoicingService:
 
     async def next_due(self) -> datetime | None:
         await self.sync_index()
-        micros = await self.state.next_due_us()
-        return None if micros is None else datetime.fromtimestamp(micros / 1_000_000, UTC)
+        due_us = await self.state.next_due_us()
+        return None if due_us is None else from_micros(due_us)
 
     async def run_due(self, now: datetime) -> RunResult:
         tenants = await self.state.due_tenants(now)
@@ -164,7 +157,7 @@ class InvoicingService:
         day = day or now.astimezone(UTC).date()
         if day > (now + timedelta(hours=14)).date():
             raise ValidationFailed(f"date: {day} has not started anywhere yet (now is "
-                                   f"{iso(now)})", field="date")
+                                   f"{utc_text(now)})", field="date")
         if tenant is not None:
             tenants = [tenant]
             if not (await self.views(tenants)):
@@ -190,7 +183,7 @@ class InvoicingService:
                 skipped.extend(result.skipped)
         return {"date": day.isoformat(), "issued": issued, "skipped": sorted(set(skipped))}
 
-    def _is_billing_date(self, view: TenantView, day: date) -> bool:
+    def _is_billing_date(self, view: TenantState, day: date) -> bool:
         if day < view.anchor:
             return False
         last = compose.last_billing_date(view)
@@ -231,7 +224,7 @@ class InvoicingService:
                     item = work[draft.tenant]
                     item.last = draft.billing_date
                     if draft.usage_cutoff is not None and draft.kind == "period":
-                        item.cutoff_us = _us(draft.usage_cutoff)
+                        item.cutoff_us = micros(draft.usage_cutoff)
                 if was_billed:  # someone else got there first: re-read their marks
                     fresh = await self.state.billed_state(was_billed)
                     for name, (last, cutoff) in zip(was_billed, fresh, strict=True):
@@ -251,7 +244,7 @@ class InvoicingService:
                 empty=not draft.lines,
                 last="" if draft.billing_date is None else draft.billing_date.isoformat(),
                 cutoff_us=None if draft.usage_cutoff is None or draft.kind != "period"
-                else _us(draft.usage_cutoff)))
+                else micros(draft.usage_cutoff)))
         results = await self.state.issue(requests)
         numbers = [r.number for r in results if r.issued]
         skipped = [d.tenant for d, r in zip(drafts, results, strict=True)
@@ -265,12 +258,12 @@ class InvoicingService:
 
     # --- composition --------------------------------------------------------------------------
 
-    async def compose(self, todo: Sequence[tuple[TenantView, date, int | None, date | None]]
+    async def compose(self, todo: Sequence[tuple[TenantState, date, int | None, date | None]]
                       ) -> list[Draft]:
         """Drafts for (tenant, billing date), usage read in one query per period window."""
         cutoff = await self.store.now()  # R9.4: rows stored after this are "late" next time
         drafts: list[Draft] = []
-        groups: dict[tuple[datetime, datetime], list[tuple[TenantView, date, Period]]] = \
+        groups: dict[tuple[datetime, datetime], list[tuple[TenantState, date, Period]]] = \
             defaultdict(list)
         for view, day, _, _ in todo:
             ended = compose.ended_period(view, day)
@@ -314,7 +307,7 @@ class InvoicingService:
                     usage_cutoff=cutoff, key=day.isoformat()))
         return drafts
 
-    async def _late(self, members: Sequence[tuple[TenantView, date, Period]],
+    async def _late(self, members: Sequence[tuple[TenantState, date, Period]],
                     cutoffs: dict[str, int | None]
                     ) -> dict[str, list[tuple[str, datetime, str]]]:
         """Per tenant: (type, time, id) of usage stored after its last period invoice read
@@ -322,14 +315,14 @@ class InvoicingService:
         known = [(v, e) for v, _, e in members if cutoffs.get(v.id) is not None]
         if not known:
             return {}
-        since = min(_from_us(cutoffs[v.id] or 0) for v, _ in known)
+        since = min(from_micros(cutoffs[v.id] or 0) for v, _ in known)
         before = max(e.start_instant(v.zone) for v, e in known)
         rows = await self.store.late_events([v.id for v, _ in known], since, before)
         by_tenant = {v.id: (v, e) for v, e in known}
         late: dict[str, list[tuple[str, datetime, str]]] = defaultdict(list)
         for tenant, kind, time, _source, event_id, stored_at in rows:
             view, ended = by_tenant[tenant]
-            if stored_at <= _from_us(cutoffs[tenant] or 0):
+            if stored_at <= from_micros(cutoffs[tenant] or 0):
                 continue
             if time >= ended.start_instant(view.zone) \
                     or time < compose.billing_instant(view, view.anchor):
@@ -337,7 +330,7 @@ class InvoicingService:
             late[tenant].append((kind, time, event_id))
         return late
 
-    async def _adjustments(self, view: TenantView, ended: Period,
+    async def _adjustments(self, view: TenantState, ended: Period,
                            late: Sequence[tuple[str, datetime, str]]) -> list[Line]:
         if not late:
             return []
@@ -410,11 +403,11 @@ class InvoicingService:
         draft = Draft(tenant=tenant, kind="immediate", currency=data.get("currency")
                       or view.currency, vat_rate=view.vat_rate, period=None, lines=lines,
                       key=str(event.get("id")), extra={"event": event.get("id")})
-        issued_at = _parse_instant(event.get("time")) or await self.clock.now()
+        issued_at = _event_time(event.get("time")) or await self.clock.now()
         await self.recover()
         await self._issue([draft], issued_at)
 
-    def _charge_line(self, view: TenantView, event: dict[str, Any], data: dict[str, Any],
+    def _charge_line(self, view: TenantState, event: dict[str, Any], data: dict[str, Any],
                      charge: dict[str, Any]) -> Line:
         item = str(charge.get("item") or data.get("item") or "")
         module = None
@@ -506,7 +499,7 @@ class InvoicingService:
         if nd is None:
             return {"tenant": tenant, "billing_date": None, "kind": None, "period": None,
                     "currency": view.currency, "lines": [], "subtotal": "0.00",
-                    "tax": "0.00", "total": "0.00", "as_of": iso(await self.clock.now())}
+                    "tax": "0.00", "total": "0.00", "as_of": utc_text(await self.clock.now())}
         draft, = await self.compose([(view, nd, cutoff, last)])
         doc = render(draft, await self.clock.now(), "")
         doc.pop("usage_cutoff", None)
@@ -580,7 +573,7 @@ class InvoicingService:
         vat = Decimal(invoice.get("vat_rate", "0"))
         tax = compose_tax(gross, vat, currency)
         doc = {"number": NUMBER_PLACEHOLDER, "kind": "credit_note", "invoice": number,
-               "tenant": invoice["tenant"], "issued_at": iso(now), "currency": currency,
+               "tenant": invoice["tenant"], "issued_at": utc_text(now), "currency": currency,
                "amount": format_money(gross, currency),
                "subtotal": format_money(gross - tax, currency),
                "tax": format_money(tax, currency), "total": format_money(gross, currency),
@@ -624,20 +617,11 @@ def _minor_text(minor: int, digits: int) -> str:
     return format(Decimal(minor).scaleb(-digits), "f")
 
 
-def _us(instant: datetime) -> int:
-    return int(instant.timestamp() * 1_000_000)
-
-
-def _from_us(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros / 1_000_000, UTC)
-
-
-def _parse_instant(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
+def _event_time(value: Any) -> datetime | None:
+    """An event's `time`, or None when it has none an invoice can be dated by."""
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
+        return parse_instant(value, "time")
+    except ValidationFailed:
         return None
 
 
@@ -645,7 +629,7 @@ def _email_query(tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
     return {"sql": "SELECT sum(toInt128(JSONExtractUInt(data, 'count'))) FROM (SELECT data FROM "
                    "usage_events WHERE tenant = {tenant} AND type = 'email.sent' AND time >= "
                    "{from} AND time < {to} LIMIT 1 BY source, id)",
-            "params": {"tenant": tenant, "from": iso(start), "to": iso(end)}}
+            "params": {"tenant": tenant, "from": utc_text(start), "to": utc_text(end)}}
 
 
 def _support_query(tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
@@ -653,7 +637,7 @@ def _support_query(tenant: str, start: datetime, end: datetime) -> dict[str, Any
                    "'level') FROM usage_events WHERE tenant = {tenant} AND type = "
                    "'support.session.completed' AND time >= {from} AND time < {to} "
                    "LIMIT 1 BY source, id",
-            "params": {"tenant": tenant, "from": iso(start), "to": iso(end)},
+            "params": {"tenant": tenant, "from": utc_text(start), "to": utc_text(end)},
             "rule": "R8.1-R8.3: each session rounded up to 15 min, taken from the day's "
                     "allowance (levels 1-2), then the banks, the rest billed per hour"}
 
@@ -662,7 +646,7 @@ def _access_query(tenant: str, end: datetime) -> dict[str, Any]:
     return {"sql": "SELECT module, user_id, time, type FROM usage_events WHERE tenant = "
                    "{tenant} AND type IN ('user.access.granted', 'user.access.revoked') AND "
                    "time < {to} LIMIT 1 BY source, id",
-            "params": {"tenant": tenant, "to": iso(end)},
+            "params": {"tenant": tenant, "to": utc_text(end)},
             "rule": "R6.4: distinct users with access at any moment of the period, "
                     "administrator excluded, minus seat capacity on the last day"}
 

@@ -30,7 +30,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
 
@@ -40,6 +40,7 @@ from redis.asyncio import Redis
 from shared import events as ev
 from shared.clickhouse.client import ClickHouse
 from shared.live import TENANT_ZONES_KEY
+from shared.times import as_utc, from_utc_text, micros
 
 NUMBER_PLACEHOLDER: Final = "@@NUMBER@@"
 
@@ -135,14 +136,6 @@ class IssueResult:
     number: str  # '' when nothing was due
 
 
-def _us(instant: datetime) -> int:
-    return int(instant.timestamp() * 1_000_000) if instant.tzinfo else 0
-
-
-def as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 class InvoiceState:
     """The small atomic state in Redis (numbers, billed marks, pending documents)."""
 
@@ -201,7 +194,7 @@ class InvoiceState:
             if due is None:
                 pipe.zrem(self.next_key, tenant)
             else:
-                pipe.zadd(self.next_key, {tenant: _us(due)})
+                pipe.zadd(self.next_key, {tenant: micros(due)})
             pipe.sadd(self.known_key, tenant)
         await pipe.execute()
 
@@ -211,7 +204,7 @@ class InvoiceState:
 
     async def due_tenants(self, until: datetime) -> list[str]:
         return [str(t) for t in await self.redis.zrangebyscore(self.next_key, "-inf",
-                                                               _us(until))]
+                                                               micros(until))]
 
     async def billed_state(self, tenants: Sequence[str]
                            ) -> list[tuple[date | None, int | None]]:
@@ -297,10 +290,6 @@ def _date(value: Any) -> date | None:
     return None if value is None else date.fromisoformat(str(value))
 
 
-def _instant(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
 def encode_cursor(issued_at: str, number: str) -> str:
     return base64.urlsafe_b64encode(f"{issued_at}|{number}".encode()).decode()
 
@@ -310,7 +299,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     issued, _, number = raw.partition("|")
     if not number:
         raise ValueError("no number")
-    return _instant(issued), number
+    return from_utc_text(issued), number
 
 
 class InvoiceStore:
@@ -354,7 +343,7 @@ class InvoiceStore:
                 await self._ch.insert_columns(self.t_lines, LINE_COLUMNS, [
                     [d["number"] for d, _, _ in lines],
                     [d["tenant"] for d, _, _ in lines],
-                    [_instant(d["issued_at"]) for d, _, _ in lines],
+                    [from_utc_text(d["issued_at"]) for d, _, _ in lines],
                     [i for _, i, _ in lines],
                     [line["module"] for _, _, line in lines],
                     [line["kind"] for _, _, line in lines],
@@ -371,7 +360,7 @@ class InvoiceStore:
                 [d["number"] for d in invoices],
                 [d["tenant"] for d in invoices],
                 [d["kind"] for d in invoices],
-                [_instant(d["issued_at"]) for d in invoices],
+                [from_utc_text(d["issued_at"]) for d in invoices],
                 [_date(d.get("billing_date")) for d in invoices],
                 [_date((d["period"] or {}).get("from")) for d in invoices],
                 [_date((d["period"] or {}).get("to")) for d in invoices],
@@ -379,14 +368,14 @@ class InvoiceStore:
                 [Decimal(d["subtotal"]) for d in invoices],
                 [Decimal(d["tax"]) for d in invoices],
                 [Decimal(d["total"]) for d in invoices],
-                [_instant(d.get("usage_cutoff") or d["issued_at"]) for d in invoices],
+                [from_utc_text(d.get("usage_cutoff") or d["issued_at"]) for d in invoices],
                 [orjson.dumps(_public(d)).decode() for d in invoices],
             ], settings={"insert_deduplication_token": token})
         if credits:
             token = "cn:" + ",".join(sorted(d["number"] for d in credits))
             await self._ch.insert_columns(self.t_credits, CREDIT_COLUMNS, [
                 [d["number"] for d in credits], [d["invoice"] for d in credits],
-                [d["tenant"] for d in credits], [_instant(d["issued_at"]) for d in credits],
+                [d["tenant"] for d in credits], [from_utc_text(d["issued_at"]) for d in credits],
                 [Decimal(d["amount"]) for d in credits],
                 [orjson.dumps(d).decode() for d in credits],
             ], settings={"insert_deduplication_token": token})

@@ -53,6 +53,7 @@ class Incarnation:
         self._opening = asyncio.Lock()
         # The cluster the claims and rows are labelled with ('' before the first assignment).
         self.cluster = ""
+        self.group_offsets_trusted = True
 
     async def close(self) -> None:
         if self._admin is not None:
@@ -81,13 +82,15 @@ class Incarnation:
             raise BrokerReplaced(f"broker cluster {answering!r}, batches of {self.cluster!r}")
         return answering
 
-    async def move_to_answering(self) -> bool:
+    async def move_to_answering(self) -> None:
         """Label what comes next with the broker answering now; when it is a new one, make the
         topics, fail the callers waiting on the old one and rebuild the counters. Call with
-        nothing in flight. True when the broker is another than before."""
+        nothing in flight."""
         answering = await self._retrier.run("kafka", self.answering)
-        replaced = bool(self.cluster) and answering != self.cluster
-        if replaced:
+        if self.cluster and answering != self.cluster:
+            # A lenient broker may take a commit meant for the one before (a stale group's):
+            # from now on the group's offsets are no resume point, ClickHouse alone is.
+            self.group_offsets_trusted = False
             log.warning("the broker was replaced (%s -> %s): reading the new one from its "
                         "beginning", self.cluster, answering)
             await self._stored.left(self.cluster)
@@ -96,7 +99,6 @@ class Incarnation:
         self.cluster = answering
         self._live.incarnation = incarnation_of(answering)
         await self._rebuild_if_needed()
-        return replaced
 
     async def _rebuild_if_needed(self) -> None:
         incarnation = self._live.incarnation

@@ -26,12 +26,12 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from services.metering.service import live_ops
-from services.metering.store import as_utc
 from shared import events
 from shared.clickhouse.client import ClickHouse
 from shared.events import UsageEvent
 from shared.live import LIVE_INCARNATION_KEY, live_key
 from shared.redis import text
+from shared.times import as_utc
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from services.metering.acks import StoredOffsets, produced_elsewhere
-from services.metering.store import EventStore, as_utc
+from services.metering.store import EventStore
 from shared import events, live
 from shared.billing.periods import local_midnight
 from shared.billing.seats import access_intervals, users_with_access
@@ -25,7 +25,7 @@ from shared.errors import NotFound, ValidationFailed
 from shared.events import EventValidator, InvalidEvent, UsageEvent
 from shared.meters import Aggregation, MeterRegistry
 from shared.settings import MeteringSettings
-from shared.times import parse_zone
+from shared.times import as_utc, micros, parse_zone
 
 MAX_BUCKETS = 10_000
 
@@ -63,14 +63,14 @@ def live_ops(event: UsageEvent, zone: ZoneInfo) -> list[LiveOp]:
         return [["incr", key, round_session(data["minutes"])]]  # R8.1
     if event.type in (events.USER_ACCESS_GRANTED, events.USER_ACCESS_REVOKED):
         module = str(data["module"])
-        micros = int(event.time.timestamp() * 1_000_000)
+        instant = micros(event.time)
         granted = event.type == events.USER_ACCESS_GRANTED
         # At the same instant a revocation wins over a grant. Instants travel as text: Lua
         # numbers would print them with 14 significant digits.
-        order = micros * 2 + (0 if granted else 1)
+        order = instant * 2 + (0 if granted else 1)
         return [["access", live.access_key(event.tenant, module),
                  live.users_key(event.tenant, module), str(data["user_id"]), str(order),
-                 str(micros), 1 if granted else 0]]
+                 str(instant), 1 if granted else 0]]
     return []
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from itertools import islice
 from typing import Any, Final, TypeVar
 
@@ -20,6 +20,7 @@ from shared.clickhouse.client import ClickHouse
 from shared.events import UsageEvent
 from shared.meters import Aggregation, Meter
 from shared.redis import ScriptPipe
+from shared.times import as_utc, micros
 
 EVENT_COLUMNS: Final = ("tenant", "type", "time", "source", "id", "module", "user_id", "data",
                         "extensions", "kafka_topic", "kafka_cluster", "kafka_partition",
@@ -54,8 +55,6 @@ class StoredEvent:
 # partition each: ClickHouse's default refuses an insert touching more than 100 partitions,
 # which would stop the consumer on a batch of valid events.
 _INSERT_SETTINGS: Final = {"max_partitions_per_insert_block": 0}
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
 _NO_EXTENSIONS: Final = "{}"
 
 
@@ -75,7 +74,7 @@ class EventStore:
         columns: list[list[Any]] = [
             [e.tenant for e in events],
             [e.type for e in events],
-            [(e.time - _EPOCH) // _MICROSECOND for e in events],
+            [micros(e.time) for e in events],
             [e.source for e in events],
             [e.id for e in events],
             [_text_or_empty(e.data.get("module")) for e in events],
@@ -179,11 +178,6 @@ class EventStore:
             + module_filter + " ORDER BY time, source, id LIMIT 1 BY source, id "
             "LIMIT {limit:UInt32}", params)
 
-
-
-def as_utc(value: datetime) -> datetime:
-    """ClickHouse hands DateTime64('UTC') back naive."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _json_path_args(dotted: str, params: dict[str, Any], prefix: str) -> str:

@@ -122,6 +122,7 @@ class UsageConsumer:
         self._generation = 0
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._claim_order = asyncio.Lock()  # FIFO: waiters get it in the order they asked
+        self._settle_order = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.consumer: AIOKafkaConsumer = make_consumer(
@@ -181,10 +182,17 @@ class UsageConsumer:
     async def _switch_broker(self, assigned: set[TopicPartition]) -> None:
         """With nothing in flight and no claim sent meanwhile, label what comes next with the
         broker answering (rebuilding the counters when it is a new one), then seek."""
-        await self.drain(timeout_s=None)
-        async with self._claim_order:
-            replaced = await self.incarnation.move_to_answering()
-        await self._seek_to_stored(assigned, replaced)
+        # Paused, no record read after the seek can be returned before the switch is done.
+        self.consumer.pause(*assigned)
+        try:
+            await self.drain(timeout_s=None)
+            async with self._claim_order:
+                await self.incarnation.move_to_answering()
+                await self._seek_to_stored(assigned)
+                # A batch fetched meanwhile predates the seek: dropped, it is read again.
+                self._generation += 1
+        finally:
+            self.consumer.resume(*assigned)
 
     def _track(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(work)
@@ -234,6 +242,8 @@ class UsageConsumer:
             return ClaimedBatch(batch, [], batch.dead)  # only dead letters: nothing to claim
         async with self._claim_order:
             # Held until this batch's claims are sent, so batches send theirs in offset order.
+            if batch.generation != self._generation:
+                return None  # a seek or a rebalance came while it waited for its turn
             unique = await self._drop_stored_late_copies(batch.unique)
             zones = await self._retrier.run("zones", lambda: self._zones.zones(
                 {r.event.tenant for r in unique}))
@@ -249,16 +259,23 @@ class UsageConsumer:
                 return (entry(r) for r in unique)
 
             sent = await self._retrier.run("redis", lambda: self._live.send(entries()))
+            # Verdicts are settled in batch order too: a claim settled against ClickHouse is
+            # taken again by the first batch that asks, so the earliest copy is the one stored
+            # and no batch commits past an event a later batch has yet to store.
+            await self._settle_order.acquire()
         try:
-            verdicts = await self._live.verdicts(sent)
-        except Exception as exc:
-            # The answers were lost (connection broken, valkey restarted): claim again. What
-            # did run answers "ours" the second time, so nothing is counted twice, and a later
-            # batch holding a copy may have claimed it first: that copy is stored instead.
-            RETRIES.labels("redis").inc()
-            log.warning("metering claims lost their answers, claiming again: %s", exc)
-            verdicts = await self._retrier.run("redis", lambda: self._claim_again(entries()))
-        verdicts = await self._settle_foreign(unique, verdicts, entry)
+            try:
+                verdicts = await self._live.verdicts(sent)
+            except Exception as exc:
+                # The answers were lost (connection broken, valkey restarted): claim again.
+                # What did run answers "ours" the second time, so nothing is counted twice.
+                RETRIES.labels("redis").inc()
+                log.warning("metering claims lost their answers, claiming again: %s", exc)
+                verdicts = await self._retrier.run("redis",
+                                                   lambda: self._claim_again(entries()))
+            verdicts = await self._settle_foreign(unique, verdicts, entry)
+        finally:
+            self._settle_order.release()
         to_store = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict > 0]
         refused = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict < 0]
         DUPLICATES.inc(batch.valid - len(to_store) - len(refused))
@@ -373,7 +390,7 @@ class UsageConsumer:
         beginning, the counters rebuilt first, and the copies dropped by their claims."""
         await self._switch_broker(assigned)
 
-    async def _seek_to_stored(self, assigned: set[TopicPartition], replaced: bool) -> None:
+    async def _seek_to_stored(self, assigned: set[TopicPartition]) -> None:
         """Each partition from past what ClickHouse holds of this broker, or past the group's
         commit when that is further; a replaced broker's group offsets are not trusted (it
         may have taken a commit meant for the one before)."""
@@ -382,12 +399,13 @@ class UsageConsumer:
                                               lambda: self._store.resume_offsets(topic, cluster))
         for tp in assigned:
             position = stored_next.get(tp.partition)
-            committed = None if replaced else await self.consumer.committed(tp)
+            trusted = self.incarnation.group_offsets_trusted
+            committed = await self.consumer.committed(tp) if trusted else None
             if committed is not None and (position is None or committed > position):
                 continue
             if position is not None:
                 self.consumer.seek(tp, position)
-            elif replaced:
+            elif not trusted:
                 # The position reached in the old log may lie inside the new one.
                 await self.consumer.seek_to_beginning(tp)
 

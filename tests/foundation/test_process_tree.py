@@ -23,8 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def _children(pid: int) -> dict[int, str]:
     children: dict[int, str] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            children[int(child)] = Path(f"/proc/{child}/comm").read_text().strip()
+        try:  # a thread or a child may end while we read
+            for child in (task / "children").read_text().split():
+                children[int(child)] = Path(f"/proc/{child}/comm").read_text().strip()
+        except FileNotFoundError:
+            continue
     return children
 
 

@@ -1,18 +1,21 @@
-"""TenantView.plan_at: the plan in force at an instant, from the changes the document keeps
-(R4.2 upgrades now, R4.5 downgrades at a period end)."""
+"""The tenant document both services read: the plan in force at an instant, from the changes
+it keeps (R4.2 upgrades now, R4.5 downgrades at a period end), and its schema version."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.invoicing.models import TenantView
+import pytest
+from pydantic import ValidationError
+
+from shared.subscription import TenantState
 
 
-def _view(**extra: object) -> TenantView:
-    return TenantView.model_validate({
+def _view(**extra: object) -> TenantState:
+    return TenantState.model_validate({
         "id": "t", "plan": "gold", "cycle": "P1M", "anchor": "2026-03-01",
         "time_zone": "Europe/Paris", "currency": "EUR", "vat_rate": "0.20",
-        "admin_user": "u-admin", **extra})
+        "admin_user": "u-admin", "created_at": "2026-03-01T00:00:00Z", **extra})
 
 
 def _at(day: int, hour: int = 0) -> datetime:
@@ -38,3 +41,9 @@ def test_a_scheduled_downgrade_applies_from_its_instant() -> None:
 
 def test_a_document_without_changes_has_had_one_plan() -> None:
     assert _view().plan_at(_at(1)) == "gold"
+
+
+def test_a_document_of_an_unknown_schema_is_refused_not_misread() -> None:
+    assert _view().schema_version == 1  # documents written before the field are version 1
+    with pytest.raises(ValidationError, match="schema 2 is not known"):
+        _view(schema_version=2)

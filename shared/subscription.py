@@ -1,0 +1,166 @@
+"""The tenant document: one tenant's subscription, the contract between the services.
+
+Entitlements owns it (it writes it, one JSON value per tenant, changed by compare-and-set);
+invoicing reads it to bill. Both use this one model, so a field renamed here fails mypy in
+every service that reads it, instead of being billed with a default. The document carries
+`schema_version`; a reader refuses a version it does not know rather than misread it.
+
+Money is `Decimal`, a decimal string in JSON (R3.1); times are aware.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Final, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    field_validator,
+)
+
+from shared.catalog import Cycle, PackKind
+from shared.times import zone
+
+SCHEMA_VERSION: Final = 1
+
+# A decimal amount rendered as a plain decimal string in JSON (R3.1).
+DecimalText = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str,
+                                                 when_used="json")]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+ActorRole = Literal["owner", "admin", "supervisor", "agent"]
+LotState = Literal["active", "cancelled", "trialing", "expired"]
+TenantStatus = Literal["scheduled", "active", "ended"]
+
+
+class Actor(BaseModel):
+    """Who acts in the product (R5): a user of the tenant with a role in its account."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    user_id: UserId
+    role: ActorRole
+
+
+class Lot(BaseModel):
+    """Packs bought together (R4.4): cancelled, uncancelled and expired as a whole."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    item: str
+    kind: PackKind
+    quantity: int
+    units: int
+    state: LotState
+    bought_at: AwareDatetime
+    # When it stops granting: set when cancelled, trialing, or the subscription ends.
+    ends_at: AwareDatetime | None = None
+    trial: bool = False
+    unit_price: DecimalText | None = None
+    actor: Actor | None = None
+    # Support contracts (R8): one contract year [contract_start, contract_end) in local days.
+    contract_start: date | None = None
+    contract_end: date | None = None
+    renews: str | None = None  # the lot this one renews (R8.4)
+    # A daily plan rolls over in place: the first contract's start stays here (R8.3).
+    since: date | None = None
+    carry_over: bool = False  # renewed on time: the previous bank's remainder comes along
+    renewal_invoiced: date | None = None  # daily plans: contract end whose renewal is billed
+    auto_renew: bool = False  # the pack's terms at purchase (R8.4: daily plans)
+    renewal_discount: DecimalText | None = None
+
+    @property
+    def live(self) -> bool:
+        """Grants its pack now: active, cancelled (until the period end) or trialing (R4.4)."""
+        return self.state != "expired"
+
+    def active_at(self, instant: datetime) -> bool:
+        """Granting at `instant` (expired lots keep their `ends_at`)."""
+        if self.bought_at > instant:
+            return False
+        return self.ends_at is None or self.ends_at > instant
+
+    def active_during(self, start: datetime, end: datetime) -> bool:
+        """Granting at some moment of `[start, end)`."""
+        return self.bought_at < end and (self.ends_at is None or self.ends_at > start)
+
+
+class PlanChange(BaseModel):
+    """The plan was `previous` until `at` (an upgrade, or a downgrade taking effect)."""
+
+    at: AwareDatetime
+    previous: str
+
+
+class TenantState(BaseModel):
+    """One tenant's subscription; stored as one JSON value, changed by compare-and-set."""
+
+    model_config = ConfigDict(extra="ignore")
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    plan: str
+    cycle: Cycle
+    anchor: date
+    time_zone: str
+    currency: str
+    vat_rate: DecimalText
+    admin_user: str
+    account_allows_quotes: bool = False
+    renewal: bool = True
+    status: TenantStatus = "active"
+    pending_plan: str | None = None
+    pending_plan_at: AwareDatetime | None = None
+    # Every change, oldest first: invoicing reads the plan in force in any period it bills,
+    # adjustments (R9.4) reaching far back; a few a year at most.
+    plan_changes: list[PlanChange] = Field(default_factory=list)
+    ends_at: AwareDatetime | None = None
+    created_at: AwareDatetime
+    lots: list[Lot] = Field(default_factory=list)
+    trials_used: list[str] = Field(default_factory=list)
+    version: int = 0
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(f"tenant document schema {value} is not known here (this "
+                             f"release reads {SCHEMA_VERSION})")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return zone(self.time_zone)
+
+    def record_plan_change(self, at: datetime, plan: str) -> None:
+        """Move to `plan` from `at`, remembering the one left (invoicing reads it)."""
+        self.plan_changes.append(PlanChange(at=at, previous=self.plan))
+        self.plan = plan
+
+    def plan_at(self, instant: datetime) -> str:
+        """The plan in force at `instant`: a scheduled downgrade applies at its instant (R4.5),
+        and before a recorded change the plan it left was."""
+        if self.pending_plan is not None and self.pending_plan_at is not None \
+                and self.pending_plan_at <= instant:
+            return self.pending_plan
+        plan = self.plan
+        for change in reversed(self.plan_changes):
+            if instant >= change.at:
+                break
+            plan = change.previous
+        return plan
+
+    def plan_changes_within(self, start: datetime, end: datetime) -> list[datetime]:
+        """The instants in (start, end) at which the plan changed, in order."""
+        return [c.at for c in self.plan_changes if start < c.at < end]
+
+    def end_instant(self) -> datetime | None:
+        """When the subscription ends (renewal off, R4.1), or None while it renews."""
+        if self.renewal and self.status != "ended":
+            return None
+        return self.ends_at

@@ -1,7 +1,7 @@
 """`make run`: the whole platform in one process on the embedded stack.
 
 Starts tansu and valkey as children and chDB in-process (shared.stack), serves the three
-services' routes on one port (api.md "Running it"), then loads the demo tenant and events.
+services' routes on one port (docs/api.md "Running it"), then loads the demo tenant and events.
 With KAFKA_BOOTSTRAP, REDIS_URL and CLICKHOUSE_DSN all set it uses those servers instead.
 """
 

@@ -1,4 +1,4 @@
-"""API keys with a role and an optional tenant scope (api.md "Keys").
+"""API keys with a role and an optional tenant scope (docs/api.md "Keys").
 
 Secrets are random 192-bit tokens, so a plain SHA-256 is the right hash: nothing to brute
 force, and the lookup on every request stays one Redis round trip.
@@ -69,7 +69,7 @@ class KeyStore:
         return key, secret
 
     async def ensure_admin(self, secret: str) -> None:
-        """The bootstrap admin key from ADMIN_API_KEY (api.md): idempotent across restarts."""
+        """The bootstrap admin key from ADMIN_API_KEY (docs/api.md): idempotent across restarts."""
         await self._store(ApiKey(id="key-admin", role=Role.ADMIN, tenant=None), _digest(secret))
 
     async def _store(self, key: ApiKey, digest: str) -> None:

@@ -1,13 +1,13 @@
 """The product catalog: modules, suites, plans and packs, loaded once at start (R1).
 
 The file (YAML or JSON, chosen by suffix) has exactly the shape `GET /v1/catalog` answers
-(api.md): `{version, currency, modules[], suites[], plans[], packs[], email_overage_price}`.
+(docs/api.md): `{version, currency, modules[], suites[], plans[], packs[], email_overage_price}`.
 `load_catalog` validates it completely and raises `CatalogError`, whose text names the bad
 field as a dotted path (`packs.3.price.P1M: ...`), so an invalid catalog stops the service
 with a message a human can act on (R1.4).
 
 Money (R3.1, R1.4): every price is a `Decimal`. In YAML a price may be a string or an integer;
-in JSON it must be a string (api.md: money is never a JSON number). Binary floats are refused
+in JSON it must be a string (docs/api.md: money is never a JSON number). Binary floats are refused
 everywhere, as are more than 6 fractional digits, exponents, NaN and negative amounts.
 `Catalog.to_public()` renders money back as decimal strings.
 
@@ -28,7 +28,7 @@ Rules checked beyond types, each reported at the offending field:
 - `support` packs carry `support` terms (below) and only annual prices (one-year contracts,
   R8.4); other kinds carry no `support` terms.
 
-Support terms (our extension of api.md for `kind: support`, R8), as `pack.support`:
+Support terms (our extension of docs/api.md for `kind: support`, R8), as `pack.support`:
 - `type`: `bank` (hours per contract year deducted session by session: VIP, VIP Diamond) or
   `daily` (`minutes_per_user_per_day` × subscribed users, the lot quantity: OrangeCare).
 - `hours_per_year`: the bank, for `bank` only; a decimal string, whole quarter-hours.
@@ -373,7 +373,7 @@ class Catalog(_Frozen):
                      if m.support_price_per_hour is not None), None)
 
     def to_public(self) -> dict[str, Any]:
-        """The `GET /v1/catalog` body (api.md): plain JSON types, money as decimal strings."""
+        """The `GET /v1/catalog` body (docs/api.md): plain JSON types, money as decimal strings."""
         return self.model_dump(mode="json")
 
 

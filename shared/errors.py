@@ -1,4 +1,4 @@
-"""Errors callers can act on, each carrying its HTTP status, rendered in api.md's shape.
+"""Errors callers can act on, each carrying its HTTP status, rendered in docs/api.md's shape.
 
 `{"error": {"code": "...", "message": "..."}}`, plus `field` when one input is to blame.
 Domain code raises these; only the edge (shared.app) turns them into responses.

@@ -1,8 +1,8 @@
-"""The usage-event contract (events.md): CloudEvents 1.0 envelope and typed data per type.
+"""The usage-event contract (docs/events.md): CloudEvents 1.0 envelope and typed data per type.
 
 Validation is hand-written rather than a pydantic model: it runs for every event on the
 ingest hot path, and each failure must name the offending field for the DLQ headers and the
-HTTP 4xx. Unknown envelope attributes are kept (events.md), never rejected.
+HTTP 4xx. Unknown envelope attributes are kept (docs/events.md), never rejected.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from shared.times import parse_instant
 
 SPEC_VERSION: Final = "1.0"
 MAX_ID_LENGTH: Final = 256
-# events.md: counts and minutes are whole numbers in [1, 10^9]. A batch of live-counter
+# docs/events.md: counts and minutes are whole numbers in [1, 10^9]. A batch of live-counter
 # updates then sums far below 2^53, exact even in valkey's Lua doubles.
 MAX_QUANTITY: Final = 10**9
 # Nesting of `data` and extension attributes: deep enough for any real payload, far below
@@ -61,7 +61,7 @@ class UsageEvent:
 
     @property
     def key(self) -> tuple[str, str]:
-        """`(source, id)` identifies an event (events.md)."""
+        """`(source, id)` identifies an event (docs/events.md)."""
         return self.source, self.id
 
     def to_json(self) -> bytes:
@@ -72,7 +72,7 @@ class UsageEvent:
         return orjson.dumps(body)
 
 
-# --- typed data, one checker per type of events.md ------------------------------------
+# --- typed data, one checker per type of docs/events.md ------------------------------------
 
 def _text(data: Mapping[str, Any], name: str, *, required: bool = True) -> None:
     value = data.get(name)

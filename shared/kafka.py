@@ -22,7 +22,7 @@ class TopicSpec:
 
 
 def platform_topics(settings: CommonSettings) -> list[TopicSpec]:
-    """The topics of events.md."""
+    """The topics of docs/events.md."""
     return [
         TopicSpec(settings.usage_events_topic, settings.usage_events_partitions),
         TopicSpec(settings.usage_events_dlq_topic, 1),

@@ -1,6 +1,6 @@
 """Meters: what to aggregate from which events, declared as data (OpenMeter/Lago style).
 
-Built-ins cover every type of events.md; `METERS` names a YAML or JSON file declaring more
+Built-ins cover every type of docs/events.md; `METERS` names a YAML or JSON file declaring more
 (slug, event type, aggregation, value property, group-by properties), so a product can meter
 something new without a release. An invalid definition stops the start, naming the field.
 """

@@ -1,6 +1,6 @@
 """Settings read from the environment, one class per service over a common base.
 
-The variable names are the public ones of api.md ("Running it"): `KAFKA_BOOTSTRAP`,
+The variable names are the public ones of docs/api.md ("Running it"): `KAFKA_BOOTSTRAP`,
 `CLICKHOUSE_DSN`, `REDIS_URL`, `ADMIN_API_KEY`, `CLOCK`, `CLOCK_START`, `CATALOG`, `DATA_DIR`,
 `PORT`. Left empty, the three endpoints are filled in by the embedded stack (shared.stack).
 """
@@ -30,7 +30,7 @@ class CommonSettings(BaseSettings):
     kafka_enable_idempotence: bool = False
     kafka_session_timeout_ms: int = Field(default=10_000, ge=500)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
-    # The topics of events.md; other names let several platforms share one cluster.
+    # The topics of docs/events.md; other names let several platforms share one cluster.
     usage_events_topic: str = USAGE_EVENTS_TOPIC
     usage_events_dlq_topic: str = USAGE_EVENTS_DLQ_TOPIC
     subscription_events_topic: str = SUBSCRIPTION_EVENTS_TOPIC

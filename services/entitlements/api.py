@@ -1,6 +1,6 @@
-"""Entitlements routes (api.md, Entitlements): thin; parse, authorize, delegate to the service.
+"""Entitlements routes (docs/api.md, Entitlements): thin; parse, authorize, delegate to the service.
 
-Roles (api.md "Keys"): ingest may check, read the catalog and its tenants, and buy, cancel,
+Roles (docs/api.md "Keys"): ingest may check, read the catalog and its tenants, and buy, cancel,
 uncancel and PATCH on behalf of the actor named in the body; dashboard reads the catalog,
 tenants and history; finance changes nothing here; admin does everything, including
 `POST /v1/tenants`. A tenant-limited key gets 404 for every other tenant, as if it did not

@@ -1,4 +1,4 @@
-"""The entitlements service as its own process, configured by the environment alone (api.md
+"""The entitlements service as its own process, configured by the environment alone (docs/api.md
 "Running it"):
 
     uvicorn --factory services.entitlements.main:app --host 0.0.0.0 --port 8000

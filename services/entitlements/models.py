@@ -1,4 +1,4 @@
-"""Entitlements models: the stored tenant document, request bodies and answers (api.md).
+"""Entitlements models: the stored tenant document, request bodies and answers (docs/api.md).
 
 Money is `Decimal` everywhere and a decimal string in JSON (R3.1); times are aware.
 """
@@ -29,7 +29,7 @@ DecisionKind = Literal["covered", "billable", "denied"]
 
 
 class TenantCreate(BaseModel):
-    """`POST /v1/tenants` (api.md "Request bodies"); field names are fixed."""
+    """`POST /v1/tenants` (docs/api.md "Request bodies"); field names are fixed."""
 
     model_config = ConfigDict(extra="forbid")
     id: TenantId
@@ -55,7 +55,7 @@ class LotAction(BaseModel):
 
 
 class PurchaseRequest(BaseModel):
-    """`POST /v1/tenants/{tenant}/purchases` (api.md); `item` is a pack or a plan id."""
+    """`POST /v1/tenants/{tenant}/purchases` (docs/api.md); `item` is a pack or a plan id."""
 
     model_config = ConfigDict(extra="forbid")
     actor: Actor

@@ -58,7 +58,7 @@ MAX_SCHEDULED_START = timedelta(days=366)
 EVENT_FIELD = "_event_id"
 SOURCE = "entitlements"
 
-# R5: who may do what (seed 003). Owner "—" for feature requests: an owner buys instead.
+# R5: who may do what (docs/rules.md, R5). Owner "—" for feature requests: an owner buys instead.
 _ACTION_TEXT = {"buy": "buy now", "quote": "request a quote", "trial": "start a free trial",
                 "request_feature": "request a feature", "renew": "renew a support plan"}
 
@@ -939,7 +939,7 @@ def _vat_rate(text: str) -> Decimal:
 
 
 def _check_role(action: str, actor: Actor) -> None:
-    """R5 table (seed 003); a refusal names the role and the action (R5.2)."""
+    """R5 table (docs/rules.md, R5); a refusal names the role and the action (R5.2)."""
     role = actor.role
     allowed = {
         "buy": role == "owner",  # R5.1: only the owner pays

@@ -37,7 +37,7 @@ def terms_of(catalog: Catalog, item: str) -> SupportTerms | None:
 
 def annual_price(pack: Pack, cycle: str) -> Decimal:
     """A contract year's price, for the tenant's cycle: support plans are priced for annual
-    cycles only, so a monthly tenant cannot buy one (422 naming the cycle, api.md)."""
+    cycles only, so a monthly tenant cannot buy one (422 naming the cycle, docs/api.md)."""
     for key, price in pack.price.items():
         if key == cycle:
             return price

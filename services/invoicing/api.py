@@ -1,6 +1,6 @@
-"""Invoicing routes (api.md, Invoicing): thin — parse, authorize, delegate to the service.
+"""Invoicing routes (docs/api.md, Invoicing): thin — parse, authorize, delegate to the service.
 
-Roles (api.md): admin runs billing and issues credit notes; finance reads, exports and sees
+Roles (docs/api.md): admin runs billing and issues credit notes; finance reads, exports and sees
 upcoming invoices; dashboard reads invoices. A tenant-limited key sees only its tenant (404).
 """
 

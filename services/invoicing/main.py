@@ -1,4 +1,4 @@
-"""The invoicing service as its own process, configured by the environment alone (api.md
+"""The invoicing service as its own process, configured by the environment alone (docs/api.md
 "Running it"):
 
     uvicorn --factory services.invoicing.main:app --host 0.0.0.0 --port 8000

@@ -105,7 +105,7 @@ CSV_COLUMNS: Final = ("invoice", "kind", "tenant", "issued_at", "currency", "lin
 
 
 class BillingRunRequest(BaseModel):
-    """`POST /v1/billing-runs` (api.md): `date` defaults to today (UTC)."""
+    """`POST /v1/billing-runs` (docs/api.md): `date` defaults to today (UTC)."""
 
     model_config = ConfigDict(extra="forbid")
     date: str | None = Field(default=None, max_length=10)

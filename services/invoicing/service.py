@@ -74,7 +74,7 @@ class RunResult:
 
 
 def render(draft: Draft, issued_at: datetime, number: str) -> dict[str, Any]:
-    """The invoice document (api.md "Invoice"), lines sorted by module (R9.1), totals R3.2."""
+    """The invoice document (docs/api.md "Invoice"), lines sorted by module (R9.1), totals R3.2."""
     lines = sorted(draft.lines, key=Line.sort_key)
     totals = invoice_totals([line.amount for line in lines], draft.vat_rate, draft.currency)
     rendered = []

@@ -1,4 +1,4 @@
-"""Metering routes (api.md, Metering): ingest and usage. Thin: parse, authorize, delegate."""
+"""Metering routes (docs/api.md, Metering): ingest and usage. Thin: parse, authorize, delegate."""
 
 from __future__ import annotations
 

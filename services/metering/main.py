@@ -1,4 +1,4 @@
-"""The metering service as its own process, configured by the environment alone (api.md
+"""The metering service as its own process, configured by the environment alone (docs/api.md
 "Running it"):
 
     uvicorn --factory services.metering.main:app --host 0.0.0.0 --port 8000

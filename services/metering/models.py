@@ -1,4 +1,4 @@
-"""Metering's response shapes (api.md, Metering), published in the OpenAPI document."""
+"""Metering's response shapes (docs/api.md, Metering), published in the OpenAPI document."""
 
 from __future__ import annotations
 

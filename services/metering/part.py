@@ -46,7 +46,7 @@ class MeteringPart:
         runtime.app_state.metering_settings = self.settings
 
     async def caught_up(self) -> None:
-        """The clock's barrier (api.md, PUT /v1/clock): every accepted event is counted."""
+        """The clock's barrier (docs/api.md, PUT /v1/clock): every accepted event is counted."""
         if self.consumer is not None and self.service is not None:
             await self.consumer.caught_up(self.service.produced)
 

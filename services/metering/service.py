@@ -92,7 +92,7 @@ def check_event(validator: EventValidator, body: Any, max_event_bytes: int,
         raise InvalidEvent("too_large", "body",
                            f"event of {len(raw)} bytes is over {max_event_bytes}")
     if allowed_tenant is not None and event.tenant != allowed_tenant:
-        # A tenant-limited key sees other tenants as if they did not exist (api.md).
+        # A tenant-limited key sees other tenants as if they did not exist (docs/api.md).
         raise InvalidEvent("unknown_tenant", "subject", f"tenant '{event.tenant}' not found")
     return event, raw
 
@@ -188,7 +188,7 @@ class MeteringService:
     async def usage(self, tenant: str, meter_slug: str, start: datetime, end: datetime,
                     window: str | None, tz: str, group_by: Sequence[str],
                     module: str | None) -> list[dict[str, Any]]:
-        """The time series of api.md's usage shape, `data` part."""
+        """The time series of docs/api.md's usage shape, `data` part."""
         meter = self.registry.get(meter_slug)
         if meter is None:
             raise NotFound(f"meter '{meter_slug}' not found", field="meter")

@@ -30,8 +30,8 @@ class Cycle(StrEnum):
 
     P1M = "P1M"  # monthly, anchored on the subscription start date (R2.3)
     P1Y = "P1Y"  # annual (R2.3)
-    P30D = "P30D"  # fixed 30 days (seed 001)
-    P365D = "P365D"  # fixed 365 days (seed 001)
+    P30D = "P30D"  # fixed 30 days (docs/rules.md, R2.2)
+    P365D = "P365D"  # fixed 365 days (docs/rules.md, R2.2)
 
 
 _FIXED_DAYS: dict[Cycle, int] = {Cycle.P30D: 30, Cycle.P365D: 365}

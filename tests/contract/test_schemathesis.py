@@ -49,8 +49,8 @@ CALL_TIMEOUT_S = 30
 # and could revoke the bootstrap admin key every later test signs in with.
 CONFIG = Config.from_dict({"phases": {"stateful": {"inference": {"algorithms": []}}}})
 
-# Inputs the routes read raw or take as plain strings, described as api.md and events.md do,
-# so that generation gets past the first parse to the code behind it.
+# Inputs the routes read raw or take as plain strings, described as docs/api.md and
+# docs/events.md do, so that generation gets past the first parse to the code behind it.
 CLOUD_EVENT = {
     "type": "object",
     "required": ["specversion", "id", "source", "type", "subject", "time", "data"],

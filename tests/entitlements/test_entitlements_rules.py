@@ -236,7 +236,7 @@ async def test_r5_who_may_do_what(endpoints: Endpoints, unique: str) -> None:
         c = app.client
         tenant = f"t-{unique}"
         await create_tenant(c, tenant, time_zone="UTC")
-        table = {  # R5 (seed 003): role → action → allowed
+        table = {  # R5 (docs/rules.md, R5): role → action → allowed
             "owner": {"buy": True, "quote": True, "trial": True, "request_feature": False},
             "admin": {"buy": False, "quote": False, "trial": True, "request_feature": True},
             "supervisor": {"buy": False, "quote": False, "trial": False,

@@ -198,7 +198,7 @@ async def test_tenant_limited_key_gets_404_on_every_route_of_another(platform: R
     r = await c.post("/v1/tenants", headers=admin_a, json={
         "id": f"sc-{unique}", "plan": "essentials", "time_zone": "UTC", "currency": "EUR",
         "vat_rate": "0.2", "admin_user": "u"})
-    # Creating a tenant acts on the platform: a tenant's admin key may not (api.md "Keys").
+    # Creating a tenant acts on the platform: a tenant's admin key may not (docs/api.md "Keys").
     assert r.status_code == 403
     assert (await c.get(f"/v1/tenants/sc-{unique}", headers=ADMIN)).status_code == 404
     assert (await tenant_doc(c, b))["lots"][0]["state"] == "active"  # nothing changed

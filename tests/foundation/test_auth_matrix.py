@@ -5,7 +5,7 @@ lot, its invoice, a key limited to it) with a well-formed body, so that authoriz
 scope answer, not validation. Then focused tests of what a tenant-limited admin key may do
 with keys, billing runs, credit notes and listings.
 
-The policy (api.md "Keys", and the rules the team wrote down for tenant-limited keys):
+The policy (docs/api.md "Keys", and the rules the team wrote down for tenant-limited keys):
 - a role the route does not admit: 403 `forbidden`, whatever the scope (role before scope);
 - platform-wide routes (`PUT /v1/clock`, `POST /v1/tenants`) need an unscoped admin key:
   403 `forbidden` to a tenant-limited one;

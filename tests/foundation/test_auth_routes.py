@@ -1,6 +1,6 @@
 """Every route: 401 without a valid key, 403 for a role the contract does not admit, 404 for a
-tenant-limited key on another tenant, all in api.md's error shape. The role table below is
-api.md's ("What each role may call"); a route missing from it fails the suite."""
+tenant-limited key on another tenant, all in docs/api.md's error shape. The role table below is
+docs/api.md's ("What each role may call"); a route missing from it fails the suite."""
 
 from __future__ import annotations
 

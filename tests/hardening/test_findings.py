@@ -1,7 +1,7 @@
 """One test per finding of the hardening review. Each docstring says what broke before the fix;
 each test fails on the code the review was made on and passes once the finding is fixed.
 
-The contract (events.md, api.md): an event's `time` lies in [2000-01-01, 2100-01-01) UTC;
+The contract (docs/events.md, docs/api.md): an event's `time` lies in [2000-01-01, 2100-01-01) UTC;
 `data.count` and `data.minutes` are integers in [1, 10^9]; `data` and extension attributes
 nest at most 32 deep; bad HTTP input is a 4xx `{"error": {"code", "message", "field"}}`
 naming the field; a bad Kafka message goes to its topic's `.dlq` unchanged with headers

@@ -1,4 +1,4 @@
-"""Bad input on every route → 4xx naming the field; roles and tenant scoping (api.md);
+"""Bad input on every route → 4xx naming the field; roles and tenant scoping (docs/api.md);
 credit notes never above what is left (R9.3); CSV and export shapes."""
 
 from __future__ import annotations

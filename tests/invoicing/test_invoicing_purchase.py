@@ -1,4 +1,4 @@
-"""A confirmed purchase names its immediate invoice (api.md purchase answer, R9.2), and a
+"""A confirmed purchase names its immediate invoice (docs/api.md purchase answer, R9.2), and a
 retry with the same Idempotency-Key names the same one."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Bad input never crashes the consumer and never yields a 500: every message that cannot be
 accepted lands in `usage-events.dlq` unchanged with headers naming the error and the field
-(events.md); over HTTP each rejected event is named with its field (api.md)."""
+(docs/events.md); over HTTP each rejected event is named with its field (docs/api.md)."""
 
 from __future__ import annotations
 

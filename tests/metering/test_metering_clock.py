@@ -1,5 +1,5 @@
 """PUT /v1/clock first waits until metering has counted every event accepted before the call
-(api.md), so a demo that sends events and then moves the clock sees them all."""
+(docs/api.md), so a demo that sends events and then moves the clock sees them all."""
 
 from __future__ import annotations
 

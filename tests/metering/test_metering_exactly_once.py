@@ -1,4 +1,4 @@
-"""Every event counted once (events.md: `(source, id)` identifies an event), whether its copy
+"""Every event counted once (docs/events.md: `(source, id)` identifies an event), whether its copy
 comes in the same batch, a later batch or after the consumer restarted; the stored rows, not
 only the figures, hold no duplicate, so no figure depends on a background merge."""
 
@@ -112,7 +112,7 @@ async def test_the_http_ingest_and_kafka_share_one_identity(platform: RunningApp
                                               headers=platform.as_admin())
         assert response.status_code == 202
         assert response.json() == {"accepted": 1, "rejected": []}
-    # The clock's barrier waits for metering to catch up with what was accepted (api.md).
+    # The clock's barrier waits for metering to catch up with what was accepted (docs/api.md).
     await platform.client.put("/v1/clock", json={"now": "2026-01-01T00:00:00Z"},
                               headers=platform.as_admin())
     assert [p["value"] for p in await _usage(platform, tenant)] == [2]

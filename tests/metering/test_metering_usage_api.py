@@ -1,4 +1,4 @@
-"""GET /v1/usage (api.md): windows in any IANA zone, group-by, module filter, provenance
+"""GET /v1/usage (docs/api.md): windows in any IANA zone, group-by, module filter, provenance
 (R9.6), and a 4xx naming every bad parameter."""
 
 from __future__ import annotations

@@ -5,34 +5,19 @@ refused at once."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from shared.stack import free_port
 from tests.conftest import wait_until_ready
-from tests.foundation.test_process_tree import _alive, _children
+from tests.foundation.test_process_tree import ADMIN as LAUNCHER_KEY
+from tests.foundation.test_process_tree import Launcher, _alive, _children
 
-ADMIN = {"Authorization": "Bearer clock-admin-key"}
-ROOT = Path(__file__).resolve().parents[2]
+ADMIN = {"Authorization": f"Bearer {LAUNCHER_KEY}"}
 TENANTS = 150
-
-
-def _spawn(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DATA_DIR": str(data_dir), "PORT": str(port),
-           "ADMIN_API_KEY": "clock-admin-key", "CLOCK": "manual",
-           "CLOCK_START": "2027-01-01T00:00:00Z"}
-    for name in ("KAFKA_BOOTSTRAP", "REDIS_URL", "CLICKHOUSE_DSN"):
-        env.pop(name, None)
-    return subprocess.Popen([sys.executable, "-m", "services.embedded", "--no-demo"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
 
 
 def _create_tenants(base: str) -> None:
@@ -46,9 +31,9 @@ def _create_tenants(base: str) -> None:
 
 
 def test_sigterm_during_a_clock_move_stops_the_platform_within_10_s(tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    launcher = _spawn(tmp_path / "data", port)
+    platform = Launcher(tmp_path / "data")
+    base = platform.base
+    launcher = platform.spawn(CLOCK="manual", CLOCK_START="2027-01-01T00:00:00Z")
     try:
         wait_until_ready(base, launcher)
         started = time.monotonic()

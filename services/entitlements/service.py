@@ -1,5 +1,7 @@
 """Entitlements logic without I/O frameworks: tenants, purchases (R4, R5), lifecycle on the
-clock (R4.1, R4.4, R4.5, R4.8, R5.3), history (R4.9) and checks (R6.3, R7.2, R7.3).
+clock (R4.1, R4.4, R4.5, R4.8, R5.3), history (R4.9) and checks (R6.3, R7.2, R7.3). The pure
+steps live beside it: lifecycle.py (a document on the clock), policy.py (who may do what),
+decisions.py (checks), support.py (support contracts).
 
 Every change follows one path, `_mutate`: read the tenant document, bring it up to "now"
 (`advance`), apply the action as a pure function of (document, catalog, now), then commit the
@@ -15,18 +17,25 @@ import hashlib
 import random
 import re
 import secrets
-import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
 from services.entitlements import decisions as dec
 from services.entitlements import support as sup
+from services.entitlements.lifecycle import (
+    Effects,
+    Outcome,
+    actor_json,
+    advance,
+    current_period,
+    next_due,
+    zone_of,
+)
 from services.entitlements.models import (
     Charge,
     CheckItem,
@@ -36,18 +45,23 @@ from services.entitlements.models import (
     TenantCreate,
     lot_out,
 )
+from services.entitlements.policy import (
+    actor_may_manage,
+    check_role,
+    parse_vat_rate,
+)
 from services.entitlements.store import Change, EntitlementsStore
 from shared import live
-from shared.auth import Principal, Role
+from shared.auth import Principal
 from shared.billing.money import format_money, line_amount
-from shared.billing.periods import Cycle, Period, local_date, local_midnight, period_containing
+from shared.billing.periods import Period, local_date, local_midnight
 from shared.billing.proration import prorated_charge, upgrade_charge
 from shared.catalog import ONCE, Catalog, Pack, Plan, UnknownCatalogItem
 from shared.clock import Clock
 from shared.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from shared.settings import EntitlementsSettings
 from shared.subscription import Actor, Lot, TenantState
-from shared.times import from_micros, micros, parse_zone, utc_text, zone
+from shared.times import from_micros, micros, parse_zone, utc_text
 
 MAX_ATTEMPTS = 500
 # A history cursor is the id of the last entry seen (a stream id).
@@ -56,127 +70,7 @@ _HISTORY_CURSOR = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$", re.ASCII)
 MAX_SCHEDULED_START = timedelta(days=366)
 # Where a confirmed purchase's answer keeps its event id until the invoice number replaces it.
 EVENT_FIELD = "_event_id"
-SOURCE = "entitlements"
 
-# R5: who may do what (docs/rules.md, R5). Owner "—" for feature requests: an owner buys instead.
-_ACTION_TEXT = {"buy": "buy now", "quote": "request a quote", "trial": "start a free trial",
-                "request_feature": "request a feature", "renew": "renew a support plan"}
-
-
-def zone_of(state: TenantState) -> ZoneInfo:
-    return zone(state.time_zone)
-
-
-def current_period(state: TenantState, day: date) -> Period:
-    """The billing period containing local day `day` (the first one before the start)."""
-    return period_containing(state.anchor, Cycle(state.cycle), max(day, state.anchor))
-
-
-@dataclass
-class Effects:
-    """What one pure step produced besides the new document."""
-
-    history: list[bytes] = field(default_factory=list)
-    events: list[tuple[str, str, bytes]] = field(default_factory=list)
-
-    def record(self, tenant: str, kind: str, at: datetime, data: dict[str, Any],
-               actor: dict[str, Any] | None) -> str:
-        """One change: a history entry (R4.9) and its `subscription-events` event (R4.8)."""
-        event_id = str(uuid.uuid4())
-        entry = {"event_id": event_id, "at": utc_text(at), "type": kind, "actor": actor, **data}
-        self.history.append(orjson.dumps(entry))
-        event = {"specversion": "1.0", "id": event_id, "source": SOURCE, "type": kind,
-                 "subject": tenant, "time": utc_text(at), "datacontenttype": "application/json",
-                 "data": {"tenant": tenant, "actor": actor, **data}}
-        self.events.append((event_id, tenant, orjson.dumps(event)))
-        return event_id
-
-
-@dataclass
-class Outcome:
-    state: TenantState | None  # None: nothing to commit (a preview)
-    answer: dict[str, Any]
-    effects: Effects = field(default_factory=Effects)
-    status_code: int = 200
-    zone: str | None = None
-
-
-def actor_json(actor: Actor | None, principal: Principal | None) -> dict[str, Any] | None:
-    if actor is not None:
-        return {"user_id": actor.user_id, "role": actor.role,
-                "api_key": principal.key_id if principal else None}
-    if principal is not None:
-        return {"user_id": None, "role": None, "api_key": principal.key_id}
-    return None  # the platform itself (lifecycle on the clock)
-
-
-# --- lifecycle: a pure function of (document, now) ------------------------------------------
-
-
-def next_due(state: TenantState) -> datetime | None:
-    """The earliest instant something happens to this tenant by itself (R4.1, R4.4, R4.5,
-    R5.3), or None."""
-    if state.status == "ended":
-        return None
-    instants: list[datetime] = []
-    if state.status == "scheduled":
-        instants.append(local_midnight(state.anchor, zone_of(state)))
-    instants.extend(lot.ends_at for lot in state.lots
-                    if lot.state in ("cancelled", "trialing") and lot.ends_at is not None)
-    if state.pending_plan_at is not None:
-        instants.append(state.pending_plan_at)
-    if not state.renewal and state.ends_at is not None:
-        instants.append(state.ends_at)
-    instants.extend(sup.due_instants(state, zone_of(state)))  # R8.4
-    return min(instants, key=lambda d: d.astimezone(UTC)) if instants else None
-
-
-def advance(state: TenantState, now: datetime, effects: Effects) -> TenantState:
-    """Apply every lifecycle step due at or before `now`, in time order; events carry the
-    instant each step fell due, not `now`."""
-    state = state.model_copy(deep=True)
-    while (due := next_due(state)) is not None and due <= now:
-        zone = zone_of(state)
-        if state.status == "scheduled" and local_midnight(state.anchor, zone) <= due:
-            state.status = "active"
-            effects.record(state.id, "subscription.started", due,
-                           {"plan": state.plan, "anchor": state.anchor.isoformat()}, None)
-            continue
-        # Lots first (R4.4 expiry, R5.3 trial end), then the plan (R4.5), then the end (R4.1).
-        for lot in state.lots:
-            if lot.state in ("cancelled", "trialing") and lot.ends_at is not None \
-                    and lot.ends_at <= due:
-                was = lot.state
-                lot.state = "expired"
-                if was == "trialing":
-                    effects.record(state.id, "trial.ended", lot.ends_at,
-                                   {"lot": lot.id, "item": lot.item}, None)
-                effects.record(state.id, "lot.expired", lot.ends_at,
-                               {"lot": lot.id, "item": lot.item, "quantity": lot.quantity,
-                                "reason": "trial_ended" if was == "trialing" else "cancelled"},
-                               None)  # R4.8
-        sup.advance_support(  # R8.4: contracts end, daily plans are invoiced and roll over
-            state, zone, due,
-            lambda kind, at, data: effects.record(state.id, kind, at, data, None))
-        if state.pending_plan_at is not None and state.pending_plan_at <= due:
-            previous = state.plan
-            state.record_plan_change(state.pending_plan_at, state.pending_plan or state.plan)
-            effects.record(state.id, "plan.downgraded", state.pending_plan_at,
-                           {"from": previous, "to": state.plan}, None)  # R4.5
-            state.pending_plan = state.pending_plan_at = None
-        if not state.renewal and state.ends_at is not None and state.ends_at <= due:
-            state.status = "ended"  # R4.1: renewal off, the subscription and its packs end
-            for lot in state.lots:
-                if lot.live:
-                    lot.state = "expired"
-                    lot.ends_at = state.ends_at
-                    effects.record(state.id, "lot.expired", state.ends_at,
-                                   {"lot": lot.id, "item": lot.item, "quantity": lot.quantity,
-                                    "reason": "subscription_ended"}, None)  # R4.8
-            state.pending_plan = state.pending_plan_at = None
-            effects.record(state.id, "subscription.ended", state.ends_at,
-                           {"plan": state.plan}, None)
-    return state
 
 
 # --- checks ---------------------------------------------------------------------------------
@@ -280,7 +174,7 @@ class EntitlementsService:
             raise ValidationFailed(
                 f"currency: must be the catalog's currency {self.catalog.currency}",
                 field="currency")
-        vat = _vat_rate(body.vat_rate)
+        vat = parse_vat_rate(body.vat_rate)
 
         def create(state: TenantState | None, now: datetime, effects: Effects) -> Outcome:
             if state is not None:
@@ -359,7 +253,7 @@ class EntitlementsService:
     async def set_renewal(self, tenant: str, renewal: bool, actor: Actor | None,
                           principal: Principal) -> dict[str, Any]:
         """R4.1: tacit renewal on or off, any time before the period end."""
-        _actor_may_manage(actor, principal, "switch tacit renewal")
+        actor_may_manage(actor, principal, "switch tacit renewal")
 
         def patch(state: TenantState | None, now: datetime, effects: Effects) -> Outcome:
             state = _require(state, tenant)
@@ -382,7 +276,7 @@ class EntitlementsService:
 
     async def cancel_lot(self, tenant: str, lot_id: str, undo: bool, actor: Actor | None,
                          principal: Principal) -> dict[str, Any]:
-        _actor_may_manage(actor, principal, "uncancel a lot" if undo else "cancel a lot")
+        actor_may_manage(actor, principal, "uncancel a lot" if undo else "cancel a lot")
 
         def change(state: TenantState | None, now: datetime, effects: Effects) -> Outcome:
             state = _require(state, tenant)
@@ -431,7 +325,7 @@ class EntitlementsService:
             idem = self.store.idem_key(tenant, idempotency_key)
         item = self._item(body.item)
         quantity = self._quantity(body, item)
-        _check_role(body.action, body.actor)
+        check_role(body.action, body.actor)
 
         def buy(state: TenantState | None, now: datetime, effects: Effects) -> Outcome:
             state = _require(state, tenant)
@@ -924,42 +818,3 @@ def _require(state: TenantState | None, tenant: str) -> TenantState:
     if state is None:
         raise NotFound(f"tenant '{tenant}' not found", field="tenant")
     return state
-
-
-def _vat_rate(text: str) -> Decimal:
-    try:
-        rate = Decimal(text)
-    except (InvalidOperation, TypeError):
-        rate = Decimal("NaN")
-    if not rate.is_finite() or not Decimal(0) <= rate <= Decimal(1) \
-            or not text.replace(".", "", 1).isdigit():
-        raise ValidationFailed(f"vat_rate: '{text}' must be a decimal string from 0 to 1, "
-                               "e.g. \"0.20\"", field="vat_rate")
-    return rate
-
-
-def _check_role(action: str, actor: Actor) -> None:
-    """R5 table (docs/rules.md, R5); a refusal names the role and the action (R5.2)."""
-    role = actor.role
-    allowed = {
-        "buy": role == "owner",  # R5.1: only the owner pays
-        "quote": role in ("owner", "admin"),  # admin: if the account allows it (below)
-        "trial": role in ("owner", "admin"),
-        "request_feature": role in ("admin", "supervisor"),
-        "renew": role == "owner",  # R5.1: only the owner pays
-    }[action]
-    if not allowed:
-        raise Forbidden(f"role '{role}' may not {_ACTION_TEXT[action]} (R5)",
-                        field="actor.role", code="role_forbidden")
-
-
-def _actor_may_manage(actor: Actor | None, principal: Principal, what: str) -> None:
-    """Renewal and lot changes commit the owner's money: the owner or the account admin;
-    a platform admin key may act without naming an actor."""
-    if actor is None:
-        if principal.role != Role.ADMIN:
-            raise ValidationFailed("actor: name the user acting (R5)", field="actor")
-        return
-    if actor.role not in ("owner", "admin"):
-        raise Forbidden(f"role '{actor.role}' may not {what} (R5)", field="actor.role",
-                        code="role_forbidden")

@@ -4,7 +4,10 @@ the session (chDB allows one engine per process), and the platform app served in
 from __future__ import annotations
 
 import asyncio
+import builtins
+import io
 import os
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -16,6 +19,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
+from hypothesis import settings as hypothesis_settings
 
 from services.entitlements.part import EntitlementsPart
 from services.invoicing.part import InvoicingPart
@@ -24,10 +28,39 @@ from shared.app import Runtime, ServicePart, create_app
 from shared.settings import CommonSettings
 from shared.stack import EmbeddedStack, Endpoints, TansuBroker, ValkeyServer, free_port
 
+# Examples are drawn afresh each run; none is kept on disk (unit tests may not write files).
+hypothesis_settings.register_profile("meterbill", database=None)
+hypothesis_settings.load_profile("meterbill")
+
 ADMIN_KEY = "test-admin-key"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 OWNER = {"user_id": "u-owner", "role": "owner"}
 CLOCK_START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _no_io_in_unit_tests(request: pytest.FixtureRequest,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test marked `unit` checks pure rules: any network or file access fails it."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a unit test does no network or file I/O")
+
+    real_open = builtins.open
+
+    def open_code_only(file: Any, *args: Any, **kwargs: Any) -> Any:
+        # Python's own imports (a module first used by the test) still read code.
+        if str(file).endswith((".py", ".pyc")):
+            return real_open(file, *args, **kwargs)
+        refuse()
+
+    for owner, name in ((socket.socket, "connect"), (socket, "create_connection"),
+                        (socket, "getaddrinfo")):
+        monkeypatch.setattr(owner, name, refuse)
+    monkeypatch.setattr(builtins, "open", open_code_only)
+    monkeypatch.setattr(io, "open", open_code_only)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ from services.entitlements.policy import check_role, parse_vat_rate
 from shared.errors import Forbidden, ValidationFailed
 from shared.subscription import Actor, TenantState
 
+pytestmark = pytest.mark.unit
+
 
 def _tenant(**fields: Any) -> TenantState:
     document: dict[str, Any] = {

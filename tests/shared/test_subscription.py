@@ -10,6 +10,8 @@ from pydantic import ValidationError
 
 from shared.subscription import TenantState
 
+pytestmark = pytest.mark.unit
+
 
 def _view(**extra: object) -> TenantState:
     return TenantState.model_validate({

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,6 +23,8 @@ from shared.billing.support import (
     renewal_terms,
     round_session,
 )
+
+pytestmark = pytest.mark.unit
 
 DAY = date(2026, 3, 10)
 YEAR = (date(2026, 1, 1), date(2027, 1, 1))

@@ -23,6 +23,8 @@ from shared.billing.money import (
     round_money,
 )
 
+pytestmark = pytest.mark.unit
+
 D = Decimal
 
 

@@ -23,6 +23,8 @@ from shared.billing.periods import (
     period_index,
 )
 
+pytestmark = pytest.mark.unit
+
 ONE_DAY = timedelta(days=1)
 
 

@@ -23,6 +23,8 @@ from shared.billing.proration import (
     upgrade_charge,
 )
 
+pytestmark = pytest.mark.unit
+
 D = Decimal
 MARCH_2026 = Period(date(2026, 3, 1), date(2026, 4, 1))  # 31 days
 

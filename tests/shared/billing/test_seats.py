@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.billing.seats import access_intervals, users_with_access
+
+pytestmark = pytest.mark.unit
 
 GRANT, REVOKE = "user.access.granted", "user.access.revoked"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -217,16 +217,18 @@ def _value_expression(meter: Meter, params: dict[str, Any]) -> str:
 
 # One call per chunk of a batch, atomic: claim each event's (source, id) for the message that
 # carries it and apply its counter updates only when the claim is new. A claim is
-# "incarnation/partition:offset". One held by the same message is that message replayed after
-# a crash: stored again, counted once. One taken under another incarnation of the broker may
-# belong to an event that was never stored (the broker forgot it): the worker asks
-# ClickHouse, and claims again with `force` the events it does not hold, whose counters
-# were rebuilt without them.
+# "incarnation/partition:offset". One held by the same message is that message read again
+# after a crash or a seek: counted once, stored again only if ClickHouse lacks it (worker).
+# One taken under another incarnation of the broker may belong to an event that was never
+# stored (the broker forgot it): the worker asks ClickHouse, and claims again with `force`
+# the events it does not hold, whose counters were rebuilt without them.
 # Verdicts: 1 new, 2 replay of our own claim, 0 duplicate, 3 claimed under another
 # incarnation (not written unless forced), -1 refused: a counter key holds
 # another type (written by hand), so the event is dead-lettered rather than half applied.
 # Types are checked before anything is written: valkey keeps the writes of a script that
 # fails half-way, so a failure after the claims would leave claims without their counters.
+REPLAY: Final = 2
+FOREIGN_CLAIM: Final = 3
 _APPLY_BATCH = """
 local ttl = ARGV[1]
 local batch = cjson.decode(ARGV[2])

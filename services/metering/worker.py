@@ -42,7 +42,13 @@ from services.metering.acks import StoredOffsets
 from services.metering.incarnation import BrokerReplaced, Incarnation
 from services.metering.rebuild import LiveRebuild
 from services.metering.service import claim_key, live_ops
-from services.metering.store import EventStore, LiveCounters, StoredEvent
+from services.metering.store import (
+    FOREIGN_CLAIM,
+    REPLAY,
+    EventStore,
+    LiveCounters,
+    StoredEvent,
+)
 from services.metering.zones import TenantZones
 from shared.consumer import (
     DeadLetterLimit,
@@ -75,10 +81,6 @@ IN_FLIGHT = 3
 LOOP = "metering-consumer"
 # A commit the broker neither takes nor refuses within this is retried as an outage.
 COMMIT_TIMEOUT_S = 10.0
-# The claim script's verdicts for our own message read again, and for a claim taken under
-# another incarnation of the broker (store.py).
-REPLAY = 2
-FOREIGN_CLAIM = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +275,7 @@ class UsageConsumer:
                 log.warning("metering claims lost their answers, claiming again: %s", exc)
                 verdicts = await self._retrier.run("redis",
                                                    lambda: self._claim_again(entries()))
-            verdicts = await self._settle_foreign(unique, verdicts, entry)
+            verdicts = await self._settle_with_clickhouse(unique, verdicts, entry)
         finally:
             self._settle_order.release()
         to_store = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict > 0]
@@ -284,7 +286,7 @@ class UsageConsumer:
     async def _claim_again(self, entries: Iterator[list[Any]]) -> list[int]:
         return await self._live.verdicts(await self._live.send(entries))
 
-    async def _settle_foreign(self, unique: list[StoredEvent], verdicts: list[int],
+    async def _settle_with_clickhouse(self, unique: list[StoredEvent], verdicts: list[int],
                               entry: Callable[[StoredEvent], list[Any]]) -> list[int]:
         """Claims that need ClickHouse's word. Our own message read again (a replay after a
         crash or a seek) is stored only if its first reading was not: batch boundaries differ

@@ -33,11 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from redis.asyncio import Redis
 
 from services.invoicing.service import InvoicingService
-from services.invoicing.store import InvoiceState, InvoiceStore
+from services.invoicing.state import InvoiceState
+from services.invoicing.store import InvoiceStore
 from shared.catalog import load_catalog
 from shared.clickhouse.client import connect
 from shared.clickhouse.migrate import migrate
-from shared.live import TENANT_ZONES_KEY
+from shared.keys import TENANT_ZONES, EntitlementsKeys, InvoicingKeys
 from shared.settings import InvoicingSettings
 from shared.stack import ValkeyServer, free_port
 
@@ -76,10 +77,10 @@ async def load(redis: Redis, ch: Any, tenants: int, events: int) -> list[str]:
     names = [f"bench-{i:05d}" for i in range(tenants)]
     pipe = redis.pipeline(transaction=False)
     for name in names:
-        pipe.hset(f"ent:tenant:{name}", mapping={"doc": orjson.dumps(tenant_doc(name)),
+        pipe.hset(EntitlementsKeys().tenant(name), mapping={"doc": orjson.dumps(tenant_doc(name)),
                                                  "ver": 1})
-        pipe.hset(TENANT_ZONES_KEY, name, "Europe/Paris")
-        pipe.hset(f"inv:billed:{name}", mapping={"2026-01-01": "", "last": "2026-01-01"})
+        pipe.hset(TENANT_ZONES, name, "Europe/Paris")
+        pipe.hset(InvoicingKeys().billed(name), mapping={"2026-01-01": "", "last": "2026-01-01"})
     await pipe.execute()
     per_tenant = events // tenants
     span_us = int(timedelta(days=31).total_seconds() * 1_000_000) - 1
@@ -132,8 +133,9 @@ async def main() -> None:
             emit("load_seconds", time.perf_counter() - began, "s")
             emit("usage_events", float(args.events // args.tenants * args.tenants), "events")
             settings = InvoicingSettings(invoicing_batch_tenants=2_000)
-            service = InvoicingService(InvoiceState(redis), InvoiceStore(ch),
-                                       load_catalog(settings.catalog), FixedClock(), settings)
+            state = InvoiceState(redis, InvoicingKeys(), EntitlementsKeys())
+            service = InvoicingService(state, InvoiceStore(ch), load_catalog(settings.catalog),
+                                       FixedClock(), settings)
             began = time.perf_counter()
             result = await service.bill(names, RUN_AT)
             wall = time.perf_counter() - began

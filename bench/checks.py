@@ -187,10 +187,10 @@ async def seed(base: str) -> str:
 async def seed_users(redis_url: str) -> None:
     from redis.asyncio import Redis
 
-    from shared import live
+    from shared import keys
 
     redis = Redis.from_url(redis_url)
-    await redis.zadd(live.users_key(TENANT, "crm"),
+    await redis.zadd(keys.users_key(TENANT, "crm"),
                      {f"u-{i}": 1_767_225_600_000_000 + i for i in range(USERS)})
     await redis.set("bench:ceiling", "x")
     await redis.aclose()

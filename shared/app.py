@@ -1,4 +1,4 @@
-"""The FastAPI application shared by every service: wiring, errors, health, metrics, keys, clock.
+"""The FastAPI application shared by every service: wiring, errors, the platform routes.
 
 A service contributes a `ServicePart` (its router, and start/stop hooks that wire its store,
 service and workers onto the `Runtime`). `create_app` serves one part per process in
@@ -11,21 +11,19 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Protocol
+from datetime import timedelta
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import DatabaseError as ClickHouseDatabaseError
 from clickhouse_connect.driver.exceptions import OperationalError as ClickHouseOperationalError
-from fastapi import APIRouter, FastAPI, Path, Request, Response
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -33,7 +31,7 @@ from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import AdminKey, KeyStore, PlatformAdminKey, Role
+from shared.auth import KeyStore
 from shared.clickhouse.client import ClickHouse, connect
 from shared.clickhouse.migrate import migrate
 from shared.clock import Clock, ManualClock, Scheduler, WallClock
@@ -41,14 +39,12 @@ from shared.consumer import LoopHealth
 from shared.errors import (
     AppError,
     BadRequest,
-    Forbidden,
-    NotFound,
     Unavailable,
     ValidationFailed,
 )
-from shared.kafka import ensure_topics, make_producer, platform_topics, probe
-from shared.live import TENANT_ZONES_KEY
+from shared.kafka import ensure_topics, make_producer, platform_topics
 from shared.observability import HTTP_LATENCY, HTTP_REQUESTS, configure_logging
+from shared.platform_api import router as platform_router
 from shared.redis import make_redis
 from shared.settings import CommonSettings
 
@@ -157,7 +153,7 @@ def create_app(settings: CommonSettings, parts: list[ServicePart],
     fast_paths = [path for part in parts for path in getattr(part, "fast_paths", ())]
     app = PlatformApp(fast_paths, title=title, version="1", lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(platform_router())
+    app.include_router(platform_router)
     for part in parts:
         app.include_router(part.router)
     app.add_middleware(MetricsMiddleware)
@@ -284,128 +280,3 @@ class MetricsMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
             HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
-
-
-# --- platform routes: health, metrics, keys, clock ---------------------------------------
-
-class ApiKeyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Role
-    tenant: str | None = Field(default=None, min_length=1, max_length=128)
-
-
-class ApiKeyOut(BaseModel):
-    id: str
-    role: Role
-    tenant: str | None
-    key: str | None = None
-
-
-class ClockRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    now: AwareDatetime
-
-
-class ClockOut(BaseModel):
-    now: datetime
-    manual: bool
-
-
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-Probe = Callable[[Runtime], Awaitable[None]]
-
-
-async def _probe_kafka(runtime: Runtime) -> None:
-    await probe(runtime.producer)
-
-
-async def _probe_redis(runtime: Runtime) -> None:
-    await runtime.redis.ping()
-
-
-async def _probe_clickhouse(runtime: Runtime) -> None:
-    await runtime.clickhouse.ping()
-
-
-PROBES: dict[str, Probe] = {"kafka": _probe_kafka, "redis": _probe_redis,
-                            "clickhouse": _probe_clickhouse}
-
-
-def platform_router() -> APIRouter:
-    router = APIRouter()
-
-    @router.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @router.get("/readyz", tags=["health"])
-    async def readyz(request: Request) -> JSONResponse:
-        runtime = runtime_of(request)
-
-        async def check(name: str, probe_fn: Probe) -> tuple[str, str]:
-            try:
-                await asyncio.wait_for(probe_fn(runtime), timeout=2.0)
-            except Exception as exc:  # any failure means "not ready", named below
-                return name, f"unavailable: {type(exc).__name__}"
-            return name, "ok"
-
-        results = dict(await asyncio.gather(*(check(n, p) for n, p in PROBES.items())))
-        results.update(runtime.health.problems())
-        down = sorted(n for n, state in results.items() if state != "ok")
-        if down:
-            body = {"error": {"code": "not_ready", "message": f"not ready: {', '.join(down)}"},
-                    "checks": results}
-            return JSONResponse(body, status_code=503)
-        return JSONResponse({"status": "ready", "checks": results})
-
-    @router.get("/metrics", tags=["health"])
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    @router.post("/v1/api-keys", status_code=201, tags=["keys"], response_model=ApiKeyOut)
-    async def mint_key(body: ApiKeyRequest, request: Request, principal: AdminKey) -> ApiKeyOut:
-        """A tenant's admin mints keys for its tenant only; keys name existing tenants."""
-        runtime = runtime_of(request)
-        if body.tenant is None and principal.tenant is not None:
-            raise Forbidden("a key limited to a tenant mints keys for that tenant only",
-                            field="tenant")
-        if body.tenant is not None:
-            principal.ensure_tenant(body.tenant)
-            if not await runtime.redis.hexists(TENANT_ZONES_KEY, body.tenant):
-                raise NotFound(f"tenant '{body.tenant}' not found", field="tenant")
-        key, secret = await runtime.keys.mint(body.role, body.tenant)
-        return ApiKeyOut(id=key.id, role=key.role, tenant=key.tenant, key=secret)
-
-    @router.get("/v1/api-keys", tags=["keys"])
-    async def list_keys(request: Request, principal: AdminKey) -> dict[str, Any]:
-        keys = await runtime_of(request).keys.list()
-        return {"data": [ApiKeyOut(id=k.id, role=k.role, tenant=k.tenant).model_dump(
-            exclude={"key"}) for k in keys if principal.may_see(k.tenant)]}
-
-    @router.delete("/v1/api-keys/{key_id}", status_code=204, tags=["keys"])
-    async def revoke_key(key_id: Annotated[str, Path(max_length=64)], request: Request,
-                         principal: AdminKey) -> Response:
-        keys = runtime_of(request).keys
-        key = await keys.get(key_id)
-        if key is None or not principal.may_see(key.tenant) or not await keys.revoke(key_id):
-            raise NotFound(f"API key '{key_id}' not found", field="id")
-        return Response(status_code=204)
-
-    @router.get("/v1/clock", tags=["clock"], response_model=ClockOut)
-    async def get_clock(request: Request,
-                        _: AdminKey) -> ClockOut:
-        clock = runtime_of(request).clock
-        return ClockOut(now=(await clock.now()).astimezone(UTC), manual=clock.manual)
-
-    @router.put("/v1/clock", tags=["clock"], response_model=ClockOut)
-    async def set_clock(body: ClockRequest, request: Request,
-                        _: PlatformAdminKey) -> ClockOut:
-        runtime = runtime_of(request)
-        result = await runtime.scheduler.advance_to(body.now.astimezone(UTC))
-        return ClockOut(now=result.now, manual=True)
-
-    return router

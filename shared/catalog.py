@@ -380,77 +380,75 @@ class Catalog(_Frozen):
 # --- cross-field rules -------------------------------------------------------------------
 
 
-def _cross_check(cat: Catalog) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
+class _Problems:
+    """Every cross-reference problem of a catalog, as (field path, message)."""
 
-    def bad(field: str, message: str) -> None:
-        problems.append((field, message))
+    def __init__(self) -> None:
+        self.found: list[tuple[str, str]] = []
 
-    def index(name: str, kind: str, ids: list[str]) -> set[str]:
+    def bad(self, field: str, message: str) -> None:
+        self.found.append((field, message))
+
+    def index(self, name: str, kind: str, ids: list[str]) -> set[str]:
+        """The ids of one list, each duplicate named with the index of its first use."""
         first: dict[str, int] = {}
         for i, item_id in enumerate(ids):
             if item_id in first:
-                bad(
-                    f"{name}.{i}.id",
-                    f"duplicate {kind} id {item_id!r} (first at {name}.{first[item_id]})",
-                )
+                self.bad(f"{name}.{i}.id",
+                         f"duplicate {kind} id {item_id!r} (first at {name}.{first[item_id]})")
             else:
                 first[item_id] = i
         return set(first)
 
-    module_ids = index("modules", "module", [m.id for m in cat.modules])
-    suite_ids = index("suites", "suite", [s.id for s in cat.suites])
-    plan_ids = index("plans", "plan", [p.id for p in cat.plans])
-    index("packs", "pack", [p.id for p in cat.packs])
-
-    def refs(field: str, kind: str, values: tuple[str, ...], known: set[str] | None) -> None:
+    def refs(self, field: str, kind: str, values: tuple[str, ...], known: set[str] | None
+             ) -> None:
+        """Each value known (when `known` is given) and listed once."""
         seen: set[str] = set()
         for j, value in enumerate(values):
             if known is not None and value not in known:
-                bad(f"{field}.{j}", f"unknown {kind} {value!r}")
+                self.bad(f"{field}.{j}", f"unknown {kind} {value!r}")
             elif value in seen:
-                bad(f"{field}.{j}", f"{kind} {value!r} listed twice")
+                self.bad(f"{field}.{j}", f"{kind} {value!r} listed twice")
             seen.add(value)
 
+
+def _cross_check(cat: Catalog) -> list[tuple[str, str]]:
+    problems = _Problems()
+    module_ids = problems.index("modules", "module", [m.id for m in cat.modules])
+    suite_ids = problems.index("suites", "suite", [s.id for s in cat.suites])
+    plan_ids = problems.index("plans", "plan", [p.id for p in cat.plans])
+    problems.index("packs", "pack", [p.id for p in cat.packs])
     for i, module in enumerate(cat.modules):
         if module.extra_users == "bill" and not module.extra_user_price:
-            bad(
-                f"modules.{i}.extra_user_price",
-                "a module that bills extra users needs an extra-user price (R6.4)",
-            )
+            problems.bad(f"modules.{i}.extra_user_price",
+                         "a module that bills extra users needs an extra-user price (R6.4)")
         if module.extra_users == "deny" and module.extra_user_price:
-            bad(
-                f"modules.{i}.extra_user_price",
-                "must be empty: extra users are denied on this module, never billed (R6.3)",
-            )
-
+            problems.bad(f"modules.{i}.extra_user_price", "must be empty: extra users are "
+                         "denied on this module, never billed (R6.3)")
     for i, suite in enumerate(cat.suites):
-        refs(f"suites.{i}.modules", "module", suite.modules, module_ids)
-
-    ranks: dict[int, str] = {}
-    for i, plan in enumerate(cat.plans):
-        refs(f"plans.{i}.modules", "module", plan.modules, module_ids)
-        refs(f"plans.{i}.features", "feature", plan.features, None)
-        if plan.rank in ranks:
-            bad(
-                f"plans.{i}.rank",
-                f"rank {plan.rank} is already plan {ranks[plan.rank]!r}'s; ranks order "
-                "upgrades and downgrades and must be unique (R4.2, R4.5)",
-            )
-        else:
-            ranks[plan.rank] = plan.id
-
+        problems.refs(f"suites.{i}.modules", "module", suite.modules, module_ids)
+    _check_plans(cat, module_ids, problems)
     for i, pack in enumerate(cat.packs):
-        _check_pack(f"packs.{i}", pack, module_ids, suite_ids, plan_ids, bad)
+        _check_pack(f"packs.{i}", pack, module_ids, suite_ids, plan_ids, problems.bad)
         if pack.eligible_plans is not None:
             if not pack.eligible_plans:
-                bad(
-                    f"packs.{i}.eligible_plans",
-                    "an empty list makes the pack unsellable; use null for every plan (R8.5)",
-                )
-            refs(f"packs.{i}.eligible_plans", "plan", pack.eligible_plans, plan_ids)
+                problems.bad(f"packs.{i}.eligible_plans", "an empty list makes the pack "
+                             "unsellable; use null for every plan (R8.5)")
+            problems.refs(f"packs.{i}.eligible_plans", "plan", pack.eligible_plans, plan_ids)
+    return problems.found
 
-    return problems
+
+def _check_plans(cat: Catalog, module_ids: set[str], problems: _Problems) -> None:
+    ranks: dict[int, str] = {}
+    for i, plan in enumerate(cat.plans):
+        problems.refs(f"plans.{i}.modules", "module", plan.modules, module_ids)
+        problems.refs(f"plans.{i}.features", "feature", plan.features, None)
+        if plan.rank in ranks:
+            problems.bad(f"plans.{i}.rank",
+                         f"rank {plan.rank} is already plan {ranks[plan.rank]!r}'s; ranks "
+                         "order upgrades and downgrades and must be unique (R4.2, R4.5)")
+        else:
+            ranks[plan.rank] = plan.id
 
 
 def _check_pack(

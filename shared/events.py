@@ -64,13 +64,6 @@ class UsageEvent:
         """`(source, id)` identifies an event (docs/events.md)."""
         return self.source, self.id
 
-    def to_json(self) -> bytes:
-        body: dict[str, Any] = dict(self.extensions)
-        body.update(specversion=SPEC_VERSION, id=self.id, source=self.source, type=self.type,
-                    subject=self.tenant, time=self.time.isoformat().replace("+00:00", "Z"),
-                    data=dict(self.data))
-        return orjson.dumps(body)
-
 
 # --- typed data, one checker per type of docs/events.md ------------------------------------
 

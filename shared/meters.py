@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shared import events
 from shared.events import DataChecker, InvalidEvent
 
-_SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_SLUG = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_PROPERTY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class Aggregation(StrEnum):
@@ -57,14 +57,14 @@ class Meter(BaseModel):
     @field_validator("slug")
     @classmethod
     def _slug(cls, value: str) -> str:
-        if not _SLUG.match(value):
+        if not _SLUG.fullmatch(value):
             raise ValueError("must match [a-z][a-z0-9_]* (at most 64 characters)")
         return value
 
     @field_validator("value_property")
     @classmethod
     def _value_property(cls, value: str | None) -> str | None:
-        if value is not None and not _PROPERTY.match(value):
+        if value is not None and not _PROPERTY.fullmatch(value):
             raise ValueError("must be a dotted property path such as 'tokens' or 'usage.bytes'")
         return value
 
@@ -72,9 +72,9 @@ class Meter(BaseModel):
     @classmethod
     def _group_by(cls, value: dict[str, str]) -> dict[str, str]:
         for name, path in value.items():
-            if not _SLUG.match(name):
+            if not _SLUG.fullmatch(name):
                 raise ValueError(f"group name '{name}' must match [a-z][a-z0-9_]*")
-            if not _PROPERTY.match(path):
+            if not _PROPERTY.fullmatch(path):
                 raise ValueError(f"group '{name}': '{path}' is not a dotted property path")
         return value
 

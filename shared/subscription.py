@@ -10,6 +10,7 @@ Money is `Decimal`, a decimal string in JSON (R3.1); times are aware.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Final, Literal
@@ -24,8 +25,10 @@ from pydantic import (
     StringConstraints,
     field_validator,
 )
+from redis.asyncio import Redis
 
 from shared.catalog import Cycle, PackKind
+from shared.keys import EntitlementsKeys
 from shared.times import zone
 
 SCHEMA_VERSION: Final = 1
@@ -164,3 +167,17 @@ class TenantState(BaseModel):
         if self.renewal and self.status != "ended":
             return None
         return self.ends_at
+
+
+async def read_documents(redis: Redis, keys: EntitlementsKeys, tenants: Sequence[str]
+                         ) -> dict[str, TenantState]:
+    """The documents of those `tenants` that exist, in one pipeline: how a service other
+    than their owner reads them (a document of an unknown schema version raises)."""
+    if not tenants:
+        return {}
+    pipe = redis.pipeline(transaction=False)
+    for tenant in tenants:
+        pipe.hget(keys.tenant(tenant), "doc")
+    docs = await pipe.execute()
+    return {tenant: TenantState.model_validate_json(doc)
+            for tenant, doc in zip(tenants, docs, strict=True) if doc is not None}

@@ -23,8 +23,12 @@ FIRST_DAY: Final = EARLIEST.date()
 # The last local day whose midnight, in any zone, still lies inside the domain.
 LAST_DAY: Final = (LATEST - timedelta(days=2)).date()
 
-_DAY: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
-_MONTH: Final = re.compile(r"^(\d{4})-(\d{2})$", re.ASCII)
+_DAY: Final = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_MONTH: Final = re.compile(r"(\d{4})-(\d{2})", re.ASCII)
+# RFC 3339's date-time (a space for the `T` allowed), which `fromisoformat` alone is not: it
+# also reads ISO 8601's basic and week forms.
+_INSTANT: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})?", re.ASCII)
 _MAX_INSTANT_TEXT: Final = 64
 _MAX_ZONE_NAME: Final = 64
 # Names tzdata ships that are no place's civil time: the machine's own setting and a
@@ -66,6 +70,8 @@ def parse_instant(value: object, field: str, *, range_end: bool = False) -> date
     if not isinstance(value, str) or len(value) > _MAX_INSTANT_TEXT:
         raise ValidationFailed(f"{field}: must be an RFC 3339 date-time string", field=field)
     try:
+        if not _INSTANT.fullmatch(value):
+            raise ValueError(value)
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValidationFailed(f"{field}: '{value}' is not an RFC 3339 date-time",
@@ -90,7 +96,7 @@ def within_domain(instant: datetime, field: str) -> datetime:
 
 def parse_day(value: object, field: str) -> date:
     """A `YYYY-MM-DD` calendar date inside the domain."""
-    if not isinstance(value, str) or not _DAY.match(value):
+    if not isinstance(value, str) or not _DAY.fullmatch(value):
         raise ValidationFailed(f"{field}: expected YYYY-MM-DD, got '{value}'", field=field)
     try:
         day = date.fromisoformat(value)
@@ -107,7 +113,7 @@ def day_within_domain(day: date, field: str) -> date:
 
 def parse_month(value: object, field: str) -> date:
     """`YYYY-MM` inside the domain, as the month's first day."""
-    match = _MONTH.match(value) if isinstance(value, str) else None
+    match = _MONTH.fullmatch(value) if isinstance(value, str) else None
     if match is None or not 1 <= int(match.group(2)) <= 12:
         raise ValidationFailed(f"{field}: expected YYYY-MM, got '{value}'", field=field)
     year = int(match.group(1))

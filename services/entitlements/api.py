@@ -121,14 +121,14 @@ async def history(tenant: str, principal: DashboardKey, service: Entitlements,
 
 # ASCII digits only, few enough for a 64-bit integer: str.isdigit() also takes '²' and
 # '١٢', which int() refuses or reads; the service checks the range.
-_INTEGER = re.compile(r"^-?[0-9]{1,12}$", re.ASCII)
+_INTEGER = re.compile(r"-?[0-9]{1,12}", re.ASCII)
 
 
 def _integer(params: Mapping[str, str], name: str) -> int | None:
     text = params.get(name)
     if text is None:
         return None
-    if not _INTEGER.match(text):
+    if not _INTEGER.fullmatch(text):
         raise ValidationFailed(f"{name}: must be an integer", field=name)
     return int(text)
 
@@ -150,7 +150,7 @@ async def check(tenant: str, request: Request, principal: IngestKey,
     `CheckFastPath` when the part is installed; this route documents it and is the fallback."""
     principal.ensure_tenant(tenant)
     item = check_item(tenant, request.query_params)
-    return Response(orjson.dumps(await service.check(service.parse_query(item))),
+    return Response(orjson.dumps(await service.checks.check(service.checks.parse_query(item))),
                     media_type=JSON)
 
 
@@ -161,5 +161,5 @@ async def check_batch(body: CheckBatch, principal: IngestKey,
     if len(body.checks) > service.settings.entitlements_max_batch:
         raise PayloadTooLarge(f"at most {service.settings.entitlements_max_batch} checks per "
                               "call", field="checks")
-    results = await service.check_batch(body.checks, principal)
+    results = await service.checks.check_batch(body.checks, principal)
     return Response(orjson.dumps({"results": results}), media_type=JSON)

@@ -13,6 +13,7 @@ from typing import Any
 
 from services.entitlements.models import DecisionKind
 from shared.catalog import Catalog
+from shared.coverage import email_allowance, granted, seat_pack_ids
 from shared.subscription import Lot, TenantState
 
 
@@ -46,13 +47,7 @@ class CatalogIndex:
         self.plan_modules = {p.id: frozenset(p.modules) for p in catalog.plans}
         self.plan_features = {p.id: frozenset(p.features) for p in catalog.plans}
         self.plan_companies = {p.id: p.companies for p in catalog.plans}
-        # R6.2: seats of a module = its own seat packs + seat packs of suites containing it.
-        self.seat_packs: dict[str, frozenset[str]] = {}
-        for module in self.modules:
-            ids = {p.id for p in catalog.packs if p.kind == "seats" and (
-                p.module == module
-                or (p.suite is not None and module in catalog.suite_modules(p.suite)))}
-            self.seat_packs[module] = frozenset(ids)
+        self.seat_packs = {module: seat_pack_ids(catalog, module) for module in self.modules}
         self.feature_of_pack = {p.id: p.feature for p in catalog.packs
                                 if p.kind == "feature" and p.feature is not None}
         self.features = frozenset(self.feature_of_pack.values()) | frozenset(
@@ -141,7 +136,7 @@ def email_decision(state: TenantState, index: CatalogIndex, used: int,
     lots = email_lots(state, index)
     if not lots:
         return Decision("denied", "no_email_pack", None, 0, used, 0)
-    allowance = sum(lot.quantity * lot.units for lot in lots)
+    allowance = email_allowance(lots)
     remaining = max(0, allowance - used)
     wanted = used + quantity
     if wanted <= allowance:
@@ -160,7 +155,7 @@ def company_decision(state: TenantState, index: CatalogIndex, used: int,
     """R7.3: limit = plan allowance + company packs; allowed while below it; never billed."""
     included = index.plan_companies[state.plan]
     lots = _live_lots(state, ("companies",), index)
-    limit = included + sum(lot.quantity * lot.units for lot in lots)
+    limit = included + granted(lots)
     remaining = max(0, limit - used)
     wanted = used + quantity
     if wanted > limit:
@@ -187,7 +182,7 @@ def feature_decision(state: TenantState, index: CatalogIndex, feature: str) -> D
         return Decision("denied", "not_subscribed")
     lots.sort(key=lambda lot: (lot.trial, lot.bought_at))
     lot = lots[0]
-    quantity = sum(x.quantity * x.units for x in lots)
+    quantity = granted(lots)
     return Decision("covered", "trial" if lot.trial else "feature_pack", lot.id, quantity, None,
                     None)
 

@@ -63,22 +63,17 @@ class CheckFastPath:
         headers = dict(scope["headers"])
         secret = bearer_secret(headers.get(b"authorization", b"").decode("latin-1"))
         params = dict(parse_qsl(scope["query_string"].decode("latin-1")))
-        now = await service.clock.now()
         # The key is judged first (401, 403, 404 before a bad query's 422), yet read in the
         # same call as the check's own reads.
         try:
-            query = service.parse_query(check_item(tenant, params))
+            query = service.checks.parse_query(check_item(tenant, params))
         except AppError as error:
             query, bad_query = None, error
-        reads = [] if query is None else service.planned_reads(query, now)
-        replies = await service.store.read_in_one_call(
-            [lookup_command(secret), ("HGET", service.store.tenant_key(tenant), "doc"), *reads])
-        record = replies[0]  # HGETALL's reply, flat from a script
+        keyed = await service.checks.check_with_key(lookup_command(secret), tenant, query)
+        record = keyed.key_record  # HGETALL's reply, flat from a script
         principal = ROLES.admit(key_from_reply(dict(zip(record[::2], record[1::2],
                                                         strict=True))), "GET", path)
         principal.ensure_tenant(tenant)
         if query is None:
             raise bad_query
-        doc = replies[1]
-        return await service.finish_check(query, now, None if doc is None else str(doc),
-                                          reads, list(replies[2:]))
+        return await service.checks.decide_keyed(query, keyed)

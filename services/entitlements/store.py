@@ -5,21 +5,20 @@ document, append its history entries (R4.9) and its outbox events (R4.8), index 
 due next, and remember the Idempotency-Key answer, all or nothing. A crash can therefore never
 leave a change without its event, nor an event without its change.
 
-Layout (prefix `ent` by default, docs/entitlements.md):
-- `ent:tenant:{t}`        hash `doc` (JSON of TenantState), `ver` (int, compare-and-set)
-- `ent:history:{t}`       stream, one `entry` (JSON) per change, append-only (R4.9)
-- `ent:idem:{t}:{sha256}` string: the first answer to an Idempotency-Key, with a TTL
-- `ent:outbox`            stream of events not yet acked by the broker (`id`, `key`, `value`)
-- `ent:outbox:lock`       the publisher lease (one draining replica at a time)
-- `ent:due`               sorted set: tenant -> µs of its next lifecycle instant
-- `ent:commit-call:{uuid}` the version one `_COMMIT` call wrote (10 minutes), so the
-                          client's resend of that call answers "committed" again
-- `tenant-zones`          hash tenant -> IANA zone, for metering (shared.live)
+The keys (`shared.keys.EntitlementsKeys`) and what each holds:
+- `tenant`     hash `doc` (JSON of TenantState), `ver` (int, compare-and-set)
+- `history`    stream, one `entry` (JSON) per change, append-only (R4.9)
+- `idempotency` string: the first answer to an Idempotency-Key, with a TTL
+- `outbox`     stream of events not yet acked by the broker (`id`, `key`, `value`)
+- `outbox_lease` the publisher lease (one draining replica at a time)
+- `due`        sorted set: tenant -> µs of its next lifecycle instant
+- `commit_call` the version one `_COMMIT` call wrote (10 minutes), so the client's resend
+               of that call answers "committed" again
+- `tenant-zones` hash tenant -> IANA zone, for metering and key minting
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any, Literal
 import orjson
 from redis.asyncio import Redis
 
-from shared import live
+from shared.keys import TENANT_ZONES, EntitlementsKeys
 from shared.redis import ReadMany
 
 # KEYS[7] marks this very call: the client sends a call again when its connection broke, and
@@ -106,30 +105,15 @@ class CheckReads:
 class EntitlementsStore:
     def __init__(self, redis: Redis, prefix: str = "ent") -> None:
         self.redis = redis
-        self.prefix = prefix
-        self.outbox_key = f"{prefix}:outbox"
-        self.lease_key = f"{prefix}:outbox:lock"
-        self.due_key = f"{prefix}:due"
+        self.keys = EntitlementsKeys(prefix)
         self._commit = redis.register_script(_COMMIT)
         self._read_many = ReadMany(redis)
         self._lease = redis.register_script(_LEASE)
 
-    # --- keys --------------------------------------------------------------------------
-
-    def tenant_key(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}"
-
-    def history_key(self, tenant: str) -> str:
-        return f"{self.prefix}:history:{tenant}"
-
-    def idem_key(self, tenant: str, key: str) -> str:
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        return f"{self.prefix}:idem:{tenant}:{digest}"
-
     # --- tenant documents --------------------------------------------------------------
 
     async def load(self, tenant: str) -> tuple[str | None, int]:
-        doc, ver = await self.redis.hmget(self.tenant_key(tenant), ["doc", "ver"])
+        doc, ver = await self.redis.hmget(self.keys.tenant(tenant), ["doc", "ver"])
         return (str(doc) if doc is not None else None), int(ver or 0)
 
     async def commit(self, tenant: str, expected: int, doc: bytes, change: Change,
@@ -144,12 +128,11 @@ class EntitlementsStore:
             "ttl": str(idempotency_ttl_s),
             "zone": change.zone or "",
         }
-        idem = change.idem_key or f"{self.prefix}:idem:none"
-        keys = [self.tenant_key(tenant), self.history_key(tenant), self.outbox_key,
-                self.due_key, idem, live.TENANT_ZONES_KEY,
-                f"{self.prefix}:commit-call:{uuid.uuid4().hex}"]
+        idem = change.idem_key or self.keys.no_idempotency
+        touched = [self.keys.tenant(tenant), self.keys.history(tenant), self.keys.outbox,
+                   self.keys.due, idem, TENANT_ZONES, self.keys.commit_call(uuid.uuid4().hex)]
         code, value = await self._commit(
-            keys=keys, args=[str(expected), str(expected + 1), doc, orjson.dumps(payload)])
+            keys=touched, args=[str(expected), str(expected + 1), doc, orjson.dumps(payload)])
         if int(code) == 1:
             return CommitResult("committed")
         if int(code) == 2:
@@ -165,45 +148,45 @@ class EntitlementsStore:
     async def history(self, tenant: str, after: str | None, count: int
                       ) -> list[tuple[str, dict[str, Any]]]:
         start = "-" if after is None else f"({after}"
-        rows: Any = await self.redis.xrange(self.history_key(tenant), min=start, count=count)
+        rows: Any = await self.redis.xrange(self.keys.history(tenant), min=start, count=count)
         return [(str(entry_id), orjson.loads(fields["entry"])) for entry_id, fields in rows]
 
     # --- lifecycle index ---------------------------------------------------------------
 
     async def next_due_us(self) -> int | None:
-        first = await self.redis.zrange(self.due_key, 0, 0, withscores=True)
+        first = await self.redis.zrange(self.keys.due, 0, 0, withscores=True)
         return int(first[0][1]) if first else None
 
     async def due_tenants(self, until_us: int) -> list[str]:
-        rows = await self.redis.zrangebyscore(self.due_key, "-inf", until_us)
+        rows = await self.redis.zrangebyscore(self.keys.due, "-inf", until_us)
         return [str(t) for t in rows]
 
     # --- outbox ------------------------------------------------------------------------
 
     async def outbox_batch(self, count: int) -> list[tuple[str, dict[str, str]]]:
-        rows: Any = await self.redis.xrange(self.outbox_key, count=count)
+        rows: Any = await self.redis.xrange(self.keys.outbox, count=count)
         return [(str(i), {str(k): str(v) for k, v in f.items()}) for i, f in rows]
 
     async def outbox_ack(self, ids: Sequence[str]) -> None:
         if ids:
-            await self.redis.xdel(self.outbox_key, *ids)
+            await self.redis.xdel(self.keys.outbox, *ids)
 
     async def outbox_size(self) -> int:
-        return int(await self.redis.xlen(self.outbox_key))
+        return int(await self.redis.xlen(self.keys.outbox))
 
     async def take_lease(self, holder: str, ttl_ms: int) -> bool:
-        return bool(await self._lease(keys=[self.lease_key], args=[holder, ttl_ms]))
+        return bool(await self._lease(keys=[self.keys.outbox_lease], args=[holder, ttl_ms]))
 
     async def release_lease(self, holder: str) -> None:
-        if await self.redis.get(self.lease_key) == holder:
-            await self.redis.delete(self.lease_key)
+        if await self.redis.get(self.keys.outbox_lease) == holder:
+            await self.redis.delete(self.keys.outbox_lease)
 
     # --- checks: one round trip --------------------------------------------------------
 
     async def check_reads(self, tenant: str, commands: Sequence[tuple[str, ...]]) -> CheckReads:
         """The tenant document plus the live reads a check needs, in one pipeline."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(self.tenant_key(tenant), "doc")
+        pipe.hget(self.keys.tenant(tenant), "doc")
         for command in commands:
             pipe.execute_command(*command)
         results = await pipe.execute()
@@ -214,7 +197,7 @@ class EntitlementsStore:
                           commands: Sequence[tuple[str, ...]]) -> tuple[list[Any], list[Any]]:
         pipe = self.redis.pipeline(transaction=False)
         for tenant in tenants:
-            pipe.hget(self.tenant_key(tenant), "doc")
+            pipe.hget(self.keys.tenant(tenant), "doc")
         for command in commands:
             pipe.execute_command(*command)
         results = await pipe.execute()

@@ -19,20 +19,13 @@ from zoneinfo import ZoneInfo
 from services.entitlements.models import Charge, PeriodOut
 from shared.billing import support as sb
 from shared.billing.money import line_amount
-from shared.billing.periods import local_midnight
+from shared.billing.periods import add_months, add_years, local_midnight
 from shared.catalog import Catalog, Pack, SupportTerms
+from shared.coverage import support_contracts, support_terms
 from shared.errors import Conflict, ValidationFailed
 from shared.subscription import Actor, Lot, TenantState
 
 Record = Callable[[str, datetime, dict[str, Any]], str]
-
-
-def terms_of(catalog: Catalog, item: str) -> SupportTerms | None:
-    try:
-        pack = catalog.pack(item)
-    except KeyError:
-        return None
-    return pack.support if pack.kind == "support" else None
 
 
 def annual_price(pack: Pack, cycle: str) -> Decimal:
@@ -45,27 +38,10 @@ def annual_price(pack: Pack, cycle: str) -> Decimal:
                            field="item", code="no_price_for_cycle")
 
 
-def months_before(day: date, months: int = 1) -> date:
-    """The same day `months` earlier, clamped to the month's end (31 Mar → 28 Feb)."""
-    year, month = divmod(day.year * 12 + day.month - 1 - months, 12)
-    month += 1
-    for d in (day.day, 30, 29, 28):
-        try:
-            return date(year, month, d)
-        except ValueError:
-            continue
-    raise AssertionError("unreachable")
-
-
 def contracts(state: TenantState, item: str) -> list[Lot]:
     lots = [lot for lot in state.lots if lot.item == item and lot.contract_end is not None]
     lots.sort(key=lambda lot: (lot.contract_end or date.min, lot.bought_at))
     return lots
-
-
-def subscribed_users(lot: Lot) -> int:
-    """R8.3 "subscribed users" of a daily plan: the lot quantity (bought per user)."""
-    return lot.quantity
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,68 +51,95 @@ class SupportPurchase:
     next_cycle: Decimal | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    """What a contract bought or renewed now covers and costs."""
+
+    users: int
+    start: date
+    end: date
+    amount: Decimal
+    renews: str | None
+    carry_over: bool
+    kind: str
+    description: str
+    charged_from: date
+
+
 def new_contract(state: TenantState, pack: Pack, action: str, quantity: int | None,
                  today: date, now: datetime, zone: ZoneInfo, actor: Actor) -> SupportPurchase:
     """`buy` (R8.2: one contract of each plan per contract year) or `renew` (R8.4)."""
     terms = pack.support
     assert terms is not None
     price = annual_price(pack, state.cycle)
-    existing = contracts(state, pack.id)
     if action == "renew":
-        if not existing:
-            raise Conflict(f"no '{pack.id}' contract to renew; buy it (R8.4)", field="item",
-                           code="nothing_to_renew")
-        previous = existing[-1]
-        assert previous.contract_end is not None
-        if any(lot.renews == previous.id for lot in state.lots):
-            raise Conflict(f"contract {previous.id} is already renewed (R8.4)", field="item",
-                           code="already_renewed")
-        if terms.auto_renew and previous.state == "active" and previous.contract_end > today:
-            raise Conflict(f"'{pack.id}' renews automatically on {previous.contract_end}; "
-                           "nothing to do (R8.4)", field="item", code="renews_automatically")
-        users = quantity if quantity is not None else previous.quantity
-        full = price * users
-        renewal = sb.renewal_terms(full, previous.contract_end, today, state.currency,
-                                   terms.renewal_discount, terms.late_renewal_grace_days)
-        kind = "support_renewal" if renewal.kind != "new" else "support_contract"
-        text = {"on_time": f"on time: −{terms.renewal_discount * 100:.0f} %, unused time "
-                           "carried over",
-                "late": f"{(today - previous.contract_end).days} day(s) late: prorated "
-                        f"{(renewal.end - today).days}/"
-                        f"{(renewal.end - renewal.start).days} days at full rate",
-                "new": f"{(today - previous.contract_end).days} days late: a new one-year "
-                       "contract at full rate"}[renewal.kind]
-        start, end, amount = renewal.start, renewal.end, renewal.amount
-        renews: str | None = previous.id if renewal.kind != "new" else None
-        carry = renewal.carry_over and terms.type == "bank"
-        description = f"{users} × {pack.id} renewal {start} – {end} ({text}) (R8.4)"
-        charged_from = today if renewal.kind == "late" else start
+        bought = _renewal(state, pack, terms, price, quantity, today)
     else:
-        for lot in existing:
-            if lot.live and lot.contract_end is not None and lot.contract_end > today:
-                raise Conflict(
-                    f"one '{pack.id}' plan per contract year: lot {lot.id} runs until "
-                    f"{lot.contract_end}; renew it instead (R8.2)", field="item",
-                    code="support_plan_per_year")
-        users = quantity if quantity is not None else 1
-        start, end = today, sb.add_years(today)
-        amount = line_amount(Decimal(users), price, state.currency)
-        renews, carry, kind = None, False, "support_contract"
-        description = f"{users} × {pack.id} contract {start} – {end} (R8.2, R8.3)"
-        charged_from = start
-    lot = Lot(id=f"lot-{secrets.token_hex(8)}", item=pack.id, kind="support", quantity=users,
-              units=pack.units, state="active", bought_at=now,
-              ends_at=None if terms.auto_renew else local_midnight(end, zone),
-              unit_price=price, actor=actor, contract_start=start, contract_end=end,
-              renews=renews, carry_over=carry, since=start, auto_renew=terms.auto_renew,
+        bought = _first_contract(state, pack, price, quantity, today)
+    lot = Lot(id=f"lot-{secrets.token_hex(8)}", item=pack.id, kind="support",
+              quantity=bought.users, units=pack.units, state="active", bought_at=now,
+              ends_at=None if terms.auto_renew else local_midnight(bought.end, zone),
+              unit_price=price, actor=actor, contract_start=bought.start,
+              contract_end=bought.end, renews=bought.renews, carry_over=bought.carry_over,
+              since=bought.start, auto_renew=terms.auto_renew,
               renewal_discount=terms.renewal_discount)
-    charge = Charge(kind=kind, item=pack.id, quantity=users,
-                    unit_price=amount / users if users else amount, description=description,
-                    amount=amount,
-                    period=PeriodOut.model_validate({"from": charged_from, "to": end}))
-    next_cycle = sb.renewal_terms(price * users, end, start, state.currency,
+    users, amount = bought.users, bought.amount
+    charge = Charge(kind=bought.kind, item=pack.id, quantity=users,
+                    unit_price=amount / users if users else amount,
+                    description=bought.description, amount=amount,
+                    period=PeriodOut.model_validate({"from": bought.charged_from,
+                                                     "to": bought.end}))
+    next_cycle = sb.renewal_terms(price * users, bought.end, bought.start, state.currency,
                                   terms.renewal_discount).amount
     return SupportPurchase(lot, charge, next_cycle)
+
+
+def _first_contract(state: TenantState, pack: Pack, price: Decimal, quantity: int | None,
+                    today: date) -> _Terms:
+    for lot in contracts(state, pack.id):
+        if lot.live and lot.contract_end is not None and lot.contract_end > today:
+            raise Conflict(
+                f"one '{pack.id}' plan per contract year: lot {lot.id} runs until "
+                f"{lot.contract_end}; renew it instead (R8.2)", field="item",
+                code="support_plan_per_year")
+    users = quantity if quantity is not None else 1
+    start, end = today, add_years(today)
+    return _Terms(users, start, end, line_amount(Decimal(users), price, state.currency), None,
+                  False, "support_contract",
+                  f"{users} × {pack.id} contract {start} – {end} (R8.2, R8.3)", start)
+
+
+def _renewal(state: TenantState, pack: Pack, terms: SupportTerms, price: Decimal,
+             quantity: int | None, today: date) -> _Terms:
+    existing = contracts(state, pack.id)
+    if not existing:
+        raise Conflict(f"no '{pack.id}' contract to renew; buy it (R8.4)", field="item",
+                       code="nothing_to_renew")
+    previous = existing[-1]
+    assert previous.contract_end is not None
+    if any(lot.renews == previous.id for lot in state.lots):
+        raise Conflict(f"contract {previous.id} is already renewed (R8.4)", field="item",
+                       code="already_renewed")
+    if terms.auto_renew and previous.state == "active" and previous.contract_end > today:
+        raise Conflict(f"'{pack.id}' renews automatically on {previous.contract_end}; "
+                       "nothing to do (R8.4)", field="item", code="renews_automatically")
+    users = quantity if quantity is not None else previous.quantity
+    renewal = sb.renewal_terms(price * users, previous.contract_end, today, state.currency,
+                               terms.renewal_discount, terms.late_renewal_grace_days)
+    late_days = (today - previous.contract_end).days
+    text = {"on_time": f"on time: −{terms.renewal_discount * 100:.0f} %, unused time "
+                       "carried over",
+            "late": f"{late_days} day(s) late: prorated {(renewal.end - today).days}/"
+                    f"{(renewal.end - renewal.start).days} days at full rate",
+            "new": f"{late_days} days late: a new one-year contract at full rate"
+            }[renewal.kind]
+    return _Terms(
+        users, renewal.start, renewal.end, renewal.amount,
+        previous.id if renewal.kind != "new" else None,
+        renewal.carry_over and terms.type == "bank",
+        "support_renewal" if renewal.kind != "new" else "support_contract",
+        f"{users} × {pack.id} renewal {renewal.start} – {renewal.end} ({text}) (R8.4)",
+        today if renewal.kind == "late" else renewal.start)
 
 
 # --- lifecycle (R8.4) ----------------------------------------------------------------------
@@ -157,7 +160,7 @@ def due_instants(state: TenantState, zone: ZoneInfo) -> list[datetime]:
         if lot.renewal_invoiced == lot.contract_end:
             instants.append(local_midnight(lot.contract_end, zone))
         else:
-            instants.append(local_midnight(months_before(lot.contract_end), zone))
+            instants.append(local_midnight(add_months(lot.contract_end, -1), zone))
     return instants
 
 
@@ -180,10 +183,10 @@ def advance_support(state: TenantState, zone: ZoneInfo, due: datetime, record: R
         end = lot.contract_end
         discount = lot.renewal_discount if lot.renewal_discount is not None \
             else Decimal("0.10")
-        if lot.renewal_invoiced != end and local_midnight(months_before(end), zone) <= due:
-            renewal = sb.renewal_terms(lot.unit_price * lot.quantity, end, months_before(end),
+        if lot.renewal_invoiced != end and local_midnight(add_months(end, -1), zone) <= due:
+            renewal = sb.renewal_terms(lot.unit_price * lot.quantity, end, add_months(end, -1),
                                        state.currency, discount)
-            at = local_midnight(months_before(end), zone)
+            at = local_midnight(add_months(end, -1), zone)
             charge = Charge(
                 kind="support_renewal", item=lot.item, quantity=lot.quantity,
                 unit_price=renewal.amount / lot.quantity, amount=renewal.amount,
@@ -199,7 +202,7 @@ def advance_support(state: TenantState, zone: ZoneInfo, due: datetime, record: R
                 "next_cycle_amount": format(renewal.amount, "f"),
                 "period": {"from": end.isoformat(), "to": renewal.end.isoformat()}})
         if lot.renewal_invoiced == end and local_midnight(end, zone) <= due:
-            lot.contract_start, lot.contract_end = end, sb.add_years(end)
+            lot.contract_start, lot.contract_end = end, add_years(end)
             record("support.renewed", local_midnight(end, zone), {
                 "lot": lot.id, "item": lot.item, "quantity": lot.quantity,
                 "contract": {"from": end.isoformat(),
@@ -227,7 +230,7 @@ def active_contracts(state: TenantState, catalog: Catalog, day: date
         if lot.kind != "support" or not lot.live or lot.contract_start is None \
                 or lot.contract_end is None:
             continue
-        terms = terms_of(catalog, lot.item)
+        terms = support_terms(catalog, lot.item)
         if terms is not None and lot.contract_start <= day < lot.contract_end:
             found.append((lot, terms))
     return found
@@ -245,41 +248,6 @@ def check_days(state: TenantState, catalog: Catalog, today: date) -> list[date]:
                 if previous is not None and previous.contract_start is not None:
                     first = min(first, previous.contract_start)
     return [first + timedelta(days=i) for i in range((today - first).days + 1)]
-
-
-def contracts_for_allocation(state: TenantState, catalog: Catalog, zone: ZoneInfo
-                             ) -> tuple[list[sb.Daily], list[sb.Bank]]:
-    """Every support contract of the tenant as allocation inputs (R8.2–R8.4)."""
-    dailies: list[sb.Daily] = []
-    banks: list[sb.Bank] = []
-    for lot in state.lots:
-        if lot.kind != "support" or lot.contract_start is None or lot.contract_end is None:
-            continue
-        terms = terms_of(catalog, lot.item)
-        if terms is None:
-            continue
-        end = lot.contract_end
-        if lot.state == "expired" and lot.ends_at is not None:  # ended early (R4.1)
-            end = max(lot.contract_start, min(end, lot.ends_at.astimezone(zone).date()))
-        if terms.type == "daily" and terms.minutes_per_user_per_day is not None:
-            dailies.append(sb.Daily(lot.id, lot.since or lot.contract_start, end,
-                                    terms.minutes_per_user_per_day * subscribed_users(lot)))
-        elif terms.type == "bank" and terms.hours_per_year is not None:
-            banks.append(sb.Bank(lot.id, lot.contract_start, end,
-                                 int(terms.hours_per_year * 60), terms.covers_level_3,
-                                 lot.renews if lot.carry_over else None))
-    return dailies, banks
-
-
-def overage_rate(state: TenantState, catalog: Catalog, day: date) -> Decimal | None:
-    """The hourly rate of support time beyond the allowance and banks that day: the active
-    daily plan's, else an active bank's, else the catalog's rate for tenants without a plan."""
-    active = active_contracts(state, catalog, day)
-    active.sort(key=lambda pair: pair[1].type != "daily")
-    for _, terms in active:
-        if terms.overage_price_per_hour is not None:
-            return terms.overage_price_per_hour
-    return catalog.support_price_per_hour()
 
 
 # --- the check's decision (pure) ----------------------------------------------------------
@@ -300,7 +268,8 @@ def support_view(state: TenantState, catalog: Catalog, zone: ZoneInfo, today: da
     already rounded up (R8.1). A day's sessions of one level group are allocated together,
     levels 1-2 first; the invoice allocates session by session, in time order, which differs
     only in which of one day's sessions a bank running dry leaves to overage."""
-    dailies, banks = contracts_for_allocation(state, catalog, zone)
+    contracts = support_contracts(state, catalog)
+    dailies, banks = contracts.dailies, contracts.banks
     sessions = [sb.Session(f"day-{d.isoformat()}-{level}", d, m, level, order=str(level))
                 for d, pair in sorted(minutes.items())
                 for level, m in ((1, pair[0]), (3, pair[1])) if m > 0]
@@ -322,4 +291,4 @@ def support_view(state: TenantState, catalog: Catalog, zone: ZoneInfo, today: da
                            "remaining": left[bank.key], "covers_level_3": bank.covers_level_3,
                            "contract": {"from": bank.start.isoformat(),
                                         "to": bank.end.isoformat()}})
-    return SupportView(daily_view, bank_views, overage_rate(state, catalog, today))
+    return SupportView(daily_view, bank_views, contracts.overage_rate(today, catalog))

@@ -11,8 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
+from services.invoicing.documents import to_csv
 from services.invoicing.models import BillingRunRequest, CreditNoteRequest
-from services.invoicing.service import InvoicingService, to_csv
+from services.invoicing.service import InvoicingService
 from shared.auth import AdminKey, Principal, Role, require
 from shared.times import parse_day
 
@@ -46,12 +47,12 @@ async def list_invoices(principal: ReaderKey, service: Invoicing, month: str | N
                         cursor: str | None = None) -> dict[str, Any]:
     if tenant is not None:
         principal.ensure_tenant(tenant)
-    return await service.list_invoices(month, tenant or principal.tenant, status, cursor)
+    return await service.reads.list_invoices(month, tenant or principal.tenant, status, cursor)
 
 
 @router.get("/v1/invoices/export")
 async def export(principal: FinanceKey, service: Invoicing, month: str) -> Response:
-    body = await service.export(month, principal.tenant)
+    body = await service.reads.export(month, principal.tenant)
     return Response(body, media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="invoice-lines-{month}.csv"'})
 
@@ -59,7 +60,7 @@ async def export(principal: FinanceKey, service: Invoicing, month: str) -> Respo
 @router.get("/v1/invoices/{number}")
 async def get_invoice(number: str, request: Request, principal: ReaderKey,
                       service: Invoicing) -> Response:
-    doc = await service.invoice(number, principal.tenant)
+    doc = await service.reads.invoice(number, principal.tenant)
     if "text/csv" in request.headers.get("accept", ""):
         return Response(to_csv([doc]), media_type="text/csv; charset=utf-8")
     return JSONResponse(doc)
@@ -71,7 +72,7 @@ async def credit_note(number: str, body: CreditNoteRequest, principal: AdminKey,
                       idempotency_key: Annotated[str | None, Header()] = None
                       ) -> dict[str, Any]:
     """R9.3. `Idempotency-Key` makes a retry safe: the same note, not a second one."""
-    return await service.credit_note(number, body.amount, body.reason, principal.tenant,
+    return await service.credits.credit_note(number, body.amount, body.reason, principal.tenant,
                                      idempotency_key)
 
 

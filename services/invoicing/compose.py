@@ -12,69 +12,22 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from services.invoicing.models import Line, period_json
+from services.invoicing.models import Line
 from shared.billing import support as sb
 from shared.billing.periods import (
-    Cycle,
     Period,
-    billing_dates_between,
     local_date,
     local_midnight,
-    period_containing,
 )
 from shared.billing.seats import access_intervals, users_with_access
 from shared.catalog import Catalog, Pack, UnknownCatalogItem
+from shared.coverage import email_allowance, granted, seat_pack_ids, support_contracts
 from shared.subscription import Lot, TenantState
 from shared.times import utc_text
 
 EXTRA_USERS_METER = "extra_users"
 EMAILS_METER = "emails_sent"
 SUPPORT_METER = "support_minutes"
-
-
-# --- billing dates (R2) --------------------------------------------------------------------
-
-def last_billing_date(view: TenantState) -> date | None:
-    """When renewal is off, the period end is the last billing date (R4.1, R9.1)."""
-    end = view.end_instant()
-    return None if end is None else local_date(end, view.zone)
-
-
-def next_billing_date(view: TenantState, last_billed: date | None) -> date | None:
-    """The first billing date after `last_billed` (the anchor when nothing was billed)."""
-    cycle = Cycle(view.cycle)
-    after = last_billed if last_billed is not None else view.anchor - timedelta(days=1)
-    # Billing dates are period boundaries from the original anchor (R2.3).
-    candidates = billing_dates_between(view.anchor, cycle, after, _far(after, cycle))
-    if not candidates:
-        return None
-    first = candidates[0]
-    last = last_billing_date(view)
-    if last is not None and first > last:
-        return None
-    return first
-
-
-def _far(after: date, cycle: Cycle) -> date:
-    return after + timedelta(days=400 if cycle in (Cycle.P1Y, Cycle.P365D) else 40)
-
-
-def billing_instant(view: TenantState, day: date) -> datetime:
-    """A billing date falls due at local midnight in the tenant's zone (R2.1)."""
-    return local_midnight(day, view.zone)
-
-
-def ended_period(view: TenantState, day: date) -> Period | None:
-    """The period that ends on billing date `day` (None on the anchor)."""
-    if day <= view.anchor:
-        return None
-    return period_containing(view.anchor, Cycle(view.cycle), day - timedelta(days=1))
-
-
-def renews_at(view: TenantState, day: date) -> bool:
-    """Does a period start on `day` (renewal on, or the end still ahead)? (R4.1)"""
-    end = view.end_instant()
-    return end is None or end > billing_instant(view, day)
 
 
 # --- in advance: plan and packs (R9.1) ------------------------------------------------------
@@ -99,7 +52,7 @@ def advance_lines(view: TenantState, catalog: Catalog, period: Period) -> list[L
         lines.append(Line.priced(
             module=None, kind="plan", description=f"plan {plan.id} ({view.cycle})",
             quantity=Decimal(1), unit_price=price, currency=view.currency, period=period,
-            source={"meter": None, "module": None, "period": period_json(period),
+            source={"meter": None, "module": None, "period": period.public(),
                     "item": plan.id, "basis": "plan in force at the period start"}))
     for lot in view.lots:
         if lot.trial or not lot.active_at(start) or lot.kind == "one_time":
@@ -121,7 +74,7 @@ def advance_lines(view: TenantState, catalog: Catalog, period: Period) -> list[L
             description=f"{lot.quantity} × {lot.item}", quantity=quantity,
             unit_price=unit_price, currency=view.currency, period=period,
             source={"meter": None, "module": pack.module if pack is not None else None,
-                    "period": period_json(period), "item": lot.item, "lot": lot.id,
+                    "period": period.public(), "item": lot.item, "lot": lot.id,
                     "basis": "lot active at the period start"}))
     return lines
 
@@ -188,23 +141,14 @@ class PeriodUsage:
 
 
 def seat_capacity(view: TenantState, catalog: Catalog, module: str, period: Period) -> int:
-    """Seats of the module's packs and of suite packs containing it, active on the period's
-    last day, a lot cancelled during the period included (R6.2, R6.4)."""
+    """Seats covering the module on the period's last day, a lot cancelled during the
+    period included (R6.2, R6.4)."""
     zone = view.zone
     last_day = local_midnight(period.end - timedelta(days=1), zone)
     end = period.end_instant(zone)
-    seats = 0
-    for lot in view.lots:
-        if lot.kind != "seats" or not lot.active_during(last_day, end):
-            continue
-        pack = _pack(catalog, lot.item)
-        if pack is None:
-            continue
-        covers = pack.module == module or (
-            pack.suite is not None and module in catalog.suite_modules(pack.suite))
-        if covers:
-            seats += lot.quantity * lot.units
-    return seats
+    packs = seat_pack_ids(catalog, module)
+    return granted(lot for lot in view.lots
+                   if lot.item in packs and lot.active_during(last_day, end))
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,12 +207,10 @@ def _plan_modules(view: TenantState, catalog: Catalog, instant: datetime) -> fro
         return frozenset()
 
 
-def email_allowance(view: TenantState, period: Period) -> int:
-    """Sum of the e-mail lots active at any moment of the period, each in full (R7.1)."""
-    zone = view.zone
-    start, end = period.start_instant(zone), period.end_instant(zone)
-    return sum(lot.quantity * lot.units for lot in view.lots
-               if lot.kind == "emails" and lot.active_during(start, end))
+def period_email_allowance(view: TenantState, period: Period) -> int:
+    """The e-mail lots active at any moment of the period, each in full (R7.1)."""
+    start, end = period.start_instant(view.zone), period.end_instant(view.zone)
+    return email_allowance(lot for lot in view.lots if lot.active_during(start, end))
 
 
 def email_module(catalog: Catalog) -> str | None:
@@ -284,7 +226,7 @@ def arrears_quantities(view: TenantState, catalog: Catalog, period: Period,
         billable = counted.billable
         quantities[(EXTRA_USERS_METER, module)] = Decimal(billable)
     if catalog.email_overage_price is not None:
-        overage = max(0, usage.emails - email_allowance(view, period))
+        overage = max(0, usage.emails - period_email_allowance(view, period))
         quantities[(EMAILS_METER, email_module(catalog))] = Decimal(overage)
     module = support_module(catalog)
     for rate, allocations in support_overage(view, catalog, period, usage.support).items():
@@ -336,14 +278,14 @@ def arrears_lines(view: TenantState, catalog: Catalog, period: Period,
             quantity=quantity, unit_price=price, currency=view.currency, period=period,
             meter=EXTRA_USERS_METER,
             source={"meter": "users_with_access", "module": module,
-                    "period": period_json(period),
+                    "period": period.public(),
                     "from": utc_text(counted.since),
                     "to": utc_text(period.end_instant(zone)), "users": extras,
                     "seat_capacity": capacity, "admin_user": view.admin_user,
                     "query": usage.access_query}))
     price = catalog.email_overage_price
     if price is not None:
-        allowance = email_allowance(view, period)
+        allowance = period_email_allowance(view, period)
         overage = max(0, usage.emails - allowance)
         if overage > 0:
             quantity = Decimal(overage)
@@ -355,7 +297,7 @@ def arrears_lines(view: TenantState, catalog: Catalog, period: Period,
                 quantity=quantity, unit_price=price, currency=view.currency, period=period,
                 meter=EMAILS_METER,
                 source={"meter": EMAILS_METER, "module": email_mod,
-                        "period": period_json(period),
+                        "period": period.public(),
                         "from": utc_text(period.start_instant(zone)),
                         "to": utc_text(period.end_instant(zone)), "sent": usage.emails,
                         "allowance": allowance, "query": usage.email_query}))
@@ -376,65 +318,18 @@ def support_since(view: TenantState, period: Period) -> date:
     return first
 
 
-def support_contracts(view: TenantState, catalog: Catalog
-                      ) -> tuple[list[sb.Daily], list[sb.Bank], dict[str, Decimal | None]]:
-    """The tenant's support contracts as allocation inputs, and each one's overage rate."""
-    zone = view.zone
-    dailies: list[sb.Daily] = []
-    banks: list[sb.Bank] = []
-    rates: dict[str, Decimal | None] = {}
-    for lot in view.lots:
-        if lot.kind != "support" or lot.contract_start is None or lot.contract_end is None:
-            continue
-        pack = _pack(catalog, lot.item)
-        if pack is None or pack.support is None:
-            continue
-        terms = pack.support
-        end = lot.contract_end
-        if lot.state == "expired" and lot.ends_at is not None:  # ended early (R4.1)
-            end = max(lot.contract_start, min(end, local_date(lot.ends_at, zone)))
-        rates[lot.id] = terms.overage_price_per_hour
-        if terms.type == "daily" and terms.minutes_per_user_per_day is not None:
-            # R8.3: subscribed users = the lot quantity (docs/support.md).
-            dailies.append(sb.Daily(lot.id, lot.since or lot.contract_start, end,
-                                    terms.minutes_per_user_per_day * lot.quantity))
-        elif terms.type == "bank" and terms.hours_per_year is not None:
-            banks.append(sb.Bank(lot.id, lot.contract_start, end,
-                                 int(terms.hours_per_year * 60), terms.covers_level_3,
-                                 lot.renews if lot.carry_over else None))
-    return dailies, banks, rates
-
-
-def _support_rate(day: date, dailies: list[sb.Daily], banks: list[sb.Bank],
-                  rates: Mapping[str, Decimal | None], catalog: Catalog) -> Decimal | None:
-    """The overage rate of a session that day: the active daily plan's, else an active
-    bank's, else the catalog's rate for time without a plan (R8.2, R8.3)."""
-    for key in [d.key for d in dailies if d.start <= day < d.end] + \
-            [b.key for b in banks if b.start <= day < b.end]:
-        rate = rates.get(key)
-        if rate is not None:
-            return rate
-    return catalog.support_price_per_hour()
-
-
 def support_overage(view: TenantState, catalog: Catalog, period: Period,
                     sessions: Iterable[tuple[str, datetime, int, int]]
                     ) -> dict[Decimal, list[sb.Allocation]]:
     """Sessions of `period` with time beyond the allowances and banks, by hourly rate."""
     zone = view.zone
-    dailies, banks, rates = support_contracts(view, catalog)
+    contracts = support_contracts(view, catalog)
     parsed = [sb.Session(i, local_date(t, zone), m, lvl, utc_text(t)) for i, t, m, lvl in sessions
               if m > 0]
-    allocations, _ = sb.allocate(parsed, dailies, banks)
+    allocations, _ = sb.allocate(parsed, contracts.dailies, contracts.banks)
     mine = [a for a in allocations if period.start <= a.session.day < period.end]
-    price_of = {a.session.id: _support_rate(a.session.day, dailies, banks, rates, catalog)
-                for a in mine}
-    groups: dict[Decimal, list[sb.Allocation]] = {}
-    for alloc in mine:
-        rate = price_of[alloc.session.id]
-        if alloc.overage > 0 and rate is not None:
-            groups.setdefault(rate, []).append(alloc)
-    return groups
+    price_of = {a.session.id: contracts.overage_rate(a.session.day, catalog) for a in mine}
+    return sb.overage_by_price(mine, price_of, None)
 
 
 def support_overage_lines(view: TenantState, catalog: Catalog, period: Period,
@@ -455,7 +350,7 @@ def support_overage_lines(view: TenantState, catalog: Catalog, period: Period,
                         f"{rate}/h",
             quantity=quantity, unit_price=rate, currency=view.currency, period=period,
             meter=support_meter(rate),
-            source={"meter": SUPPORT_METER, "module": module, "period": period_json(period),
+            source={"meter": SUPPORT_METER, "module": module, "period": period.public(),
                     "unit": "hour", "event_ids": [a.session.id for a in allocations],
                     "sessions": [{"id": a.session.id, "day": a.session.day.isoformat(),
                                   "level": a.session.level, "minutes": a.session.minutes,
@@ -491,22 +386,7 @@ def adjustment_lines(view: TenantState, catalog: Catalog, period: Period,
                         f"{billed.get(key, Decimal(0))}",
             quantity=delta, unit_price=price, currency=view.currency, period=period,
             meter=meter,
-            source={"meter": meter, "module": module, "period": period_json(period),
+            source={"meter": meter, "module": module, "period": period.public(),
                     "corrects": CORRECTS[meter.partition("@")[0]],
                     "late_event_ids": late_ids.get(meter.partition("@")[0], [])[:1000]}))
     return lines
-
-
-def periods_between(view: TenantState, first: date, before: date) -> list[Period]:
-    """The periods from the one containing local day `first` up to the one ending at or
-    before `before` (the billed ones a late event may change)."""
-    cycle = Cycle(view.cycle)
-    periods: list[Period] = []
-    day = max(first, view.anchor)
-    while day < before:
-        period = period_containing(view.anchor, cycle, day)
-        if period.end > before:
-            break
-        periods.append(period)
-        day = period.end
-    return periods

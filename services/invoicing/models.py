@@ -29,9 +29,7 @@ _KIND_ORDER: Final = {"plan": 0, "pack": 1, "proration": 2, "one_time": 3,
 
 
 def period_json(period: Period | None) -> dict[str, str] | None:
-    if period is None:
-        return None
-    return {"from": period.start.isoformat(), "to": period.end.isoformat()}
+    return None if period is None else period.public()
 
 
 def number_text(value: Decimal) -> str:

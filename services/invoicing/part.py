@@ -6,10 +6,12 @@ from typing import Any
 
 from services.invoicing.api import router
 from services.invoicing.service import InvoicingService
-from services.invoicing.store import InvoiceState, InvoiceStore
+from services.invoicing.state import InvoiceState
+from services.invoicing.store import InvoiceStore
 from services.invoicing.worker import BillingJob, SubscriptionConsumer
 from shared.app import Runtime
 from shared.catalog import Catalog, load_catalog
+from shared.keys import EntitlementsKeys, InvoicingKeys
 from shared.settings import InvoicingSettings
 
 
@@ -26,8 +28,8 @@ class InvoicingPart:
         self._registered = False
 
     async def start(self, runtime: Runtime) -> None:
-        state = InvoiceState(runtime.redis, self.settings.invoicing_key_prefix,
-                             self.settings.entitlements_key_prefix)
+        state = InvoiceState(runtime.redis, InvoicingKeys(self.settings.invoicing_key_prefix),
+                             EntitlementsKeys(self.settings.entitlements_key_prefix))
         store = InvoiceStore(runtime.clickhouse, self.settings.invoicing_clickhouse_database)
         await store.ensure_database()
         service = InvoicingService(state, store, self.catalog, runtime.clock, self.settings)

@@ -29,7 +29,7 @@ from services.metering.service import live_ops
 from shared import events
 from shared.clickhouse.client import ClickHouse
 from shared.events import UsageEvent
-from shared.live import LIVE_INCARNATION_KEY, live_key
+from shared.keys import LIVE_INCARNATION, live_key
 from shared.redis import text
 from shared.times import as_utc
 
@@ -93,7 +93,7 @@ class LiveRebuild:
         self._redis = redis
 
     async def needed(self, incarnation: str) -> bool:
-        marker = await self._redis.get(LIVE_INCARNATION_KEY)
+        marker = await self._redis.get(LIVE_INCARNATION)
         return marker is None or text(marker) != incarnation
 
     async def run(self, incarnation: str, zones: dict[str, ZoneInfo]) -> LiveState:
@@ -137,8 +137,8 @@ class LiveRebuild:
         incarnation meanwhile (it may already count new claims on top)."""
         stale = [key async for key in self._redis.scan_iter(match="live:*", count=1000)]
         async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(LIVE_INCARNATION_KEY)
-            marker = await pipe.get(LIVE_INCARNATION_KEY)
+            await pipe.watch(LIVE_INCARNATION)
+            marker = await pipe.get(LIVE_INCARNATION)
             if marker is not None and text(marker) == incarnation:
                 return
             pipe.multi()  # type: ignore[no-untyped-call]
@@ -152,6 +152,6 @@ class LiveRebuild:
             for key, members in state.users.items():
                 if members:
                     pipe.zadd(key, members)
-            pipe.set(LIVE_INCARNATION_KEY, incarnation)
+            pipe.set(LIVE_INCARNATION, incarnation)
             with contextlib.suppress(WatchError):
                 await pipe.execute()

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.metering.acks import StoredOffsets, produced_elsewhere
 from services.metering.store import EventStore
-from shared import events, live
+from shared import events, keys
 from shared.billing.periods import local_midnight
 from shared.billing.seats import access_intervals, users_with_access
 from shared.billing.support import round_session
@@ -52,14 +52,14 @@ def live_ops(event: UsageEvent, zone: ZoneInfo) -> list[LiveOp]:
     data = event.data
     if event.type == events.EMAIL_SENT:
         day = local_day(event.time, zone)
-        return [["incr", live.emails_key(event.tenant, day), data["count"]]]
+        return [["incr", keys.emails_key(event.tenant, day), data["count"]]]
     if event.type == events.COMPANY_CREATED:
-        return [["incr", live.companies_key(event.tenant), 1]]
+        return [["incr", keys.companies_key(event.tenant), 1]]
     if event.type == events.COMPANY_DELETED:
-        return [["incr", live.companies_key(event.tenant), -1]]
+        return [["incr", keys.companies_key(event.tenant), -1]]
     if event.type == events.SUPPORT_SESSION_COMPLETED:
         day = local_day(event.time, zone)
-        key = live.support_minutes_key(event.tenant, day, level_3=data["level"] == 3)
+        key = keys.support_minutes_key(event.tenant, day, level_3=data["level"] == 3)
         return [["incr", key, round_session(data["minutes"])]]  # R8.1
     if event.type in (events.USER_ACCESS_GRANTED, events.USER_ACCESS_REVOKED):
         module = str(data["module"])
@@ -68,8 +68,8 @@ def live_ops(event: UsageEvent, zone: ZoneInfo) -> list[LiveOp]:
         # At the same instant a revocation wins over a grant. Instants travel as text: Lua
         # numbers would print them with 14 significant digits.
         order = instant * 2 + (0 if granted else 1)
-        return [["access", live.access_key(event.tenant, module),
-                 live.users_key(event.tenant, module), str(data["user_id"]), str(order),
+        return [["access", keys.access_key(event.tenant, module),
+                 keys.users_key(event.tenant, module), str(data["user_id"]), str(order),
                  str(instant), 1 if granted else 0]]
     return []
 

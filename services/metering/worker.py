@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -39,6 +37,13 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
 
 from services.metering.acks import StoredOffsets
+from services.metering.batches import (
+    ClaimedBatch,
+    PreparedBatch,
+    accept,
+    prepare,
+    refusals,
+)
 from services.metering.incarnation import BrokerReplaced, Incarnation
 from services.metering.rebuild import LiveRebuild
 from services.metering.service import claim_key, live_ops
@@ -81,25 +86,6 @@ IN_FLIGHT = 3
 LOOP = "metering-consumer"
 # A commit the broker neither takes nor refuses within this is retried as an outage.
 COMMIT_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedBatch:
-    batch: PreparedBatch
-    to_store: list[StoredEvent]
-    dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedBatch:
-    generation: int
-    valid: int
-    unique: list[StoredEvent]
-    dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]
-    outcomes: list[bool]  # per record in stream order: True when dead-lettered
-    records: list[ConsumerRecord[bytes, bytes]]
-    token: str
-    offsets: dict[TopicPartition, int]
 
 
 class UsageConsumer:
@@ -166,7 +152,9 @@ class UsageConsumer:
                 max_records=self._settings.batch_max_records)
             if not batch:
                 continue
-            claiming = self._track(self.claim(self.prepare(batch)))
+            CONSUMED.inc(sum(len(records) for records in batch.values()))
+            prepared = prepare(batch, self._accept, self._generation)
+            claiming = self._track(self.claim(prepared))
             storing = self._track(self._store_after(claiming, storing))
             in_flight.append(storing)
             # Back-pressure: poll again only once the oldest batch is committed.
@@ -201,39 +189,6 @@ class UsageConsumer:
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         return task
-
-    def prepare(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-                ) -> PreparedBatch:
-        """Decode, validate and drop in-batch copies: no I/O, so it overlaps the last write."""
-        records = [r for tp in sorted(batch) for r in batch[tp]]
-        CONSUMED.inc(len(records))
-        unique: list[StoredEvent] = []
-        dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]] = []
-        outcomes: list[bool] = []  # per record, in order: dead-lettered or not
-        seen: set[tuple[str, str]] = set()
-        for record in records:
-            try:
-                row = self._accept(record)
-            except InvalidEvent as error:
-                dead.append((record, error))
-                outcomes.append(True)
-                continue
-            except Exception as error:  # a message no check foresaw: its fault, not ours
-                log.exception("unexpected failure reading %s:%d:%d", record.topic,
-                              record.partition, record.offset)
-                dead.append((record, InvalidEvent("unprocessable", "body", repr(error))))
-                outcomes.append(True)
-                continue
-            outcomes.append(False)
-            key = row.event.key
-            if key not in seen:
-                seen.add(key)
-                unique.append(row)
-        return PreparedBatch(
-            generation=self._generation, unique=unique, dead=dead, outcomes=outcomes,
-            records=records,
-            valid=len(records) - len(dead), token=_batch_token(batch),
-            offsets={tp: rs[-1].offset + 1 for tp, rs in batch.items() if rs})
 
     async def claim(self, batch: PreparedBatch) -> ClaimedBatch | None:
         """Claim each event and count the new ones: the copies drop out."""
@@ -281,7 +236,7 @@ class UsageConsumer:
         to_store = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict > 0]
         refused = [r for r, verdict in zip(unique, verdicts, strict=True) if verdict < 0]
         DUPLICATES.inc(batch.valid - len(to_store) - len(refused))
-        return ClaimedBatch(batch, to_store, batch.dead + _refusals(batch, refused))
+        return ClaimedBatch(batch, to_store, batch.dead + refusals(batch, refused))
 
     async def _claim_again(self, entries: Iterator[list[Any]]) -> list[int]:
         return await self._live.verdicts(await self._live.send(entries))
@@ -342,15 +297,7 @@ class UsageConsumer:
         BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def _accept(self, record: ConsumerRecord[bytes, bytes]) -> StoredEvent:
-        value = record.value
-        if value is None:
-            raise InvalidEvent("invalid_json", "body", "empty message")
-        if len(value) > self._settings.max_event_bytes:
-            raise InvalidEvent("too_large", "body", f"{len(value)} bytes is over "
-                               f"{self._settings.max_event_bytes}")
-        event = self._validator.decode(value)
-        return StoredEvent(event, record.topic, record.partition, record.offset,
-                           record.timestamp)
+        return accept(self._validator, self._settings.max_event_bytes, record)
 
     async def _drop_stored_late_copies(self, rows: list[StoredEvent]) -> list[StoredEvent]:
         """Events older than the claim window may have a copy Redis forgot: ask ClickHouse."""
@@ -458,20 +405,3 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker.resume_from_store(assigned)
-
-
-def _refusals(batch: PreparedBatch, refused: list[StoredEvent]
-              ) -> list[tuple[ConsumerRecord[bytes, bytes], InvalidEvent]]:
-    """Events whose live counters valkey refused (a key of another type, written by hand),
-    as dead letters: nothing of them was written."""
-    if not refused:
-        return []
-    by_position = {(r.partition, r.offset): r for r in batch.records}
-    error = InvalidEvent("counter_conflict", "subject",
-                         "a live counter of this tenant holds a value of another type")
-    return [(by_position[(row.partition, row.offset)], error) for row in refused]
-
-
-def _batch_token(batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> str:
-    spans = sorted((tp.partition, rs[0].offset, rs[-1].offset) for tp, rs in batch.items() if rs)
-    return hashlib.blake2b(repr(spans).encode(), digest_size=16).hexdigest()

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.asyncio import Redis
 
-from shared.live import TENANT_ZONES_KEY
+from shared.keys import TENANT_ZONES
 from shared.redis import text
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class TenantZones:
         now = time.monotonic()
         missing = [t for t in tenants if t not in self._cache or self._cache[t][0] < now]
         if missing:
-            names = await self._redis.hmget(TENANT_ZONES_KEY, missing)
+            names = await self._redis.hmget(TENANT_ZONES, missing)
             for tenant, name in zip(missing, names, strict=True):
                 zone = _zone(text(name)) if name else UTC_ZONE
                 self._cache[tenant] = (now + self._ttl_s, zone)

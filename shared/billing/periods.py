@@ -98,12 +98,22 @@ class Period:
         """Instant the period ends (excluded): local midnight of ``end``."""
         return local_midnight(self.end, tz)
 
+    def public(self) -> dict[str, str]:
+        """The period as the API shows it: ``{"from": start, "to": end}`` (end excluded)."""
+        return {"from": self.start.isoformat(), "to": self.end.isoformat()}
 
-def _add_months_clamped(anchor: date, months: int) -> date:
-    # R2.3: anchor's day in the target month, clamped to that month's last day.
+
+def add_months(anchor: date, months: int) -> date:
+    """The same day `months` later (earlier when negative), clamped to the month's last day
+    (R2.3): 31 Jan + 1 → 28/29 Feb, 31 Mar − 1 → 28/29 Feb."""
     year, month0 = divmod(anchor.year * 12 + anchor.month - 1 + months, 12)
     month = month0 + 1
     return date(year, month, min(anchor.day, calendar.monthrange(year, month)[1]))
+
+
+def add_years(day: date, years: int = 1) -> date:
+    """The same date `years` later; 29 Feb → 28 Feb (R2.3)."""
+    return add_months(day, 12 * years)
 
 
 def period_boundary(anchor: date, cycle: Cycle, n: int) -> date:
@@ -117,9 +127,9 @@ def period_boundary(anchor: date, cycle: Cycle, n: int) -> date:
     if n < 0:
         raise ValueError(f"period number must be >= 0, got {n}")
     if cycle is Cycle.P1M:
-        return _add_months_clamped(anchor, n)
+        return add_months(anchor, n)
     if cycle is Cycle.P1Y:
-        return _add_months_clamped(anchor, 12 * n)
+        return add_months(anchor, 12 * n)
     return anchor + timedelta(days=_FIXED_DAYS[cycle] * n)
 
 

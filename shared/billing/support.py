@@ -28,6 +28,7 @@ from fractions import Fraction
 from typing import Literal
 
 from shared.billing.money import round_fraction
+from shared.billing.periods import add_years
 
 __all__ = [
     "INCREMENT_MINUTES",
@@ -36,7 +37,6 @@ __all__ = [
     "Daily",
     "RenewalTerms",
     "Session",
-    "add_years",
     "allocate",
     "renewal_terms",
     "round_session",
@@ -152,14 +152,6 @@ def allocate(sessions: Iterable[Session], dailies: Sequence[Daily],
     return result, left
 
 
-def add_years(day: date, years: int = 1) -> date:
-    """Same date `years` later; 29 Feb → 28 Feb (R2.3)."""
-    try:
-        return day.replace(year=day.year + years)
-    except ValueError:
-        return day.replace(year=day.year + years, day=28)
-
-
 RenewalKind = Literal["on_time", "late", "new"]
 
 
@@ -199,8 +191,9 @@ def renewal_terms(price: Decimal, previous_end: date, today: date, currency: str
                         round_fraction(Fraction(price), currency), Fraction(1), False)
 
 
-def overage_by_price(allocations: Iterable[Allocation], price_of: Mapping[str, Decimal],
-                     default: Decimal | None) -> dict[Decimal, list[Allocation]]:
+def overage_by_price(allocations: Iterable[Allocation],
+                     price_of: Mapping[str, Decimal | None], default: Decimal | None
+                     ) -> dict[Decimal, list[Allocation]]:
     """Group sessions with overage by the hourly rate they are billed at: `price_of` gives
     the rate of each session (by id); `default` for the others; None → not billed."""
     groups: dict[Decimal, list[Allocation]] = {}

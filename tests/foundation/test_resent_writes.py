@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from services.entitlements.store import Change, EntitlementsStore
-from services.invoicing.store import InvoiceState
+from services.invoicing.state import InvoiceState
+from shared.keys import EntitlementsKeys, InvoicingKeys
 from shared.redis import make_redis
 from shared.stack import Endpoints, free_port
 
@@ -81,7 +82,7 @@ async def test_a_commit_resent_after_another_writer_is_applied_once(
             result = await store.commit("t", 0, b'{"v":1}', Change(history=[b'"A"']), 60)
             assert proxy.dropped == 1  # the answer was lost and the call sent again
             assert result.outcome == "committed"  # not a conflict to decide again on
-            history = await direct.xrange(store.history_key("t")) or []
+            history = await direct.xrange(store.keys.history("t")) or []
             assert [entry and entry["entry"] for _, entry in history] == ['"A"', '"B"']
         finally:
             await via_proxy.aclose()
@@ -94,7 +95,7 @@ async def test_a_credit_note_call_resent_issues_one_note(endpoints: Endpoints,
     proxy = AnswerDropper(int(endpoints.redis_url.rsplit(":", 1)[1].split("/")[0]))
     async with proxy.running() as url:
         via_proxy = make_redis(url)
-        state = InvoiceState(via_proxy, prefix=f"resent-{unique}")
+        state = InvoiceState(via_proxy, InvoicingKeys(f"resent-{unique}"), EntitlementsKeys())
         try:
             template = b'{"number":"@@NUMBER@@"}'
             # Redis learns the script first, so the answer dropped below is the credit's.
@@ -106,7 +107,7 @@ async def test_a_credit_note_call_resent_issues_one_note(endpoints: Endpoints,
             # The answer of the call that ran, and the only note numbered for it.
             assert (resent.outcome, resent.number) == ("replayed", "CN-2026-000002")
             assert await state.credited_minor("INV-1") == 400
-            assert await direct.hlen(state.pending_key) == 2  # INV-0's note and this one
+            assert await direct.hlen(state.keys.pending) == 2  # INV-0's note and this one
         finally:
             await via_proxy.aclose()
             await direct.aclose()

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from services.metering.part import MeteringPart
-from shared import live
+from shared import keys
 from shared.clickhouse.client import connect
 from shared.stack import Endpoints
 from tests.conftest import RunningApp, cloud_event, eventually, produce
@@ -52,7 +52,7 @@ async def test_copies_in_the_same_batch_count_once(platform: RunningApp, endpoin
     await eventually(lambda: _counted(platform, tenant, 1 + 2 + 3))
     await platform.runtime.scheduler.advance_to(await platform.runtime.clock.now())
     assert await _stored_rows(endpoints, tenant) == 3
-    emails = await platform.runtime.redis.get(live.emails_key(tenant, date(2026, 1, 15)))
+    emails = await platform.runtime.redis.get(keys.emails_key(tenant, date(2026, 1, 15)))
     assert emails == "6"
 
 
@@ -66,7 +66,7 @@ async def test_a_copy_in_a_later_batch_counts_once(platform: RunningApp, endpoin
     await eventually(lambda: _counted(platform, tenant, 12))
     # The late copy was read and dropped before the newer event was counted.
     assert await _stored_rows(endpoints, tenant) == 2
-    emails = await platform.runtime.redis.get(live.emails_key(tenant, date(2026, 1, 15)))
+    emails = await platform.runtime.redis.get(keys.emails_key(tenant, date(2026, 1, 15)))
     assert emails == "12"
 
 

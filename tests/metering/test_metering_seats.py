@@ -6,7 +6,7 @@ import random
 
 import orjson
 
-from shared import live
+from shared import keys
 from shared.stack import Endpoints
 from tests.conftest import RunningApp, cloud_event, eventually, produce
 
@@ -59,7 +59,7 @@ async def test_r6_4_distinct_users_with_access_at_any_moment_out_of_order(
     assert await seats("2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z") == {"crm": 3, "sales": 1}
 
     # The live set (R6.3) holds who has access now, ranked by grant time, ties by id.
-    ranked = await platform.runtime.redis.zrange(live.users_key(tenant, "crm"), 0, -1)
+    ranked = await platform.runtime.redis.zrange(keys.users_key(tenant, "crm"), 0, -1)
     assert ranked == ["u-3", "u-5", "u-2"]
 
 

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.billing.periods import add_years
 from shared.billing.support import (
     Bank,
     Daily,
     Session,
-    add_years,
     allocate,
     renewal_terms,
     round_session,

@@ -1,0 +1,248 @@
+"""Invoicing's small atomic state in Redis: numbers, billed marks, pending documents and
+the billing schedule (docs/invoicing.md, "Storage"). The documents themselves live in
+ClickHouse (store.py).
+
+The keys (`shared.keys.InvoicingKeys`, prefix `INVOICING_KEY_PREFIX`) and what each holds:
+- `sequence(kind, year)`  counter of the year's numbers (R9.3), INCR only inside `_ISSUE`
+- `billed(t)`          hash: billing date → number ('' when nothing was due), `last`
+                       (last billed date), `cutoff` (µs, usage read up to, R9.4)
+- `events`             hash: subscription event id → number (immediate invoices, R9.2)
+- `pending`            hash: number → JSON of a numbered document not yet in ClickHouse
+- `credited`           hash: invoice number → minor units credited so far
+- `issue_call`, `credit_call`  what one `_ISSUE` / `_CREDIT` call answered (a day), so the
+                       client's resend of that call answers the same instead of issuing
+                       again or reporting it skipped; for a credit note requested with an
+                       Idempotency-Key, kept as long as `INVOICING_IDEMPOTENCY_TTL_S`
+- `next`               sorted set: tenant → µs of its next unbilled billing instant
+- `known`              set: tenants indexed in `next`
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Final, Literal
+
+from redis.asyncio import Redis
+
+from shared.keys import TENANT_ZONES, EntitlementsKeys, InvoicingKeys
+from shared.subscription import TenantState, read_documents
+from shared.times import micros
+
+NUMBER_PLACEHOLDER: Final = "@@NUMBER@@"
+
+# One atomic step per document (R9.3): refuse if the key is already billed, else take the
+# next number of the year, keep the full document as pending and mark the key billed. A
+# crash after this call leaves a pending document that recovery writes; a crash before it
+# leaves nothing. So every number has its document and no key is billed twice (R9.5).
+# KEYS[4] marks the call, as for credit notes: a resent call that ran answers as it did.
+_ISSUE = """
+local done = redis.call('GET', KEYS[4])
+if done then return {tonumber(string.sub(done, 1, 1)), string.sub(done, 3)} end
+local prev = redis.call('HGET', KEYS[2], ARGV[1])
+if prev then return {0, prev} end
+local number = ''
+if ARGV[4] ~= '1' then
+  local n = redis.call('INCR', KEYS[1])
+  number = ARGV[2] .. string.format('%06d', n)
+  local doc = string.gsub(ARGV[3], '@@NUMBER@@', number)
+  redis.call('HSET', KEYS[3], number, doc)
+end
+redis.call('HSET', KEYS[2], ARGV[1], number)
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'last', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'cutoff', ARGV[6]) end
+local code = 1
+if number == '' then code = 2 end
+redis.call('SET', KEYS[4], code .. ':' .. number, 'EX', 86400)
+return {code, number}
+"""
+
+# A credit note never takes more than what is left to credit (R9.3), checked and counted in
+# the same call that numbers it.
+# KEYS[4] marks the call, named by a UUID or by the request's Idempotency-Key: a call sent
+# again (by the Redis client after a broken connection, or by the API client) answers the
+# note the first one issued (code 2, value "number fingerprint"), never another.
+_CREDIT = """
+local done = redis.call('GET', KEYS[4])
+if done then return {2, done} end
+local credited = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local total = tonumber(ARGV[2])
+local amount = tonumber(ARGV[3])
+if credited + amount > total then return {0, tostring(total - credited)} end
+local n = redis.call('INCR', KEYS[1])
+local number = ARGV[4] .. string.format('%06d', n)
+local doc = string.gsub(ARGV[5], '@@NUMBER@@', number)
+redis.call('HSET', KEYS[3], number, doc)
+redis.call('HINCRBY', KEYS[2], ARGV[1], amount)
+redis.call('SET', KEYS[4], number .. ' ' .. ARGV[6], 'EX', ARGV[7])
+return {1, number}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CreditRequest:
+    """An API request's Idempotency-Key, what its body hashes to, how long to remember it."""
+
+    key: str
+    fingerprint: str
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreditResult:
+    outcome: Literal["issued", "refused", "replayed"]
+    number: str = ""  # issued, replayed
+    left_minor: int = 0  # refused: what is left to credit
+    fingerprint: str = ""  # replayed: the first request's
+
+
+def _credit_result(code: int, value: str) -> CreditResult:
+    if code == 1:
+        return CreditResult("issued", number=value)
+    if code == 0:
+        return CreditResult("refused", left_minor=int(value))
+    number, _, fingerprint = value.partition(" ")
+    return CreditResult("replayed", number=number, fingerprint=fingerprint)
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRequest:
+    marker_key: str  # the hash holding the idempotency mark
+    field: str  # the billing date, or the event id
+    kind: str  # INV
+    year: int
+    template: bytes  # the document JSON with NUMBER_PLACEHOLDER
+    empty: bool = False
+    last: str = ""
+    cutoff_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssueResult:
+    issued: bool
+    number: str  # '' when nothing was due
+
+
+class InvoiceState:
+    """The small atomic state in Redis (numbers, billed marks, pending documents)."""
+
+    def __init__(self, redis: Redis, keys: InvoicingKeys, tenants: EntitlementsKeys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.tenants = tenants
+        self._credit = redis.register_script(_CREDIT)
+
+    # --- tenant documents (entitlements', read-only) -------------------------------------
+
+    async def tenant_documents(self, tenants: Sequence[str]) -> dict[str, TenantState]:
+        return await read_documents(self.redis, self.tenants, tenants)
+
+    async def all_tenants(self) -> list[str]:
+        """Every tenant entitlements created (it writes `tenant-zones` in the same call)."""
+        return sorted(str(t) for t in await self.redis.hkeys(TENANT_ZONES))
+
+    async def outbox_size(self) -> int:
+        return int(await self.redis.xlen(self.tenants.outbox))
+
+    # --- the schedule --------------------------------------------------------------------
+
+    async def unindexed(self) -> list[str]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hlen(TENANT_ZONES)
+        pipe.scard(self.keys.known)
+        total, known = await pipe.execute()
+        if int(total) == int(known):
+            return []
+        tenants = await self.all_tenants()
+        members = {str(m) for m in await self.redis.smembers(self.keys.known)}
+        return [t for t in tenants if t not in members]
+
+    async def set_next(self, items: Sequence[tuple[str, datetime | None]]) -> None:
+        if not items:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant, due in items:
+            if due is None:
+                pipe.zrem(self.keys.next, tenant)
+            else:
+                pipe.zadd(self.keys.next, {tenant: micros(due)})
+            pipe.sadd(self.keys.known, tenant)
+        await pipe.execute()
+
+    async def next_due_us(self) -> int | None:
+        first = await self.redis.zrange(self.keys.next, 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    async def due_tenants(self, until: datetime) -> list[str]:
+        return [str(t) for t in await self.redis.zrangebyscore(self.keys.next, "-inf",
+                                                               micros(until))]
+
+    async def billed_state(self, tenants: Sequence[str]
+                           ) -> list[tuple[date | None, int | None]]:
+        """(last billed date, usage cutoff µs) per tenant."""
+        if not tenants:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.hmget(self.keys.billed(tenant), ["last", "cutoff"])
+        out: list[tuple[date | None, int | None]] = []
+        for last, cutoff in await pipe.execute():
+            out.append((None if not last else date.fromisoformat(str(last)),
+                        None if not cutoff else int(cutoff)))
+        return out
+
+    async def billed_number(self, tenant: str, day: date) -> str | None:
+        value = await self.redis.hget(self.keys.billed(tenant), day.isoformat())
+        return None if value is None else str(value)
+
+    # --- numbering -----------------------------------------------------------------------
+
+    async def issue(self, requests: Sequence[IssueRequest]) -> list[IssueResult]:
+        """One atomic `_ISSUE` per document, pipelined (each call stands alone)."""
+        if not requests:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for r in requests:
+            call = self.keys.issue_call(uuid.uuid4().hex)
+            pipe.eval(_ISSUE, 4, self.keys.sequence(r.kind, r.year), r.marker_key,
+                      self.keys.pending, call, r.field, f"{r.kind}-{r.year}-", r.template,
+                      "1" if r.empty else "0", r.last,
+                      "" if r.cutoff_us is None else str(r.cutoff_us))
+        results = await pipe.execute()
+        return [IssueResult(int(code) == 1, str(value)) for code, value in results]
+
+    async def credit(self, invoice: str, total_minor: int, amount_minor: int, year: int,
+                     template: bytes, request: CreditRequest | None = None) -> CreditResult:
+        """Number a credit note if `amount_minor` is still left to credit on `invoice`."""
+        call, fingerprint, ttl_s = (self.keys.credit_call(invoice, request.key),
+                                    request.fingerprint, request.ttl_s) if request else (
+            self.keys.credit_call(invoice, uuid.uuid4().hex), "", 86_400)
+        code, value = await self._credit(
+            keys=[self.keys.sequence("CN", year), self.keys.credited, self.keys.pending, call],
+            args=[invoice, str(total_minor), str(amount_minor), f"CN-{year}-", template,
+                  fingerprint, str(ttl_s)])
+        return _credit_result(int(code), str(value))
+
+    async def credit_replay(self, invoice: str, idempotency_key: str) -> CreditResult | None:
+        """What an earlier request with this Idempotency-Key was answered, if any."""
+        done = await self.redis.get(self.keys.credit_call(invoice, idempotency_key))
+        return None if done is None else _credit_result(2, str(done))
+
+    async def credited_minor(self, invoice: str) -> int:
+        return int(await self.redis.hget(self.keys.credited, invoice) or 0)
+
+    async def pending(self) -> dict[str, bytes]:
+        raw = await self.redis.hgetall(self.keys.pending)
+        return {str(k): str(v).encode() for k, v in raw.items()}
+
+    async def clear_pending(self, numbers: Sequence[str]) -> None:
+        if numbers:
+            await self.redis.hdel(self.keys.pending, *numbers)
+
+    async def pending_doc(self, number: str) -> bytes | None:
+        raw = await self.redis.hget(self.keys.pending, number)
+        return None if raw is None else str(raw).encode()
+
+

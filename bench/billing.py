@@ -25,6 +25,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -133,7 +134,7 @@ async def main() -> None:
             emit("load_seconds", time.perf_counter() - began, "s")
             emit("usage_events", float(args.events // args.tenants * args.tenants), "events")
             settings = InvoicingSettings(invoicing_batch_tenants=2_000)
-            state = InvoiceState(redis, InvoicingKeys(), EntitlementsKeys())
+            state = InvoiceState(redis, InvoicingKeys(), EntitlementsKeys(), ZoneInfo("UTC"))
             service = InvoicingService(state, InvoiceStore(ch), load_catalog(settings.catalog),
                                        FixedClock(), settings)
             began = time.perf_counter()

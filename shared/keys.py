@@ -36,6 +36,7 @@ Owned by invoicing (`InvoicingKeys`, prefix `INVOICING_KEY_PREFIX`):
 - `{p}:events`            hash: event id -> invoice number of a purchase's immediate invoice.
                           Read by: entitlements (the purchase answer names its invoice).
 - private: `{p}:pending`, `{p}:credited`, `{p}:next`, `{p}:known`, `{p}:seq:{kind}:{year}`,
+  `{p}:last:{kind}`, `{p}:ended`, `{p}:sweep`,
   `{p}:billed:{tenant}`, `{p}:issue-call:{uuid}`, `{p}:credit-call:{sha256}`.
 
 Owned by the shared library: `apikey:hash:*`, `apikey:id:*` (`shared.auth`), `clock:now`
@@ -141,8 +142,20 @@ class InvoicingKeys:
     def known(self) -> str:
         return f"{self.prefix}:known"
 
-    def sequence(self, kind: str, year: int) -> str:
-        return f"{self.prefix}:seq:{kind}:{year}"
+    @property
+    def ended(self) -> str:
+        return f"{self.prefix}:ended"
+
+    @property
+    def sweep(self) -> str:
+        return f"{self.prefix}:sweep"
+
+    def sequence_prefix(self, kind: str) -> str:
+        """Followed by a year: the counter of that year's numbers of `kind` (INV, CN)."""
+        return f"{self.prefix}:seq:{kind}:"
+
+    def last_issued(self, kind: str) -> str:
+        return f"{self.prefix}:last:{kind}"
 
     def billed(self, tenant: str) -> str:
         return f"{self.prefix}:billed:{tenant}"

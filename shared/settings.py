@@ -10,9 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.times import is_zone_name, zone
 
 USAGE_EVENTS_TOPIC = "usage-events"
 USAGE_EVENTS_DLQ_TOPIC = "usage-events.dlq"
@@ -117,3 +120,17 @@ class InvoicingSettings(CommonSettings):
     # A ClickHouse database of its own for invoices, lines and credit notes (empty: the
     # default one, where the migrations put them); lets test platforms share one engine.
     invoicing_clickhouse_database: str = Field(default="", pattern=r"^[A-Za-z0-9_]{0,64}$")
+    # The zone whose calendar years number documents and whose months `month=` and the
+    # export select (R9.3): ACCOUNTING_TZ, an IANA zone.
+    accounting_tz: str = "UTC"
+
+    @field_validator("accounting_tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if not is_zone_name(value):
+            raise ValueError(f"'{value[:64]}' is not an IANA time zone such as 'Europe/Paris'")
+        return value
+
+    @property
+    def accounting_zone(self) -> ZoneInfo:
+        return zone(self.accounting_tz)

@@ -77,6 +77,9 @@ class Lot(BaseModel):
     renewal_invoiced: date | None = None  # daily plans: contract end whose renewal is billed
     auto_renew: bool = False  # the pack's terms at purchase (R8.4: daily plans)
     renewal_discount: DecimalText | None = None
+    # Why a cancelled lot ends: None when the tenant cancelled it, `plan_change` when a plan
+    # change made it moot (R4.10), so that undoing the change can restore it.
+    cancel_reason: Literal["plan_change"] | None = None
 
     @property
     def live(self) -> bool:

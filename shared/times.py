@@ -127,11 +127,51 @@ def next_month(first: date) -> date:
     return date(first.year + first.month // 12, first.month % 12 + 1, 1)
 
 
-def utc_month(value: object, field: str) -> tuple[datetime, datetime]:
-    """`YYYY-MM` as the instants [start, end) of that month in UTC."""
+def month_window(value: object, field: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """`YYYY-MM` as the instants [start, end) of that month in `tz`: from the local midnight
+    of its first day to the next month's."""
     first = parse_month(value, field)
-    return (datetime.combine(first, time.min, UTC),
-            datetime.combine(next_month(first), time.min, UTC))
+    return local_midnight(first, tz), local_midnight(next_month(first), tz)
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    """First instant of local calendar day ``day`` in ``tz`` (R2.1), as an aware datetime in ``tz``.
+
+    Normally this is ``00:00`` local. When local midnight does not exist because a UTC-offset
+    change skips it (e.g. DST starting at 00:00 in America/Sao_Paulo until 2019, America/Havana,
+    Africa/Cairo), the result is the first valid instant at or after it: the transition instant
+    itself, e.g. 01:00 local. When midnight is ambiguous (DST ending at 01:00 → 00:00 as in
+    America/Havana) the earlier occurrence (``fold=0``) is returned. When a whole day is
+    skipped (Pacific/Apia, 2011-12-30) the result is the first instant of the next existing
+    local day.
+
+    Note: compare or subtract the returned datetimes in UTC: Python compares datetimes that
+    share a ``tzinfo`` by wall time, ignoring ``fold``.
+    """
+    wall = datetime.combine(day, time(0))
+    candidate = wall.replace(tzinfo=tz)  # fold=0
+    if candidate.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall:
+        return candidate  # midnight exists (if ambiguous, fold=0 is the earlier instant)
+    # Midnight falls in a gap. Per PEP 495, fold=1 maps it with the offset after the
+    # transition (an instant before the gap) and fold=0 with the offset before it (an instant
+    # at or after the gap). Bisect the whole seconds between them (tz data is in seconds) for
+    # the first instant whose local wall time is at or after midnight.
+    lo = int(wall.replace(tzinfo=tz, fold=1).timestamp())  # wall time < midnight
+    hi = int(candidate.timestamp())  # wall time >= midnight
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).replace(tzinfo=None) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, tz)
+
+
+def local_date(instant: datetime, tz: ZoneInfo) -> date:
+    """Local calendar date of an aware ``instant`` in ``tz`` (R2.1). Naive datetimes: ValueError."""
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"naive datetime {instant.isoformat()} has no time zone (R2.1)")
+    return instant.astimezone(tz).date()
 
 
 def parse_zone(value: object, field: str) -> ZoneInfo:

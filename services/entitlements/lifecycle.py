@@ -16,10 +16,12 @@ from services.entitlements import support as sup
 from shared.auth import Principal
 from shared.billing.periods import Cycle, Period, local_midnight, period_containing
 from shared.subscription import Actor, TenantState
-from shared.times import utc_text, zone
+from shared.times import as_utc, utc_text, zone
 
 # The `source` of every event entitlements publishes on `subscription-events`.
 SOURCE = "entitlements"
+# Where a confirmed purchase's answer keeps its event id until the invoice number replaces it.
+EVENT_FIELD = "_event_id"
 
 
 def zone_of(state: TenantState) -> ZoneInfo:
@@ -112,7 +114,8 @@ def advance(state: TenantState, now: datetime, effects: Effects) -> TenantState:
                                    {"lot": lot.id, "item": lot.item}, None)
                 effects.record(state.id, "lot.expired", lot.ends_at,
                                {"lot": lot.id, "item": lot.item, "quantity": lot.quantity,
-                                "reason": "trial_ended" if was == "trialing" else "cancelled"},
+                                "reason": "trial_ended" if was == "trialing"
+                                else lot.cancel_reason or "cancelled"},
                                None)  # R4.8
         sup.advance_support(  # R8.4: contracts end, daily plans are invoiced and roll over
             state, zone, due,
@@ -122,6 +125,11 @@ def advance(state: TenantState, now: datetime, effects: Effects) -> TenantState:
             state.record_plan_change(state.pending_plan_at, state.pending_plan or state.plan)
             effects.record(state.id, "plan.downgraded", state.pending_plan_at,
                            {"from": previous, "to": state.plan}, None)  # R4.5
+            effects.record(state.id, "plan.changed", state.pending_plan_at, {
+                "from": previous, "to": state.plan, "at": utc_text(state.pending_plan_at),
+                "cancels": [lot.id for lot in state.lots
+                            if lot.cancel_reason == "plan_change" and lot.ends_at is not None
+                            and as_utc(lot.ends_at) == as_utc(state.pending_plan_at)]}, None)
             state.pending_plan = state.pending_plan_at = None
         if not state.renewal and state.ends_at is not None and state.ends_at <= due:
             state.status = "ended"  # R4.1: renewal off, the subscription and its packs end

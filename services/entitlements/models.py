@@ -109,14 +109,21 @@ class LotOut(BaseModel):
     ends_at: datetime | None
 
 
+AnswerStatus = Literal["preview", "confirmed", "scheduled", "requested", "trialing"]
+
+
 class PurchaseAnswer(BaseModel):
-    status: Literal["preview", "confirmed", "scheduled", "requested", "trialing"]
+    status: AnswerStatus
     lot: LotOut | None
     charges: list[Charge]
     next_cycle_amount: DecimalText | None
     # Issued by invoicing from the `purchase.confirmed` event (docs/entitlements.md).
     invoice: str | None = None
     effective_at: datetime | None = None
+    # Lots a plan change makes moot, cancelled at the period end (R4.10).
+    cancels: list[str] = Field(default_factory=list)
+    # Why a confirmed change charges nothing, when it does not (R4.2).
+    note: str | None = None
 
     def public(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

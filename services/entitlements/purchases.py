@@ -11,22 +11,20 @@ from __future__ import annotations
 import secrets
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any
 
 from services.entitlements import support as sup
 from services.entitlements.decisions import CatalogIndex
-from services.entitlements.lifecycle import Effects, Outcome, current_period, zone_of
+from services.entitlements.lifecycle import EVENT_FIELD, Effects, Outcome, current_period, zone_of
 from services.entitlements.models import Charge, PeriodOut, PurchaseAnswer, PurchaseRequest, lot_out
+from services.entitlements.plan_changes import PlanChange
 from shared.billing.money import line_amount
 from shared.billing.periods import Period, local_date, local_midnight
-from shared.billing.proration import prorated_charge, upgrade_charge
+from shared.billing.proration import prorated_charge
 from shared.catalog import ONCE, Catalog, Pack, Plan, UnknownCatalogItem
 from shared.errors import Conflict, Forbidden, ValidationFailed
 from shared.subscription import Lot, TenantState
 from shared.times import utc_text
-
-# Where a confirmed purchase's answer keeps its event id until the invoice number replaces it.
-EVENT_FIELD: Final = "_event_id"
 
 
 def round_line(amount: Decimal, currency: str) -> Decimal:
@@ -225,60 +223,12 @@ class PurchaseRules:
     def _change_plan(self, state: TenantState, body: PurchaseRequest, plan: Plan,
                      period: Period, today: date, now: datetime, effects: Effects,
                      actor: dict[str, Any] | None) -> Outcome:
-        current = self.catalog.plan(state.plan)
         if state.cycle not in plan.price:
             raise ValidationFailed(f"item: plan '{plan.id}' has no price for the cycle "
                                    f"{state.cycle}", field="item", code="no_price_for_cycle")
-        new_price = plan.price[state.cycle]
-        next_cycle = round_line(new_price, state.currency)
         end = local_midnight(period.end, zone_of(state))
-        if plan.id == current.id:
-            if state.pending_plan is None:
-                raise Conflict(f"the tenant is already on plan '{plan.id}'", field="item",
-                               code="same_plan")
-            # Staying on the current plan drops the scheduled downgrade.
-            if not body.confirm:
-                return Outcome(None, PurchaseAnswer(status="preview", lot=None, charges=[],
-                                                    next_cycle_amount=next_cycle).public())
-            effects.record(state.id, "plan.downgrade_cancelled", now,
-                           {"plan": plan.id, "was": state.pending_plan}, actor)
-            state.pending_plan = state.pending_plan_at = None
-            return Outcome(state, PurchaseAnswer(status="confirmed", lot=None, charges=[],
-                                                 next_cycle_amount=next_cycle).public())
-        if plan.rank < current.rank:  # R4.5: at the period end, no refund or credit
-            if not body.confirm:
-                return Outcome(None, PurchaseAnswer(status="preview", lot=None, charges=[],
-                                                    next_cycle_amount=next_cycle,
-                                                    effective_at=end).public())
-            state.pending_plan, state.pending_plan_at = plan.id, end
-            effects.record(state.id, "plan.downgrade_scheduled", now, {
-                "from": current.id, "to": plan.id, "at": utc_text(end),
-                "next_cycle_amount": format(next_cycle, "f")}, actor)
-            return Outcome(state, PurchaseAnswer(
-                status="scheduled", lot=None, charges=[], next_cycle_amount=next_cycle,
-                effective_at=end).public(), status_code=202)
-        # R4.2: an upgrade is charged now, the price difference prorated, rounded once.
-        old_price = current.price.get(state.cycle, Decimal(0))
-        amount = upgrade_charge(old_price, max(new_price, old_price), period, today,
-                                state.currency)
-        charges = [Charge(
-            kind="proration", item=plan.id, quantity=1, unit_price=new_price - old_price,
-            description=f"upgrade {current.id} → {plan.id} prorated "
-                        f"{(period.end - today).days}/{period.days} days",
-            amount=amount, period=PeriodOut.model_validate({"from": today, "to": period.end}))]
-        if not body.confirm:
-            return Outcome(None, PurchaseAnswer(status="preview", lot=None, charges=charges,
-                                                next_cycle_amount=next_cycle).public())
-        state.record_plan_change(now, plan.id)
-        state.pending_plan = state.pending_plan_at = None
-        event_id = effects.record(state.id, "purchase.confirmed", now, {
-            "item": plan.id, "kind": "plan", "from": current.id, "quantity": 1, "lot": None,
-            "currency": state.currency,
-            "charges": [c.model_dump(mode="json", by_alias=True) for c in charges],
-            "next_cycle_amount": format(next_cycle, "f"), "period": period.public()}, actor)
-        answer = PurchaseAnswer(status="confirmed", lot=None, charges=charges,
-                                next_cycle_amount=next_cycle)
-        return Outcome(state, {**answer.public(), EVENT_FIELD: event_id}, status_code=201)
+        change = PlanChange(state, self.catalog, plan, period, today, end)
+        return change.decide(body.confirm, now, effects, actor)
 
     def _request(self, state: TenantState, body: PurchaseRequest, item: Plan | Pack,
                  quantity: int, now: datetime, effects: Effects,

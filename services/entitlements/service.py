@@ -26,6 +26,7 @@ from services.entitlements import decisions as dec
 from services.entitlements import support as sup
 from services.entitlements.checks import Checks
 from services.entitlements.lifecycle import (
+    EVENT_FIELD,
     Effects,
     Outcome,
     actor_json,
@@ -36,7 +37,7 @@ from services.entitlements.lifecycle import (
 )
 from services.entitlements.models import PurchaseRequest, TenantCreate, lot_out
 from services.entitlements.policy import actor_may_manage, check_role, parse_vat_rate
-from services.entitlements.purchases import EVENT_FIELD, PurchaseRules
+from services.entitlements.purchases import PurchaseRules
 from services.entitlements.store import Change, EntitlementsStore
 from shared.auth import Principal
 from shared.billing.money import format_money

@@ -44,10 +44,12 @@ async def billing_run(body: BillingRunRequest, principal: AdminKey,
 @router.get("/v1/invoices")
 async def list_invoices(principal: ReaderKey, service: Invoicing, month: str | None = None,
                         tenant: str | None = None, status: str | None = None,
-                        cursor: str | None = None) -> dict[str, Any]:
+                        kind: str | None = None, cursor: str | None = None) -> dict[str, Any]:
+    """Invoices and credit notes (R9.7), filtered by accounting month, tenant, status, kind."""
     if tenant is not None:
         principal.ensure_tenant(tenant)
-    return await service.reads.list_invoices(month, tenant or principal.tenant, status, cursor)
+    return await service.reads.list_invoices(month, tenant or principal.tenant, status, cursor,
+                                             kind)
 
 
 @router.get("/v1/invoices/export")
@@ -72,8 +74,8 @@ async def credit_note(number: str, body: CreditNoteRequest, principal: AdminKey,
                       idempotency_key: Annotated[str | None, Header()] = None
                       ) -> dict[str, Any]:
     """R9.3. `Idempotency-Key` makes a retry safe: the same note, not a second one."""
-    return await service.credits.credit_note(number, body.amount, body.reason, principal.tenant,
-                                     idempotency_key)
+    return await service.credits.credit_note(number, body.amount, body.reason,
+                                             principal.tenant, idempotency_key)
 
 
 @router.get("/v1/tenants/{tenant}/upcoming-invoice")

@@ -19,11 +19,11 @@ from shared.billing.periods import (
     local_date,
     local_midnight,
 )
-from shared.billing.seats import access_intervals, users_with_access
+from shared.billing.seats import Intervals, access_intervals, users_with_access
 from shared.catalog import Catalog, Pack, UnknownCatalogItem
 from shared.coverage import email_allowance, granted, seat_pack_ids, support_contracts
 from shared.subscription import Lot, TenantState
-from shared.times import utc_text
+from shared.times import as_utc, utc_text
 
 EXTRA_USERS_METER = "extra_users"
 EMAILS_METER = "emails_sent"
@@ -87,7 +87,7 @@ def _advance_plan(view: TenantState, catalog: Catalog, start: datetime) -> str:
     a scheduled downgrade taking effect (R4.5): charged nothing, it stays in force."""
     changes = view.plan_changes
     for i, change in enumerate(changes):
-        if change.at != start:
+        if as_utc(change.at) != start:  # both in UTC: equal even in a repeated hour
             continue
         after = changes[i + 1].previous if i + 1 < len(changes) else view.plan
         if _rank(catalog, after) >= _rank(catalog, change.previous):  # bought (R4.2)
@@ -138,6 +138,14 @@ class PeriodUsage:
     # (or the period start) to the period end (R8).
     support: list[tuple[str, datetime, int, int]] = field(default_factory=list)
     support_query: dict[str, Any] = field(default_factory=dict)
+    # The access intervals of `access`, when the caller already has them (late usage
+    # recomputes many periods from one read).
+    intervals: Intervals | None = None
+
+    def spans(self) -> Intervals:
+        if self.intervals is None:
+            self.intervals = access_intervals(self.access)
+        return self.intervals
 
 
 def seat_capacity(view: TenantState, catalog: Catalog, module: str, period: Period) -> int:
@@ -163,13 +171,17 @@ class ExtraUsers:
 
 def extra_users(view: TenantState, catalog: Catalog, period: Period,
                 access: Iterable[tuple[str, str, datetime, str]]) -> dict[str, ExtraUsers]:
-    """Per billed module, its extra users (R6.1, R6.4).
+    """Per billed module, its extra users (R6.1, R6.4), from the grants and revocations.
 
     A module the plan gained during the period (an upgrade, R4.2) counts the users who had
     access from then on: before, it was not the tenant's (R6.3 denied it)."""
+    return _extra_users(view, catalog, period, access_intervals(access))
+
+
+def _extra_users(view: TenantState, catalog: Catalog, period: Period, intervals: Intervals
+                 ) -> dict[str, ExtraUsers]:
     zone = view.zone
     start, end = period.start_instant(zone), period.end_instant(zone)
-    intervals = access_intervals(access)
     over_period = users_with_access(intervals, start, end)
     plan = _plan_modules(view, catalog, end - timedelta(microseconds=1))
     result: dict[str, ExtraUsers] = {}
@@ -222,7 +234,7 @@ def arrears_quantities(view: TenantState, catalog: Catalog, period: Period,
     """Billable quantities per (meter, module) of a period: the basis of arrears lines and of
     late-usage adjustments (R9.4)."""
     quantities: dict[tuple[str, str | None], Decimal] = {}
-    for module, counted in extra_users(view, catalog, period, usage.access).items():
+    for module, counted in _extra_users(view, catalog, period, usage.spans()).items():
         billable = counted.billable
         quantities[(EXTRA_USERS_METER, module)] = Decimal(billable)
     if catalog.email_overage_price is not None:
@@ -265,7 +277,7 @@ def arrears_lines(view: TenantState, catalog: Catalog, period: Period,
     """Consumption of the period that ended, billed in arrears (R9.1)."""
     lines: list[Line] = []
     zone = view.zone
-    for module, counted in extra_users(view, catalog, period, usage.access).items():
+    for module, counted in _extra_users(view, catalog, period, usage.spans()).items():
         billable, extras, capacity = counted.billable, counted.users, counted.capacity
         price = unit_price(catalog, view, EXTRA_USERS_METER, module)
         if billable == 0 or price is None:

@@ -6,21 +6,25 @@ the first one issued.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from services.invoicing.documents import compose_tax, minor_text
+from services.invoicing.documents import compose_tax, credit_note, minor_text
 from services.invoicing.reads import InvoiceReads
-from services.invoicing.state import NUMBER_PLACEHOLDER, CreditRequest, CreditResult, InvoiceState
+from services.invoicing.state import (
+    ISSUED_AT_PLACEHOLDER,
+    NUMBER_PLACEHOLDER,
+    CreditRequest,
+    CreditResult,
+    InvoiceState,
+)
 from services.invoicing.store import InvoiceStore
-from shared.billing.money import format_money, minor_unit, parse_money
+from shared.billing.money import minor_unit, parse_money
 from shared.clock import Clock
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.settings import InvoicingSettings
-from shared.times import utc_text
 
 
 class CreditNotes:
@@ -64,49 +68,27 @@ class CreditNotes:
     async def _issue_credit_note(self, number: str, amount_text: str | None, reason: str,
                                  request: CreditRequest | None) -> dict[str, Any]:
         invoice = await self.reads.invoice(number, None)
+        if invoice["kind"] == "credit_note":
+            raise Conflict(f"{number} is a credit note; credit the invoice it credits, "
+                           f"{invoice['credits']}", field="number", code="not_an_invoice")
         currency = invoice["currency"]
         digits = minor_unit(currency)
         total_minor = int(Decimal(invoice["total"]).scaleb(digits))
-        credited = await self.state.credited_minor(number)
-        left = total_minor - credited
-        if amount_text is None:
-            amount_minor = left
-        else:
-            try:
-                amount = parse_money(amount_text)
-            except ValueError:
-                raise ValidationFailed(f"amount: '{amount_text}' is not a decimal string",
-                                       field="amount") from None
-            scaled = amount.scaleb(digits)
-            if scaled != scaled.to_integral_value():
-                raise ValidationFailed(f"amount: at most {digits} decimals in {currency}",
-                                       field="amount")
-            amount_minor = int(scaled)
-            if amount_minor <= 0:
-                raise ValidationFailed("amount: must be positive", field="amount")
+        left = total_minor - await self.state.credited_minor(number)
+        amount_minor = left if amount_text is None else _minor_amount(amount_text, currency)
         if amount_minor <= 0 or amount_minor > left:
-            raise ValidationFailed(
-                f"amount: only {minor_text(left, digits)} {currency} is left to credit on "
-                f"{number}", field="amount", code="credit_exceeds_invoice")
-        now = await self.clock.now()
+            raise _exceeds(number, left, currency)
         gross = Decimal(amount_minor).scaleb(-digits)
-        vat = Decimal(invoice.get("vat_rate", "0"))
-        tax = compose_tax(gross, vat, currency)
-        doc = {"number": NUMBER_PLACEHOLDER, "kind": "credit_note", "invoice": number,
-               "tenant": invoice["tenant"], "issued_at": utc_text(now), "currency": currency,
-               "amount": format_money(gross, currency),
-               "subtotal": format_money(gross - tax, currency),
-               "tax": format_money(tax, currency), "total": format_money(gross, currency),
-               "reason": reason}
+        tax = compose_tax(gross, Decimal(invoice.get("vat_rate", "0")), currency)
+        doc = credit_note(invoice, gross, tax, reason, NUMBER_PLACEHOLDER,
+                          ISSUED_AT_PLACEHOLDER)
         result = await self.state.credit(number, total_minor, amount_minor,
-                                         now.astimezone(UTC).year, orjson.dumps(doc), request)
+                                         await self.clock.now(), orjson.dumps(doc), request)
         if result.outcome == "refused":
-            raise ValidationFailed(
-                f"amount: only {minor_text(result.left_minor, digits)} {currency} is left to "
-                f"credit on {number}", field="amount", code="credit_exceeds_invoice")
+            raise _exceeds(number, result.left_minor, currency)
         if result.outcome == "replayed":  # the same request, at the same time
             return await self._replayed_note(result, request.fingerprint if request else "")
-        doc["number"] = result.number
+        doc["number"], doc["issued_at"] = result.number, result.issued_at
         await self.store.insert_documents([doc])
         await self.state.clear_pending([result.number])
         return doc
@@ -126,3 +108,27 @@ class CreditNotes:
             raise NotFound(f"credit note '{earlier.number}' not found", field="number")
         result: dict[str, Any] = doc
         return result
+
+
+def _minor_amount(text: str, currency: str) -> int:
+    """A credit amount in minor units: a positive decimal with at most the currency's
+    decimals."""
+    digits = minor_unit(currency)
+    try:
+        amount = parse_money(text)
+    except ValueError:
+        raise ValidationFailed(f"amount: '{text}' is not a decimal string",
+                               field="amount") from None
+    scaled = amount.scaleb(digits)
+    if scaled != scaled.to_integral_value():
+        raise ValidationFailed(f"amount: at most {digits} decimals in {currency}",
+                               field="amount")
+    if scaled <= 0:
+        raise ValidationFailed("amount: must be positive", field="amount")
+    return int(scaled)
+
+
+def _exceeds(number: str, left_minor: int, currency: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"amount: only {minor_text(left_minor, minor_unit(currency))} {currency} is left to "
+        f"credit on {number}", field="amount", code="credit_exceeds_invoice")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -19,7 +18,7 @@ from shared.billing.money import format_money, invoice_totals, round_fraction
 from shared.times import utc_text
 
 
-def render(draft: Draft, issued_at: datetime, number: str) -> dict[str, Any]:
+def render(draft: Draft, issued_at: str, number: str) -> dict[str, Any]:
     """The invoice document (docs/api.md "Invoice"), lines sorted by module (R9.1), totals R3.2."""
     lines = sorted(draft.lines, key=Line.sort_key)
     totals = invoice_totals([line.amount for line in lines], draft.vat_rate, draft.currency)
@@ -30,7 +29,7 @@ def render(draft: Draft, issued_at: datetime, number: str) -> dict[str, Any]:
         rendered.append(item)
     return {
         "number": number, "kind": draft.kind, "tenant": draft.tenant,
-        "issued_at": utc_text(issued_at), "billing_date": None if draft.billing_date is None
+        "issued_at": issued_at, "billing_date": None if draft.billing_date is None
         else draft.billing_date.isoformat(),
         "period": period_json(draft.period), "currency": draft.currency,
         "vat_rate": format(draft.vat_rate, "f"), "lines": rendered,
@@ -39,6 +38,28 @@ def render(draft: Draft, issued_at: datetime, number: str) -> dict[str, Any]:
         "total": format_money(totals.total, draft.currency),
         "usage_cutoff": None if draft.usage_cutoff is None else utc_text(draft.usage_cutoff),
         **draft.extra,
+    }
+
+
+def credit_note(invoice: dict[str, Any], gross: Decimal, tax: Decimal, reason: str,
+                number: str, issued_at: str) -> dict[str, Any]:
+    """A credit note on `invoice` (R9.7): a document of its own, read and listed like an
+    invoice, its amounts positive; one line, net of tax, naming the invoice it credits."""
+    currency = invoice["currency"]
+    net = format_money(gross - tax, currency)
+    return {
+        "number": number, "kind": "credit_note", "credits": invoice["number"],
+        "invoice": invoice["number"], "tenant": invoice["tenant"], "issued_at": issued_at,
+        "billing_date": None, "period": invoice.get("period"), "currency": currency,
+        "vat_rate": invoice.get("vat_rate", "0"),
+        "lines": [{"module": None, "kind": "credit",
+                   "description": f"credit on {invoice['number']}: {reason}"[:1024],
+                   "quantity": "1", "unit_price": net, "amount": net,
+                   "period": invoice.get("period"),
+                   "source": {"credits": invoice["number"], "reason": reason}}],
+        "amount": format_money(gross, currency), "subtotal": net,
+        "tax": format_money(tax, currency), "total": format_money(gross, currency),
+        "reason": reason,
     }
 
 
@@ -52,16 +73,26 @@ def minor_text(minor: int, digits: int) -> str:
 
 
 def to_csv(docs: Sequence[dict[str, Any]]) -> str:
+    """One row per line. A credit note's rows are negative (quantity, amount and its
+    document's totals), so a month's rows sum to what was invoiced net of credits (R9.7)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for doc in docs:
+        sign = _negated if doc["kind"] == "credit_note" else str
         for i, line in enumerate(doc.get("lines", []), start=1):
             period = line.get("period") or {}
             writer.writerow([
                 doc["number"], doc["kind"], doc["tenant"], doc["issued_at"], doc["currency"],
                 i, line.get("module") or "", line["kind"], line["description"],
-                line["quantity"], line["unit_price"], line["amount"], period.get("from", ""),
-                period.get("to", ""), doc["subtotal"], doc["tax"], doc["total"],
+                sign(line["quantity"]), line["unit_price"], sign(line["amount"]),
+                period.get("from", ""), period.get("to", ""), sign(doc["subtotal"]),
+                sign(doc["tax"]), sign(doc["total"]),
                 orjson.dumps(line.get("source")).decode()])
     return out.getvalue()
+
+
+def _negated(amount: str) -> str:
+    """A decimal string's opposite, written the same way ("12.50" → "-12.50", "0.00" kept)."""
+    value = Decimal(amount)
+    return amount if value == 0 else format(-value, "f")

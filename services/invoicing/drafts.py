@@ -15,19 +15,20 @@ from datetime import date, datetime
 from typing import Any
 
 from services.invoicing import compose, schedule
-from services.invoicing.models import Draft, Line
+from services.invoicing.late import LateUsage, LateWork
+from services.invoicing.models import Draft
 from services.invoicing.store import InvoiceStore
-from shared import events as ev
-from shared.billing.periods import Cycle, Period, local_date, period_containing
+from shared.billing.periods import Cycle, Period, period_containing
 from shared.catalog import Catalog
 from shared.subscription import TenantState
-from shared.times import from_micros, utc_text
+from shared.times import utc_text
 
 
 class Drafts:
     def __init__(self, store: InvoiceStore, catalog: Catalog) -> None:
         self.store = store
         self.catalog = catalog
+        self.late = LateUsage(store, catalog)
 
     async def compose(self, todo: Sequence[tuple[TenantState, date, int | None, date | None]]
                       ) -> list[Draft]:
@@ -57,7 +58,9 @@ class Drafts:
             since = min(schedule.billing_instant(v, compose.support_since(v, e))
                         for v, _, e in members)  # R8.2: banks are used from their start
             support = await self.store.support_sessions(names, min(since, start), end)
-            late = await self._late(members, cutoffs)
+            late = await self.late.adjustments([
+                LateWork(view, ended.start, seen) for view, _, ended in members
+                if (seen := cutoffs.get(view.id)) is not None])
             for view, day, ended in members:
                 usage = compose.PeriodUsage(
                     emails=emails.get(view.id, 0), access=access.get(view.id, []),
@@ -66,7 +69,7 @@ class Drafts:
                     support=support.get(view.id, []),
                     support_query=support_query(view.id, min(since, start), end))
                 lines = compose.arrears_lines(view, self.catalog, ended, usage)
-                lines.extend(await self._adjustments(view, ended, late.get(view.id, [])))
+                lines.extend(late.get(view.id, []))
                 renews = schedule.renews_at(view, day)
                 period = ended
                 if renews:
@@ -75,77 +78,8 @@ class Drafts:
                 drafts.append(Draft(
                     tenant=view.id, kind="period", currency=view.currency,
                     vat_rate=view.vat_rate, period=period, lines=lines, billing_date=day,
-                    usage_cutoff=cutoff, key=day.isoformat()))
+                    usage_cutoff=cutoff, key=day.isoformat(), advances_cutoff=True))
         return drafts
-
-    async def _late(self, members: Sequence[tuple[TenantState, date, Period]],
-                    cutoffs: dict[str, int | None]
-                    ) -> dict[str, list[tuple[str, datetime, str]]]:
-        """Per tenant: (type, time, id) of usage stored after its last period invoice read
-        usage, whose time falls in a period already billed (R9.4)."""
-        known = [(v, e) for v, _, e in members if cutoffs.get(v.id) is not None]
-        if not known:
-            return {}
-        since = min(from_micros(cutoffs[v.id] or 0) for v, _ in known)
-        before = max(e.start_instant(v.zone) for v, e in known)
-        rows = await self.store.late_events([v.id for v, _ in known], since, before)
-        by_tenant = {v.id: (v, e) for v, e in known}
-        late: dict[str, list[tuple[str, datetime, str]]] = defaultdict(list)
-        for tenant, kind, time, _source, event_id, stored_at in rows:
-            view, ended = by_tenant[tenant]
-            if stored_at <= from_micros(cutoffs[tenant] or 0):
-                continue
-            if time >= ended.start_instant(view.zone) \
-                    or time < schedule.billing_instant(view, view.anchor):
-                continue
-            late[tenant].append((kind, time, event_id))
-        return late
-
-    async def _adjustments(self, view: TenantState, ended: Period,
-                           late: Sequence[tuple[str, datetime, str]]) -> list[Line]:
-        if not late:
-            return []
-        zone = view.zone
-        periods: set[Period] = set()
-        ids: dict[Period, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for kind, time, event_id in late:
-            day = local_date(time, zone)
-            if kind == ev.EMAIL_SENT:
-                affected = schedule.periods_between(view, day, ended.start)[:1]
-                meter = compose.EMAILS_METER
-            elif kind == ev.SUPPORT_SESSION_COMPLETED:
-                # A late session draws on a bank the later sessions drew on too (R8.2): every
-                # billed period of the contract from then on may change.
-                affected = schedule.periods_between(view, day, ended.start)[-24:]
-                meter = compose.SUPPORT_METER
-            else:  # access carries over: every billed period from then on may change
-                affected = schedule.periods_between(view, day, ended.start)[-24:]
-                meter = compose.EXTRA_USERS_METER
-            for period in affected:
-                periods.add(period)
-                ids[period][meter].append(event_id)
-        billed = await self.store.billed_quantities(
-            view.id, [(p.start, p.end) for p in sorted(periods, key=lambda p: p.start)])
-        lines: list[Line] = []
-        for period in sorted(periods, key=lambda p: p.start):
-            start, end = period.start_instant(zone), period.end_instant(zone)
-            since = schedule.billing_instant(view, compose.support_since(view, period))
-            usage = compose.PeriodUsage(
-                emails=(await self.store.emails([view.id], start, end)).get(view.id, 0),
-                access=(await self.store.access([view.id], end)).get(view.id, []),
-                support=(await self.store.support_sessions(
-                    [view.id], min(since, start), end)).get(view.id, []))
-            recomputed = compose.arrears_quantities(view, self.catalog, period, usage)
-            before = {(m, mod): q for (a, b, m, mod), q in billed.items()
-                      if (a, b) == (period.start, period.end)}
-            # Meters carry the rate after '@' (support): the late event names the meter.
-            touched = set(ids[period])
-            recomputed = {k: q for k, q in recomputed.items()
-                          if k[0].partition("@")[0] in touched}
-            before = {k: q for k, q in before.items() if k[0].partition("@")[0] in touched}
-            lines.extend(compose.adjustment_lines(view, self.catalog, period, recomputed,
-                                                  before, ids[period]))
-        return lines
 
 
 def email_query(tenant: str, start: datetime, end: datetime) -> dict[str, Any]:

@@ -90,6 +90,9 @@ class Draft:
     usage_cutoff: datetime | None = None
     key: str = ""  # idempotency key: the billing date, or the event id (R9.5)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Usage stored up to `usage_cutoff` is billed by this invoice: the next one bills what
+    # is stored later as late usage (R9.4). Period invoices and late-usage invoices.
+    advances_cutoff: bool = False
 
 
 # The columns of an invoice's CSV (`Accept: text/csv`) and of the month's export.

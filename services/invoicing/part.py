@@ -29,7 +29,8 @@ class InvoicingPart:
 
     async def start(self, runtime: Runtime) -> None:
         state = InvoiceState(runtime.redis, InvoicingKeys(self.settings.invoicing_key_prefix),
-                             EntitlementsKeys(self.settings.entitlements_key_prefix))
+                             EntitlementsKeys(self.settings.entitlements_key_prefix),
+                             self.settings.accounting_zone)
         store = InvoiceStore(runtime.clickhouse, self.settings.invoicing_clickhouse_database)
         await store.ensure_database()
         service = InvoicingService(state, store, self.catalog, runtime.clock, self.settings)

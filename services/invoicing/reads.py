@@ -6,23 +6,27 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from services.invoicing.documents import to_csv
 from services.invoicing.state import InvoiceState
 from services.invoicing.store import InvoiceStore, decode_cursor, encode_cursor
 from shared.errors import NotFound, ValidationFailed
-from shared.times import utc_month
+from shared.times import month_window
 
 PAGE_SIZE = 100
 STATUSES = ("issued", "partially_credited", "credited")
+KINDS = ("period", "immediate", "credit_note")
 
 
 class InvoiceReads:
     def __init__(self, state: InvoiceState, store: InvoiceStore,
-                 recover: Callable[[], Awaitable[int]]) -> None:
+                 recover: Callable[[], Awaitable[int]], accounting_zone: ZoneInfo) -> None:
         self.state = state
         self.store = store
         self._recover = recover
+        # `month=` selects a month of the accounting zone, like the numbers' years (R9.3).
+        self._zone = accounting_zone
 
     async def invoice(self, number: str, tenant_scope: str | None) -> dict[str, Any]:
         doc = await self.store.invoice(number)
@@ -39,6 +43,9 @@ class InvoiceReads:
         notes = await self.store.credit_notes([d["number"] for d in docs])
         for doc in docs:
             doc.pop("usage_cutoff", None)
+            if doc["kind"] == "credit_note":
+                doc["status"] = "issued"  # a credit note is never credited itself
+                continue
             mine = notes.get(doc["number"], [])
             doc["credit_notes"] = [{"number": n["number"], "amount": n["amount"],
                                     "issued_at": n["issued_at"], "reason": n.get("reason", "")}
@@ -50,10 +57,13 @@ class InvoiceReads:
         return docs
 
     async def list_invoices(self, month: str | None, tenant: str | None, status: str | None,
-                            cursor: str | None) -> dict[str, Any]:
-        window = utc_month(month, "month") if month is not None else None
+                            cursor: str | None, kind: str | None = None) -> dict[str, Any]:
+        """Invoices and credit notes, newest first (R9.7), by accounting month (R9.3)."""
+        window = month_window(month, "month", self._zone) if month is not None else None
         if status is not None and status not in STATUSES:
             raise ValidationFailed(f"status: one of {', '.join(STATUSES)}", field="status")
+        if kind is not None and kind not in KINDS:
+            raise ValidationFailed(f"kind: one of {', '.join(KINDS)}", field="kind")
         position = None
         if cursor is not None:
             try:
@@ -61,7 +71,8 @@ class InvoiceReads:
             except (ValueError, OverflowError):
                 raise ValidationFailed("cursor: not a cursor this API gave", field="cursor"
                                        ) from None
-        docs = await self.store.list_invoices(window, tenant, status, position, PAGE_SIZE + 1)
+        docs = await self.store.list_invoices(window, tenant, status, kind, position,
+                                             PAGE_SIZE + 1)
         page = await self._decorate(docs[:PAGE_SIZE])
         next_cursor = None
         if len(docs) > PAGE_SIZE:
@@ -70,8 +81,5 @@ class InvoiceReads:
         return {"data": page, "next_cursor": next_cursor}
 
     async def export(self, month: str, tenant_scope: str | None) -> str:
-        start, end = utc_month(month, "month")
-        docs = await self.store.month_lines(start, end)
-        if tenant_scope is not None:
-            docs = [d for d in docs if d["tenant"] == tenant_scope]
-        return to_csv(docs)
+        start, end = month_window(month, "month", self._zone)
+        return to_csv(await self.store.month_documents(start, end, tenant_scope))

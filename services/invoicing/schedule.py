@@ -5,7 +5,7 @@ subscription whose renewal is off. Pure functions of the tenant document.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from shared.billing.periods import (
     Cycle,
@@ -54,8 +54,8 @@ def is_billing_date(view: TenantState, day: date) -> bool:
 
 
 def billing_instant(view: TenantState, day: date) -> datetime:
-    """A billing date falls due at local midnight in the tenant's zone (R2.1)."""
-    return local_midnight(day, view.zone)
+    """A billing date falls due at local midnight in the tenant's zone (R2.1), in UTC."""
+    return local_midnight(day, view.zone).astimezone(UTC)
 
 
 def ended_period(view: TenantState, day: date) -> Period | None:

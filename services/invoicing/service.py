@@ -27,9 +27,15 @@ from services.invoicing import schedule
 from services.invoicing.credits import CreditNotes
 from services.invoicing.documents import render
 from services.invoicing.drafts import Drafts
+from services.invoicing.late import LateWork
 from services.invoicing.models import Draft, Line, LineKind, period_json
 from services.invoicing.reads import InvoiceReads
-from services.invoicing.state import NUMBER_PLACEHOLDER, InvoiceState, IssueRequest
+from services.invoicing.state import (
+    ISSUED_AT_PLACEHOLDER,
+    NUMBER_PLACEHOLDER,
+    InvoiceState,
+    IssueRequest,
+)
 from services.invoicing.store import InvoiceStore
 from shared.billing.money import parse_money
 from shared.billing.periods import Period
@@ -65,7 +71,7 @@ class InvoicingService:
         self.clock = clock
         self.settings = settings
         self.drafts = Drafts(store, catalog)
-        self.reads = InvoiceReads(state, store, self.recover)
+        self.reads = InvoiceReads(state, store, self.recover, settings.accounting_zone)
         self.credits = CreditNotes(state, store, self.reads, clock, settings)
 
     # --- recovery and the schedule ---------------------------------------------------------
@@ -93,21 +99,55 @@ class InvoicingService:
             views = await self.views(chunk)
             billed = await self.state.billed_state(chunk)
             items: list[tuple[str, datetime | None]] = []
+            ended: list[str] = []
             for tenant, (last, _) in zip(chunk, billed, strict=True):
                 view = views.get(tenant)
                 nd = None if view is None else schedule.next_billing_date(view, last)
                 items.append((tenant, None if nd is None or view is None
                               else schedule.billing_instant(view, nd)))
+                if view is not None and nd is None and last is not None:
+                    ended.append(tenant)  # no billing date left: late usage is swept
             await self.state.set_next(items)
+            await self.state.mark_ended(ended)
 
     async def next_due(self) -> datetime | None:
         await self.sync_index()
-        due_us = await self.state.next_due_us()
-        return None if due_us is None else from_micros(due_us)
+        due = [us for us in (await self.state.next_due_us(), await self.state.sweep_due_us())
+               if us is not None]
+        return from_micros(min(due)) if due else None
 
     async def run_due(self, now: datetime) -> RunResult:
         tenants = await self.state.due_tenants(now)
-        return await self.bill(tenants, now)
+        result = await self.bill(tenants, now)
+        sweep = await self.state.sweep_due_us()
+        if sweep is not None and from_micros(sweep) <= now:
+            result.issued.extend(await self.sweep_ended(now))
+        return result
+
+    async def sweep_ended(self, now: datetime) -> list[str]:
+        """R9.4: the late usage of subscriptions with no billing date left, each tenant's on
+        an invoice of its own (kind `immediate`); looked at once a day of the platform
+        clock, so within a day of its arrival."""
+        tenants = await self.state.ended_tenants()
+        issued: list[str] = []
+        batch = self.settings.invoicing_batch_tenants
+        for start in range(0, len(tenants), batch):
+            chunk = tenants[start:start + batch]
+            views = await self.views(chunk)
+            work = [LateWork(views[t], end, cutoff) for t, (last, cutoff) in zip(
+                chunk, await self.state.billed_state(chunk), strict=True)
+                if t in views and cutoff is not None
+                and (end := schedule.last_billing_date(views[t])) is not None and last == end]
+            cutoff_now = await self.store.now()
+            lines = await self.drafts.late.adjustments(work)
+            drafts = [Draft(tenant=w.view.id, kind="immediate", currency=w.view.currency,
+                            vat_rate=w.view.vat_rate, period=None, lines=lines[w.view.id],
+                            usage_cutoff=cutoff_now, key=f"late:{w.cutoff_us}",
+                            advances_cutoff=True)
+                      for w in work if lines.get(w.view.id)]
+            issued.extend((await self._issue(drafts, now))[0])
+        await self.state.set_sweep(now + timedelta(days=1))
+        return issued
 
     # --- billing runs (R9.1, R9.5) -----------------------------------------------------------
 
@@ -176,7 +216,7 @@ class InvoicingService:
                 for draft in drafts:
                     item = work[draft.tenant]
                     item.last = draft.billing_date
-                    if draft.usage_cutoff is not None and draft.kind == "period":
+                    if draft.usage_cutoff is not None and draft.advances_cutoff:
                         item.cutoff_us = micros(draft.usage_cutoff)
                 if was_billed:  # someone else got there first: re-read their marks
                     fresh = await self.state.billed_state(was_billed)
@@ -189,15 +229,16 @@ class InvoicingService:
                      ) -> tuple[list[str], list[str]]:
         requests: list[IssueRequest] = []
         for draft in drafts:
-            doc = render(draft, issued_at, NUMBER_PLACEHOLDER)
+            doc = render(draft, ISSUED_AT_PLACEHOLDER, NUMBER_PLACEHOLDER)
             requests.append(IssueRequest(
-                marker_key=self.state.keys.billed(draft.tenant) if draft.billing_date
-                else self.state.keys.events, field=draft.key, kind="INV",
-                year=issued_at.astimezone(UTC).year, template=orjson.dumps(doc),
+                marker_key=self.state.keys.billed(draft.tenant)
+                if draft.billing_date or draft.advances_cutoff else self.state.keys.events,
+                field=draft.key, kind="INV",
+                issued_at=issued_at, template=orjson.dumps(doc),
                 empty=not draft.lines,
                 last="" if draft.billing_date is None else draft.billing_date.isoformat(),
-                cutoff_us=None if draft.usage_cutoff is None or draft.kind != "period"
-                else micros(draft.usage_cutoff)))
+                cutoff_us=micros(draft.usage_cutoff)
+                if draft.usage_cutoff is not None and draft.advances_cutoff else None))
         results = await self.state.issue(requests)
         numbers = [r.number for r in results if r.issued]
         skipped = [d.tenant for d, r in zip(drafts, results, strict=True)
@@ -279,7 +320,7 @@ class InvoicingService:
                     "currency": view.currency, "lines": [], "subtotal": "0.00",
                     "tax": "0.00", "total": "0.00", "as_of": utc_text(await self.clock.now())}
         draft, = await self.drafts.compose([(view, nd, cutoff, last)])
-        doc = render(draft, await self.clock.now(), "")
+        doc = render(draft, utc_text(await self.clock.now()), "")
         doc.pop("usage_cutoff", None)
         doc["number"] = None
         doc["as_of"] = doc.pop("issued_at")

@@ -3,7 +3,9 @@ the billing schedule (docs/invoicing.md, "Storage"). The documents themselves li
 ClickHouse (store.py).
 
 The keys (`shared.keys.InvoicingKeys`, prefix `INVOICING_KEY_PREFIX`) and what each holds:
-- `sequence(kind, year)`  counter of the year's numbers (R9.3), INCR only inside `_ISSUE`
+- `sequence_prefix(kind)` + year  counter of that accounting year's numbers (R9.3), INCR only
+                       inside `_ISSUE` and `_CREDIT`
+- `last_issued(kind)`  "µs year text" of the kind's latest document: numbers are chronological
 - `billed(t)`          hash: billing date → number ('' when nothing was due), `last`
                        (last billed date), `cutoff` (µs, usage read up to, R9.4)
 - `events`             hash: subscription event id → number (immediate invoices, R9.2)
@@ -15,6 +17,9 @@ The keys (`shared.keys.InvoicingKeys`, prefix `INVOICING_KEY_PREFIX`) and what e
                        Idempotency-Key, kept as long as `INVOICING_IDEMPOTENCY_TTL_S`
 - `next`               sorted set: tenant → µs of its next unbilled billing instant
 - `known`              set: tenants indexed in `next`
+- `ended`              set: tenants whose subscription ended and whose last billing date is
+                       invoiced: their late usage gets an invoice of its own (R9.4)
+- `sweep`              µs of the platform clock when `ended` is next looked at (daily)
 """
 
 from __future__ import annotations
@@ -24,60 +29,83 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final, Literal
+from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
 from shared.keys import TENANT_ZONES, EntitlementsKeys, InvoicingKeys
 from shared.subscription import TenantState, read_documents
-from shared.times import micros
+from shared.times import micros, utc_text
 
 NUMBER_PLACEHOLDER: Final = "@@NUMBER@@"
+ISSUED_AT_PLACEHOLDER: Final = "@@ISSUED_AT@@"
+
+# The next number of a kind's sequence, chronologically (R9.3): a document is never issued
+# earlier than the one numbered before it. Its issue instant is the one asked for (`at`, µs)
+# unless the last document of the kind was issued later (a purchase event read after a billing
+# run, a replica whose clock lags): then it is issued at that same instant, in that instant's
+# accounting year. `last` holds "µs year text" of the kind's latest document.
+_TAKE_NUMBER = """
+local function take_number(last_key, seq_prefix, kind_prefix, at, year, text)
+  local last = redis.call('GET', last_key)
+  if last then
+    local lus, lyear, ltext = string.match(last, '^(%d+) (%d+) (.+)$')
+    if tonumber(lus) > at then at, year, text = tonumber(lus), lyear, ltext end
+  end
+  local n = redis.call('INCR', seq_prefix .. year)
+  redis.call('SET', last_key, string.format('%.0f', at) .. ' ' .. year .. ' ' .. text)
+  return kind_prefix .. year .. '-' .. string.format('%06d', n), text
+end
+local function fill(template, number, text)
+  local doc = string.gsub(template, '@@NUMBER@@', number)
+  doc = string.gsub(doc, '@@ISSUED_AT@@', text)
+  return doc
+end
+"""
 
 # One atomic step per document (R9.3): refuse if the key is already billed, else take the
-# next number of the year, keep the full document as pending and mark the key billed. A
-# crash after this call leaves a pending document that recovery writes; a crash before it
-# leaves nothing. So every number has its document and no key is billed twice (R9.5).
-# KEYS[4] marks the call, as for credit notes: a resent call that ran answers as it did.
-_ISSUE = """
-local done = redis.call('GET', KEYS[4])
+# next number, keep the full document as pending and mark the key billed. A crash after this
+# call leaves a pending document that recovery writes; a crash before it leaves nothing. So
+# every number has its document and no key is billed twice (R9.5).
+# KEYS[3] marks the call, as for credit notes: a resent call that ran answers as it did.
+_ISSUE = _TAKE_NUMBER + """
+local done = redis.call('GET', KEYS[3])
 if done then return {tonumber(string.sub(done, 1, 1)), string.sub(done, 3)} end
-local prev = redis.call('HGET', KEYS[2], ARGV[1])
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
 if prev then return {0, prev} end
 local number = ''
 if ARGV[4] ~= '1' then
-  local n = redis.call('INCR', KEYS[1])
-  number = ARGV[2] .. string.format('%06d', n)
-  local doc = string.gsub(ARGV[3], '@@NUMBER@@', number)
-  redis.call('HSET', KEYS[3], number, doc)
+  local text
+  number, text = take_number(KEYS[4], ARGV[10], ARGV[2], tonumber(ARGV[7]), ARGV[8], ARGV[9])
+  redis.call('HSET', KEYS[2], number, fill(ARGV[3], number, text))
 end
-redis.call('HSET', KEYS[2], ARGV[1], number)
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'last', ARGV[5]) end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'cutoff', ARGV[6]) end
+redis.call('HSET', KEYS[1], ARGV[1], number)
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'last', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'cutoff', ARGV[6]) end
 local code = 1
 if number == '' then code = 2 end
-redis.call('SET', KEYS[4], code .. ':' .. number, 'EX', 86400)
+redis.call('SET', KEYS[3], code .. ':' .. number, 'EX', 86400)
 return {code, number}
 """
 
 # A credit note never takes more than what is left to credit (R9.3), checked and counted in
-# the same call that numbers it.
-# KEYS[4] marks the call, named by a UUID or by the request's Idempotency-Key: a call sent
+# the same call that numbers it, on its own chronological sequence (R9.7).
+# KEYS[3] marks the call, named by a UUID or by the request's Idempotency-Key: a call sent
 # again (by the Redis client after a broken connection, or by the API client) answers the
 # note the first one issued (code 2, value "number fingerprint"), never another.
-_CREDIT = """
-local done = redis.call('GET', KEYS[4])
+_CREDIT = _TAKE_NUMBER + """
+local done = redis.call('GET', KEYS[3])
 if done then return {2, done} end
-local credited = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local credited = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local total = tonumber(ARGV[2])
 local amount = tonumber(ARGV[3])
 if credited + amount > total then return {0, tostring(total - credited)} end
-local n = redis.call('INCR', KEYS[1])
-local number = ARGV[4] .. string.format('%06d', n)
-local doc = string.gsub(ARGV[5], '@@NUMBER@@', number)
-redis.call('HSET', KEYS[3], number, doc)
-redis.call('HINCRBY', KEYS[2], ARGV[1], amount)
-redis.call('SET', KEYS[4], number .. ' ' .. ARGV[6], 'EX', ARGV[7])
-return {1, number}
+local number, text = take_number(KEYS[4], ARGV[10], 'CN-', tonumber(ARGV[7]), ARGV[8],
+                                 ARGV[9])
+redis.call('HSET', KEYS[2], number, fill(ARGV[4], number, text))
+redis.call('HINCRBY', KEYS[1], ARGV[1], amount)
+redis.call('SET', KEYS[3], number .. ' ' .. ARGV[5], 'EX', ARGV[6])
+return {1, number, text}
 """
 
 
@@ -96,11 +124,12 @@ class CreditResult:
     number: str = ""  # issued, replayed
     left_minor: int = 0  # refused: what is left to credit
     fingerprint: str = ""  # replayed: the first request's
+    issued_at: str = ""  # issued: the instant it was issued at (R9.3)
 
 
-def _credit_result(code: int, value: str) -> CreditResult:
+def _credit_result(code: int, value: str, issued_at: str = "") -> CreditResult:
     if code == 1:
-        return CreditResult("issued", number=value)
+        return CreditResult("issued", number=value, issued_at=issued_at)
     if code == 0:
         return CreditResult("refused", left_minor=int(value))
     number, _, fingerprint = value.partition(" ")
@@ -112,8 +141,8 @@ class IssueRequest:
     marker_key: str  # the hash holding the idempotency mark
     field: str  # the billing date, or the event id
     kind: str  # INV
-    year: int
-    template: bytes  # the document JSON with NUMBER_PLACEHOLDER
+    issued_at: datetime  # asked for; a later one if the sequence is already past it
+    template: bytes  # the document JSON with NUMBER_PLACEHOLDER and ISSUED_AT_PLACEHOLDER
     empty: bool = False
     last: str = ""
     cutoff_us: int | None = None
@@ -128,10 +157,12 @@ class IssueResult:
 class InvoiceState:
     """The small atomic state in Redis (numbers, billed marks, pending documents)."""
 
-    def __init__(self, redis: Redis, keys: InvoicingKeys, tenants: EntitlementsKeys) -> None:
+    def __init__(self, redis: Redis, keys: InvoicingKeys, tenants: EntitlementsKeys,
+                 accounting_zone: ZoneInfo) -> None:
         self.redis = redis
         self.keys = keys
         self.tenants = tenants
+        self.accounting_zone = accounting_zone
         self._credit = redis.register_script(_CREDIT)
 
     # --- tenant documents (entitlements', read-only) -------------------------------------
@@ -171,6 +202,26 @@ class InvoiceState:
             pipe.sadd(self.keys.known, tenant)
         await pipe.execute()
 
+    async def mark_ended(self, tenants: Sequence[str]) -> None:
+        if tenants:
+            await self.redis.sadd(self.keys.ended, *tenants)
+
+    async def ended_tenants(self) -> list[str]:
+        return sorted(str(t) for t in await self.redis.smembers(self.keys.ended))
+
+    async def sweep_due_us(self) -> int | None:
+        """When ended subscriptions are next looked at (0: now), or None with none."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.scard(self.keys.ended)
+        pipe.get(self.keys.sweep)
+        ended, due = await pipe.execute()
+        if not int(ended):
+            return None
+        return int(due) if due is not None else 0
+
+    async def set_sweep(self, due: datetime) -> None:
+        await self.redis.set(self.keys.sweep, micros(due))
+
     async def next_due_us(self) -> int | None:
         first = await self.redis.zrange(self.keys.next, 0, 0, withscores=True)
         return int(first[0][1]) if first else None
@@ -206,24 +257,33 @@ class InvoiceState:
         pipe = self.redis.pipeline(transaction=False)
         for r in requests:
             call = self.keys.issue_call(uuid.uuid4().hex)
-            pipe.eval(_ISSUE, 4, self.keys.sequence(r.kind, r.year), r.marker_key,
-                      self.keys.pending, call, r.field, f"{r.kind}-{r.year}-", r.template,
+            pipe.eval(_ISSUE, 4, r.marker_key, self.keys.pending, call,
+                      self.keys.last_issued(r.kind), r.field, f"{r.kind}-", r.template,
                       "1" if r.empty else "0", r.last,
-                      "" if r.cutoff_us is None else str(r.cutoff_us))
+                      "" if r.cutoff_us is None else str(r.cutoff_us),
+                      *self._instant(r.issued_at), self.keys.sequence_prefix(r.kind))
         results = await pipe.execute()
         return [IssueResult(int(code) == 1, str(value)) for code, value in results]
 
-    async def credit(self, invoice: str, total_minor: int, amount_minor: int, year: int,
-                     template: bytes, request: CreditRequest | None = None) -> CreditResult:
+    async def credit(self, invoice: str, total_minor: int, amount_minor: int,
+                     issued_at: datetime, template: bytes, request: CreditRequest | None = None
+                     ) -> CreditResult:
         """Number a credit note if `amount_minor` is still left to credit on `invoice`."""
         call, fingerprint, ttl_s = (self.keys.credit_call(invoice, request.key),
                                     request.fingerprint, request.ttl_s) if request else (
             self.keys.credit_call(invoice, uuid.uuid4().hex), "", 86_400)
-        code, value = await self._credit(
-            keys=[self.keys.sequence("CN", year), self.keys.credited, self.keys.pending, call],
-            args=[invoice, str(total_minor), str(amount_minor), f"CN-{year}-", template,
-                  fingerprint, str(ttl_s)])
-        return _credit_result(int(code), str(value))
+        reply = await self._credit(
+            keys=[self.keys.credited, self.keys.pending, call, self.keys.last_issued("CN")],
+            args=[invoice, str(total_minor), str(amount_minor), template, fingerprint,
+                  str(ttl_s), *self._instant(issued_at), self.keys.sequence_prefix("CN")])
+        return _credit_result(int(reply[0]), str(reply[1]),
+                              str(reply[2]) if len(reply) > 2 else "")
+
+    def _instant(self, issued_at: datetime) -> tuple[str, str, str]:
+        """(µs, accounting year, text) of an issue instant, as the numbering script takes
+        them: the year of a number is the calendar year in the accounting zone (R9.3)."""
+        return (str(micros(issued_at)), str(issued_at.astimezone(self.accounting_zone).year),
+                utc_text(issued_at))
 
     async def credit_replay(self, invoice: str, idempotency_key: str) -> CreditResult | None:
         """What an earlier request with this Idempotency-Key was answered, if any."""

@@ -78,7 +78,9 @@ class InvoiceStore:
     # --- writes --------------------------------------------------------------------------
 
     async def insert_documents(self, docs: Sequence[dict[str, Any]]) -> None:
-        invoices = [d for d in docs if d["kind"] != "credit_note"]
+        """Invoices and credit notes alike, with their lines (R9.7); credit notes also in
+        `credit_notes`, the index of what each invoice was credited."""
+        invoices = list(docs)
         credits = [d for d in docs if d["kind"] == "credit_note"]
         if invoices:
             token = "inv:" + ",".join(sorted(d["number"] for d in invoices))
@@ -127,9 +129,10 @@ class InvoiceStore:
     # --- reads: invoices -----------------------------------------------------------------
 
     async def invoice(self, number: str) -> dict[str, Any] | None:
+        """An invoice or a credit note by its number."""
         rows = await self._rows(
             "SELECT doc FROM invoices WHERE number = {n:String} LIMIT 1", {"n": number})
-        return None if not rows else dict(orjson.loads(rows[0][0]))
+        return None if not rows else _document(rows[0][0])
 
     async def credit_notes(self, invoices: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -146,13 +149,17 @@ class InvoiceStore:
     async def credit_note(self, number: str) -> dict[str, Any] | None:
         rows = await self._rows(
             "SELECT doc FROM credit_notes WHERE number = {n:String} LIMIT 1", {"n": number})
-        return None if not rows else dict(orjson.loads(rows[0][0]))
+        return None if not rows else _document(rows[0][0])
 
     async def list_invoices(self, month: tuple[datetime, datetime] | None, tenant: str | None,
-                            status: str | None, cursor: tuple[datetime, str] | None,
-                            limit: int) -> list[dict[str, Any]]:
+                            status: str | None, kind: str | None,
+                            cursor: tuple[datetime, str] | None, limit: int
+                            ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
         where = ["1"]
+        if kind is not None:
+            params["kind"] = kind
+            where.append("kind = {kind:String}")
         if month is not None:
             params["mfrom"], params["mto"] = month
             where.append("issued_at >= {mfrom:DateTime64(6, 'UTC')} "
@@ -177,30 +184,42 @@ class InvoiceStore:
             "GROUP BY invoice) AS c ON c.invoice = i.number)" + having +
             " ORDER BY issued_at DESC, number DESC LIMIT {limit:UInt32}")
         rows = await self._rows(sql, params)
-        return [dict(orjson.loads(doc)) for doc, _ in rows]
+        return [_document(doc) for doc, _ in rows]
 
-    async def month_lines(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    async def month_documents(self, start: datetime, end: datetime, tenant: str | None
+                              ) -> list[dict[str, Any]]:
+        """Every invoice and credit note issued in [start, end), in issue order."""
+        params: dict[str, Any] = {"a": start, "b": end}
+        only = ""
+        if tenant is not None:
+            params["t"] = tenant
+            only = " AND tenant = {t:String}"
         rows = await self._rows(
             "SELECT doc FROM (SELECT number, issued_at, doc FROM invoices "
             "WHERE issued_at >= {a:DateTime64(6, 'UTC')} AND issued_at < "
-            "{b:DateTime64(6, 'UTC')} LIMIT 1 BY number) ORDER BY issued_at, number",
-            {"a": start, "b": end})
-        return [dict(orjson.loads(doc)) for (doc,) in rows]
+            "{b:DateTime64(6, 'UTC')}" + only + " LIMIT 1 BY number) "
+            "ORDER BY issued_at, number", params)
+        return [_document(doc) for (doc,) in rows]
 
-    async def billed_quantities(self, tenant: str, periods: Sequence[tuple[date, date]]
-                                ) -> dict[tuple[date, date, str, str | None], Decimal]:
-        """Quantity billed so far per (period, meter, module): arrears lines plus earlier
-        adjustments for the same period (R9.4)."""
-        if not periods:
+    async def billed_quantities_since(self, tenants: Sequence[str], first: date
+                                      ) -> dict[tuple[str, date, date],
+                                                dict[tuple[str, str | None], Decimal]]:
+        """Quantity billed so far per (tenant, period) and (meter, module), for periods from
+        `first`: arrears lines plus earlier adjustments for the same period (R9.4)."""
+        if not tenants:
             return {}
         rows = await self._rows(
-            "SELECT period_from, period_to, meter, module, sum(quantity) FROM "
-            "(SELECT * FROM invoice_lines WHERE tenant = {t:String} AND meter != '' "
-            "AND (period_from, period_to) IN {ps:Array(Tuple(Date32, Date32))} "
-            "LIMIT 1 BY number, line_no) GROUP BY period_from, period_to, meter, module",
-            {"t": tenant, "ps": list(periods)})
-        return {(_as_date(a), _as_date(b), str(m), None if mod is None else str(mod)):
-                Decimal(q) for a, b, m, mod, q in rows}
+            "SELECT tenant, period_from, period_to, meter, module, sum(quantity) FROM "
+            "(SELECT * FROM invoice_lines WHERE tenant IN {ts:Array(String)} AND meter != '' "
+            "AND period_from >= {first:Date32} LIMIT 1 BY number, line_no) "
+            "GROUP BY tenant, period_from, period_to, meter, module",
+            {"ts": list(tenants), "first": first})
+        billed: dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]] = \
+            defaultdict(dict)
+        for tenant, a, b, meter, module, quantity in rows:
+            billed[(str(tenant), _as_date(a), _as_date(b))][
+                (str(meter), None if module is None else str(module))] = Decimal(quantity)
+        return billed
 
     # --- reads: usage (R6.4, R7.2, R9.4) ---------------------------------------------------
 
@@ -274,3 +293,17 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
     out["lines"] = [{k: v for k, v in line.items() if not k.startswith("_")}
                     for line in doc.get("lines", [])]
     return out
+
+
+def _document(raw: str) -> dict[str, Any]:
+    """A stored document as served. A credit note written before credit notes were
+    documents of their own has no lines: it gets the one line it would have today."""
+    doc: dict[str, Any] = orjson.loads(raw)
+    if doc.get("kind") == "credit_note" and "lines" not in doc:
+        doc["credits"] = doc["invoice"]
+        doc["lines"] = [{"module": None, "kind": "credit",
+                         "description": f"credit on {doc['invoice']}: {doc.get('reason', '')}",
+                         "quantity": "1", "unit_price": doc["subtotal"],
+                         "amount": doc["subtotal"], "period": None,
+                         "source": {"credits": doc["invoice"], "reason": doc.get("reason")}}]
+    return doc

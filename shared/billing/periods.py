@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
+
+from shared.times import local_date, local_midnight
 
 __all__ = [
     "Cycle",
@@ -37,39 +39,6 @@ class Cycle(StrEnum):
 _FIXED_DAYS: dict[Cycle, int] = {Cycle.P30D: 30, Cycle.P365D: 365}
 
 
-def local_midnight(day: date, tz: ZoneInfo) -> datetime:
-    """First instant of local calendar day ``day`` in ``tz`` (R2.1), as an aware datetime in ``tz``.
-
-    Normally this is ``00:00`` local. When local midnight does not exist because a UTC-offset
-    change skips it (e.g. DST starting at 00:00 in America/Sao_Paulo until 2019, America/Havana,
-    Africa/Cairo), the result is the first valid instant at or after it: the transition instant
-    itself, e.g. 01:00 local. When midnight is ambiguous (DST ending at 01:00 → 00:00 as in
-    America/Havana) the earlier occurrence (``fold=0``) is returned. When a whole day is
-    skipped (Pacific/Apia, 2011-12-30) the result is the first instant of the next existing
-    local day.
-
-    Note: compare or subtract the returned datetimes in UTC: Python compares datetimes that
-    share a ``tzinfo`` by wall time, ignoring ``fold``.
-    """
-    wall = datetime.combine(day, time(0))
-    candidate = wall.replace(tzinfo=tz)  # fold=0
-    if candidate.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall:
-        return candidate  # midnight exists (if ambiguous, fold=0 is the earlier instant)
-    # Midnight falls in a gap. Per PEP 495, fold=1 maps it with the offset after the
-    # transition (an instant before the gap) and fold=0 with the offset before it (an instant
-    # at or after the gap). Bisect the whole seconds between them (tz data is in seconds) for
-    # the first instant whose local wall time is at or after midnight.
-    lo = int(wall.replace(tzinfo=tz, fold=1).timestamp())  # wall time < midnight
-    hi = int(candidate.timestamp())  # wall time >= midnight
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if datetime.fromtimestamp(mid, tz).replace(tzinfo=None) >= wall:
-            hi = mid
-        else:
-            lo = mid
-    return datetime.fromtimestamp(hi, tz)
-
-
 @dataclass(frozen=True, slots=True)
 class Period:
     """A billing period: local calendar dates ``[start, end)`` (R2.1)."""
@@ -91,12 +60,14 @@ class Period:
         return self.start <= d < self.end
 
     def start_instant(self, tz: ZoneInfo) -> datetime:
-        """Instant the period starts: local midnight of ``start`` (see :func:`local_midnight`)."""
-        return local_midnight(self.start, tz)
+        """Instant the period starts: local midnight of ``start`` (see :func:`local_midnight`),
+        in UTC, so that arithmetic on it (``end − 1 µs``) and equality with instants of other
+        zones are exact even where local midnight is skipped or repeated."""
+        return local_midnight(self.start, tz).astimezone(UTC)
 
     def end_instant(self, tz: ZoneInfo) -> datetime:
-        """Instant the period ends (excluded): local midnight of ``end``."""
-        return local_midnight(self.end, tz)
+        """Instant the period ends (excluded): local midnight of ``end``, in UTC."""
+        return local_midnight(self.end, tz).astimezone(UTC)
 
     def public(self) -> dict[str, str]:
         """The period as the API shows it: ``{"from": start, "to": end}`` (end excluded)."""
@@ -161,13 +132,6 @@ def period_containing(anchor: date, cycle: Cycle, day: date) -> Period:
     """The period ``[start, end)`` containing local day ``day``. ValueError if before the anchor."""
     n = period_index(anchor, cycle, day)
     return Period(period_boundary(anchor, cycle, n), period_boundary(anchor, cycle, n + 1))
-
-
-def local_date(instant: datetime, tz: ZoneInfo) -> date:
-    """Local calendar date of an aware ``instant`` in ``tz`` (R2.1). Naive datetimes: ValueError."""
-    if instant.tzinfo is None or instant.utcoffset() is None:
-        raise ValueError(f"naive datetime {instant.isoformat()} has no time zone (R2.1)")
-    return instant.astimezone(tz).date()
 
 
 def billing_dates_between(anchor: date, cycle: Cycle, after: date, up_to: date) -> list[date]:

@@ -14,8 +14,11 @@ from shared import events
 
 # --- seats (R6.4) ------------------------------------------------------------------------
 
-def access_intervals(rows: Iterable[tuple[str, str, datetime, str]]
-                     ) -> dict[tuple[str, str], list[tuple[datetime, datetime | None]]]:
+# Per (module, user), the spans [from, to) of access; `to` None while access is held.
+Intervals = dict[tuple[str, str], list[tuple[datetime, datetime | None]]]
+
+
+def access_intervals(rows: Iterable[tuple[str, str, datetime, str]]) -> Intervals:
     """Per (module, user), the intervals of access, from grants and revocations in any order.
 
     Events are sorted by time (a revocation wins a tie); a grant while access is held and a
@@ -41,7 +44,7 @@ def access_intervals(rows: Iterable[tuple[str, str, datetime, str]]
     return intervals
 
 
-def users_with_access(intervals: dict[tuple[str, str], list[tuple[datetime, datetime | None]]],
+def users_with_access(intervals: Intervals,
                       start: datetime, end: datetime) -> dict[str, set[str]]:
     """Per module, the distinct users who held access at any moment of [start, end) (R6.4)."""
     users: dict[str, set[str]] = defaultdict(set)

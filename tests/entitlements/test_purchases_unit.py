@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from services.entitlements.decisions import CatalogIndex
-from services.entitlements.lifecycle import Effects, Outcome
+from services.entitlements.lifecycle import EVENT_FIELD, Effects, Outcome
 from services.entitlements.models import PurchaseRequest
-from services.entitlements.purchases import EVENT_FIELD, PurchaseRules
+from services.entitlements.purchases import PurchaseRules
 from shared.catalog import Catalog, Pack, Plan
 from shared.errors import AppError, Conflict, Forbidden, ValidationFailed
 from shared.subscription import TenantState
@@ -338,7 +338,8 @@ def test_an_upgrade_charges_the_prorated_price_difference_rounded_once() -> None
     assert state.plan == "professional"
     assert [(c.previous, c.at) for c in state.plan_changes] == [
         ("essentials", datetime(2026, 3, 10, 9, tzinfo=UTC))]
-    assert [e["data"]["from"] for e in _events(effects)] == ["essentials"]
+    assert [(e["type"], e["data"]["from"]) for e in _events(effects)] == [
+        ("purchase.confirmed", "essentials"), ("plan.changed", "essentials")]
 
 
 def test_an_upgrade_drops_a_scheduled_downgrade() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from services.entitlements.store import Change, EntitlementsStore
 from services.invoicing.state import InvoiceState
@@ -89,20 +91,24 @@ async def test_a_commit_resent_after_another_writer_is_applied_once(
             await direct.aclose()
 
 
+ISSUED = datetime(2026, 3, 1, tzinfo=UTC)
+
+
 async def test_a_credit_note_call_resent_issues_one_note(endpoints: Endpoints,
                                                          unique: str) -> None:
     direct = make_redis(endpoints.redis_url)
     proxy = AnswerDropper(int(endpoints.redis_url.rsplit(":", 1)[1].split("/")[0]))
     async with proxy.running() as url:
         via_proxy = make_redis(url)
-        state = InvoiceState(via_proxy, InvoicingKeys(f"resent-{unique}"), EntitlementsKeys())
+        state = InvoiceState(via_proxy, InvoicingKeys(f"resent-{unique}"), EntitlementsKeys(),
+                             ZoneInfo("UTC"))
         try:
             template = b'{"number":"@@NUMBER@@"}'
             # Redis learns the script first, so the answer dropped below is the credit's.
-            first = await state.credit("INV-0", 1000, 100, 2026, template)
+            first = await state.credit("INV-0", 1000, 100, ISSUED, template)
             assert (first.outcome, first.number) == ("issued", "CN-2026-000001")
             proxy.drop_next_answer = True
-            resent = await state.credit("INV-1", 1000, 400, 2026, template)
+            resent = await state.credit("INV-1", 1000, 400, ISSUED, template)
             assert proxy.dropped == 1
             # The answer of the call that ran, and the only note numbered for it.
             assert (resent.outcome, resent.number) == ("replayed", "CN-2026-000002")

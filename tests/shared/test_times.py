@@ -22,12 +22,12 @@ from shared.times import (
     from_micros,
     from_utc_text,
     micros,
+    month_window,
     next_month,
     parse_day,
     parse_instant,
     parse_month,
     parse_zone,
-    utc_month,
     utc_text,
     within_domain,
 )
@@ -208,11 +208,24 @@ def test_a_month_followed_by_a_newline_is_refused() -> None:
 
 def test_a_utc_month_runs_from_its_first_midnight_to_the_next_months() -> None:
     """February 2024 has 29 days; December 2099 ends exactly at the domain's end."""
-    start, end = utc_month("2024-02", "month")
+    start, end = month_window("2024-02", "month", UTC_ZONE)
     assert (start, end) == (datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC))
     assert end - start == timedelta(days=29)
-    assert utc_month("2099-12", "month") == (datetime(2099, 12, 1, tzinfo=UTC), LATEST)
-    assert refused(utc_month, "2100-01", "month").field == "month"
+    assert month_window("2099-12", "month", UTC_ZONE) == (datetime(2099, 12, 1, tzinfo=UTC),
+                                                           LATEST)
+    assert refused(month_window, "2100-01", "month", UTC_ZONE).field == "month"
+
+
+def test_a_month_in_paris_runs_between_its_local_midnights() -> None:
+    """January 2027 in Paris (UTC+1 in winter): from 2026-12-31T23:00Z to 2027-01-31T23:00Z.
+    March 2027 loses an hour on the 28th (summer time): it ends at 2027-03-31T22:00Z, so it
+    lasts 31 days minus one hour."""
+    start, end = month_window("2027-01", "month", PARIS)
+    assert (start, end) == (datetime(2026, 12, 31, 23, tzinfo=UTC),
+                            datetime(2027, 1, 31, 23, tzinfo=UTC))
+    start, end = month_window("2027-03", "month", PARIS)
+    assert end.astimezone(UTC) == datetime(2027, 3, 31, 22, tzinfo=UTC)
+    assert end.astimezone(UTC) - start.astimezone(UTC) == timedelta(days=31, hours=-1)
 
 
 @pytest.mark.parametrize(("first", "following"), [

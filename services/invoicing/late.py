@@ -1,0 +1,157 @@
+"""Late usage (R9.4): usage stored after the invoice of its period was composed is billed as
+adjustment lines naming the period they correct, however old that period:
+(the quantity recomputed for the period − the quantity billed for it) × unit price.
+
+Which periods a late event can change depends on its meter: an e-mail only its own period;
+an access grant or revocation every billed period from then on (access carries over); a
+support session every billed period from then on (it drew on a bank later sessions drew on
+too, R8.2).
+
+The cost does not grow with the number of periods corrected times the usage read: for all the
+tenants of a run, the late events, the quantities already billed, the access history and the
+support sessions are each read once, and every affected period is recomputed from them in
+memory; only e-mails, which change one period each, are read per distinct period window.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from services.invoicing import compose, schedule
+from services.invoicing.models import Line
+from services.invoicing.store import InvoiceStore
+from shared import events as ev
+from shared.billing.periods import Period, local_date
+from shared.billing.seats import Intervals, access_intervals
+from shared.catalog import Catalog
+from shared.subscription import TenantState
+from shared.times import from_micros
+
+# Late event ids kept on an adjustment line's provenance (R9.6), at most.
+MAX_IDS_PER_LINE = 1000
+
+# Meter -> period -> late event ids.
+Touched = dict[str, dict[Period, list[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class LateWork:
+    """A tenant whose periods up to `before` (a billing date) are invoiced, and the instant
+    (µs, ClickHouse time) up to which its last invoice read usage."""
+
+    view: TenantState
+    before: date
+    cutoff_us: int
+
+
+@dataclass(slots=True)
+class _Reads:
+    billed: dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]]
+    intervals: dict[str, Intervals]
+    sessions: dict[str, list[tuple[str, datetime, int, int]]]
+    emails: dict[tuple[str, Period], int]
+
+
+class LateUsage:
+    def __init__(self, store: InvoiceStore, catalog: Catalog) -> None:
+        self.store = store
+        self.catalog = catalog
+
+    async def adjustments(self, work: Sequence[LateWork]) -> dict[str, list[Line]]:
+        """Per tenant, the adjustment lines of its late usage (none: no entry)."""
+        touched = await self._touched(work)
+        if not touched:
+            return {}
+        views = {w.view.id: w.view for w in work if w.view.id in touched}
+        reads = await self._read(views, touched)
+        return {tenant: self._lines(views[tenant], meters, reads)
+                for tenant, meters in touched.items()}
+
+    async def _touched(self, work: Sequence[LateWork]) -> dict[str, Touched]:
+        """Per tenant, the billed periods each meter's late events may change."""
+        if not work:
+            return {}
+        since = from_micros(min(w.cutoff_us for w in work))
+        until = max(schedule.billing_instant(w.view, w.before) for w in work)
+        rows = await self.store.late_events([w.view.id for w in work], since, until)
+        by_tenant = {w.view.id: w for w in work}
+        touched: dict[str, Touched] = {}
+        for tenant, kind, time, _source, event_id, stored_at in rows:
+            item = by_tenant[tenant]
+            view = item.view
+            if stored_at <= from_micros(item.cutoff_us) \
+                    or not schedule.billing_instant(view, view.anchor) <= time \
+                    < schedule.billing_instant(view, item.before):
+                continue  # seen by the last invoice, or in no billed period
+            periods = schedule.periods_between(view, local_date(time, view.zone), item.before)
+            meter = _meter_of(kind)
+            if meter == compose.EMAILS_METER:
+                periods = periods[:1]
+            by_period = touched.setdefault(tenant, {}).setdefault(meter, {})
+            for period in periods:
+                by_period.setdefault(period, []).append(event_id)
+        return touched
+
+    async def _read(self, views: dict[str, TenantState], touched: dict[str, Touched]
+                    ) -> _Reads:
+        """Everything the affected periods need, in a few queries for all tenants."""
+        periods = {(t, p) for t, meters in touched.items() for ps in meters.values()
+                   for p in ps}
+        first = min(p.start for _, p in periods)
+        billed = await self.store.billed_quantities_since(sorted(views), first)
+        end = max(p.end_instant(views[t].zone) for t, p in periods)
+        with_access = sorted(t for t, m in touched.items() if compose.EXTRA_USERS_METER in m)
+        access = await self.store.access(with_access, end) if with_access else {}
+        with_support = sorted(t for t, m in touched.items() if compose.SUPPORT_METER in m)
+        sessions = {}
+        if with_support:
+            start = min(schedule.billing_instant(views[t], compose.support_since(views[t], p))
+                        for t, p in periods if t in with_support)
+            sessions = await self.store.support_sessions(with_support, start, end)
+        return _Reads(billed, {t: access_intervals(rows) for t, rows in access.items()},
+                      sessions, await self._emails(views, touched))
+
+    async def _emails(self, views: dict[str, TenantState], touched: dict[str, Touched]
+                      ) -> dict[tuple[str, Period], int]:
+        windows: dict[tuple[datetime, datetime], list[tuple[str, Period]]] = defaultdict(list)
+        for tenant, meters in touched.items():
+            zone = views[tenant].zone
+            for period in meters.get(compose.EMAILS_METER, {}):
+                windows[(period.start_instant(zone), period.end_instant(zone))].append(
+                    (tenant, period))
+        counted: dict[tuple[str, Period], int] = {}
+        for (start, end), members in windows.items():
+            sent = await self.store.emails([t for t, _ in members], start, end)
+            counted.update({(t, p): sent.get(t, 0) for t, p in members})
+        return counted
+
+    def _lines(self, view: TenantState, meters: Touched, reads: _Reads) -> list[Line]:
+        lines: list[Line] = []
+        tenant = view.id
+        for period in sorted({p for ps in meters.values() for p in ps}, key=lambda p: p.start):
+            usage = compose.PeriodUsage(
+                emails=reads.emails.get((tenant, period), 0),
+                intervals=reads.intervals.get(tenant, {}),
+                support=reads.sessions.get(tenant, []))
+            names = {meter for meter, ps in meters.items() if period in ps}
+            # Support meters carry their rate after '@': the late event names the meter.
+            recomputed = {k: q for k, q in compose.arrears_quantities(
+                view, self.catalog, period, usage).items() if k[0].partition("@")[0] in names}
+            billed = {(m, mod): q for (m, mod), q in reads.billed.get(
+                (tenant, period.start, period.end), {}).items() if m.partition("@")[0] in names}
+            ids = {meter: meters[meter][period][:MAX_IDS_PER_LINE] for meter in names}
+            lines.extend(compose.adjustment_lines(view, self.catalog, period, recomputed,
+                                                  billed, ids))
+        return lines
+
+
+def _meter_of(kind: str) -> str:
+    if kind == ev.EMAIL_SENT:
+        return compose.EMAILS_METER
+    if kind == ev.SUPPORT_SESSION_COMPLETED:
+        return compose.SUPPORT_METER
+    return compose.EXTRA_USERS_METER  # access granted or revoked

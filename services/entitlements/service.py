@@ -254,7 +254,11 @@ class EntitlementsService:
                 if lot.state != "cancelled":
                     raise Conflict(f"lot '{lot_id}' is {lot.state}, not cancelled (R4.4)",
                                    field="lot", code="not_cancelled")
-                lot.state, lot.ends_at, lot.cancel_reason = "active", None, None
+                if lot.cancel_reason == "plan_change":
+                    raise Conflict(f"lot '{lot_id}' ends with the plan change that makes it "
+                                   "moot; choosing the current plan again restores it (R4.10)",
+                                   field="lot", code="moot_after_plan_change")
+                lot.state, lot.ends_at = "active", None
                 effects.record(tenant, "lot.uncancelled", now,
                                {"lot": lot.id, "item": lot.item, "quantity": lot.quantity},
                                actor_json(actor, principal))
@@ -267,7 +271,7 @@ class EntitlementsService:
                     end = sup.cancel_end(lot, zone)  # R8.4: declined at the contract end
                 else:
                     end = local_midnight(period.end, zone)  # active until the period end
-                lot.state, lot.ends_at, lot.cancel_reason = "cancelled", end, None
+                lot.state, lot.ends_at = "cancelled", end
                 effects.record(tenant, "lot.cancelled", now, {
                     "lot": lot.id, "item": lot.item, "quantity": lot.quantity,
                     "ends_at": utc_text(lot.ends_at), "refund": "0.00"},

@@ -1,7 +1,9 @@
 """Billing-run benchmark: 10,000 tenants × 4 modules with 5,000,000
-usage events in the period, billed in one run.
+usage events in the period, billed in one run; or (`--scenario late`) the same run when every
+tenant has late usage to correct in 36 billed periods (R9.4).
 
     python bench/billing.py [--tenants 10000] [--events 5000000]
+    python bench/billing.py --scenario late [--tenants 1000] [--repeat 3] [--profile]
 
 On a fresh valkey and chDB (under a temporary directory):
 1. **load** (timed apart): tenant documents in the shape entitlements stores (professional
@@ -11,6 +13,18 @@ On a fresh valkey and chDB (under a temporary directory):
 2. **run**: the invoicing service bills 2026-02-01 for every tenant (arrears of January:
    extra users R6.4 and e-mail overage R7.2; in advance: plan and packs), numbering each
    invoice in Redis and writing invoices and lines to ClickHouse.
+
+`--scenario late` (1,000 tenants unless told): the tenants started on 2023-01-01, so 36
+monthly periods (January 2023 .. December 2025) are billed before the run of 2026-02-01.
+Their state is written directly, as above: the billed marks with the usage cutoff of the last
+invoice, and for each past period the invoice lines it was billed (plan, packs, and 2 extra
+users on each of sales, crm and accounting: 12 users granted on 2023-01-01, 2 business seats).
+The same tenants are billed R times with no late usage (`billing_run_seconds`, after one
+untimed warm-up run), then one access grant per tenant dated 2023-01-15 (crm, a user who is
+not the admin) is stored after the cutoff and they are billed R times again
+(`billing_run_late_seconds`): each invoice then carries 36 adjustment lines of 15.00, one per
+corrected period. Every run starts from the same state (invoicing keys and invoice tables of
+its own); figures are medians; `billing_run_late_ratio` = late / baseline.
 Figures are JSON lines `{"metric", "value", "unit"}`; peak RSS is this process's VmHWM.
 """
 
@@ -18,11 +32,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import pstats
 import resource
+import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,21 +52,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redis.asyncio import Redis
 
+from services.invoicing.compose import EXTRA_USERS_METER
 from services.invoicing.service import InvoicingService
 from services.invoicing.state import InvoiceState
 from services.invoicing.store import InvoiceStore
-from shared.catalog import load_catalog
+from shared.catalog import Catalog, load_catalog
 from shared.clickhouse.client import connect
 from shared.clickhouse.migrate import migrate
 from shared.keys import TENANT_ZONES, EntitlementsKeys, InvoicingKeys
 from shared.settings import InvoicingSettings
 from shared.stack import ValkeyServer, free_port
+from shared.times import as_utc, micros
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 START = datetime(2025, 12, 31, 23, tzinfo=UTC)  # 2026-01-01 00:00 in Europe/Paris
 RUN_AT = datetime(2026, 2, 1, 12, tzinfo=UTC)
 COLUMNS = ("tenant", "type", "time", "source", "id", "module", "user_id", "data",
            "kafka_topic", "kafka_partition", "kafka_offset", "ingested_at")
+LINE_COLUMNS = ("number", "tenant", "issued_at", "line_no", "module", "kind", "description",
+                "quantity", "unit_price", "amount", "period_from", "period_to", "meter",
+                "source")
+MODULES = ("sales", "crm", "accounting")
+# --scenario late: the billing dates from the anchor to the last one billed (2026-01-01).
+HISTORY = [date(2023 + k // 12, k % 12 + 1, 1) for k in range(37)]
+LATE_PERIODS = len(HISTORY) - 1
+LATE_GRANT_AT = datetime(2023, 1, 15, 10, tzinfo=UTC)
+EXTRA_USER_PRICE = Decimal("15.00")  # crm, monthly (deploy/catalog.demo.yaml)
 
 
 class FixedClock:
@@ -62,9 +92,9 @@ def emit(metric: str, value: float, unit: str) -> None:
           flush=True)
 
 
-def tenant_doc(name: str) -> dict[str, Any]:
-    bought = "2026-01-01T00:00:00+01:00"
-    return {"id": name, "plan": "professional", "cycle": "P1M", "anchor": "2026-01-01",
+def tenant_doc(name: str, anchor: date = date(2026, 1, 1)) -> dict[str, Any]:
+    bought = f"{anchor.isoformat()}T00:00:00+01:00"
+    return {"id": name, "plan": "professional", "cycle": "P1M", "anchor": anchor.isoformat(),
             "time_zone": "Europe/Paris", "currency": "EUR", "vat_rate": "0.20",
             "admin_user": "u-admin", "renewal": True, "status": "active",
             "created_at": bought, "version": 1,
@@ -74,53 +104,244 @@ def tenant_doc(name: str) -> dict[str, Any]:
                       "quantity": 2, "units": 1, "state": "active", "bought_at": bought}]}
 
 
-async def load(redis: Redis, ch: Any, tenants: int, events: int) -> list[str]:
+async def load(redis: Redis, ch: Any, tenants: int, events: int,
+               anchor: date = date(2026, 1, 1)) -> list[str]:
+    """Tenant documents (from `anchor`) and the January 2026 events; the billed marks of
+    2026-01-01 when the tenants start then (the late scenario writes its own)."""
     names = [f"bench-{i:05d}" for i in range(tenants)]
     pipe = redis.pipeline(transaction=False)
     for name in names:
-        pipe.hset(EntitlementsKeys().tenant(name), mapping={"doc": orjson.dumps(tenant_doc(name)),
-                                                 "ver": 1})
+        pipe.hset(EntitlementsKeys().tenant(name),
+                  mapping={"doc": orjson.dumps(tenant_doc(name, anchor)), "ver": 1})
         pipe.hset(TENANT_ZONES, name, "Europe/Paris")
-        pipe.hset(InvoicingKeys().billed(name), mapping={"2026-01-01": "", "last": "2026-01-01"})
+        if anchor == HISTORY[-1]:
+            pipe.hset(InvoicingKeys().billed(name),
+                      mapping={"2026-01-01": "", "last": "2026-01-01"})
     await pipe.execute()
     per_tenant = events // tenants
     span_us = int(timedelta(days=31).total_seconds() * 1_000_000) - 1
     start_us = (START - EPOCH) // timedelta(microseconds=1)
-    chunk = 1_000_000
-    rows: list[list[Any]] = [[] for _ in COLUMNS]
-    offset = 0
-
-    async def flush() -> None:
-        nonlocal rows
-        if rows[0]:
-            await ch.insert_columns("usage_events", COLUMNS, rows)
-        rows = [[] for _ in COLUMNS]
-
-    modules = ("sales", "crm", "accounting")
+    rows = EventRows(ch)
     for t, name in enumerate(names):
         for k in range(per_tenant):
             when = start_us + (k * 7919 + t * 104729) % span_us
             if k < 12:
-                module, user = modules[k % 3], f"u{k // 3}"
-                kind, data = "user.access.granted", f'{{"user_id":"{user}","module":"{module}"}}'
+                rows.grant(name, when, f"{t}-{k}", MODULES[k % 3], f"u{k // 3}")
             else:
-                module, user, kind, data = "", "", "email.sent", '{"count":1}'
-            for column, value in zip(rows, (name, kind, when, "bench", f"{t}-{k}", module,
-                                            user, data, "usage-events", 0, offset,
-                                            when // 1000), strict=True):
-                column.append(value)
-            offset += 1
-        if len(rows[0]) >= chunk:
-            await flush()
-    await flush()
+                rows.add(name, "email.sent", when, f"{t}-{k}", "", "", '{"count":1}')
+        if rows.size >= 1_000_000:
+            await rows.flush()
+    await rows.flush()
     return names
+
+
+class EventRows:
+    """`usage_events` rows in columns, inserted a chunk at a time."""
+
+    def __init__(self, ch: Any) -> None:
+        self.ch = ch
+        self.rows: list[list[Any]] = [[] for _ in COLUMNS]
+        self.offset = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.rows[0])
+
+    def add(self, tenant: str, kind: str, when_us: int, event_id: str, module: str,
+            user: str, data: str) -> None:
+        for column, value in zip(self.rows, (tenant, kind, when_us, "bench", event_id, module,
+                                             user, data, "usage-events", 0, self.offset,
+                                             when_us // 1000), strict=True):
+            column.append(value)
+        self.offset += 1
+
+    def grant(self, tenant: str, when_us: int, event_id: str, module: str, user: str) -> None:
+        self.add(tenant, "user.access.granted", when_us, event_id, module, user,
+                 f'{{"user_id":"{user}","module":"{module}"}}')
+
+    async def flush(self) -> None:
+        if self.rows[0]:
+            await self.ch.insert_columns("usage_events", COLUMNS, self.rows)
+        self.rows = [[] for _ in COLUMNS]
+
+
+# --- the late scenario (R9.4) ----------------------------------------------------------------
+
+async def load_history(ch: Any, names: Sequence[str]) -> int:
+    """The on-time grants of 2023-01-01 (u0..u3 on sales, crm and accounting); returns the
+    usage cutoff (µs, ClickHouse time) of the invoice of 2026-01-01: everything so far."""
+    rows = EventRows(ch)
+    when = micros(datetime(2023, 1, 1, 9, tzinfo=UTC))
+    for t, name in enumerate(names):
+        for k in range(12):
+            rows.grant(name, when, f"h{t}-{k}", MODULES[k % 3], f"u{k // 3}")
+    await rows.flush()
+    (now,), = await ch.rows("SELECT now64(6)")
+    return micros(as_utc(now))
+
+
+async def store_late_grants(ch: Any, names: Sequence[str]) -> None:
+    """One grant per tenant dated in the first billed period, stored after the cutoff."""
+    rows = EventRows(ch)
+    for t, name in enumerate(names):
+        rows.grant(name, micros(LATE_GRANT_AT), f"late-{t}", "crm", "u-late")
+    await rows.flush()
+
+
+def history_lines(names: Sequence[str]) -> list[list[Any]]:
+    """The lines each past billing date invoiced: the arrears of the period it ended (2 extra
+    users a module: 4 users − 2 business seats) and the fees of the one it started."""
+    paris = ZoneInfo("Europe/Paris")
+    fees = [(None, "plan", Decimal(1), Decimal("99.00")),
+            ("emailing", "pack", Decimal(2), Decimal("5.00")),
+            (None, "pack", Decimal(2), Decimal("25.00"))]
+    dates = [*HISTORY, date(2026, 2, 1)]
+    cols: list[list[Any]] = [[] for _ in LINE_COLUMNS]
+    for t, name in enumerate(names):
+        for k in range(LATE_PERIODS):
+            start, end, following = dates[k], dates[k + 1], dates[k + 2]
+            issued = datetime(end.year, end.month, end.day, tzinfo=paris).astimezone(UTC)
+            items: list[tuple[str | None, str, Decimal, Decimal, date, date, str]] = [
+                (m, "extra_users", Decimal(2), Decimal("20.00" if m == "accounting"
+                                                       else "15.00"),
+                 start, end, EXTRA_USERS_METER) for m in MODULES]
+            items += [(m, kind, q, p, end, following, "") for m, kind, q, p in fees]
+            for n, (module, kind, qty, price, a, b, meter) in enumerate(items):
+                for col, value in zip(cols, (
+                        f"H-{t:05d}-{k:02d}", name, issued, n, module, kind, kind, qty, price,
+                        qty * price, a, b, meter, orjson.dumps({"meter": meter}).decode()),
+                        strict=True):
+                    col.append(value)
+    return cols
+
+
+async def fresh_service(redis: Redis, ch: Any, catalog: Catalog, names: Sequence[str],
+                        cutoff_us: int, lines: list[list[Any]], tag: str) -> InvoicingService:
+    """An invoicing service on invoicing keys and invoice tables of its own, holding the
+    36 billed periods: every run starts from the same state."""
+    keys = InvoicingKeys(prefix=f"inv-{tag}")
+    store = InvoiceStore(ch, f"bench_{tag}")
+    await store.ensure_database()
+    await ch.insert_columns(store.t_lines, LINE_COLUMNS, lines)
+    pipe = redis.pipeline(transaction=False)
+    for t, name in enumerate(names):
+        pipe.hset(keys.billed(name), mapping={
+            d.isoformat(): f"H-{t:05d}-{k - 1:02d}" if k else f"H-{t:05d}-first"
+            for k, d in enumerate(HISTORY)})
+        pipe.hset(keys.billed(name), mapping={"last": HISTORY[-1].isoformat(),
+                                              "cutoff": cutoff_us})
+    await pipe.execute()
+    settings = InvoicingSettings(invoicing_batch_tenants=2_000)
+    state = InvoiceState(redis, keys, EntitlementsKeys(), ZoneInfo("UTC"))
+    return InvoicingService(state, store, catalog, FixedClock(), settings)
+
+
+async def timed_run(service: InvoicingService, names: Sequence[str]) -> float:
+    began = time.perf_counter()
+    result = await service.bill(names, RUN_AT)
+    wall = time.perf_counter() - began
+    if len(result.issued) != len(names):
+        raise RuntimeError(f"{len(result.issued)} invoices issued for {len(names)} tenants")
+    return wall
+
+
+async def check_adjustments(ch: Any, service: InvoicingService, tenants: int) -> int:
+    """Every tenant's invoice corrects each of the 36 periods once, by 15.00."""
+    (lines, periods, amount), = await ch.rows(
+        f"SELECT count(), uniqExact(tenant, period_from), sum(amount) FROM "
+        f"{service.store.t_lines} WHERE kind = 'adjustment'")
+    expected = tenants * LATE_PERIODS
+    if (lines, periods, Decimal(amount)) != (expected, expected, expected * EXTRA_USER_PRICE):
+        raise RuntimeError(f"adjustments: {lines} lines, {periods} periods, {amount}; "
+                           f"expected {expected} lines of {EXTRA_USER_PRICE}")
+    return int(lines)
+
+
+async def late_scenario(redis: Redis, ch: Any, tenants: int, events: int, repeat: int,
+                        profile: bool) -> None:
+    began = time.perf_counter()
+    names = await load(redis, ch, tenants, events, anchor=HISTORY[0])
+    cutoff_us = await load_history(ch, names)
+    lines = history_lines(names)
+    emit("load_seconds", time.perf_counter() - began, "s")
+    emit("usage_events", float(events // tenants * tenants + 12 * tenants), "events")
+    emit("billed_periods_per_tenant", float(LATE_PERIODS), "periods")
+    catalog = load_catalog(InvoicingSettings().catalog)
+
+    async def service(tag: str) -> InvoicingService:
+        return await fresh_service(redis, ch, catalog, names, cutoff_us, lines, tag)
+
+    await timed_run(await service("warm"), names)  # untimed: caches as the runs find them
+    base = [await timed_run(await service(f"base{r}"), names) for r in range(repeat)]
+    await store_late_grants(ch, names)
+    late: list[float] = []
+    for r in range(repeat):
+        billing = await service(f"late{r}")
+        late.append(await timed_run(billing, names))
+        adjustments = await check_adjustments(ch, billing, len(names))
+    baseline, with_late = statistics.median(base), statistics.median(late)
+    print(f"runs (s): baseline {[round(x, 3) for x in base]}, "
+          f"late {[round(x, 3) for x in late]}", file=sys.stderr)
+    emit("billing_run_seconds", baseline, "s")
+    emit("billing_run_late_seconds", with_late, "s")
+    emit("billing_run_late_ratio", with_late / baseline, "ratio")
+    emit("late_adjustment_lines", float(adjustments), "lines")
+    emit("peak_rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MiB")
+    if profile:
+        await profile_run(service, names)
+
+
+async def profile_run(fresh: Callable[[str], Any], names: Sequence[str]) -> None:
+    """Two more late runs, printed to stderr: one with the wall time of every store read and
+    of the late-usage step (no profiler), one under cProfile (the event loop's thread)."""
+    service = await fresh("walls")
+    walls: dict[str, float] = {}
+    targets: list[tuple[object, str]] = [(service.store, name) for name in (
+        "now", "emails", "access", "support_sessions", "late_events",
+        "billed_quantities_since", "insert_documents")]
+    targets += [(service.drafts, "compose"), (service.drafts.late, "adjustments"),
+                (service.state, "issue")]
+    for owner, attr in targets:
+        setattr(owner, attr, _wall(walls, f"{type(owner).__name__}.{attr}",
+                                   getattr(owner, attr)))
+    wall = await timed_run(service, names)
+    print(f"late run: {wall:.3f} s wall, of which", file=sys.stderr)
+    for name, seconds in sorted(walls.items(), key=lambda kv: -kv[1]):
+        print(f"  {seconds:8.3f} s  {name}", file=sys.stderr)
+    service = await fresh("profile")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    wall = await timed_run(service, names)
+    profiler.disable()
+    print(f"late run under cProfile: {wall:.3f} s wall", file=sys.stderr)
+    stats = pstats.Stats(profiler, stream=sys.stderr)
+    stats.sort_stats("cumulative").print_stats(r"services|shared", 30)
+    stats.sort_stats("tottime").print_stats(20)
+
+
+def _wall(walls: dict[str, float], name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return await call(*args, **kwargs)
+        finally:
+            walls[name] = walls.get(name, 0.0) + time.perf_counter() - began
+    return timed
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tenants", type=int, default=10_000)
-    parser.add_argument("--events", type=int, default=5_000_000)
+    parser.add_argument("--scenario", choices=("run", "late"), default="run")
+    parser.add_argument("--tenants", type=int, default=None,
+                        help="10,000 (run) or 1,000 (late)")
+    parser.add_argument("--events", type=int, default=None,
+                        help="January 2026 usage events in all: 500 per tenant by default")
+    parser.add_argument("--repeat", type=int, default=3, help="late: timed runs of each kind")
+    parser.add_argument("--profile", action="store_true",
+                        help="late: profile one more late run (stderr)")
     args = parser.parse_args()
+    tenants = args.tenants or (1_000 if args.scenario == "late" else 10_000)
+    events = args.events or 500 * tenants
     with tempfile.TemporaryDirectory(prefix="bench-billing-") as tmp:
         root = Path(tmp)
         valkey = ValkeyServer(free_port(), root / "valkey", root / "valkey.log")
@@ -129,28 +350,35 @@ async def main() -> None:
             redis = Redis.from_url(valkey.url, decode_responses=True)
             ch = connect(f"chdb://{root / 'clickhouse'}")
             await migrate(ch)
-            began = time.perf_counter()
-            names = await load(redis, ch, args.tenants, args.events)
-            emit("load_seconds", time.perf_counter() - began, "s")
-            emit("usage_events", float(args.events // args.tenants * args.tenants), "events")
-            settings = InvoicingSettings(invoicing_batch_tenants=2_000)
-            state = InvoiceState(redis, InvoicingKeys(), EntitlementsKeys(), ZoneInfo("UTC"))
-            service = InvoicingService(state, InvoiceStore(ch), load_catalog(settings.catalog),
-                                       FixedClock(), settings)
-            began = time.perf_counter()
-            result = await service.bill(names, RUN_AT)
-            wall = time.perf_counter() - began
-            emit("billing_run_seconds", wall, "s")
-            emit("invoices_issued", float(len(result.issued)), "invoices")
-            emit("invoices_per_second", len(result.issued) / wall, "invoices/s")
-            peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            emit("peak_rss", peak_kb / 1024, "MiB")
-            sample = await service.store.invoice(result.issued[0])
-            assert sample is not None
-            emit("sample_invoice_total", float(sample["total"]), "EUR")
+            if args.scenario == "late":
+                await late_scenario(redis, ch, tenants, events, args.repeat, args.profile)
+            else:
+                await one_run(redis, ch, tenants, events)
             await redis.aclose()
         finally:
             valkey.stop()
+
+
+async def one_run(redis: Redis, ch: Any, tenants: int, events: int) -> None:
+    began = time.perf_counter()
+    names = await load(redis, ch, tenants, events)
+    emit("load_seconds", time.perf_counter() - began, "s")
+    emit("usage_events", float(events // tenants * tenants), "events")
+    settings = InvoicingSettings(invoicing_batch_tenants=2_000)
+    state = InvoiceState(redis, InvoicingKeys(), EntitlementsKeys(), ZoneInfo("UTC"))
+    service = InvoicingService(state, InvoiceStore(ch), load_catalog(settings.catalog),
+                               FixedClock(), settings)
+    began = time.perf_counter()
+    result = await service.bill(names, RUN_AT)
+    wall = time.perf_counter() - began
+    emit("billing_run_seconds", wall, "s")
+    emit("invoices_issued", float(len(result.issued)), "invoices")
+    emit("invoices_per_second", len(result.issued) / wall, "invoices/s")
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    emit("peak_rss", peak_kb / 1024, "MiB")
+    sample = await service.store.invoice(result.issued[0])
+    assert sample is not None
+    emit("sample_invoice_total", float(sample["total"]), "EUR")
 
 
 if __name__ == "__main__":

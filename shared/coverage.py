@@ -4,7 +4,8 @@ invoicing (to bill a period) apply, written once.
 The callers differ only in which lots they hand in: a check takes the lots live now, a
 billing run the lots active in the period it bills. What those lots grant is the same:
 
-- seats of a module: its own seat packs and the seat packs of suites containing it (R6.2);
+- seats of a module: its own seat packs and the seat packs of suites containing it (R6.2),
+  indexed by the catalog (`Catalog.seat_packs`);
 - the e-mail allowance: every e-mail lot in full, never prorated (R7.1);
 - the support contracts, as the allocation's daily allowances and banks (R8.2–R8.4), and the
   hourly rate of time beyond them on a given day (R8.2, R8.3).
@@ -22,13 +23,6 @@ from decimal import Decimal
 from shared.billing import support as sb
 from shared.catalog import Catalog, SupportTerms, UnknownCatalogItem
 from shared.subscription import Lot, TenantState
-
-
-def seat_pack_ids(catalog: Catalog, module: str) -> frozenset[str]:
-    """The packs whose seats cover `module` (R6.2)."""
-    return frozenset(p.id for p in catalog.packs if p.kind == "seats" and (
-        p.module == module
-        or (p.suite is not None and module in catalog.suite_modules(p.suite))))
 
 
 def granted(lots: Iterable[Lot]) -> int:

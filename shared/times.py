@@ -134,6 +134,7 @@ def month_window(value: object, field: str, tz: ZoneInfo) -> tuple[datetime, dat
     return local_midnight(first, tz), local_midnight(next_month(first), tz)
 
 
+@lru_cache(maxsize=65_536)
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     """First instant of local calendar day ``day`` in ``tz`` (R2.1), as an aware datetime in ``tz``.
 

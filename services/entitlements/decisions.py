@@ -13,7 +13,7 @@ from typing import Any
 
 from services.entitlements.models import DecisionKind
 from shared.catalog import Catalog
-from shared.coverage import email_allowance, granted, seat_pack_ids
+from shared.coverage import email_allowance, granted
 from shared.subscription import Lot, TenantState
 
 
@@ -47,7 +47,7 @@ class CatalogIndex:
         self.plan_modules = {p.id: frozenset(p.modules) for p in catalog.plans}
         self.plan_features = {p.id: frozenset(p.features) for p in catalog.plans}
         self.plan_companies = {p.id: p.companies for p in catalog.plans}
-        self.seat_packs = {module: seat_pack_ids(catalog, module) for module in self.modules}
+        self.seat_packs = {module: catalog.seat_packs(module) for module in self.modules}
         self.feature_of_pack = {p.id: p.feature for p in catalog.packs
                                 if p.kind == "feature" and p.feature is not None}
         self.features = frozenset(self.feature_of_pack.values()) | frozenset(

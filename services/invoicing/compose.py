@@ -6,7 +6,7 @@ stores never reach this module, so every amount here can be checked by hand.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -21,13 +21,14 @@ from shared.billing.periods import (
 )
 from shared.billing.seats import Intervals, access_intervals, users_with_access
 from shared.catalog import Catalog, Pack, UnknownCatalogItem
-from shared.coverage import email_allowance, granted, seat_pack_ids, support_contracts
+from shared.coverage import email_allowance, granted, support_contracts
 from shared.subscription import Lot, TenantState
 from shared.times import as_utc, utc_text
 
 EXTRA_USERS_METER = "extra_users"
 EMAILS_METER = "emails_sent"
 SUPPORT_METER = "support_minutes"
+ALL_METERS = frozenset({EXTRA_USERS_METER, EMAILS_METER, SUPPORT_METER})
 
 
 # --- in advance: plan and packs (R9.1) ------------------------------------------------------
@@ -154,7 +155,7 @@ def seat_capacity(view: TenantState, catalog: Catalog, module: str, period: Peri
     zone = view.zone
     last_day = local_midnight(period.end - timedelta(days=1), zone)
     end = period.end_instant(zone)
-    packs = seat_pack_ids(catalog, module)
+    packs = catalog.seat_packs(module)
     return granted(lot for lot in view.lots
                    if lot.item in packs and lot.active_during(last_day, end))
 
@@ -178,14 +179,14 @@ def extra_users(view: TenantState, catalog: Catalog, period: Period,
     return _extra_users(view, catalog, period, access_intervals(access))
 
 
-def _extra_users(view: TenantState, catalog: Catalog, period: Period, intervals: Intervals
-                 ) -> dict[str, ExtraUsers]:
+def _extra_users(view: TenantState, catalog: Catalog, period: Period, intervals: Intervals,
+                 only: Collection[str] | None = None) -> dict[str, ExtraUsers]:
     zone = view.zone
     start, end = period.start_instant(zone), period.end_instant(zone)
     over_period = users_with_access(intervals, start, end)
     plan = _plan_modules(view, catalog, end - timedelta(microseconds=1))
     result: dict[str, ExtraUsers] = {}
-    for module_id in sorted(plan):
+    for module_id in sorted(plan if only is None else plan & set(only)):
         try:
             module = catalog.module(module_id)
         except UnknownCatalogItem:
@@ -230,20 +231,26 @@ def email_module(catalog: Catalog) -> str | None:
 
 
 def arrears_quantities(view: TenantState, catalog: Catalog, period: Period,
-                       usage: PeriodUsage) -> dict[tuple[str, str | None], Decimal]:
-    """Billable quantities per (meter, module) of a period: the basis of arrears lines and of
-    late-usage adjustments (R9.4)."""
+                       usage: PeriodUsage, meters: Collection[str] = ALL_METERS,
+                       modules: Collection[str] | None = None
+                       ) -> dict[tuple[str, str | None], Decimal]:
+    """Billable quantities per (meter, module) of a period, of the `meters` asked for (extra
+    users of the `modules` asked for, or all): the basis of arrears lines and of late-usage
+    adjustments (R9.4)."""
     quantities: dict[tuple[str, str | None], Decimal] = {}
-    for module, counted in _extra_users(view, catalog, period, usage.spans()).items():
-        billable = counted.billable
-        quantities[(EXTRA_USERS_METER, module)] = Decimal(billable)
-    if catalog.email_overage_price is not None:
+    if EXTRA_USERS_METER in meters:
+        for module, counted in _extra_users(view, catalog, period, usage.spans(),
+                                            modules).items():
+            quantities[(EXTRA_USERS_METER, module)] = Decimal(counted.billable)
+    if EMAILS_METER in meters and catalog.email_overage_price is not None:
         overage = max(0, usage.emails - period_email_allowance(view, period))
         quantities[(EMAILS_METER, email_module(catalog))] = Decimal(overage)
-    module = support_module(catalog)
-    for rate, allocations in support_overage(view, catalog, period, usage.support).items():
-        minutes = sum(a.overage for a in allocations)
-        quantities[(support_meter(rate), module)] = Decimal(minutes) / Decimal(60)
+    if SUPPORT_METER in meters:
+        module = support_module(catalog)
+        for rate, allocations in support_overage(view, catalog, period,
+                                                 usage.support).items():
+            minutes = sum(a.overage for a in allocations)
+            quantities[(support_meter(rate), module)] = Decimal(minutes) / Decimal(60)
     return quantities
 
 
@@ -394,8 +401,8 @@ def adjustment_lines(view: TenantState, catalog: Catalog, period: Period,
         lines.append(Line.priced(
             module=module, kind="adjustment",
             description=f"late usage: {meter} for {period.start} – {period.end} "
-                        f"recomputed {recomputed.get(key, Decimal(0))}, billed "
-                        f"{billed.get(key, Decimal(0))}",
+                        f"recomputed {recomputed.get(key, Decimal(0)):f}, billed "
+                        f"{billed.get(key, Decimal(0)):f}",
             quantity=delta, unit_price=price, currency=view.currency, period=period,
             meter=meter,
             source={"meter": meter, "module": module, "period": period.public(),

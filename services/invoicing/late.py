@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from services.invoicing import compose, schedule
 from services.invoicing.models import Line
-from services.invoicing.store import InvoiceStore
+from services.invoicing.store import InvoiceStore, LateEvent
 from shared import events as ev
 from shared.billing.periods import Period, local_date
 from shared.billing.seats import Intervals, access_intervals
@@ -34,7 +34,7 @@ from shared.times import from_micros
 # Late event ids kept on an adjustment line's provenance (R9.6), at most.
 MAX_IDS_PER_LINE = 1000
 
-# Meter -> period -> late event ids.
+# Meter ("extra_users:{module}" for access) -> period -> late event ids.
 Touched = dict[str, dict[Period, list[str]]]
 
 
@@ -80,20 +80,21 @@ class LateUsage:
         rows = await self.store.late_events([w.view.id for w in work], since, until)
         by_tenant = {w.view.id: w for w in work}
         touched: dict[str, Touched] = {}
-        for tenant, kind, time, _source, event_id, stored_at in rows:
-            item = by_tenant[tenant]
+        for row in rows:
+            item = by_tenant[row.tenant]
             view = item.view
-            if stored_at <= from_micros(item.cutoff_us) \
-                    or not schedule.billing_instant(view, view.anchor) <= time \
+            if row.stored_at <= from_micros(item.cutoff_us) \
+                    or not schedule.billing_instant(view, view.anchor) <= row.time \
                     < schedule.billing_instant(view, item.before):
                 continue  # seen by the last invoice, or in no billed period
-            periods = schedule.periods_between(view, local_date(time, view.zone), item.before)
-            meter = _meter_of(kind)
+            periods = schedule.periods_between(view, local_date(row.time, view.zone),
+                                               item.before)
+            meter = _meter_of(row)
             if meter == compose.EMAILS_METER:
                 periods = periods[:1]
-            by_period = touched.setdefault(tenant, {}).setdefault(meter, {})
+            by_period = touched.setdefault(row.tenant, {}).setdefault(meter, {})
             for period in periods:
-                by_period.setdefault(period, []).append(event_id)
+                by_period.setdefault(period, []).append(row.id)
         return touched
 
     async def _read(self, views: dict[str, TenantState], touched: dict[str, Touched]
@@ -104,7 +105,8 @@ class LateUsage:
         first = min(p.start for _, p in periods)
         billed = await self.store.billed_quantities_since(sorted(views), first)
         end = max(p.end_instant(views[t].zone) for t, p in periods)
-        with_access = sorted(t for t, m in touched.items() if compose.EXTRA_USERS_METER in m)
+        with_access = sorted(t for t, m in touched.items()
+                             if any(x.startswith(compose.EXTRA_USERS_METER) for x in m))
         access = await self.store.access(with_access, end) if with_access else {}
         with_support = sorted(t for t, m in touched.items() if compose.SUPPORT_METER in m)
         sessions = {}
@@ -138,20 +140,35 @@ class LateUsage:
                 intervals=reads.intervals.get(tenant, {}),
                 support=reads.sessions.get(tenant, []))
             names = {meter for meter, ps in meters.items() if period in ps}
-            # Support meters carry their rate after '@': the late event names the meter.
-            recomputed = {k: q for k, q in compose.arrears_quantities(
-                view, self.catalog, period, usage).items() if k[0].partition("@")[0] in names}
-            billed = {(m, mod): q for (m, mod), q in reads.billed.get(
-                (tenant, period.start, period.end), {}).items() if m.partition("@")[0] in names}
-            ids = {meter: meters[meter][period][:MAX_IDS_PER_LINE] for meter in names}
+            base = {meter.partition(":")[0] for meter in names}
+            modules = {meter.partition(":")[2] for meter in names
+                       if meter.startswith(compose.EXTRA_USERS_METER)}
+            recomputed = compose.arrears_quantities(view, self.catalog, period, usage, base,
+                                                    modules)
+            billed = {key: q for key, q in reads.billed.get(
+                (tenant, period.start, period.end), {}).items() if _touches(key, names)}
+            ids: dict[str, list[str]] = defaultdict(list)
+            for meter in names:
+                ids[meter.partition(":")[0]].extend(meters[meter][period][:MAX_IDS_PER_LINE])
             lines.extend(compose.adjustment_lines(view, self.catalog, period, recomputed,
                                                   billed, ids))
         return lines
 
 
-def _meter_of(kind: str) -> str:
-    if kind == ev.EMAIL_SENT:
+def _touches(key: tuple[str, str | None], names: set[str]) -> bool:
+    """Is the billed quantity of (meter, module) one the late events may change? Support
+    meters carry their rate after '@'; extra users are per module."""
+    meter, module = key
+    if meter == compose.EXTRA_USERS_METER:
+        return f"{meter}:{module}" in names
+    return meter.partition("@")[0] in names
+
+
+def _meter_of(event: LateEvent) -> str:
+    """The meter a late event changes; extra users are counted per module, so an access
+    event's meter names its module (`extra_users:crm`): only that module is recomputed."""
+    if event.type == ev.EMAIL_SENT:
         return compose.EMAILS_METER
-    if kind == ev.SUPPORT_SESSION_COMPLETED:
+    if event.type == ev.SUPPORT_SESSION_COMPLETED:
         return compose.SUPPORT_METER
-    return compose.EXTRA_USERS_METER  # access granted or revoked
+    return f"{compose.EXTRA_USERS_METER}:{event.module}"  # access granted or revoked

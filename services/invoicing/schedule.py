@@ -6,6 +6,7 @@ subscription whose renewal is off. Pure functions of the tenant document.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 
 from shared.billing.periods import (
     Cycle,
@@ -13,7 +14,9 @@ from shared.billing.periods import (
     billing_dates_between,
     local_date,
     local_midnight,
+    period_boundary,
     period_containing,
+    period_index,
 )
 from shared.subscription import TenantState
 
@@ -74,13 +77,12 @@ def renews_at(view: TenantState, day: date) -> bool:
 def periods_between(view: TenantState, first: date, before: date) -> list[Period]:
     """The periods from the one containing local day `first` up to the one ending at or
     before `before` (the billed ones a late event may change)."""
-    cycle = Cycle(view.cycle)
-    periods: list[Period] = []
-    day = max(first, view.anchor)
-    while day < before:
-        period = period_containing(view.anchor, cycle, day)
-        if period.end > before:
-            break
-        periods.append(period)
-        day = period.end
-    return periods
+    anchor, cycle = view.anchor, Cycle(view.cycle)
+    day = max(first, anchor)
+    if day >= before:
+        return []
+    n = period_index(anchor, cycle, day)
+    boundaries = [period_boundary(anchor, cycle, n)]
+    while (end := period_boundary(anchor, cycle, n + len(boundaries))) <= before:
+        boundaries.append(end)
+    return [Period(a, b) for a, b in pairwise(boundaries)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -28,6 +29,16 @@ LINE_COLUMNS: Final = ("number", "tenant", "issued_at", "line_no", "module", "ki
                        "description", "quantity", "unit_price", "amount", "period_from",
                        "period_to", "meter", "source")
 CREDIT_COLUMNS: Final = ("number", "invoice", "tenant", "issued_at", "amount", "doc")
+
+
+@dataclass(frozen=True, slots=True)
+class LateEvent:
+    tenant: str
+    type: str
+    time: datetime
+    module: str  # of an access event; '' for the others
+    id: str
+    stored_at: datetime
 
 
 def _date(value: Any) -> date | None:
@@ -218,7 +229,8 @@ class InvoiceStore:
             defaultdict(dict)
         for tenant, a, b, meter, module, quantity in rows:
             billed[(str(tenant), _as_date(a), _as_date(b))][
-                (str(meter), None if module is None else str(module))] = Decimal(quantity)
+                (str(meter), None if module is None else str(module))] = \
+                Decimal(quantity).normalize()  # stored with 9 decimals: "1", not "1.000000000"
         return billed
 
     # --- reads: usage (R6.4, R7.2, R9.4) ---------------------------------------------------
@@ -267,20 +279,19 @@ class InvoiceStore:
         return found
 
     async def late_events(self, tenants: Sequence[str], stored_after: datetime,
-                          time_before: datetime) -> list[tuple[str, str, datetime, str, str,
-                                                                datetime]]:
-        """(tenant, type, time, source, id, stored_at) of usage stored after a cutoff whose
-        time falls before `time_before` (R9.4); the caller filters per tenant cutoff."""
+                          time_before: datetime) -> list[LateEvent]:
+        """Usage stored after a cutoff whose time falls before `time_before` (R9.4); the
+        caller filters per tenant cutoff."""
         rows = await self._rows(
-            "SELECT tenant, type, time, source, id, stored_at FROM usage_events "
+            "SELECT tenant, type, time, module, id, stored_at FROM usage_events "
             "WHERE tenant IN {ts:Array(String)} AND type IN {types:Array(String)} "
             "AND stored_at > {c:DateTime64(6, 'UTC')} AND time < {b:DateTime64(6, 'UTC')} "
             "ORDER BY stored_at LIMIT 1 BY source, id",
             {"ts": list(tenants), "c": stored_after, "b": time_before,
              "types": [ev.EMAIL_SENT, ev.USER_ACCESS_GRANTED, ev.USER_ACCESS_REVOKED,
                        ev.SUPPORT_SESSION_COMPLETED]})
-        return [(str(t), str(k), as_utc(tm), str(s), str(i), as_utc(st))
-                for t, k, tm, s, i, st in rows]
+        return [LateEvent(str(t), str(k), as_utc(tm), str(m or ""), str(i), as_utc(st))
+                for t, k, tm, m, i, st in rows]
 
 
 def _as_date(value: Any) -> date:

@@ -99,5 +99,8 @@ def refusals(batch: PreparedBatch, refused: list[StoredEvent]
 
 
 def batch_token(batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> str:
-    spans = sorted((tp.partition, rs[0].offset, rs[-1].offset) for tp, rs in batch.items() if rs)
+    """Names the batch by its topics' partitions and offsets: the same batch read again gets
+    the same token (its insert is then a no-op), any other batch another one."""
+    spans = sorted((tp.topic, tp.partition, rs[0].offset, rs[-1].offset)
+                   for tp, rs in batch.items() if rs)
     return hashlib.blake2b(repr(spans).encode(), digest_size=16).hexdigest()

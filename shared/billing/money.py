@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from fractions import Fraction
 
 __all__ = [
@@ -78,6 +78,8 @@ def round_fraction(value: Fraction, currency: str) -> Decimal:
 
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round ``amount`` half-up (away from zero) to the currency's minor unit (R3.2)."""
+    if type(amount) is Decimal and amount.is_finite():
+        return _round_decimal(amount, currency)
     return round_fraction(_exact(amount, "amount"), currency)
 
 
@@ -92,8 +94,32 @@ def line_amount(
     The product is computed exactly (``factor`` is typically a proration ``Fraction`` such as
     12/31, R4.2); nothing is rounded before the single final half-up rounding.
     """
+    if factor == 1 and type(quantity) is Decimal and type(unit_price) is Decimal \
+            and quantity.is_finite() and unit_price.is_finite():
+        return _decimal_product(quantity, unit_price, currency)
     exact = _exact(quantity, "quantity") * _exact(unit_price, "unit_price")
     return round_fraction(exact * _exact(factor, "factor"), currency)
+
+
+def _decimal_product(quantity: Decimal, unit_price: Decimal, currency: str) -> Decimal:
+    """quantity × unit price rounded once, half away from zero: the same result as the exact
+    rational path, in decimal arithmetic (the common case, many times faster). The context
+    holds every digit of the product, so the product is exact and the rounding is the one."""
+    digits = len(quantity.as_tuple().digits) + len(unit_price.as_tuple().digits)
+    return _round_decimal(_exact_context(digits).multiply(quantity, unit_price), currency)
+
+
+def _round_decimal(value: Decimal, currency: str) -> Decimal:
+    """A finite Decimal rounded half away from zero to the minor unit; never -0.00."""
+    context = _exact_context(len(value.as_tuple().digits))
+    rounded = value.quantize(Decimal((0, (1,), -minor_unit(currency))), context=context)
+    return rounded if rounded else rounded.copy_abs()
+
+
+def _exact_context(digits: int) -> Context:
+    """Room for `digits` digits and a rounding to any minor unit: nothing is lost before the
+    one rounding, which is half away from zero (R3.2)."""
+    return Context(prec=digits + 40, rounding=ROUND_HALF_UP, Emax=999_999, Emin=-999_999)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,18 +141,25 @@ def invoice_totals(line_amounts: Sequence[Decimal], vat_rate: Decimal, currency:
     vat = _exact(vat_rate, "vat_rate")
     if vat < 0:
         raise ValueError(f"vat_rate must not be negative, got {vat_rate}")
-    subtotal_exact = Fraction(0)
     for i, line in enumerate(line_amounts):
-        exact = _exact(line, f"line_amounts[{i}]")
-        if round_fraction(exact, currency) != line:
+        if round_money(line, currency) != line:
             raise ValueError(
                 f"line_amounts[{i}]={line} is not rounded to the {currency} minor unit (R3.2)"
             )
-        subtotal_exact += exact
-    subtotal = round_fraction(subtotal_exact, currency)  # exact: only normalises the exponent
-    tax = round_fraction(subtotal_exact * vat, currency)  # R3.2: once per invoice
-    total = round_fraction(subtotal_exact + Fraction(tax), currency)  # exact sum
+    # Every line has the minor unit's digits at most: their sum is exact in a context that
+    # holds 60 of them (so is the tax's product, in `line_amount`).
+    subtotal = round_money(_sum(line_amounts), currency)
+    tax = line_amount(subtotal, vat_rate, currency)  # R3.2: once per invoice
+    total = round_money(_exact_context(60).add(subtotal, tax), currency)  # exact sum
     return Totals(subtotal=subtotal, tax=tax, total=total)
+
+
+def _sum(amounts: Sequence[Decimal]) -> Decimal:
+    context = _exact_context(60)
+    total = Decimal(0)
+    for amount in amounts:
+        total = context.add(total, amount)
+    return total
 
 
 def format_money(d: Decimal, currency: str) -> str:

@@ -18,7 +18,6 @@ from shared.coverage import (
     SupportContracts,
     email_allowance,
     granted,
-    seat_pack_ids,
     support_contracts,
 )
 from shared.subscription import Lot, TenantState
@@ -101,7 +100,7 @@ def _tenant(*lots: Lot) -> TenantState:
 ])
 def test_seat_packs_of_a_module_include_the_suites_containing_it(module: str,
                                                                  expected: set[str]) -> None:
-    assert seat_pack_ids(CATALOG, module) == expected
+    assert CATALOG.seat_packs(module) == expected
 
 
 # --- what lots grant; the e-mail allowance (R7.1) -----------------------------------------

@@ -179,6 +179,17 @@ def test_the_token_names_the_spans_not_the_contents() -> None:
     assert batch_token({tp(2): first[tp(0)], tp(1): first[tp(1)]}) != token  # p2, not p0
 
 
+def test_the_same_offsets_of_another_topic_are_another_batch() -> None:
+    """Two usage topics on one broker (a second platform, a test's own topic): the first
+    batch of each is partition 0, offsets 0 to 1. Were their tokens equal, ClickHouse would
+    take the second insert for a retry of the first and drop it, while its offsets are
+    committed: accepted events lost."""
+    first: Batch = {TopicPartition("usage-events", 0): [record(0, 0, b"a"), record(0, 1, b"b")]}
+    other: Batch = {TopicPartition("usage-events-2", 0): first[
+        TopicPartition("usage-events", 0)]}
+    assert batch_token(first) != batch_token(other)
+
+
 SPANS = st.dictionaries(st.integers(0, 5),
                         st.tuples(st.integers(0, 1_000), st.integers(1, 4)), max_size=4)
 

@@ -26,7 +26,18 @@ Rules checked beyond types, each reported at the offending field:
 - `one_time` packs have only a `once` price and no trial; recurring packs have no `once`;
 - a module billing extra users has an extra-user price; a `deny` module has none (R6.3);
 - `support` packs carry `support` terms (below) and only annual prices (one-year contracts,
-  R8.4); other kinds carry no `support` terms.
+  R8.4); other kinds carry no `support` terms;
+- `per: licence` (R4.12) only on recurring packs other than support plans, which are priced
+  per contract.
+
+Counted resources (R7.4), as `resources`: each `{id, created, deleted, key}` names a live count
+moved by two usage-event types whose `data[key]` names the instance. Plans grant
+`allowances: {resource: n}` (the v1 field `contacts` is the allowance of a resource `contacts`
+when `allowances` does not name it; both given must agree); packs of `kind: resource` name the
+`resource` they raise, by `units` per lot. Checked: resource ids unique and not already a check
+of their own (`emails`, `companies`, `support`, a feature flag); event types neither built-in
+(`shared.events`) nor used twice; allowances and packs name declared resources; only resource
+packs name one.
 
 Support terms (our extension of docs/api.md for `kind: support`, R8), as `pack.support`:
 - `type`: `bank` (hours per contract year deducted session by session: VIP, VIP Diamond) or
@@ -72,6 +83,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shared.events import BUILTIN_TYPES
+
 __all__ = [
     "CYCLES",
     "ONCE",
@@ -83,6 +96,7 @@ __all__ = [
     "PackKind",
     "Plan",
     "PriceKey",
+    "Resource",
     "Suite",
     "SupportTerms",
     "UnknownCatalogItem",
@@ -92,13 +106,14 @@ __all__ = [
 
 Cycle: TypeAlias = Literal["P1M", "P1Y", "P30D", "P365D"]
 PriceKey: TypeAlias = Literal["P1M", "P1Y", "P30D", "P365D", "once"]
-PackKind: TypeAlias = Literal["seats", "emails", "companies", "feature", "support", "one_time"]
+PackKind: TypeAlias = Literal["seats", "emails", "companies", "feature", "support", "one_time",
+                              "resource"]
 CYCLES: tuple[Cycle, ...] = get_args(Cycle)
 ONCE: Literal["once"] = "once"
 MAX_FRACTION_DIGITS = 6  # R1.4
 
 _ANNUAL_CYCLES: frozenset[str] = frozenset({"P1Y", "P365D"})
-_QUANTITY_KINDS: frozenset[str] = frozenset({"seats", "emails", "companies"})
+_QUANTITY_KINDS: frozenset[str] = frozenset({"seats", "emails", "companies", "resource"})
 _DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 
 T = TypeVar("T")
@@ -118,6 +133,13 @@ Id = Annotated[
     str,
     StringConstraints(pattern=r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$", min_length=1, max_length=64),
 ]
+# A usage-event type a counted resource declares (R7.4), such as `contact.created`.
+EventType = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$", max_length=128)]
+# The `data` property naming a resource's instance: one plain name, no dotted path.
+PropertyName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+# An allowance of a counted resource: events count by ones, so 10^9 is beyond any real limit.
+Allowance = Annotated[int, Field(ge=0, le=10**9)]
 
 
 def _decimal_validator(what: str) -> Callable[[Any, ValidationInfo], Decimal]:
@@ -226,6 +248,18 @@ class Plan(_Frozen):
     companies: int = Field(ge=0)
     contacts: int = Field(ge=0)
     features: Seq[Id] = ()
+    # Counted resources granted without a pack (R7.4); a resource not named grants none.
+    allowances: dict[Id, Allowance] = Field(default_factory=dict)
+
+
+class Resource(_Frozen):
+    """A counted resource (R7.4): a live count of instances, each named by `data[key]` of the
+    `created` and `deleted` usage events."""
+
+    id: Id
+    created: EventType
+    deleted: EventType
+    key: PropertyName
 
 
 class SupportTerms(_Frozen):
@@ -250,12 +284,16 @@ class Pack(_Frozen):
     module: Id | None = None
     suite: Id | None = None
     feature: Id | None = None
+    resource: Id | None = None  # the counted resource a `resource` pack raises (R7.4)
     units: int = Field(default=1, ge=1)
     price: dict[PriceKey, Money] = Field(min_length=1)
     single_instance: bool = False
     trial_days: int | None = Field(default=None, ge=1)
     eligible_plans: Seq[Id] | None = None
     support: SupportTerms | None = None
+    # `licence`: a lot costs price × the account's licences, counted when it is bought and
+    # again at each renewal (R4.12); `unit`: price × the quantity bought.
+    per: Literal["unit", "licence"] = "unit"
 
     @property
     def recurring(self) -> bool:
@@ -316,6 +354,8 @@ class Catalog(_Frozen):
     plans: Seq[Plan] = Field(min_length=1)
     packs: Seq[Pack] = ()
     email_overage_price: Money | None = None
+    # Counted resources (R7.4); a catalog declares a few, not hundreds.
+    resources: Seq[Resource] = Field(default=(), max_length=64)
 
     @model_validator(mode="after")
     def _cross_checked(self) -> Catalog:
@@ -444,12 +484,60 @@ def _cross_check(cat: Catalog) -> list[tuple[str, str]]:
     _check_plans(cat, module_ids, problems)
     for i, pack in enumerate(cat.packs):
         _check_pack(f"packs.{i}", pack, module_ids, suite_ids, plan_ids, problems.bad)
+        if pack.per == "licence" and pack.kind in ("one_time", "support"):
+            problems.bad(f"packs.{i}.per", f"a {pack.kind} pack cannot be priced per licence: "
+                         "only recurring packs renewed with the subscription are (R4.12)")
         if pack.eligible_plans is not None:
             if not pack.eligible_plans:
                 problems.bad(f"packs.{i}.eligible_plans", "an empty list makes the pack "
                              "unsellable; use null for every plan (R8.5)")
             problems.refs(f"packs.{i}.eligible_plans", "plan", pack.eligible_plans, plan_ids)
+    _check_resources(cat, problems)
     return problems.found
+
+
+# What `feature=` already answers besides feature flags: a resource of one of these names
+# could never be checked (R7.4).
+_CHECKED_NAMES: frozenset[str] = frozenset({"emails", "companies", "support"})
+
+
+def _check_resources(cat: Catalog, problems: _Problems) -> None:
+    """R7.4: every counted resource checkable by its id and counted by event types of its
+    own; allowances and packs naming declared resources only."""
+    ids = problems.index("resources", "resource", [r.id for r in cat.resources])
+    flags = {f for p in cat.plans for f in p.features} | {
+        p.feature for p in cat.packs if p.feature is not None}
+    owners: dict[str, str] = {}  # event type -> the field that first declared it
+    for i, res in enumerate(cat.resources):
+        if res.id in _CHECKED_NAMES or res.id in flags:
+            what = "a feature flag" if res.id in flags else "a built-in check"
+            problems.bad(f"resources.{i}.id", f"'{res.id}' is already {what} (feature="
+                         f"{res.id}); a counted resource needs a name of its own (R7.4)")
+        for name, event_type in (("created", res.created), ("deleted", res.deleted)):
+            at = f"resources.{i}.{name}"
+            if event_type in BUILTIN_TYPES:
+                problems.bad(at, f"'{event_type}' is a built-in event type (docs/events.md)")
+            elif event_type in owners:
+                problems.bad(at, f"'{event_type}' is already declared at {owners[event_type]}")
+            else:
+                owners[event_type] = at
+    for i, plan in enumerate(cat.plans):
+        for name in plan.allowances:
+            if name not in ids:  # companies included: the plan's `companies` (R7.3)
+                problems.bad(f"plans.{i}.allowances.{name}", f"unknown resource '{name}'")
+        given = plan.allowances.get("contacts")
+        if given is not None and given != plan.contacts:
+            problems.bad(f"plans.{i}.allowances.contacts", f"{given} disagrees with the "
+                         f"plan's contacts ({plan.contacts}); give one value")
+    for i, pack in enumerate(cat.packs):
+        if pack.kind == "resource" and pack.resource is None:
+            problems.bad(f"packs.{i}.resource", "a resource pack names the counted resource "
+                         "it raises (R7.4)")
+        elif pack.kind == "resource" and pack.resource not in ids:
+            problems.bad(f"packs.{i}.resource", f"unknown resource '{pack.resource}'")
+        elif pack.kind != "resource" and pack.resource is not None:
+            problems.bad(f"packs.{i}.resource",
+                         f"only resource packs name a resource, not {pack.kind} packs")
 
 
 def _check_plans(cat: Catalog, module_ids: set[str], problems: _Problems) -> None:
@@ -606,7 +694,8 @@ def _read(path: Path) -> tuple[Any, Literal["yaml", "json"]]:
 
 def _owner_hint(data: Any, loc: tuple[int | str, ...]) -> str:
     """` (pack 'seats-crm')` for errors inside a list item, to find it in the file."""
-    kinds = {"modules": "module", "suites": "suite", "plans": "plan", "packs": "pack"}
+    kinds = {"modules": "module", "suites": "suite", "plans": "plan", "packs": "pack",
+             "resources": "resource"}
     if len(loc) < 3 or loc[0] not in kinds or not isinstance(loc[1], int):
         return ""
     if not isinstance(data, Mapping):

@@ -116,6 +116,15 @@ def _support_session(data: Mapping[str, Any]) -> None:
 
 DataChecker = Callable[[Mapping[str, Any]], None]
 
+
+def resource_checker(key: str) -> DataChecker:
+    """The events of a counted resource the catalog declares (R7.4): `data[key]` names the
+    instance, a non-empty string like the built-in ids, so a set member stays bounded."""
+    def check(data: Mapping[str, Any]) -> None:
+        _text(data, key)
+
+    return check
+
 BUILTIN_TYPES: Final[Mapping[str, DataChecker]] = {
     USER_ACCESS_GRANTED: _user_access,
     USER_ACCESS_REVOKED: _user_access,

@@ -12,12 +12,16 @@ Owned by metering (the live counters, written by the same call that stores an ev
                                         up to 15 minutes (R8.1, R8.3: level 3 never draws
                                         on the daily allowance, so it is kept apart)
 - `live:{tenant}:companies`             companies attached now (R7.3)
+- `live:{tenant}:resource:{resource}`   set: the ids of a counted resource's instances now
+                                        (R7.4, resources the catalog declares); SCARD is
+                                        the count
 - `live:{tenant}:users:{module}`        sorted set: users with access now, scored by the
                                         grant instant in µs (R6.3 ranks by it, ties by id)
 - `live:{tenant}:access:{module}`       hash: user -> order of the last grant/revoke applied
 - `live-incarnation`                    the broker incarnation the counters were last rebuilt
                                         for from ClickHouse
-  Read by: the entitlement checks.
+  Read by: the entitlement checks; `users` also by a purchase of a pack priced per
+  licence, which counts the account's licences from it (R4.12).
 
 Owned by entitlements (`EntitlementsKeys`, prefix `ENTITLEMENTS_KEY_PREFIX`):
 
@@ -71,6 +75,12 @@ def support_minutes_key(tenant: str, day: date, level_3: bool = False) -> str:
 
 def companies_key(tenant: str) -> str:
     return live_key(tenant, "companies")
+
+
+def resource_key(tenant: str, resource: str) -> str:
+    """Set of the instance ids of a counted resource (R7.4): written by metering, read by the
+    checks (SCARD)."""
+    return live_key(tenant, "resource", resource)
 
 
 def users_key(tenant: str, module: str) -> str:
@@ -133,6 +143,11 @@ class InvoicingKeys:
     @property
     def credited(self) -> str:
         return f"{self.prefix}:credited"
+
+    @property
+    def declined(self) -> str:
+        """Hash: purchase event id → a declined renewal awaiting that invoice (R8.6)."""
+        return f"{self.prefix}:declined"
 
     @property
     def next(self) -> str:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.legal import LegalName, PostalAddress, VatId
 from shared.times import is_zone_name, zone
 
 USAGE_EVENTS_TOPIC = "usage-events"
@@ -123,6 +124,14 @@ class InvoicingSettings(CommonSettings):
     # The zone whose calendar years number documents and whose months `month=` and the
     # export select (R9.3): ACCOUNTING_TZ, an IANA zone.
     accounting_tz: str = "UTC"
+    # The seller every invoice and credit note names (R9.8): the operator's legal identity,
+    # copied into each document as it is issued, so a later change leaves issued ones as
+    # they are. The defaults name the demo company.
+    invoicing_seller_legal_name: LegalName = "Meterbill Demo SAS"
+    invoicing_seller_address: PostalAddress = "1 rue de la Démo, 75001 Paris, France"
+    invoicing_seller_vat_id: VatId = "FR00123456789"
+    # Days from an invoice's issue date (in the accounting zone) to its due date (R9.8).
+    invoicing_payment_terms_days: int = Field(default=30, ge=0, le=365)
 
     @field_validator("accounting_tz")
     @classmethod

@@ -38,7 +38,8 @@ DecimalText = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), retur
                                                  when_used="json")]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
-ActorRole = Literal["owner", "admin", "supervisor", "agent"]
+# `sub_account`: a user of a secondary or multi-user account, who may pay for nothing (R5.1).
+ActorRole = Literal["owner", "admin", "supervisor", "agent", "sub_account"]
 LotState = Literal["active", "cancelled", "trialing", "expired"]
 TenantStatus = Literal["scheduled", "active", "ended"]
 
@@ -75,11 +76,20 @@ class Lot(BaseModel):
     since: date | None = None
     carry_over: bool = False  # renewed on time: the previous bank's remainder comes along
     renewal_invoiced: date | None = None  # daily plans: contract end whose renewal is billed
+    # Daily plans: id of the `purchase.confirmed` that invoiced that renewal, so declining it
+    # later names the invoice to credit (R8.6).
+    renewal_event: str | None = None
+    # Bank plans: days before the contract end already announced by `support.renewal_due`,
+    # committed with the event so it is never sent twice (R8.6).
+    renewal_notices: list[int] = Field(default_factory=list)
     auto_renew: bool = False  # the pack's terms at purchase (R8.4: daily plans)
     renewal_discount: DecimalText | None = None
     # Why a cancelled lot ends: None when the tenant cancelled it, `plan_change` when a plan
     # change made it moot (R4.10), so that undoing the change can restore it.
     cancel_reason: Literal["plan_change"] | None = None
+    # A pack priced per licence (R4.12): the licences counted when it was bought. Each
+    # renewal counts them again, so this only says what the purchase charged for.
+    licences: int | None = None
 
     @property
     def live(self) -> bool:
@@ -102,6 +112,19 @@ class PlanChange(BaseModel):
 
     at: AwareDatetime
     previous: str
+
+
+class BillingProfile(BaseModel):
+    """Who the tenant is on its invoices (R9.8): the buyer each one names when issued.
+
+    Requests check the shapes (`shared.legal`); the stored document only reads them back,
+    so a rule tightened later never makes an existing document unreadable."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    legal_name: str
+    address: str
+    vat_id: str | None = None
+    email: str | None = None
 
 
 class TenantState(BaseModel):
@@ -129,6 +152,9 @@ class TenantState(BaseModel):
     created_at: AwareDatetime
     lots: list[Lot] = Field(default_factory=list)
     trials_used: list[str] = Field(default_factory=list)
+    # None until the tenant gives one: documents written before it existed read as None,
+    # and such a tenant is invoiced under its id (R9.8).
+    billing: BillingProfile | None = None
     version: int = 0
 
     @field_validator("schema_version")

@@ -69,9 +69,9 @@ async def get_tenant(tenant: str, principal: ReaderKey, service: Entitlements) -
 @router.patch("/v1/tenants/{tenant}")
 async def patch_tenant(tenant: str, body: TenantPatch, principal: IngestKey,
                        service: Entitlements) -> Response:
-    """R4.1: tacit renewal on or off."""
+    """R4.1: tacit renewal on or off; R9.8: the billing profile later invoices name."""
     principal.ensure_tenant(tenant)
-    return _json(await service.set_renewal(tenant, body.renewal, body.actor, principal))
+    return _json(await service.patch_tenant(tenant, body, principal))
 
 
 @router.post("/v1/tenants/{tenant}/purchases")

@@ -1,5 +1,5 @@
-"""Checks (R6.3, R7.2, R7.3, R8.2, R8.3, features): is a user, module, feature or quantity
-covered, answered from the tenant document and metering's live counters.
+"""Checks (R6.3, R7.2, R7.3, R7.4, R8.2, R8.3, features): is a user, module, feature or
+quantity covered, answered from the tenant document and metering's live counters.
 
 A check costs one Redis round trip: the reads it needs are planned from the document last
 seen (kept in memory, re-parsed only when it changed), sent with the document itself, and
@@ -79,7 +79,8 @@ class Checks:
         if item.user is not None and item.module is None:
             raise ValidationFailed("module: a user is checked on a module", field="module")
         if item.feature is not None and item.feature not in ("emails", "companies", "support") \
-                and item.feature not in self.index.features:
+                and item.feature not in self.index.features \
+                and item.feature not in self.index.resources:
             raise ValidationFailed(f"feature: unknown feature '{item.feature}'",
                                    field="feature")
         quantity = 1 if item.quantity is None else item.quantity
@@ -102,6 +103,8 @@ class Checks:
             return [("ZRANK", key, query.user), ("ZRANK", key, admin), ("ZCARD", key)]
         if query.feature == "companies":
             return [("GET", keys.companies_key(tenant))]
+        if query.feature in self.index.resources:  # R7.4: the set's size is the count
+            return [("SCARD", keys.resource_key(tenant, query.feature))]
         if query.feature == "support" and cached is not None:  # R8.2, R8.3
             state = cached.state
             today = local_date(now, zone_of(state))
@@ -162,6 +165,9 @@ class Checks:
         if query.feature == "companies":
             return dec.company_decision(state, self.index, max(0, int(values[0] or 0)),
                                         query.quantity)
+        if query.feature in self.index.resources:
+            return dec.resource_decision(state, self.index, query.feature,
+                                         int(values[0] or 0), query.quantity)
         assert query.feature is not None
         return dec.feature_decision(state, self.index, query.feature)
 

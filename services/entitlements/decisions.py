@@ -1,5 +1,5 @@
 """Pure check logic: no I/O, no clock. The service reads the live counters and the tenant
-document, then asks these functions for a decision (R6.3, R7.2, R7.3, features).
+document, then asks these functions for a decision (R6.3, R7.2, R7.3, R7.4, features).
 
 Every decision names its reason, the covering lot (or null) and the numbers behind it.
 """
@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Final
 
 from services.entitlements.models import DecisionKind
 from shared.catalog import Catalog
 from shared.coverage import email_allowance, granted
+from shared.resources import COMPANIES, CountedResources
 from shared.subscription import Lot, TenantState
+
+LIMIT_REACHED: Final = "limit_reached"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,7 @@ class Decision:
     used: int | None = None
     remaining: int | None = None
     support: dict[str, Any] | None = None  # R8: the pools behind a support decision
+    raise_with: str | None = None  # R7.4: the item that would raise a reached limit
 
     def public(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -33,6 +37,8 @@ class Decision:
             "limit": self.limit, "used": self.used, "remaining": self.remaining}
         if self.support is not None:
             body["support"] = self.support
+        if self.reason == LIMIT_REACHED:  # null when nothing sold would raise it
+            body["raise_with"] = self.raise_with
         return body
 
 
@@ -54,6 +60,8 @@ class CatalogIndex:
             f for p in catalog.plans for f in p.features)
         self.kind_of_pack = {p.id: p.kind for p in catalog.packs}
         self.email_overage = catalog.email_overage_price is not None
+        self.counted = CountedResources(catalog)  # companies and declared resources (R7.4)
+        self.resources = self.counted.declared
 
 
 def _live_lots(state: TenantState, kinds: Iterable[str], index: CatalogIndex) -> list[Lot]:
@@ -153,13 +161,26 @@ def email_decision(state: TenantState, index: CatalogIndex, used: int,
 def company_decision(state: TenantState, index: CatalogIndex, used: int,
                      quantity: int) -> Decision:
     """R7.3: limit = plan allowance + company packs; allowed while below it; never billed."""
-    included = index.plan_companies[state.plan]
-    lots = _live_lots(state, ("companies",), index)
+    return resource_decision(state, index, COMPANIES, used, quantity)
+
+
+def resource_decision(state: TenantState, index: CatalogIndex, resource: str, used: int,
+                      quantity: int) -> Decision:
+    """R7.3, R7.4: may N more be created? Limit = the plan's allowance + the units of the live
+    packs of the resource; covered while used + N fits it (by the plan, else by the lot that
+    holds the last one: packs count in the order bought), else denied naming the item that
+    would raise it. Never billed, never an upgrade by itself."""
+    included = index.counted.allowance(state.plan, resource)
+    lots = [lot for lot in state.lots
+            if lot.live and index.counted.resource_of(lot.item) == resource]
+    lots.sort(key=lambda lot: lot.bought_at)  # stable: purchase order at equal instants
     limit = included + granted(lots)
     remaining = max(0, limit - used)
     wanted = used + quantity
     if wanted > limit:
-        return Decision("denied", "limit_reached", None, limit, used, remaining)
+        raise_with = index.counted.raise_with(state.plan, state.cycle, resource, wanted - limit)
+        return Decision("denied", LIMIT_REACHED, None, limit, used, remaining,
+                        raise_with=raise_with)
     if wanted <= included:
         return Decision("covered", "plan", None, limit, used, remaining)
     seen = included
@@ -169,7 +190,8 @@ def company_decision(state: TenantState, index: CatalogIndex, used: int,
         if wanted <= seen:
             covering = lot.id
             break
-    return Decision("covered", "company_pack", covering, limit, used, remaining)
+    reason = "company_pack" if resource == COMPANIES else "resource_pack"
+    return Decision("covered", reason, covering, limit, used, remaining)
 
 
 def feature_decision(state: TenantState, index: CatalogIndex, feature: str) -> Decision:

@@ -16,7 +16,8 @@ from pydantic import (
 )
 
 from shared.catalog import Cycle
-from shared.subscription import Actor, DecimalText, Lot, LotState, UserId
+from shared.legal import EmailAddress, LegalName, PostalAddress, VatId
+from shared.subscription import Actor, BillingProfile, DecimalText, Lot, LotState, UserId
 
 TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -26,6 +27,21 @@ DecisionKind = Literal["covered", "billable", "denied"]
 
 
 # --- requests ------------------------------------------------------------------------------
+
+
+class BillingProfileIn(BaseModel):
+    """The tenant's billing profile as given (R9.8): legal name and address required, VAT id
+    and e-mail optional; each bounded (shared.legal). Given whole, it replaces the last."""
+
+    model_config = ConfigDict(extra="forbid")
+    legal_name: LegalName
+    address: PostalAddress
+    vat_id: VatId | None = None
+    email: EmailAddress | None = None
+
+    def stored(self) -> BillingProfile:
+        return BillingProfile(legal_name=self.legal_name, address=self.address,
+                              vat_id=self.vat_id, email=self.email)
 
 
 class TenantCreate(BaseModel):
@@ -41,11 +57,16 @@ class TenantCreate(BaseModel):
     vat_rate: str = Field(description="decimal string between 0 and 1, e.g. \"0.20\"")
     admin_user: UserId
     account_allows_quotes: bool = False
+    billing: BillingProfileIn | None = None
 
 
 class TenantPatch(BaseModel):
+    """`PATCH /v1/tenants/{t}`: tacit renewal (R4.1), the billing profile (R9.8), or both;
+    the service refuses a body with neither."""
+
     model_config = ConfigDict(extra="forbid")
-    renewal: bool
+    renewal: bool | None = None
+    billing: BillingProfileIn | None = None
     actor: Actor | None = None
 
 
@@ -54,14 +75,28 @@ class LotAction(BaseModel):
     actor: Actor | None = None
 
 
+# R4.11: how many items one purchase may carry.
+MAX_ITEMS = 20
+
+
+class PurchaseItem(BaseModel):
+    """One item of a purchase of several (R4.11), validated as a single purchase's item."""
+
+    model_config = ConfigDict(extra="forbid")
+    item: str = Field(min_length=1, max_length=128)
+    quantity: int | None = None
+
+
 class PurchaseRequest(BaseModel):
-    """`POST /v1/tenants/{tenant}/purchases` (docs/api.md); `item` is a pack or a plan id."""
+    """`POST /v1/tenants/{tenant}/purchases` (docs/api.md); `item` is a pack or a plan id,
+    or `items` several of them bought together (R4.11): exactly one of the two forms."""
 
     model_config = ConfigDict(extra="forbid")
     actor: Actor
     action: Action = "buy"
-    item: str = Field(min_length=1, max_length=128)
+    item: str | None = Field(default=None, min_length=1, max_length=128)
     quantity: int | None = None
+    items: list[PurchaseItem] | None = Field(default=None, min_length=1, max_length=MAX_ITEMS)
     confirm: bool = False
 
 
@@ -107,6 +142,8 @@ class LotOut(BaseModel):
     quantity: int
     state: LotState
     ends_at: datetime | None
+    # A pack priced per licence: those it was bought for (R4.12); absent for other lots.
+    licences: int | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 AnswerStatus = Literal["preview", "confirmed", "scheduled", "requested", "trialing"]
@@ -131,4 +168,4 @@ class PurchaseAnswer(BaseModel):
 
 def lot_out(lot: Lot) -> LotOut:
     return LotOut(id=lot.id, item=lot.item, quantity=lot.quantity, state=lot.state,
-                  ends_at=lot.ends_at)
+                  ends_at=lot.ends_at, licences=lot.licences)

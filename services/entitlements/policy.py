@@ -17,6 +17,12 @@ ACTION_TEXT = {"buy": "buy now", "quote": "request a quote", "trial": "start a f
 def check_role(action: str, actor: Actor) -> None:
     """R5 table (docs/rules.md, R5); a refusal names the role and the action (R5.2)."""
     role = actor.role
+    if role == "sub_account":
+        # R5.1: payments belong to the main account; a secondary or multi-user account's
+        # user may not even ask, so every action is refused before the table is read.
+        raise Forbidden(f"role 'sub_account' may not {ACTION_TEXT[action]}: only the owner "
+                        "of the main account acts on purchases (R5.1)",
+                        field="actor.role", code="role_forbidden")
     allowed = {
         "buy": role == "owner",  # R5.1: only the owner pays
         "quote": role in ("owner", "admin"),  # admin: if the account allows it (below)

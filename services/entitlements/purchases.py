@@ -9,6 +9,7 @@ A preview (R4.3) answers the same charges and changes nothing (`Outcome.state` i
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection, Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,10 +22,14 @@ from services.entitlements.plan_changes import PlanChange
 from shared.billing.money import line_amount
 from shared.billing.periods import Period, local_date, local_midnight
 from shared.billing.proration import prorated_charge
+from shared.billing.seats import licence_holders
 from shared.catalog import ONCE, Catalog, Pack, Plan, UnknownCatalogItem
 from shared.errors import Conflict, Forbidden, ValidationFailed
 from shared.subscription import Lot, TenantState
 from shared.times import utc_text
+
+# Per module, the users holding access to it now (metering's live counters), R4.12.
+LiveAccess = Mapping[str, Collection[str]]
 
 
 def round_line(amount: Decimal, currency: str) -> Decimal:
@@ -59,12 +64,17 @@ class PurchaseRules:
         if isinstance(item, Pack) and item.single_instance and quantity != 1 and not daily:
             raise ValidationFailed(f"quantity: '{item.id}' is single-instance (R4.7)",
                                    field="quantity")
+        if isinstance(item, Pack) and item.per == "licence" and quantity != 1:
+            raise ValidationFailed(f"quantity: '{item.id}' is priced per licence; the "
+                                   "licences are counted, not chosen (R4.12)", field="quantity")
         return quantity
 
     def decide(self, state: TenantState, body: PurchaseRequest, item: Plan | Pack,
                quantity: int, now: datetime, effects: Effects,
-               actor: dict[str, Any] | None) -> Outcome:
-        """The outcome of one purchase request on `state` at `now` (raises when refused)."""
+               actor: dict[str, Any] | None, access: LiveAccess | None = None) -> Outcome:
+        """The outcome of one purchase request on `state` at `now` (raises when refused).
+        `access`: who holds access to each module now, read by the caller from metering's
+        live counters when a pack priced per licence is bought (R4.12)."""
         zone = zone_of(state)
         today = local_date(now, zone)
         if state.status == "ended":
@@ -95,16 +105,30 @@ class PurchaseRules:
         unit_price = item.price[price_key]
         if body.action == "trial":
             return self._trial(state, body, item, now, today, effects, actor)
+        licences = self._licences(state, item, access)
         return self._buy_pack(state, body, item, quantity, unit_price, period, now, effects,
-                              actor)
+                              actor, licences)
+
+    def _licences(self, state: TenantState, pack: Pack, access: LiveAccess | None
+                  ) -> int | None:
+        """R4.12: the licences a pack priced per licence is bought for, under the plan in
+        force (a basket's upgrade decided first counts its modules); None for other packs."""
+        if pack.per != "licence":
+            return None
+        if access is None:  # the caller reads the live counters before deciding
+            raise ValueError(f"'{pack.id}' is priced per licence: the live access is needed")
+        return len(licence_holders(access, self.catalog.modules_of_plan(state.plan),
+                                   state.admin_user))
 
     def _buy_pack(self, state: TenantState, body: PurchaseRequest, item: Pack, quantity: int,
                   unit_price: Decimal, period: Period, now: datetime, effects: Effects,
-                  actor: dict[str, Any] | None) -> Outcome:
-        """A recurring pack prorated to the period end (R4.2), or a one-time pack (R4.6)."""
+                  actor: dict[str, Any] | None, licences: int | None = None) -> Outcome:
+        """A recurring pack prorated to the period end (R4.2), or a one-time pack (R4.6);
+        one priced per licence costs price × `licences` instead of × quantity (R4.12)."""
         today = local_date(now, zone_of(state))
         self._single_instance(state, item)
         currency = state.currency
+        billed = quantity if licences is None else licences
         charges: list[Charge] = []
         if item.kind == "one_time":  # R4.6: charged in full, never renewed
             amount = line_amount(Decimal(quantity), unit_price, currency)
@@ -113,13 +137,15 @@ class PurchaseRules:
                                   unit_price=unit_price))
             next_cycle = None
         else:  # R4.2: price × remaining_days / period_days, rounded once
-            amount = prorated_charge(unit_price * quantity, period, today, currency)
+            amount = prorated_charge(unit_price * billed, period, today, currency)
+            what = f"{quantity} × {item.id}" if licences is None \
+                else f"{item.id} for {licences} licence(s)"
             charges.append(Charge(
-                kind="proration", item=item.id, quantity=quantity, unit_price=unit_price,
-                description=f"{quantity} × {item.id} prorated {(period.end - today).days}/"
+                kind="proration", item=item.id, quantity=billed, unit_price=unit_price,
+                description=f"{what} prorated {(period.end - today).days}/"
                             f"{period.days} days", amount=amount,
                 period=PeriodOut.model_validate({"from": today, "to": period.end})))
-            next_cycle = round_line(unit_price * quantity, currency)
+            next_cycle = round_line(unit_price * billed, currency)
         if not body.confirm:  # R4.3: the preview changes nothing
             return Outcome(None, PurchaseAnswer(status="preview", lot=None, charges=charges,
                                                 next_cycle_amount=next_cycle).public())
@@ -132,7 +158,7 @@ class PurchaseRules:
                                    {"lot": trial.id, "item": trial.item}, actor)
             lot = Lot(id=f"lot-{secrets.token_hex(8)}", item=item.id, kind=item.kind,
                       quantity=quantity, units=item.units, state="active", bought_at=now,
-                      unit_price=unit_price, actor=body.actor)
+                      unit_price=unit_price, actor=body.actor, licences=licences)
             state.lots.append(lot)
         answer = PurchaseAnswer(status="confirmed", lot=None if lot is None else lot_out(lot),
                                 charges=charges, next_cycle_amount=next_cycle)
@@ -141,7 +167,8 @@ class PurchaseRules:
             "lot": None if lot is None else lot.id, "currency": currency,
             "charges": [c.model_dump(mode="json", by_alias=True) for c in charges],
             "next_cycle_amount": None if next_cycle is None else format(next_cycle, "f"),
-            "period": period.public()}, actor)
+            "period": period.public(),
+            **({} if licences is None else {"licences": licences})}, actor)
         return Outcome(state, {**answer.public(), EVENT_FIELD: event_id}, status_code=201)
 
     def _support(self, state: TenantState, body: PurchaseRequest, item: Pack, now: datetime,

@@ -24,6 +24,8 @@ import orjson
 
 from services.entitlements import decisions as dec
 from services.entitlements import support as sup
+from services.entitlements import support_renewals as ren
+from services.entitlements.baskets import Baskets
 from services.entitlements.checks import Checks
 from services.entitlements.lifecycle import (
     EVENT_FIELD,
@@ -35,7 +37,7 @@ from services.entitlements.lifecycle import (
     next_due,
     zone_of,
 )
-from services.entitlements.models import PurchaseRequest, TenantCreate, lot_out
+from services.entitlements.models import PurchaseRequest, TenantCreate, TenantPatch, lot_out
 from services.entitlements.policy import actor_may_manage, check_role, parse_vat_rate
 from services.entitlements.purchases import PurchaseRules
 from services.entitlements.store import Change, EntitlementsStore
@@ -69,6 +71,7 @@ class EntitlementsService:
         index = dec.CatalogIndex(catalog)
         self.checks = Checks(store, catalog, index, clock)
         self.purchases = PurchaseRules(catalog, index, settings.entitlements_max_quantity)
+        self.baskets = Baskets(self.purchases)
         self._invoicing_keys = InvoicingKeys(settings.invoicing_key_prefix)
         self._public_catalog = orjson.dumps(catalog.to_public())
 
@@ -157,7 +160,8 @@ class EntitlementsService:
                 id=body.id, plan=plan.id, cycle=body.cycle, anchor=anchor,
                 time_zone=body.time_zone, currency=body.currency, vat_rate=vat,
                 admin_user=body.admin_user, account_allows_quotes=body.account_allows_quotes,
-                status="active" if anchor <= today else "scheduled", created_at=now)
+                status="active" if anchor <= today else "scheduled", created_at=now,
+                billing=None if body.billing is None else body.billing.stored())
             period = current_period(new, anchor)
             price = plan.price[body.cycle]
             effects.record(new.id, "tenant.created", now, {
@@ -165,6 +169,7 @@ class EntitlementsService:
                 "time_zone": body.time_zone, "currency": body.currency,
                 "vat_rate": format(vat, "f"), "admin_user": body.admin_user,
                 "period": period.public(), "plan_price": format_money(price, new.currency),
+                "billing": _profile_json(new),
             }, actor_json(None, principal))
             return Outcome(new, self.tenant_public(new, now), status_code=201,
                            zone=body.time_zone)
@@ -192,7 +197,9 @@ class EntitlementsService:
                 ends_at = state.ends_at
             price = None
             if lot.unit_price is not None and lot.state in ("active",) and state.renewal:
-                price = format_money(lot.unit_price * lot.quantity, state.currency)
+                # R4.12: per licence, as counted at purchase (each renewal counts again)
+                price = format_money(lot.unit_price * lot.quantity * (lot.licences or 1),
+                                     state.currency)
             lots.append({"id": lot.id, "item": lot.item, "kind": lot.kind,
                          "quantity": lot.quantity, "units": lot.units, "state": lot.state,
                          "trial": lot.trial, "bought_at": utc_text(lot.bought_at),
@@ -213,26 +220,30 @@ class EntitlementsService:
             "modules": list(plan.modules), "features": list(plan.features),
             "plan_price": format_money(plan.price[state.cycle], state.currency)
             if state.cycle in plan.price else None,
-            "lots": lots,
+            "lots": lots, "billing": _profile_json(state),
         }
 
-    async def set_renewal(self, tenant: str, renewal: bool, actor: Actor | None,
-                          principal: Principal) -> dict[str, Any]:
-        """R4.1: tacit renewal on or off, any time before the period end."""
-        actor_may_manage(actor, principal, "switch tacit renewal")
+    async def patch_tenant(self, tenant: str, body: TenantPatch, principal: Principal
+                           ) -> dict[str, Any]:
+        """Tacit renewal on or off (R4.1) and the billing profile (R9.8): either or both, in
+        one change, so that refusing one changes neither."""
+        if body.renewal is None and body.billing is None:
+            raise ValidationFailed("renewal: give `renewal`, `billing` or both",
+                                   field="renewal")
+        actor_may_manage(body.actor, principal, "switch tacit renewal"
+                         if body.renewal is not None else "change the billing profile")
+        actor = actor_json(body.actor, principal)
+        profile = None if body.billing is None else body.billing.stored()
 
         def patch(state: TenantState | None, now: datetime, effects: Effects) -> Outcome:
             state = _require(state, tenant)
-            if state.status == "ended":
-                raise Conflict("the subscription has ended (R4.1)", code="subscription_ended")
-            period = current_period(state, local_date(now, zone_of(state)))
-            end = local_midnight(period.end, zone_of(state))
-            if state.renewal != renewal:
-                state.renewal = renewal
-                state.ends_at = None if renewal else end
-                effects.record(tenant, "renewal.changed", now, {
-                    "renewal": renewal, "ends_at": None if renewal else utc_text(end)},
-                    actor_json(actor, principal))
+            if body.renewal is not None:
+                _switch_renewal(state, body.renewal, now, effects, actor)
+            if profile is not None and profile != state.billing:
+                # Invoices issued from now on name the new buyer; issued ones keep theirs.
+                effects.record(tenant, "tenant.billing_changed", now, {
+                    "billing": profile.model_dump(), "previous": _profile_json(state)}, actor)
+                state.billing = profile
             return Outcome(state, self.tenant_public(state, now))
 
         _, answer = await self._mutate(tenant, patch)
@@ -258,6 +269,7 @@ class EntitlementsService:
                     raise Conflict(f"lot '{lot_id}' ends with the plan change that makes it "
                                    "moot; choosing the current plan again restores it (R4.10)",
                                    field="lot", code="moot_after_plan_change")
+                ren.refuse_uncancel(lot)  # R8.6: a declined renewal was credited
                 lot.state, lot.ends_at = "active", None
                 effects.record(tenant, "lot.uncancelled", now,
                                {"lot": lot.id, "item": lot.item, "quantity": lot.quantity},
@@ -267,8 +279,10 @@ class EntitlementsService:
                     raise Conflict(f"lot '{lot_id}' is {lot.state}; only an active lot can be "
                                    "cancelled (R4.4)", field="lot", code="not_active")
                 period = current_period(state, local_date(now, zone))
+                declined = None
                 if lot.kind == "support" and lot.contract_end is not None:
                     end = sup.cancel_end(lot, zone)  # R8.4: declined at the contract end
+                    declined = ren.declined_renewal(lot, zone)  # R8.6: invoiced already
                 else:
                     end = local_midnight(period.end, zone)  # active until the period end
                 lot.state, lot.ends_at = "cancelled", end
@@ -276,6 +290,9 @@ class EntitlementsService:
                     "lot": lot.id, "item": lot.item, "quantity": lot.quantity,
                     "ends_at": utc_text(lot.ends_at), "refund": "0.00"},
                     actor_json(actor, principal))
+                if declined is not None:  # invoicing credits that renewal's invoice (R8.6)
+                    effects.record(tenant, "support.renewal_declined", now, declined,
+                                   actor_json(actor, principal))
             return Outcome(state, {"lot": lot_out(lot).model_dump(mode="json")})
 
         _, answer = await self._mutate(tenant, change)
@@ -292,14 +309,20 @@ class EntitlementsService:
                 raise ValidationFailed("Idempotency-Key: 1 to 255 characters",
                                        field="Idempotency-Key")
             idem = self.store.keys.idempotency(tenant, idempotency_key)
-        item = self.purchases.item(body.item)
-        quantity = self.purchases.quantity(body, item)
+        lines = self.baskets.lines(body)  # one for `item`, one per entry of `items` (R4.11)
         check_role(body.action, body.actor)
+        access = None
+        if any(line.per_licence for line in lines):  # R4.12: counted by the pure rules
+            access = await self.store.live_users(tenant, [m.id for m in self.catalog.modules])
 
         def buy(state: TenantState | None, now: datetime, effects: Effects) -> Outcome:
             state = _require(state, tenant)
-            return self.purchases.decide(state, body, item, quantity, now, effects,
-                                         actor_json(body.actor, principal))
+            actor = actor_json(body.actor, principal)
+            if body.items is not None:
+                return self.baskets.decide(state, body, lines, now, effects, actor, access)
+            one = lines[0]
+            return self.purchases.decide(state, body, one.item, one.quantity, now, effects,
+                                         actor, access)
 
         status, answer = await self._mutate(tenant, buy, idem, request_hash)
         # The event id travels with the stored answer, so a replay finds the same invoice.
@@ -350,6 +373,24 @@ class EntitlementsService:
                 return Outcome(state, {})
             await self._mutate(tenant, touch)
         return len(tenants)
+
+def _switch_renewal(state: TenantState, renewal: bool, now: datetime, effects: Effects,
+                    actor: dict[str, Any] | None) -> None:
+    """R4.1: tacit renewal on or off, any time before the period end."""
+    if state.status == "ended":
+        raise Conflict("the subscription has ended (R4.1)", code="subscription_ended")
+    period = current_period(state, local_date(now, zone_of(state)))
+    end = local_midnight(period.end, zone_of(state))
+    if state.renewal != renewal:
+        state.renewal = renewal
+        state.ends_at = None if renewal else end
+        effects.record(state.id, "renewal.changed", now, {
+            "renewal": renewal, "ends_at": None if renewal else utc_text(end)}, actor)
+
+
+def _profile_json(state: TenantState) -> dict[str, Any] | None:
+    return None if state.billing is None else state.billing.model_dump()
+
 
 def _require(state: TenantState | None, tenant: str) -> TenantState:
     if state is None:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import orjson
 from redis.asyncio import Redis
 
-from shared.keys import TENANT_ZONES, EntitlementsKeys
+from shared.keys import TENANT_ZONES, EntitlementsKeys, users_key
 from shared.redis import ReadMany
 
 # KEYS[7] marks this very call: the client sends a call again when its connection broke, and
@@ -180,6 +180,18 @@ class EntitlementsStore:
     async def release_lease(self, holder: str) -> None:
         if await self.redis.get(self.keys.outbox_lease) == holder:
             await self.redis.delete(self.keys.outbox_lease)
+
+    # --- licences (R4.12) --------------------------------------------------------------
+
+    async def live_users(self, tenant: str, modules: Sequence[str]) -> dict[str, frozenset[str]]:
+        """Per module, the users holding access now: metering's live counters, read in one
+        pipeline before a purchase of a pack priced per licence is decided."""
+        pipe = self.redis.pipeline(transaction=False)
+        for module in modules:
+            pipe.zrange(users_key(tenant, module), 0, -1)
+        rows = await pipe.execute()
+        return {module: frozenset(str(user) for user in users)
+                for module, users in zip(modules, rows, strict=True)}
 
     # --- checks: one round trip --------------------------------------------------------
 

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from services.entitlements import support_renewals as ren
 from services.entitlements.models import Charge, PeriodOut
 from shared.billing import support as sb
 from shared.billing.money import line_amount
@@ -147,8 +148,9 @@ def _renewal(state: TenantState, pack: Pack, terms: SupportTerms, price: Decimal
 
 def due_instants(state: TenantState, zone: ZoneInfo) -> list[datetime]:
     """Support steps that fall due by themselves: a bank contract's end (`ends_at`, active
-    lots), a daily plan's renewal invoice (one month before its end) and its roll-over."""
-    instants: list[datetime] = []
+    lots), a daily plan's renewal invoice (one month before its end) and its roll-over,
+    a bank contract's renewal notices (R8.6)."""
+    instants = ren.notice_instants(state, zone)
     for lot in state.lots:
         if lot.kind != "support" or lot.state != "active":
             continue
@@ -167,7 +169,9 @@ def due_instants(state: TenantState, zone: ZoneInfo) -> list[datetime]:
 def advance_support(state: TenantState, zone: ZoneInfo, due: datetime, record: Record
                     ) -> None:
     """Apply the support steps due at `due` (R8.4): contracts end, daily plans are invoiced
-    one month before their renewal date (10 % off: renewed before expiry) and roll over."""
+    one month before their renewal date (10 % off: renewed before expiry) and roll over;
+    bank contracts announce their renewal first (R8.6: notices fall before the end)."""
+    ren.send_notices(state, zone, due, record)
     for lot in state.lots:
         if lot.kind != "support" or lot.state != "active":
             continue
@@ -195,7 +199,8 @@ def advance_support(state: TenantState, zone: ZoneInfo, due: datetime, record: R
                             f"{discount * 100:.0f} % (R8.4)",
                 period=PeriodOut.model_validate({"from": end, "to": renewal.end}))
             lot.renewal_invoiced = end
-            record("purchase.confirmed", at, {
+            # Kept so that declining this renewal names the invoice to credit (R8.6).
+            lot.renewal_event = record("purchase.confirmed", at, {
                 "item": lot.item, "kind": "support", "quantity": lot.quantity, "lot": lot.id,
                 "currency": state.currency, "renewal": "automatic",
                 "charges": [charge.model_dump(mode="json", by_alias=True)],
@@ -211,12 +216,9 @@ def advance_support(state: TenantState, zone: ZoneInfo, due: datetime, record: R
 
 def cancel_end(lot: Lot, zone: ZoneInfo) -> datetime:
     """A support contract declined (cancelled) ends at its contract end, not the
-    subscription's period end; once its renewal is invoiced it is too late (R8.4, R4.5)."""
+    subscription's period end, even once its renewal is invoiced: that invoice is then
+    credited (R8.6, `support_renewals.declined_renewal`)."""
     assert lot.contract_end is not None
-    if lot.renewal_invoiced == lot.contract_end:
-        raise Conflict(f"the renewal of lot {lot.id} from {lot.contract_end} is already "
-                       "invoiced; all purchases are final (R8.4, R4.5)", field="lot",
-                       code="renewal_already_invoiced")
     return local_midnight(lot.contract_end, zone)
 
 

@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from services.invoicing.licences import licence_line
 from services.invoicing.models import Line
 from shared.billing import support as sb
 from shared.billing.periods import (
@@ -37,10 +38,13 @@ def _price(prices: Mapping[Any, Decimal], cycle: str) -> Decimal | None:
     return prices.get(cycle)
 
 
-def advance_lines(view: TenantState, catalog: Catalog, period: Period) -> list[Line]:
+def advance_lines(view: TenantState, catalog: Catalog, period: Period,
+                  access: Intervals | None = None) -> list[Line]:
     """Recurring fees of the period that starts: the plan in force and every pack lot
     active at its first instant (not cancelled, not a free trial, R4.4, R5.3), less what a
-    purchase made at that very instant already charged for the whole period."""
+    purchase made at that very instant already charged for the whole period. `access`: the
+    access intervals known up to the period start, which price the packs sold per licence
+    (R4.12); a first period has none to price (nothing was bought before it began)."""
     zone = view.zone
     start = period.start_instant(zone)
     lines: list[Line] = []
@@ -68,6 +72,9 @@ def advance_lines(view: TenantState, catalog: Catalog, period: Period) -> list[L
         pack = _pack(catalog, lot.item)
         unit_price = _lot_price(pack, lot, view.cycle)
         if unit_price is None or (pack is not None and not _renews(pack)):
+            continue
+        if pack is not None and pack.per == "licence":  # R4.12: counted again each renewal
+            lines.append(licence_line(view, catalog, period, lot, pack, unit_price, access))
             continue
         quantity = Decimal(lot.quantity)
         lines.append(Line.priced(

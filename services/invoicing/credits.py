@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from services.invoicing import legal
 from services.invoicing.documents import compose_tax, credit_note, minor_text
 from services.invoicing.reads import InvoiceReads
 from services.invoicing.state import (
@@ -82,6 +83,11 @@ class CreditNotes:
         tax = compose_tax(gross, Decimal(invoice.get("vat_rate", "0")), currency)
         doc = credit_note(invoice, gross, tax, reason, NUMBER_PLACEHOLDER,
                           ISSUED_AT_PLACEHOLDER)
+        tenant = str(invoice["tenant"])
+        views = await self.state.tenant_documents([tenant])
+        # R9.8: the parties as they are at the note's issue; due on its issue date.
+        doc.update(legal.mentions(self.settings, tenant, views.get(tenant),
+                                  legal.CREDIT_NOTE_TERMS_DAYS))
         result = await self.state.credit(number, total_minor, amount_minor,
                                          await self.clock.now(), orjson.dumps(doc), request)
         if result.outcome == "refused":
@@ -91,7 +97,7 @@ class CreditNotes:
         doc["number"], doc["issued_at"] = result.number, result.issued_at
         await self.store.insert_documents([doc])
         await self.state.clear_pending([result.number])
-        return doc
+        return legal.served(doc, self.settings.accounting_zone)
 
     async def _replayed_note(self, earlier: CreditResult, fingerprint: str) -> dict[str, Any]:
         if earlier.fingerprint != fingerprint:
@@ -106,8 +112,7 @@ class CreditNotes:
                 earlier.number)  # written and cleared in between
         if doc is None:
             raise NotFound(f"credit note '{earlier.number}' not found", field="number")
-        result: dict[str, Any] = doc
-        return result
+        return legal.served(dict(doc), self.settings.accounting_zone)
 
 
 def _minor_amount(text: str, currency: str) -> int:

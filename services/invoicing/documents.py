@@ -74,12 +74,15 @@ def minor_text(minor: int, digits: int) -> str:
 
 def to_csv(docs: Sequence[dict[str, Any]]) -> str:
     """One row per line. A credit note's rows are negative (quantity, amount and its
-    document's totals), so a month's rows sum to what was invoiced net of credits (R9.7)."""
+    document's totals), so a month's rows sum to what was invoiced net of credits (R9.7).
+    Documents come as served: `due_date` derived (legal.served); a document issued before
+    legal mentions leaves their columns empty (R9.8)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for doc in docs:
         sign = _negated if doc["kind"] == "credit_note" else str
+        mentions = _legal_columns(doc)
         for i, line in enumerate(doc.get("lines", []), start=1):
             period = line.get("period") or {}
             writer.writerow([
@@ -88,8 +91,16 @@ def to_csv(docs: Sequence[dict[str, Any]]) -> str:
                 sign(line["quantity"]), line["unit_price"], sign(line["amount"]),
                 period.get("from", ""), period.get("to", ""), sign(doc["subtotal"]),
                 sign(doc["tax"]), sign(doc["total"]),
-                orjson.dumps(line.get("source")).decode()])
+                orjson.dumps(line.get("source")).decode(), *mentions])
     return out.getvalue()
+
+
+def _legal_columns(doc: dict[str, Any]) -> list[str]:
+    seller = doc.get("seller") or {}
+    buyer = doc.get("buyer") or {}
+    return [doc.get("due_date") or "", seller.get("legal_name") or "",
+            seller.get("vat_id") or "", buyer.get("legal_name") or "",
+            buyer.get("vat_id") or ""]
 
 
 def _negated(amount: str) -> str:

@@ -74,7 +74,9 @@ class Drafts:
                 period = ended
                 if renews:
                     period = period_containing(view.anchor, Cycle(view.cycle), day)
-                    lines.extend(compose.advance_lines(view, self.catalog, period))
+                    # R4.12: packs priced per licence count them from the access read above
+                    lines.extend(compose.advance_lines(view, self.catalog, period,
+                                                       usage.spans()))
                 drafts.append(Draft(
                     tenant=view.id, kind="period", currency=view.currency,
                     vat_rate=view.vat_rate, period=period, lines=lines, billing_date=day,

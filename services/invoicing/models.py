@@ -95,11 +95,15 @@ class Draft:
     advances_cutoff: bool = False
 
 
-# The columns of an invoice's CSV (`Accept: text/csv`) and of the month's export.
+# The columns of an invoice's CSV (`Accept: text/csv`) and of the month's export. Readers
+# may rely on their positions: new columns go at the end, never between.
 CSV_COLUMNS: Final = ("invoice", "kind", "tenant", "issued_at", "currency", "line",
                       "module", "line_kind", "description", "quantity", "unit_price",
                       "amount", "period_from", "period_to", "invoice_subtotal", "invoice_tax",
-                      "invoice_total", "source")
+                      "invoice_total", "source",
+                      # R9.8: the legal mentions a ledger needs beside the amounts.
+                      "due_date", "seller_legal_name", "seller_vat_id", "buyer_legal_name",
+                      "buyer_vat_id")
 
 
 # --- request bodies ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from services.invoicing import legal
 from services.invoicing.documents import to_csv
 from services.invoicing.state import InvoiceState
 from services.invoicing.store import InvoiceStore, decode_cursor, encode_cursor
@@ -43,6 +44,7 @@ class InvoiceReads:
         notes = await self.store.credit_notes([d["number"] for d in docs])
         for doc in docs:
             doc.pop("usage_cutoff", None)
+            legal.served(doc, self._zone)  # R9.8: the due date, from the final issue instant
             if doc["kind"] == "credit_note":
                 doc["status"] = "issued"  # a credit note is never credited itself
                 continue
@@ -82,4 +84,5 @@ class InvoiceReads:
 
     async def export(self, month: str, tenant_scope: str | None) -> str:
         start, end = month_window(month, "month", self._zone)
-        return to_csv(await self.store.month_documents(start, end, tenant_scope))
+        docs = await self.store.month_documents(start, end, tenant_scope)
+        return to_csv([legal.served(doc, self._zone) for doc in docs])

@@ -15,7 +15,7 @@ crash anywhere leaves either nothing or a numbered document that will be written
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -23,8 +23,9 @@ from typing import Any
 
 import orjson
 
-from services.invoicing import schedule
+from services.invoicing import legal, schedule
 from services.invoicing.credits import CreditNotes
+from services.invoicing.declines import DECLINED, RenewalDeclines
 from services.invoicing.documents import render
 from services.invoicing.drafts import Drafts
 from services.invoicing.late import LateWork
@@ -73,6 +74,7 @@ class InvoicingService:
         self.drafts = Drafts(store, catalog)
         self.reads = InvoiceReads(state, store, self.recover, settings.accounting_zone)
         self.credits = CreditNotes(state, store, self.reads, clock, settings)
+        self.declines = RenewalDeclines(state, self.credits)
 
     # --- recovery and the schedule ---------------------------------------------------------
 
@@ -145,7 +147,7 @@ class InvoicingService:
                             usage_cutoff=cutoff_now, key=f"late:{w.cutoff_us}",
                             advances_cutoff=True)
                       for w in work if lines.get(w.view.id)]
-            issued.extend((await self._issue(drafts, now))[0])
+            issued.extend((await self._issue(drafts, now, views))[0])
         await self.state.set_sweep(now + timedelta(days=1))
         return issued
 
@@ -210,7 +212,7 @@ class InvoicingService:
                     break
                 drafts = await self.drafts.compose(
                     [(work[n].view, d, work[n].cutoff_us, work[n].last) for n, d in todo])
-                numbers, was_billed = await self._issue(drafts, until)
+                numbers, was_billed = await self._issue(drafts, until, views)
                 issued.extend(numbers)
                 skipped.extend(was_billed)
                 for draft in drafts:
@@ -225,11 +227,16 @@ class InvoicingService:
             await self.sync_index(chunk)
         return RunResult(issued, skipped)
 
-    async def _issue(self, drafts: Sequence[Draft], issued_at: datetime
-                     ) -> tuple[list[str], list[str]]:
+    async def _issue(self, drafts: Sequence[Draft], issued_at: datetime,
+                     views: Mapping[str, TenantState]) -> tuple[list[str], list[str]]:
+        """Number and write `drafts`; `views` (their tenants' documents, as read for the
+        drafts) name the buyer (R9.8)."""
         requests: list[IssueRequest] = []
+        terms = self.settings.invoicing_payment_terms_days
         for draft in drafts:
             doc = render(draft, ISSUED_AT_PLACEHOLDER, NUMBER_PLACEHOLDER)
+            doc.update(legal.mentions(self.settings, draft.tenant, views.get(draft.tenant),
+                                      terms))
             requests.append(IssueRequest(
                 marker_key=self.state.keys.billed(draft.tenant)
                 if draft.billing_date or draft.advances_cutoff else self.state.keys.events,
@@ -263,6 +270,9 @@ class InvoicingService:
             if views:
                 await self.bill([tenant], await self.clock.now())
             return
+        if kind == DECLINED:  # R8.6: the declined renewal's invoice is credited in full
+            await self.declines.on_declined(event)
+            return
         if kind != "purchase.confirmed":
             return
         views = await self.views([tenant])
@@ -279,7 +289,8 @@ class InvoicingService:
                       key=str(event.get("id")), extra={"event": event.get("id")})
         issued_at = _event_time(event.get("time")) or await self.clock.now()
         await self.recover()
-        await self._issue([draft], issued_at)
+        await self._issue([draft], issued_at, views)
+        await self.declines.settle(draft.key)  # R8.6: a decline read before this invoice
 
     def _charge_line(self, view: TenantState, event: dict[str, Any], data: dict[str, Any],
                      charge: dict[str, Any]) -> Line:
@@ -322,6 +333,9 @@ class InvoicingService:
         draft, = await self.drafts.compose([(view, nd, cutoff, last)])
         doc = render(draft, utc_text(await self.clock.now()), "")
         doc.pop("usage_cutoff", None)
+        doc.update(legal.mentions(self.settings, tenant, view,
+                                  self.settings.invoicing_payment_terms_days))
+        doc["due_date"] = None  # known once issued: the issue date plus the terms
         doc["number"] = None
         doc["as_of"] = doc.pop("issued_at")
         doc["issued_at"] = None

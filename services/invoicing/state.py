@@ -11,6 +11,8 @@ The keys (`shared.keys.InvoicingKeys`, prefix `INVOICING_KEY_PREFIX`) and what e
 - `events`             hash: subscription event id → number (immediate invoices, R9.2)
 - `pending`            hash: number → JSON of a numbered document not yet in ClickHouse
 - `credited`           hash: invoice number → minor units credited so far
+- `declined`           hash: purchase event id → a declined support renewal whose invoice is
+                       to be credited, kept until it is (R8.6, declines.py)
 - `issue_call`, `credit_call`  what one `_ISSUE` / `_CREDIT` call answered (a day), so the
                        client's resend of that call answers the same instead of issuing
                        again or reporting it skipped; for a credit note requested with an
@@ -56,9 +58,11 @@ local function take_number(last_key, seq_prefix, kind_prefix, at, year, text)
   redis.call('SET', last_key, string.format('%.0f', at) .. ' ' .. year .. ' ' .. text)
   return kind_prefix .. year .. '-' .. string.format('%06d', n), text
 end
+-- Only the placeholders standing as whole JSON values of their own keys are filled: text a
+-- user wrote (a credit note's reason) is escaped JSON and can never match them.
 local function fill(template, number, text)
-  local doc = string.gsub(template, '@@NUMBER@@', number)
-  doc = string.gsub(doc, '@@ISSUED_AT@@', text)
+  local doc = string.gsub(template, '"number":"@@NUMBER@@"', '"number":"' .. number .. '"', 1)
+  doc = string.gsub(doc, '"issued_at":"@@ISSUED_AT@@"', '"issued_at":"' .. text .. '"', 1)
   return doc
 end
 """

@@ -11,8 +11,10 @@ from services.metering.store import EventStore, LiveCounters
 from services.metering.worker import UsageConsumer
 from services.metering.zones import TenantZones
 from shared.app import Runtime
+from shared.catalog import load_catalog
 from shared.events import EventValidator
 from shared.meters import MeterRegistry
+from shared.resources import CountedResources
 from shared.settings import MeteringSettings
 
 
@@ -22,20 +24,24 @@ class MeteringPart:
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         self.settings = MeteringSettings(**(overrides or {}))
-        # Fail at construction, before anything starts, on an invalid meter file.
+        # Fail at construction, before anything starts, on an invalid meter file or catalog.
         self.registry = MeterRegistry.load(self.settings.meters)
+        # The catalog's counted resources: their event types are accepted and counted (R7.4).
+        self.resources = CountedResources(load_catalog(self.settings.catalog))
         self.consumer: UsageConsumer | None = None
         self.service: MeteringService | None = None
         self._barrier_registered = False
 
     async def start(self, runtime: Runtime) -> None:
-        validator = EventValidator(self.registry.configured_types())
+        validator = EventValidator(self.resources.checkers(self.registry.configured_types()))
         store = EventStore(runtime.clickhouse)
         live = LiveCounters(runtime.redis, claim_ttl_s=self.settings.dedupe_window_days * 86_400)
         self.consumer = UsageConsumer(self.settings, validator, store, live,
                                       TenantZones(runtime.redis), runtime.producer,
-                                      runtime.health, LiveRebuild(runtime.clickhouse,
-                                                                  runtime.redis))
+                                      runtime.health,
+                                      LiveRebuild(runtime.clickhouse, runtime.redis,
+                                                  self.resources.events),
+                                      self.resources.events)
         await self.consumer.start()
         if not self._barrier_registered:
             runtime.scheduler.register_barrier(self.caught_up)

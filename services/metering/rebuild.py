@@ -15,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -31,6 +31,7 @@ from shared.clickhouse.client import ClickHouse
 from shared.events import UsageEvent
 from shared.keys import LIVE_INCARNATION, live_key
 from shared.redis import text
+from shared.resources import NO_RESOURCE_EVENTS, ResourceEvent
 from shared.times import as_utc
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,19 @@ _COMPANIES: Final = (
 _ACCESS: Final = (
     "SELECT tenant, module, user_id, time, type FROM usage_events"
     " WHERE type IN ({granted:String}, {revoked:String}) LIMIT 1 BY source, id")
+# A counted resource's instances (R7.4): the set after SADD/SREM in stream order holds the ids
+# whose last event was a creation. The stream order, as stored: the broker's timestamp, then
+# the partition and offset (one tenant's events share a partition).
+_RESOURCE: Final = (
+    "SELECT tenant, member FROM (SELECT tenant, member,"
+    " argMax(type, (ingested_at, kafka_partition, kafka_offset)) AS last FROM ("
+    "SELECT tenant, type, JSONExtractString(data, {key:String}) AS member, ingested_at,"
+    " kafka_partition, kafka_offset FROM usage_events"
+    " WHERE type IN ({created:String}, {deleted:String}) LIMIT 1 BY source, id)"
+    " GROUP BY tenant, member) WHERE last = {created:String} AND member != ''")
+# Members per SADD when a set is written back: one command stays small whatever the set.
+_SADD_CHUNK: Final = 10_000
+_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)  # any instant: sets ignore time
 
 
 @dataclass
@@ -64,11 +78,19 @@ class LiveState:
     access: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     # users zset -> user -> grant instant (µs) of the unbroken access
     users: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    # counted resource set -> its instance ids (R7.4)
+    members: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def apply(self, ops: Iterable[list[Any]]) -> None:
         for op in ops:
             if op[0] == "incr":
                 self.counters[op[1]] += int(op[2])
+                continue
+            if op[0] == "member":
+                if op[3]:
+                    self.members[op[1]].add(op[2])
+                else:
+                    self.members[op[1]].discard(op[2])
                 continue
             _, state_key, users_key, user, order, micros, granted = op
             previous = self.access[state_key].get(user)
@@ -88,9 +110,11 @@ def _event(tenant: str, kind: str, time: datetime, data: dict[str, Any]) -> Usag
 
 
 class LiveRebuild:
-    def __init__(self, clickhouse: ClickHouse, redis: Redis) -> None:
+    def __init__(self, clickhouse: ClickHouse, redis: Redis,
+                 resources: Mapping[str, ResourceEvent] = NO_RESOURCE_EVENTS) -> None:
         self._ch = clickhouse
         self._redis = redis
+        self._resources = resources
 
     async def needed(self, incarnation: str) -> bool:
         marker = await self._redis.get(LIVE_INCARNATION)
@@ -130,7 +154,20 @@ class LiveRebuild:
         access.sort(key=lambda e: (e.time, e.type == events.USER_ACCESS_REVOKED))
         for event in access:
             state.apply(live_ops(event, zones[event.tenant]))
+        await self._compute_resources(state, zones)
         return state
+
+    async def _compute_resources(self, state: LiveState, zones: dict[str, ZoneInfo]) -> None:
+        """Each declared resource's sets, through the consumer's own effect (`live_ops`)."""
+        created = {e.resource: (t, e.key) for t, e in self._resources.items() if e.created}
+        deleted = {e.resource: t for t, e in self._resources.items() if not e.created}
+        for resource, (created_type, key) in sorted(created.items()):
+            rows = await self._ch.rows(_RESOURCE, {"key": key, "created": created_type,
+                                                   "deleted": deleted[resource]})
+            for tenant, member in rows:
+                state.apply(live_ops(_event(str(tenant), created_type, _EPOCH,
+                                            {key: str(member)}), zones[str(tenant)],
+                                     self._resources))
 
     async def _replace(self, state: LiveState, incarnation: str) -> None:
         """One transaction; skipped when another metering process rebuilt for the same
@@ -152,6 +189,10 @@ class LiveRebuild:
             for key, members in state.users.items():
                 if members:
                     pipe.zadd(key, members)
+            for key, ids in state.members.items():
+                listed = sorted(ids)
+                for start in range(0, len(listed), _SADD_CHUNK):
+                    pipe.sadd(key, *listed[start:start + _SADD_CHUNK])
             pipe.set(LIVE_INCARNATION, incarnation)
             with contextlib.suppress(WatchError):
                 await pipe.execute()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -24,6 +24,7 @@ from shared.billing.support import round_session
 from shared.errors import NotFound, ValidationFailed
 from shared.events import EventValidator, InvalidEvent, UsageEvent
 from shared.meters import Aggregation, MeterRegistry
+from shared.resources import NO_RESOURCE_EVENTS, ResourceEvent
 from shared.settings import MeteringSettings
 from shared.times import as_utc, micros, parse_zone
 
@@ -42,12 +43,15 @@ def local_day(instant: datetime, zone: ZoneInfo) -> date:
 LiveOp = list[str | int]
 
 
-def live_ops(event: UsageEvent, zone: ZoneInfo) -> list[LiveOp]:
+def live_ops(event: UsageEvent, zone: ZoneInfo,
+             resources: Mapping[str, ResourceEvent] = NO_RESOURCE_EVENTS) -> list[LiveOp]:
     """The Redis counter updates one new event makes (applied atomically with its claim).
 
     E-mails are kept per local day of the tenant, so a check sums its period's days (R7.2);
     companies as one net count (R7.3); access as last-event-wins state per user plus a
-    sorted set ranked by grant time (R6.3).
+    sorted set ranked by grant time (R6.3); a declared counted resource (`resources`, by
+    event type) as the set of its instance ids (R7.4): adding an id twice or removing one
+    absent changes nothing, so replays never count twice and the count is never negative.
     """
     data = event.data
     if event.type == events.EMAIL_SENT:
@@ -71,6 +75,10 @@ def live_ops(event: UsageEvent, zone: ZoneInfo) -> list[LiveOp]:
         return [["access", keys.access_key(event.tenant, module),
                  keys.users_key(event.tenant, module), str(data["user_id"]), str(order),
                  str(instant), 1 if granted else 0]]
+    counted = resources.get(event.type)
+    if counted is not None:
+        return [["member", keys.resource_key(event.tenant, counted.resource),
+                 str(data[counted.key]), 1 if counted.created else 0]]
     return []
 
 

@@ -254,6 +254,8 @@ local function applicable(ev)
     local op = ev[j]
     if op[1] == 'incr' then
       if not is_type(op[2], 'string') then return false end
+    elseif op[1] == 'member' then
+      if not is_type(op[2], 'set') then return false end
     elseif not (is_type(op[2], 'hash') and is_type(op[3], 'zset')) then
       return false
     end
@@ -279,6 +281,13 @@ for i, ev in ipairs(batch) do
       local op = ev[j]
       if op[1] == 'incr' then
         increments[op[2]] = (increments[op[2]] or 0) + op[3]
+      elseif op[1] == 'member' then
+        -- a counted resource (R7.4): set, id, created (1/0), applied in stream order
+        if op[4] == 1 then
+          redis.call('SADD', op[2], op[3])
+        else
+          redis.call('SREM', op[2], op[3])
+        end
       else
         -- access: state hash, users zset, user, order, score, granted (1/0)
         local previous = redis.call('HGET', op[2], op[4])

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -65,6 +65,7 @@ from shared.consumer import (
 )
 from shared.events import EventValidator, InvalidEvent
 from shared.kafka import make_consumer
+from shared.resources import NO_RESOURCE_EVENTS, ResourceEvent
 from shared.settings import MeteringSettings
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,10 @@ COMMIT_TIMEOUT_S = 10.0
 class UsageConsumer:
     def __init__(self, settings: MeteringSettings, validator: EventValidator, store: EventStore,
                  live: LiveCounters, zones: TenantZones, producer: AIOKafkaProducer,
-                 health: LoopHealth, rebuild: LiveRebuild) -> None:
+                 health: LoopHealth, rebuild: LiveRebuild,
+                 resources: Mapping[str, ResourceEvent] = NO_RESOURCE_EVENTS) -> None:
         self._settings = settings
+        self._resources = resources  # the catalog's counted resources by event type (R7.4)
         self._health = health
         self._retrier = Retrier(LOOP, health, initial_s=settings.retry_initial_s,
                                 max_s=settings.retry_max_s,
@@ -206,10 +209,11 @@ class UsageConsumer:
                 {r.event.tenant for r in unique}))
 
             incarnation = self._live.incarnation
+            resources = self._resources
 
             def entry(row: StoredEvent) -> list[Any]:
                 return [claim_key(row.event), f"{incarnation}/{row.partition}:{row.offset}",
-                        *live_ops(row.event, zones[row.event.tenant])]
+                        *live_ops(row.event, zones[row.event.tenant], resources)]
 
             def entries() -> Iterator[list[Any]]:
                 # Built lazily, while valkey works through the previous chunk.

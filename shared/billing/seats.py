@@ -1,4 +1,5 @@
-"""Seats from access grants and revocations (R6.3, R6.4): pure functions, no I/O.
+"""Seats and licences from access grants and revocations (R6.3, R6.4, R4.12): pure
+functions, no I/O.
 
 Input rows are `(module, user_id, time, kind)` with kind `user.access.granted` or
 `user.access.revoked`, deduplicated, in any order.
@@ -7,7 +8,7 @@ Input rows are `(module, user_id, time, kind)` with kind `user.access.granted` o
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 
 from shared import events
@@ -54,3 +55,26 @@ def users_with_access(intervals: Intervals,
                 users[module].add(user)
                 break
     return users
+
+
+# --- licences (R4.12) ----------------------------------------------------------------------
+
+def holders_at(intervals: Intervals, instant: datetime) -> dict[str, set[str]]:
+    """Per module, the users holding access at `instant` (a span is [from, to))."""
+    users: dict[str, set[str]] = defaultdict(set)
+    for (module, user), spans in intervals.items():
+        if any(opened <= instant and (closed is None or closed > instant)
+               for opened, closed in spans):
+            users[module].add(user)
+    return users
+
+
+def licence_holders(users: Mapping[str, Collection[str]], modules: Collection[str],
+                    admin: str) -> set[str]:
+    """The account's licences (R4.12): the distinct users holding access to at least one of
+    `modules` (the plan's), the administrator always among them since the plan includes
+    them on every module (R6.1) whether or not a grant was ever sent for them."""
+    holders = {admin}
+    for module in modules:
+        holders.update(users.get(module, ()))
+    return holders

@@ -102,6 +102,7 @@ def _body(item: str, action: str = "buy", quantity: int | None = None, confirm: 
 
 def _decide(state: TenantState, body: PurchaseRequest, now: datetime = NOW
             ) -> tuple[Outcome, Effects]:
+    assert body.item is not None  # the single-item form
     item = RULES.item(body.item)
     effects = Effects()
     outcome = RULES.decide(state, body, item, RULES.quantity(body, item), now, effects, ACTOR)

@@ -123,3 +123,19 @@ def emails(tenant: str, count: int, time: str, event_id: str) -> dict[str, Any]:
 async def send(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> None:
     response = await client.post("/v1/events", json=events, headers=ADMIN)
     assert response.status_code == 202, response.text
+
+
+def late_purchase_event(tenant: str, event_id: str) -> dict[str, Any]:
+    """A `purchase.confirmed` as entitlements writes it, dated 2026-03-20T09:00:00Z: seats-crm
+    × 1 for 12 of 31 days, 10.00 × 12/31 = 3.87, for a test to produce itself (an event read
+    late, after a billing run)."""
+    charge = {"kind": "proration", "item": "seats-crm", "quantity": 1, "unit_price": "10.00",
+              "amount": "3.87", "description": "1 × seats-crm, 12 of 31 days",
+              "period": {"from": "2026-03-20", "to": "2026-04-01"}}
+    return {"specversion": "1.0", "id": event_id, "source": "entitlements",
+            "type": "purchase.confirmed", "subject": tenant, "time": "2026-03-20T09:00:00Z",
+            "datacontenttype": "application/json",
+            "data": {"tenant": tenant, "actor": OWNER, "item": "seats-crm", "kind": "seats",
+                     "quantity": 1, "lot": f"lot-{event_id}", "currency": "EUR",
+                     "charges": [charge], "next_cycle_amount": "10.00",
+                     "period": {"from": "2026-03-01", "to": "2026-04-01"}}}

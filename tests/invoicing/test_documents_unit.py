@@ -216,7 +216,8 @@ def test_the_csv_columns_are_the_finance_export_columns() -> None:
     assert header == [["invoice", "kind", "tenant", "issued_at", "currency", "line", "module",
                        "line_kind", "description", "quantity", "unit_price", "amount",
                        "period_from", "period_to", "invoice_subtotal", "invoice_tax",
-                       "invoice_total", "source"]]
+                       "invoice_total", "source", "due_date", "seller_legal_name",
+                       "seller_vat_id", "buyer_legal_name", "buyer_vat_id"]]
     assert tuple(header[0]) == CSV_COLUMNS
 
 

@@ -27,14 +27,13 @@ import pytest
 from shared.stack import Endpoints
 from tests.conftest import (
     ADMIN,
-    OWNER,
     RunningApp,
     create_tenant,
     eventually,
     produce,
     set_clock,
 )
-from tests.invoicing.inv_support import buy, invoices_of, private_platform
+from tests.invoicing.inv_support import buy, invoices_of, late_purchase_event, private_platform
 
 LATE_DB, RUSH_DB, YEAR_DB, CREDIT_DB = 10, 11, 12, 13
 Document = dict[str, Any]
@@ -138,20 +137,6 @@ def _per_document(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
 # --- R9.3: chronological numbers -------------------------------------------------------------
 
 
-def _late_purchase(tenant: str, unique: str) -> dict[str, Any]:
-    """A `purchase.confirmed` as entitlements writes it, dated 2026-03-20T09:00:00Z."""
-    charge = {"kind": "proration", "item": "seats-crm", "quantity": 1, "unit_price": "10.00",
-              "amount": "3.87", "description": "1 × seats-crm, 12 of 31 days",
-              "period": {"from": "2026-03-20", "to": "2026-04-01"}}
-    return {"specversion": "1.0", "id": f"late-{unique}", "source": "entitlements",
-            "type": "purchase.confirmed", "subject": tenant, "time": "2026-03-20T09:00:00Z",
-            "datacontenttype": "application/json",
-            "data": {"tenant": tenant, "actor": OWNER, "item": "seats-crm", "kind": "seats",
-                     "quantity": 1, "lot": f"lot-late-{unique}", "currency": "EUR",
-                     "charges": [charge], "next_cycle_amount": "10.00",
-                     "period": {"from": "2026-03-01", "to": "2026-04-01"}}}
-
-
 async def test_an_invoice_read_late_is_never_issued_before_a_lower_number(
         endpoints: Endpoints, unique: str) -> None:
     """Tenants A and B, Europe/Paris, created 2026-03-01T10:00Z (anchor 03-01, period
@@ -179,7 +164,7 @@ async def test_an_invoice_read_late_is_never_issued_before_a_lower_number(
         assert (await buy(c, a, "seats-crm", 1))["charges"][0]["amount"] == "7.10"
         await set_clock(c, "2026-04-01T12:00:00Z")
         await produce(endpoints.kafka_bootstrap, f"subscriptions-inv-{unique}",
-                      [(b.encode(), orjson.dumps(_late_purchase(b, unique)))])
+                      [(b.encode(), orjson.dumps(late_purchase_event(b, f"late-{unique}")))])
         docs = await _at_least(c, 6)
 
         assert sorted((d["issued_at"], d["tenant"], d["kind"], d["total"]) for d in docs) == [

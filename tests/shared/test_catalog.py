@@ -93,6 +93,7 @@ def test_r1_4_demo_catalog_loads(demo: Catalog) -> None:
         "emails-10000",
         "companies-1",
         "companies-5",
+        "contacts-1000",
         "parallel-events",
         "analytics",
         "sub-accounts",
@@ -103,6 +104,7 @@ def test_r1_4_demo_catalog_loads(demo: Catalog) -> None:
         "vip",
         "vip-diamond",
         "orangecare",
+        "ai-reports",
     }
     assert demo.email_overage_price == Decimal("0.002")
 
@@ -224,6 +226,7 @@ def test_to_public_has_api_shape_and_money_as_strings(demo: Catalog) -> None:
         "plans",
         "packs",
         "email_overage_price",
+        "resources",
     ]
     assert public["email_overage_price"] == "0.002"
     plan = public["plans"][0]

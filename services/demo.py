@@ -46,6 +46,10 @@ def demo_events(now: datetime, count: int = 500) -> list[dict[str, Any]]:
             {"count": 10 + index % 90, "campaign_id": f"newsletter-{index % 3}"})
     add(5000, "support.session.completed", start + timedelta(days=2),
         {"minutes": 50, "level": 2, "user_id": "u-2"})
+    for contact in range(1, 6):  # counted resources (R7.4)
+        add(6000 + contact, "contact.created", start + timedelta(hours=contact),
+            {"contact_id": f"contact-{contact}"})
+    add(6100, "subaccount.created", start + timedelta(hours=2), {"account_id": "acme-lyon"})
     return events
 
 
@@ -53,10 +57,14 @@ OWNER = {"user_id": "u-1", "role": "owner"}
 PURCHASES = [("seats-crm", 2), ("emails-1000", 5), ("analytics", 1)]
 
 
+BILLING = {"legal_name": "Acme SAS", "address": "12 rue des Lilas, 69002 Lyon, France",
+           "vat_id": "FR12345678901", "email": "billing@acme.example"}
+
+
 async def create_tenant(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/tenants", json={
         "id": DEMO_TENANT, "plan": "professional", "cycle": "P1M", "time_zone": "Europe/Paris",
-        "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-1"})
+        "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-1", "billing": BILLING})
     if response.status_code != 409:  # already there from an earlier run
         response.raise_for_status()
     for item, quantity in PURCHASES:
@@ -65,6 +73,30 @@ async def create_tenant(client: httpx.AsyncClient) -> None:
             json={"actor": OWNER, "item": item, "quantity": quantity, "confirm": True},
             headers={"Idempotency-Key": f"demo-{item}"})
         bought.raise_for_status()
+
+
+async def finance_tour(client: httpx.AsyncClient) -> None:
+    """Several items bought at once on one invoice (R4.11), a per-licence add-on (R4.12), a
+    contact limit checked (R7.4) and a credit note, a document of its own (R9.7)."""
+    basket = await client.post(
+        f"/v1/tenants/{DEMO_TENANT}/purchases",
+        json={"actor": OWNER, "items": [{"item": "contacts-1000", "quantity": 1},
+                                        {"item": "ai-reports"}], "confirm": True},
+        headers={"Idempotency-Key": "demo-basket"})
+    basket.raise_for_status()
+    invoice = basket.json().get("invoice")
+    contacts = (await client.get(f"/v1/tenants/{DEMO_TENANT}/check",
+                                 params={"feature": "contacts", "quantity": 10})).json()
+    print(f"demo: one purchase of two items, invoice {invoice}; contacts "
+          f"{contacts.get('used')} used of {contacts.get('limit')}", flush=True)
+    if invoice is None:
+        return
+    note = await client.post(f"/v1/invoices/{invoice}/credit-notes",
+                             json={"amount": "1.00", "reason": "demo goodwill"},
+                             headers={"Idempotency-Key": "demo-credit"})
+    if note.status_code < 400:
+        print(f"demo: credit note {note.json()['number']} on {invoice} "
+              f"(GET /v1/invoices/{note.json()['number']})", flush=True)
 
 
 async def print_invoices(client: httpx.AsyncClient, tenants: list[str]) -> None:
@@ -91,6 +123,7 @@ async def load(base_url: str, admin_key: str) -> None:
             headers={"Content-Type": "application/cloudevents-batch+json"})
         response.raise_for_status()
         log.info("demo events sent", extra={"accepted": response.json()["accepted"]})
+        await finance_tour(client)
         start = (now - timedelta(days=30)).isoformat()
         print(f"demo: {len(events)} events sent for tenant '{DEMO_TENANT}'. Try:\n"
               f"  curl -H 'Authorization: Bearer {admin_key}' "

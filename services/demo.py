@@ -89,6 +89,12 @@ async def finance_tour(client: httpx.AsyncClient) -> None:
                                  params={"feature": "contacts", "quantity": 10})).json()
     print(f"demo: one purchase of two items, invoice {invoice}; contacts "
           f"{contacts.get('used')} used of {contacts.get('limit')}", flush=True)
+    refused = await client.post(
+        f"/v1/tenants/{DEMO_TENANT}/purchases",
+        json={"actor": {"user_id": "u-lyon", "role": "sub_account"}, "item": "seats-crm",
+              "quantity": 1, "confirm": False})
+    print(f"demo: a secondary account's user may not buy: {refused.status_code} "
+          f"{refused.json()['error']['message']}", flush=True)
     if invoice is None:
         return
     note = await client.post(f"/v1/invoices/{invoice}/credit-notes",
@@ -117,6 +123,9 @@ async def load(base_url: str, admin_key: str) -> None:
             print(f"demo: a year of invoices for {', '.join(tenants)} "
                   "(docs/invoicing.md, 'A simulated year'):", flush=True)
             await print_invoices(client, tenants)
+            notices = await demo_year.renewal_notices(client)
+            print(f"demo: {demo_year.NOTICES_TENANT}'s VIP plan sent its renewal notices at "
+                  f"{', '.join(notices)}", flush=True)
         events = demo_events(now)
         response = await client.post(
             "/v1/events", content=httpx.Request("POST", "/", json=events).content,

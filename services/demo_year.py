@@ -7,6 +7,8 @@ docs/invoicing.md ("A simulated year").
 - baltic: professional, yearly, from 1 January; 2 CRM seats bought on the first day.
 - coral: essentials, monthly, from 15 January; one 1,000 e-mail pack bought on the first
   day; sends 1,500 e-mails in each of its first eleven periods.
+- dolomite (not in the table): professional, yearly, with a VIP support plan bought on the
+  first day, whose renewal notices fall 30 and 7 days before it expires (R8.6).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import httpx
 YEAR = 2027
 OWNER = {"user_id": "u-1", "role": "owner"}
 TENANTS = ("alpine", "baltic", "coral")
+NOTICES_TENANT = "dolomite"
 
 
 def _tenant(tenant: str, plan: str, cycle: str, anchor: str) -> dict[str, Any]:
@@ -55,6 +58,10 @@ async def play(client: httpx.AsyncClient, prefix: str = "") -> list[str]:
     await _ok(await client.post("/v1/tenants", json=_tenant(coral, "essentials", "P1M",
                                                             f"{YEAR}-01-15")))
     await _buy(client, baltic, "seats-crm", 2)
+    dolomite = f"{prefix}{NOTICES_TENANT}"
+    await _ok(await client.post("/v1/tenants", json=_tenant(dolomite, "professional", "P1Y",
+                                                            f"{YEAR}-01-01")))
+    await _buy(client, dolomite, "vip", 1)
     await _ok(await client.post("/v1/events", json=[_emails(coral, m) for m in range(1, 12)],
                                 headers={"Content-Type": "application/cloudevents-batch+json"}))
     await _ok(await client.put("/v1/clock", json={"now": f"{YEAR}-01-15T12:00:00Z"}))
@@ -62,3 +69,11 @@ async def play(client: httpx.AsyncClient, prefix: str = "") -> list[str]:
     # Up to the last day of the year, before the 1 January billing dates of the next one.
     await _ok(await client.put("/v1/clock", json={"now": f"{YEAR}-12-31T12:00:00Z"}))
     return [alpine, baltic, coral]
+
+
+async def renewal_notices(client: httpx.AsyncClient, prefix: str = "") -> list[str]:
+    """The instants of the VIP plan's renewal notices in dolomite's history."""
+    history = (await client.get(f"/v1/tenants/{prefix}{NOTICES_TENANT}/history",
+                                params={"limit": 200})).json()
+    return [entry["at"] for entry in history.get("data", [])
+            if entry.get("type") == "support.renewal_due"]

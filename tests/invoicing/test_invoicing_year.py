@@ -46,5 +46,14 @@ async def test_a_year_of_three_tenants(endpoints: Endpoints, unique: str) -> Non
             assert Counter(i["total"] for i in invoices) == EXPECTED[name], name
             assert sum(Decimal(i["total"]) for i in invoices) == YEAR_TOTALS[name]
             numbers.extend(i["number"] for i in invoices)
+        # dolomite, besides the table: professional for the year, 990.00 + 20 % = 1,188.00,
+        # and a VIP contract, 680.00 + 20 % = 816.00; the contract ends on 1 January 2028,
+        # so its renewal notices fall at Paris midnight 30 and 7 days before (R8.6).
+        dolomite = f"{unique}-{demo_year.NOTICES_TENANT}"
+        invoices = await invoices_of(app.client, dolomite)
+        assert Counter(i["total"] for i in invoices) == {"1188.00": 1, "816.00": 1}
+        numbers.extend(i["number"] for i in invoices)
+        assert await demo_year.renewal_notices(client, prefix=f"{unique}-") == [
+            "2027-12-01T23:00:00Z", "2027-12-24T23:00:00Z"]
         await client.aclose()
-    assert sorted(numbers) == [f"INV-{demo_year.YEAR}-{n:06d}" for n in range(1, 28)]
+    assert sorted(numbers) == [f"INV-{demo_year.YEAR}-{n:06d}" for n in range(1, 30)]

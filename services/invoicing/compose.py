@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from services.invoicing.licences import licence_line
-from services.invoicing.models import Line
+from services.invoicing.models import Line, LineKind
 from shared.billing import support as sb
 from shared.billing.periods import (
     Period,
@@ -289,46 +289,53 @@ def unit_price(catalog: Catalog, view: TenantState, meter: str, module: str | No
 def arrears_lines(view: TenantState, catalog: Catalog, period: Period,
                   usage: PeriodUsage) -> list[Line]:
     """Consumption of the period that ended, billed in arrears (R9.1)."""
+    lines = _extra_user_lines(view, catalog, period, usage)
+    lines.extend(_email_overage_lines(view, catalog, period, usage))
+    lines.extend(support_overage_lines(view, catalog, period, usage))
+    return lines
+
+
+def _extra_user_lines(view: TenantState, catalog: Catalog, period: Period,
+                      usage: PeriodUsage) -> list[Line]:
     lines: list[Line] = []
-    zone = view.zone
     for module, counted in _extra_users(view, catalog, period, usage.spans()).items():
         billable, extras, capacity = counted.billable, counted.users, counted.capacity
         price = unit_price(catalog, view, EXTRA_USERS_METER, module)
         if billable == 0 or price is None:
             continue
-        quantity = Decimal(billable)
-        lines.append(Line.priced(
-            module=module, kind="extra_users",
-            description=f"{billable} extra user(s) on {module} ({len(extras)} with access, "
-                        f"{capacity} seat(s), administrator excluded)",
-            quantity=quantity, unit_price=price, currency=view.currency, period=period,
-            meter=EXTRA_USERS_METER,
-            source={"meter": "users_with_access", "module": module,
-                    "period": period.public(),
-                    "from": utc_text(counted.since),
-                    "to": utc_text(period.end_instant(zone)), "users": extras,
-                    "seat_capacity": capacity, "admin_user": view.admin_user,
-                    "query": usage.access_query}))
-    price = catalog.email_overage_price
-    if price is not None:
-        allowance = period_email_allowance(view, period)
-        overage = max(0, usage.emails - allowance)
-        if overage > 0:
-            quantity = Decimal(overage)
-            email_mod = email_module(catalog)
-            lines.append(Line.priced(
-                module=email_mod, kind="email_overage",
-                description=f"{overage} e-mail(s) beyond the allowance of {allowance} "
-                            f"({usage.emails} sent)",
-                quantity=quantity, unit_price=price, currency=view.currency, period=period,
-                meter=EMAILS_METER,
-                source={"meter": EMAILS_METER, "module": email_mod,
-                        "period": period.public(),
-                        "from": utc_text(period.start_instant(zone)),
-                        "to": utc_text(period.end_instant(zone)), "sent": usage.emails,
-                        "allowance": allowance, "query": usage.email_query}))
-    lines.extend(support_overage_lines(view, catalog, period, usage))
+        lines.append(_usage_line(
+            view, period, module, "extra_users", EXTRA_USERS_METER, Decimal(billable), price,
+            f"{billable} extra user(s) on {module} ({len(extras)} with access, {capacity} "
+            "seat(s), administrator excluded)",
+            {"meter": "users_with_access", "from": utc_text(counted.since),
+             "to": utc_text(period.end_instant(view.zone)), "users": extras,
+             "seat_capacity": capacity, "admin_user": view.admin_user,
+             "query": usage.access_query}))
     return lines
+
+
+def _email_overage_lines(view: TenantState, catalog: Catalog, period: Period,
+                         usage: PeriodUsage) -> list[Line]:
+    price = catalog.email_overage_price
+    allowance = period_email_allowance(view, period)
+    overage = max(0, usage.emails - allowance)
+    if price is None or overage == 0:
+        return []
+    return [_usage_line(
+        view, period, email_module(catalog), "email_overage", EMAILS_METER, Decimal(overage),
+        price, f"{overage} e-mail(s) beyond the allowance of {allowance} ({usage.emails} sent)",
+        {"meter": EMAILS_METER, "from": utc_text(period.start_instant(view.zone)),
+         "to": utc_text(period.end_instant(view.zone)), "sent": usage.emails,
+         "allowance": allowance, "query": usage.email_query})]
+
+
+def _usage_line(view: TenantState, period: Period, module: str | None, kind: LineKind,
+                meter: str, quantity: Decimal, price: Decimal, description: str,
+                source: dict[str, Any]) -> Line:
+    """A line of usage billed in arrears; its provenance names the module and period too."""
+    return Line.priced(module=module, kind=kind, description=description, quantity=quantity,
+                       unit_price=price, currency=view.currency, period=period, meter=meter,
+                       source={**source, "module": module, "period": period.public()})
 
 
 

@@ -126,6 +126,9 @@ async def load(base_url: str, admin_key: str) -> None:
             notices = await demo_year.renewal_notices(client)
             print(f"demo: {demo_year.NOTICES_TENANT}'s VIP plan sent its renewal notices at "
                   f"{', '.join(notices)}", flush=True)
+            credits = await demo_year.declined_credit_notes(client)
+            print(f"demo: its OrangeCare renewal, invoiced then declined, credited: "
+                  f"{', '.join(credits) or 'not yet'}", flush=True)
         events = demo_events(now)
         response = await client.post(
             "/v1/events", content=httpx.Request("POST", "/", json=events).content,

@@ -8,11 +8,14 @@ docs/invoicing.md ("A simulated year").
 - coral: essentials, monthly, from 15 January; one 1,000 e-mail pack bought on the first
   day; sends 1,500 e-mails in each of its first eleven periods.
 - dolomite (not in the table): professional, yearly, with a VIP support plan bought on the
-  first day, whose renewal notices fall 30 and 7 days before it expires (R8.6).
+  first day, whose renewal notices fall 30 and 7 days before it expires, and an OrangeCare
+  plan whose automatic renewal, invoiced on 1 December, is declined on 31 December and
+  credited in full (R8.6).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -62,13 +65,23 @@ async def play(client: httpx.AsyncClient, prefix: str = "") -> list[str]:
     await _ok(await client.post("/v1/tenants", json=_tenant(dolomite, "professional", "P1Y",
                                                             f"{YEAR}-01-01")))
     await _buy(client, dolomite, "vip", 1)
+    await _buy(client, dolomite, "orangecare", 1)
     await _ok(await client.post("/v1/events", json=[_emails(coral, m) for m in range(1, 12)],
                                 headers={"Content-Type": "application/cloudevents-batch+json"}))
     await _ok(await client.put("/v1/clock", json={"now": f"{YEAR}-01-15T12:00:00Z"}))
     await _buy(client, coral, "emails-1000", 1)
     # Up to the last day of the year, before the 1 January billing dates of the next one.
     await _ok(await client.put("/v1/clock", json={"now": f"{YEAR}-12-31T12:00:00Z"}))
+    await _decline_renewal(client, dolomite, "orangecare")
     return [alpine, baltic, coral]
+
+
+async def _decline_renewal(client: httpx.AsyncClient, tenant: str, item: str) -> None:
+    """Cancel the support lot of `item`: its renewal, already invoiced, is declined."""
+    lots = (await client.get(f"/v1/tenants/{tenant}")).json()["lots"]
+    lot = next(x["id"] for x in lots if x["item"] == item)
+    await _ok(await client.post(f"/v1/tenants/{tenant}/lots/{lot}/cancel",
+                                json={"actor": OWNER}))
 
 
 async def renewal_notices(client: httpx.AsyncClient, prefix: str = "") -> list[str]:
@@ -77,3 +90,15 @@ async def renewal_notices(client: httpx.AsyncClient, prefix: str = "") -> list[s
                                 params={"limit": 200})).json()
     return [entry["at"] for entry in history.get("data", [])
             if entry.get("type") == "support.renewal_due"]
+
+
+async def declined_credit_notes(client: httpx.AsyncClient, prefix: str = "") -> list[str]:
+    """dolomite's credit notes: the one crediting its declined OrangeCare renewal, issued by
+    invoicing once it has read the decline (a moment after the clock move)."""
+    for _ in range(50):
+        notes = (await client.get("/v1/invoices", params={
+            "tenant": f"{prefix}{NOTICES_TENANT}", "kind": "credit_note"})).json()["data"]
+        if notes:
+            return [f"{n['number']} ({n['total']} on {n['credits']})" for n in notes]
+        await asyncio.sleep(0.1)
+    return []

@@ -12,7 +12,7 @@ import httpx
 
 from services import demo_year
 from shared.stack import Endpoints
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, eventually
 from tests.invoicing.inv_support import invoices_of, private_platform
 
 # By hand (prices from deploy/catalog.demo.yaml, VAT 20 %, each total = subtotal × 1.2):
@@ -46,14 +46,23 @@ async def test_a_year_of_three_tenants(endpoints: Endpoints, unique: str) -> Non
             assert Counter(i["total"] for i in invoices) == EXPECTED[name], name
             assert sum(Decimal(i["total"]) for i in invoices) == YEAR_TOTALS[name]
             numbers.extend(i["number"] for i in invoices)
-        # dolomite, besides the table: professional for the year, 990.00 + 20 % = 1,188.00,
-        # and a VIP contract, 680.00 + 20 % = 816.00; the contract ends on 1 January 2028,
-        # so its renewal notices fall at Paris midnight 30 and 7 days before (R8.6).
+        # dolomite, besides the table: professional for the year, 990.00 + 20 % = 1,188.00;
+        # a VIP contract, 680.00 + 20 % = 816.00, ending on 1 January 2028, so its renewal
+        # notices fall at Paris midnight 30 and 7 days before (R8.6); OrangeCare for one
+        # user, 120.00 + 20 % = 144.00, its renewal invoiced on 1 December at 10 % off,
+        # 108.00 + 20 % = 129.60, declined on 31 December and credited in full: 129.60.
         dolomite = f"{unique}-{demo_year.NOTICES_TENANT}"
-        invoices = await invoices_of(app.client, dolomite)
-        assert Counter(i["total"] for i in invoices) == {"1188.00": 1, "816.00": 1}
-        numbers.extend(i["number"] for i in invoices)
+
+        async def credited() -> list[dict[str, object]]:
+            found = await invoices_of(app.client, dolomite)
+            return found if any(i["kind"] == "credit_note" for i in found) else []
+
+        invoices = await eventually(credited)
+        assert Counter((i["kind"] == "credit_note", i["total"]) for i in invoices) == {
+            (False, "1188.00"): 1, (False, "816.00"): 1, (False, "144.00"): 1,
+            (False, "129.60"): 1, (True, "129.60"): 1}
+        numbers.extend(i["number"] for i in invoices if i["kind"] != "credit_note")
         assert await demo_year.renewal_notices(client, prefix=f"{unique}-") == [
             "2027-12-01T23:00:00Z", "2027-12-24T23:00:00Z"]
         await client.aclose()
-    assert sorted(numbers) == [f"INV-{demo_year.YEAR}-{n:06d}" for n in range(1, 30)]
+    assert sorted(numbers) == [f"INV-{demo_year.YEAR}-{n:06d}" for n in range(1, 32)]

@@ -33,6 +33,7 @@ from shared.catalog import Catalog, CatalogError, parse_catalog
 from shared.events import EventValidator, InvalidEvent, UsageEvent
 from shared.resources import CountedResources
 from shared.subscription import TenantState
+from tests.builders import tenant_document
 
 pytestmark = pytest.mark.unit
 
@@ -96,10 +97,7 @@ def _lot(lot_id: str, item: str, quantity: int = 1, units: int = 1, day: int = 5
 
 
 def _tenant(*lots: dict[str, Any], plan: str = "essentials") -> TenantState:
-    return TenantState.model_validate({
-        "id": "acme", "plan": plan, "cycle": "P1M", "anchor": "2026-03-01",
-        "time_zone": "Europe/Paris", "currency": "EUR", "vat_rate": "0.20",
-        "admin_user": "u-admin", "created_at": "2026-02-20T10:00:00Z", "lots": list(lots)})
+    return tenant_document(*lots, plan=plan)
 
 
 def _numbers(decision: Decision) -> tuple[Any, ...]:

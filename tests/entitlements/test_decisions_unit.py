@@ -27,6 +27,7 @@ from services.entitlements.decisions import (
 from services.entitlements.support import SupportView
 from shared.catalog import Catalog
 from shared.subscription import TenantState
+from tests.builders import tenant_document
 
 pytestmark = pytest.mark.unit
 
@@ -79,12 +80,7 @@ def _lot(lot_id: str, item: str, kind: str, quantity: int = 1, units: int = 1,
 
 
 def _tenant(*lots: dict[str, Any], **fields: Any) -> TenantState:
-    document: dict[str, Any] = {
-        "id": "acme", "plan": "essentials", "cycle": "P1M", "anchor": "2026-03-01",
-        "time_zone": "Europe/Paris", "currency": "EUR", "vat_rate": "0.20",
-        "admin_user": "u-admin", "created_at": "2026-02-20T10:00:00Z", "lots": list(lots)}
-    document.update(fields)
-    return TenantState.model_validate(document)
+    return tenant_document(*lots, **fields)
 
 
 def _numbers(decision: Decision) -> tuple[str, str, str | None, int | None, int | None,

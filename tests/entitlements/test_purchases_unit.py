@@ -23,6 +23,7 @@ from services.entitlements.purchases import PurchaseRules
 from shared.catalog import Catalog, Pack, Plan
 from shared.errors import AppError, Conflict, Forbidden, ValidationFailed
 from shared.subscription import TenantState
+from tests.builders import tenant_document
 
 pytestmark = pytest.mark.unit
 
@@ -78,12 +79,7 @@ RULES = PurchaseRules(CATALOG, CatalogIndex(CATALOG), max_quantity=50)
 
 
 def _tenant(*lots: dict[str, Any], **fields: Any) -> TenantState:
-    document: dict[str, Any] = {
-        "id": "acme", "plan": "essentials", "cycle": "P1M", "anchor": "2026-03-01",
-        "time_zone": "Europe/Paris", "currency": "EUR", "vat_rate": "0.20",
-        "admin_user": "u-admin", "created_at": "2026-02-20T10:00:00Z", "lots": list(lots)}
-    document.update(fields)
-    return TenantState.model_validate(document)
+    return tenant_document(*lots, **fields)
 
 
 def _lot(lot_id: str, item: str, kind: str = "feature", **fields: Any) -> dict[str, Any]:

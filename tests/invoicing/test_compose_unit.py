@@ -35,6 +35,7 @@ from shared.billing.periods import Period
 from shared.catalog import Catalog, parse_catalog
 from shared.events import USER_ACCESS_GRANTED, USER_ACCESS_REVOKED
 from shared.subscription import TenantState
+from tests.builders import tenant_document
 
 pytestmark = pytest.mark.unit
 
@@ -96,12 +97,8 @@ CATALOG = _catalog()
 
 
 def _tenant(*lots: dict[str, Any], **fields: Any) -> TenantState:
-    document: dict[str, Any] = {
-        "id": "acme", "plan": "essentials", "cycle": "P1M", "anchor": "2026-01-01",
-        "time_zone": "Europe/Paris", "currency": "EUR", "vat_rate": "0.20",
-        "admin_user": "u-admin", "created_at": "2025-12-20T10:00:00Z", "lots": list(lots)}
-    document.update(fields)
-    return TenantState.model_validate(document)
+    return tenant_document(*lots, **{"anchor": "2026-01-01",
+                                     "created_at": "2025-12-20T10:00:00Z", **fields})
 
 
 def _lot(lot_id: str, item: str, kind: str, quantity: int = 1, units: int = 1,

@@ -21,6 +21,7 @@ from shared.coverage import (
     support_contracts,
 )
 from shared.subscription import Lot, TenantState
+from tests.builders import tenant_document
 
 pytestmark = pytest.mark.unit
 
@@ -81,11 +82,8 @@ def _contract(lot_id: str, item: str, quantity: int = 1, **fields: Any) -> Lot:
 
 
 def _tenant(*lots: Lot) -> TenantState:
-    return TenantState.model_validate({
-        "id": "acme", "plan": "essentials", "cycle": "P1Y", "anchor": "2026-01-01",
-        "time_zone": "Europe/Paris", "currency": "EUR", "vat_rate": "0.20",
-        "admin_user": "u-admin", "created_at": "2025-12-20T10:00:00Z",
-        "lots": [lot.model_dump(mode="json") for lot in lots]})
+    return tenant_document(*(lot.model_dump(mode="json") for lot in lots), cycle="P1Y",
+                           anchor="2026-01-01", created_at="2025-12-20T10:00:00Z")
 
 
 # --- seats (R6.2) --------------------------------------------------------------------------

@@ -334,10 +334,9 @@ class EntitlementsService:
     async def _immediate_invoice(self, event_id: str) -> str | None:
         """The number invoicing gave the purchase's immediate invoice (R9.2), once it has
         consumed `purchase.confirmed`; null if that takes longer than the configured wait."""
-        key = self._invoicing_keys.events
         deadline = asyncio.get_running_loop().time() + self.settings.entitlements_invoice_wait_s
         while True:
-            number = await self.store.redis.hget(key, event_id)
+            number = await self.store.invoice_of_event(self._invoicing_keys, event_id)
             if number is not None:
                 return str(number)
             if asyncio.get_running_loop().time() >= deadline:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import orjson
 from redis.asyncio import Redis
 
-from shared.keys import TENANT_ZONES, EntitlementsKeys, users_key
+from shared.keys import TENANT_ZONES, EntitlementsKeys, InvoicingKeys, users_key
 from shared.redis import ReadMany
 
 # KEYS[7] marks this very call: the client sends a call again when its connection broke, and
@@ -142,6 +142,11 @@ class EntitlementsStore:
     async def idempotent_answer(self, key: str) -> bytes | None:
         raw = await self.redis.get(key)
         return None if raw is None else str(raw).encode()
+
+    async def invoice_of_event(self, invoicing: InvoicingKeys, event_id: str) -> str | None:
+        """The number invoicing gave an event's immediate invoice (its key, read-only)."""
+        number = await self.redis.hget(invoicing.events, event_id)
+        return None if number is None else str(number)
 
     # --- history -----------------------------------------------------------------------
 

@@ -37,23 +37,21 @@ class RenewalDeclines:
     async def on_declined(self, event: dict[str, Any]) -> None:
         """Remember the decline under its invoice's event id, then credit if it is issued."""
         purchase, note = _decline(event)
-        await self.state.redis.hset(self.state.keys.declined, purchase, orjson.dumps(note))
+        await self.state.keep_decline(purchase, orjson.dumps(note))
         await self.settle(purchase)
 
     async def settle(self, purchase: str) -> None:
         """Credit in full the invoice of `purchase` if a decline of it waits and it is issued;
         nothing otherwise (called after every immediate invoice's issue)."""
-        keys = self.state.keys
-        raw = await self.state.redis.hget(keys.declined, purchase)
+        raw = await self.state.waiting_decline(purchase)
         if raw is None:
             return
-        number = await self.state.redis.hget(keys.events, purchase)
+        number = await self.state.invoice_of_event(purchase)
         if number is None:
             return  # not issued yet: its issue will settle it
-        note = orjson.loads(raw)
         if number:  # '' would be a purchase that charged nothing: nothing to credit
-            await self._credit(str(number), note)
-        await self.state.redis.hdel(keys.declined, purchase)
+            await self._credit(number, orjson.loads(raw))
+        await self.state.forget_decline(purchase)
 
     async def _credit(self, number: str, note: dict[str, Any]) -> None:
         try:

@@ -305,6 +305,23 @@ class InvoiceState:
         if numbers:
             await self.redis.hdel(self.keys.pending, *numbers)
 
+    async def keep_decline(self, purchase: str, note: bytes) -> None:
+        """A declined renewal waits under its invoice's purchase event id until credited."""
+        await self.redis.hset(self.keys.declined, purchase, note)
+
+    async def waiting_decline(self, purchase: str) -> bytes | None:
+        raw = await self.redis.hget(self.keys.declined, purchase)
+        return None if raw is None else str(raw).encode()
+
+    async def forget_decline(self, purchase: str) -> None:
+        await self.redis.hdel(self.keys.declined, purchase)
+
+    async def invoice_of_event(self, event_id: str) -> str | None:
+        """The number of the immediate invoice of a subscription event ('' when it charged
+        nothing), or None before it is issued."""
+        number = await self.redis.hget(self.keys.events, event_id)
+        return None if number is None else str(number)
+
     async def pending_doc(self, number: str) -> bytes | None:
         raw = await self.redis.hget(self.keys.pending, number)
         return None if raw is None else str(raw).encode()

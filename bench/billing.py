@@ -4,6 +4,11 @@ tenant has late usage to correct in 36 billed periods (R9.4).
 
     python bench/billing.py [--tenants 10000] [--events 5000000]
     python bench/billing.py --scenario late [--tenants 1000] [--repeat 3] [--profile]
+    python bench/billing.py --scenario usage [--tenants 10000]
+
+`--scenario usage`: the run below billed twice from the same state, by the demo catalog
+without usage charges and with two per tenant (R10.1: api_calls graduated, sms_sent by
+packages; each tenant sent both meters' events); `billing_run_usage_ratio` = with / without.
 
 On a fresh valkey and chDB (under a temporary directory):
 1. **load** (timed apart): tenant documents in the shape entitlements stores (professional
@@ -60,6 +65,7 @@ from shared.catalog import Catalog, load_catalog
 from shared.clickhouse.client import connect
 from shared.clickhouse.migrate import migrate
 from shared.keys import TENANT_ZONES, EntitlementsKeys, InvoicingKeys
+from shared.meters import MeterRegistry
 from shared.settings import InvoicingSettings
 from shared.stack import ValkeyServer, free_port
 from shared.times import as_utc, micros
@@ -331,7 +337,7 @@ def _wall(walls: dict[str, float], name: str, call: Callable[..., Any]) -> Calla
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scenario", choices=("run", "late"), default="run")
+    parser.add_argument("--scenario", choices=("run", "late", "usage"), default="run")
     parser.add_argument("--tenants", type=int, default=None,
                         help="10,000 (run) or 1,000 (late)")
     parser.add_argument("--events", type=int, default=None,
@@ -352,6 +358,8 @@ async def main() -> None:
             await migrate(ch)
             if args.scenario == "late":
                 await late_scenario(redis, ch, tenants, events, args.repeat, args.profile)
+            elif args.scenario == "usage":
+                await usage_scenario(redis, ch, tenants, events, root)
             else:
                 await one_run(redis, ch, tenants, events)
             await redis.aclose()
@@ -379,6 +387,50 @@ async def one_run(redis: Redis, ch: Any, tenants: int, events: int) -> None:
     sample = await service.store.invoice(result.issued[0])
     assert sample is not None
     emit("sample_invoice_total", float(sample["total"]), "EUR")
+
+
+# --- two usage charges per tenant (R10.1) ------------------------------------------------
+
+USAGE_METERS = ("meters:\n"
+                "  - {slug: api_calls, event_type: api.calls, aggregation: SUM, "
+                "value_property: count}\n"
+                "  - {slug: sms_sent, event_type: sms.sent, aggregation: SUM, "
+                "value_property: count}\n")
+SMS_CHARGE = {"meter": "sms_sent", "model": "package", "package_size": "100",
+              "package_price": "5.00"}
+
+
+async def usage_scenario(redis: Redis, ch: Any, tenants: int, events: int, root: Path) -> None:
+    """The run of `one_run`, billed twice on keys and tables of its own: once by the demo
+    catalog stripped of usage charges, once with two per tenant (api_calls graduated, the
+    demo's, and sms_sent by packages), each tenant having sent both meters' events."""
+    names = await load(redis, ch, tenants, events)
+    rows = EventRows(ch)
+    for t, name in enumerate(names):
+        when = micros(START) + t
+        rows.add(name, "api.calls", when, f"api-{t}", "", "", '{"count":25000}')
+        rows.add(name, "sms.sent", when, f"sms-{t}", "", "", '{"count":250}')
+    await rows.flush()
+    raw = orjson.loads(orjson.dumps(load_catalog(InvoicingSettings().catalog).to_public()))
+    professional = next(p for p in raw["plans"] if p["id"] == "professional")
+    walls: dict[str, float] = {}
+    for tag, usage in (("plain", []), ("usage", [*professional["usage"], SMS_CHARGE])):
+        professional["usage"] = usage
+        keys = InvoicingKeys(prefix=f"inv-{tag}")
+        store = InvoiceStore(ch, f"bench_{tag}")
+        await store.ensure_database()
+        pipe = redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hset(keys.billed(name), mapping={"2026-01-01": "", "last": "2026-01-01"})
+        await pipe.execute()
+        state = InvoiceState(redis, keys, EntitlementsKeys(), ZoneInfo("UTC"))
+        (root / "meters.yaml").write_text(USAGE_METERS)
+        service = InvoicingService(state, store, Catalog.model_validate(raw),
+                                   FixedClock(), InvoicingSettings(invoicing_batch_tenants=2_000),
+                                   meters=MeterRegistry.load(root / "meters.yaml"))
+        walls[tag] = await timed_run(service, names)
+        emit(f"billing_run_{tag}_seconds", walls[tag], "s")
+    emit("billing_run_usage_ratio", walls["usage"] / walls["plain"], "x")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,16 @@ def demo_events(now: datetime, count: int = 500) -> list[dict[str, Any]]:
     return events
 
 
+def api_call_events(times: list[datetime], calls: int) -> list[dict[str, Any]]:
+    """Batches of API calls (the declared meter `api_calls`, priced on acme's plan, R10.1),
+    one event per instant; ids fixed by the instant, so loading twice counts nothing twice."""
+    return [{"specversion": "1.0",
+             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"demo/api/{when.isoformat()}")),
+             "source": "demo-gateway", "type": "api.calls", "subject": DEMO_TENANT,
+             "time": when.isoformat().replace("+00:00", "Z"),
+             "data": {"count": calls, "endpoint": "/v2/contacts"}} for when in times]
+
+
 OWNER = {"user_id": "u-1", "role": "owner"}
 PURCHASES = [("seats-crm", 2), ("emails-1000", 5), ("analytics", 1)]
 
@@ -112,17 +122,42 @@ async def print_invoices(client: httpx.AsyncClient, tenants: list[str]) -> None:
         print(f"  {tenant}: {len(listed)} invoice(s), {total} EUR in all", flush=True)
 
 
+async def print_usage_lines(client: httpx.AsyncClient) -> None:
+    """acme's latest invoice's usage lines: its API calls priced by its plan (R10.1)."""
+    listed = (await client.get("/v1/invoices", params={"tenant": DEMO_TENANT})).json()["data"]
+    for invoice in listed[:1]:
+        for line in invoice["lines"]:
+            if line["kind"] in ("usage", "minimum_commitment"):
+                print(f"demo: {invoice['number']} ({DEMO_TENANT}): {line['description']} = "
+                      f"{line['amount']} EUR", flush=True)
+
+
+async def _send(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> int:
+    response = await client.post(
+        "/v1/events", content=httpx.Request("POST", "/", json=events).content,
+        headers={"Content-Type": "application/cloudevents-batch+json"})
+    response.raise_for_status()
+    accepted: int = response.json()["accepted"]
+    return accepted
+
+
 async def load(base_url: str, admin_key: str) -> None:
     headers = {"Authorization": f"Bearer {admin_key}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120) as client:
         clock = (await client.get("/v1/clock")).json()
         now = datetime.fromisoformat(clock["now"]).astimezone(UTC)
         await create_tenant(client)
-        if clock["manual"] and now == datetime(demo_year.YEAR, 1, 1, tzinfo=UTC):
+        year = clock["manual"] and now == datetime(demo_year.YEAR, 1, 1, tzinfo=UTC)
+        # 25,000 calls a month on the year's 10th, or one batch now: 15,000 beyond the
+        # 10,000 included at 0.002 = 30.00 on acme's invoices (or its upcoming invoice).
+        months = [datetime(demo_year.YEAR, m, 10, 12, tzinfo=UTC) for m in range(1, 13)]
+        await _send(client, api_call_events(months if year else [now], 25_000))
+        if year:
             tenants = await demo_year.play(client)
             print(f"demo: a year of invoices for {', '.join(tenants)} "
                   "(docs/invoicing.md, 'A simulated year'):", flush=True)
             await print_invoices(client, tenants)
+            await print_usage_lines(client)
             notices = await demo_year.renewal_notices(client)
             print(f"demo: {demo_year.NOTICES_TENANT}'s VIP plan sent its renewal notices at "
                   f"{', '.join(notices)}", flush=True)
@@ -130,11 +165,7 @@ async def load(base_url: str, admin_key: str) -> None:
             print(f"demo: its OrangeCare renewal, invoiced then declined, credited: "
                   f"{', '.join(credits) or 'not yet'}", flush=True)
         events = demo_events(now)
-        response = await client.post(
-            "/v1/events", content=httpx.Request("POST", "/", json=events).content,
-            headers={"Content-Type": "application/cloudevents-batch+json"})
-        response.raise_for_status()
-        log.info("demo events sent", extra={"accepted": response.json()["accepted"]})
+        log.info("demo events sent", extra={"accepted": await _send(client, events)})
         await finance_tour(client)
         start = (now - timedelta(days=30)).isoformat()
         print(f"demo: {len(events)} events sent for tenant '{DEMO_TENANT}'. Try:\n"
@@ -145,4 +176,7 @@ async def load(base_url: str, admin_key: str) -> None:
               f"  curl -H 'Authorization: Bearer {admin_key}' "
               f"'{base_url}/v1/tenants/{DEMO_TENANT}/check?module=crm&user=u-4'\n"
               f"  curl -H 'Authorization: Bearer {admin_key}' "
-              f"'{base_url}/v1/invoices?tenant={DEMO_TENANT}'\n", flush=True)
+              f"'{base_url}/v1/invoices?tenant={DEMO_TENANT}'\n"
+              f"  curl -H 'Authorization: Bearer {admin_key}' "
+              f"'{base_url}/v1/tenants/{DEMO_TENANT}/upcoming-invoice'  "
+              "(API calls: a usage line, R10)\n", flush=True)

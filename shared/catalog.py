@@ -83,6 +83,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shared.catalog_usage import check_usage
 from shared.events import BUILTIN_TYPES
 
 __all__ = [
@@ -100,8 +101,12 @@ __all__ = [
     "Suite",
     "SupportTerms",
     "UnknownCatalogItem",
+    "UsageCharge",
+    "UsageLimit",
+    "UsageTier",
     "load_catalog",
     "parse_catalog",
+    "price_for",
 ]
 
 Cycle: TypeAlias = Literal["P1M", "P1Y", "P30D", "P365D"]
@@ -238,6 +243,79 @@ class Suite(_Frozen):
     modules: Seq[Id] = Field(min_length=1)
 
 
+def _cycle_prices(value: Any, info: ValidationInfo) -> Decimal | dict[str, Decimal]:
+    """One amount for every cycle, or one per cycle (`{"P1M": ...}`) where they differ."""
+    parse = _decimal_validator("price")
+    if not isinstance(value, Mapping):
+        return parse(value, info)
+    if not value:
+        raise PydanticCustomError("cycle_prices", "give one price, or one per cycle", {})
+    prices: dict[str, Decimal] = {}
+    for cycle, amount in value.items():
+        if cycle not in CYCLES:
+            raise PydanticCustomError("cycle_prices", "'{cycle}' is not a cycle ({cycles})",
+                                      {"cycle": str(cycle), "cycles": ", ".join(CYCLES)})
+        try:
+            prices[cycle] = parse(amount, info)
+        except PydanticCustomError as exc:
+            raise PydanticCustomError("cycle_prices", "{cycle}: {message}",
+                                      {"cycle": cycle, "message": exc.message()}) from None
+    return prices
+
+
+def _cycle_prices_json(value: Decimal | dict[str, Decimal]) -> str | dict[str, str]:
+    if isinstance(value, Decimal):
+        return _decimal_text(value)
+    return {cycle: _decimal_text(amount) for cycle, amount in value.items()}
+
+
+# Money of a usage charge or a minimum (R10): one amount, or one per cycle.
+CyclePrices = Annotated[
+    Decimal | dict[str, Decimal],
+    PlainValidator(_cycle_prices, json_schema_input_type=str | dict[str, str]),
+    PlainSerializer(_cycle_prices_json, when_used="json"),
+]
+
+
+def price_for(prices: Decimal | dict[str, Decimal] | None, cycle: str) -> Decimal | None:
+    """The amount of `prices` for a cycle: the one amount, or the cycle's (None: unpriced)."""
+    if prices is None or isinstance(prices, Decimal):
+        return prices
+    return prices.get(cycle)
+
+
+class UsageTier(_Frozen):
+    """Units up to `up_to` (null: without end, last) at `unit_price`, plus `flat` (R10.2)."""
+
+    up_to: Quantity | None
+    unit_price: CyclePrices
+    flat: CyclePrices = Decimal(0)
+
+
+class UsageLimit(_Frozen):
+    """A per-period limit on a metered usage (R10.4; parsed and checked, not enforced yet)."""
+
+    per_period: Quantity
+    mode: Literal["hard", "soft"]
+
+
+class UsageCharge(_Frozen):
+    """A plan's price on a meter, billed in arrears (R10.1, R10.2); checked beyond types by
+    `shared.catalog_usage`."""
+
+    meter: str = Field(min_length=1, max_length=64)
+    module: Id | None = None
+    included: Quantity = Decimal(0)
+    model: Literal["per_unit", "graduated", "volume", "package"]
+    unit_price: CyclePrices | None = None
+    tiers: Seq[UsageTier] | None = None
+    package_size: Quantity | None = None
+    package_price: CyclePrices | None = None
+    limit: UsageLimit | None = None
+    # Fractions of the limit (or of the included quantity without one), R10.4.
+    thresholds: Seq[Quantity] = ()
+
+
 class Plan(_Frozen):
     """A tier: included modules, recurring price per cycle and allowances (R1.2)."""
 
@@ -250,6 +328,10 @@ class Plan(_Frozen):
     features: Seq[Id] = ()
     # Counted resources granted without a pack (R7.4); a resource not named grants none.
     allowances: dict[Id, Allowance] = Field(default_factory=dict)
+    # Usage charges on meters, billed in arrears (R10.1), and the minimum their total per
+    # period commits to (R10.3): one amount, or one per cycle.
+    usage: Seq[UsageCharge] = Field(default=(), max_length=64)
+    minimum: CyclePrices | None = None
 
 
 class Resource(_Frozen):
@@ -482,6 +564,8 @@ def _cross_check(cat: Catalog) -> list[tuple[str, str]]:
     for i, suite in enumerate(cat.suites):
         problems.refs(f"suites.{i}.modules", "module", suite.modules, module_ids)
     _check_plans(cat, module_ids, problems)
+    for i, plan in enumerate(cat.plans):
+        check_usage(f"plans.{i}", plan, module_ids, problems.bad)
     for i, pack in enumerate(cat.packs):
         _check_pack(f"packs.{i}", pack, module_ids, suite_ids, plan_ids, problems.bad)
         if pack.per == "licence" and pack.kind in ("one_time", "support"):

@@ -212,3 +212,43 @@ def _chain(first: DataChecker | None, second: DataChecker) -> DataChecker:
         second(data)
 
     return both
+
+
+# --- a meter's value in ClickHouse SQL ---------------------------------------------------
+# Shared by the usage API (services/metering/store.py) and the usage charges invoicing bills
+# (R10.1), so a line's quantity is the figure `GET /v1/usage` answers. Every property name
+# goes in as a bound parameter; only fixed fragments chosen by the aggregation are text.
+
+def _json_path_args(dotted: str, params: dict[str, Any], prefix: str) -> str:
+    names = []
+    for i, part in enumerate(dotted.split(".")):
+        name = f"{prefix}_{i}"
+        params[name] = part
+        names.append(f"{{{name}:String}}")
+    return ", ".join(names)
+
+
+def json_text(column: str, dotted: str, params: dict[str, Any], prefix: str) -> str:
+    """A property as text: strings unquoted, numbers and the rest as their JSON text."""
+    path = _json_path_args(dotted, params, prefix)
+    return (f"if(JSONType({column}, {path}) = 'String', JSONExtractString({column}, {path}), "
+            f"JSONExtractRaw({column}, {path}))")
+
+
+def value_expression(meter: Meter, params: dict[str, Any]) -> str:
+    """The aggregate of a non-SEATS meter over rows of `time` and `data`; adds the property
+    path's parameters to `params`."""
+    if meter.aggregation is Aggregation.COUNT:
+        return "count()"
+    assert meter.value_property is not None  # checked when the meter was loaded
+    text = json_text("data", meter.value_property, params, "v")
+    number = f"toDecimal128OrNull({text}, 9)"
+    if meter.aggregation is Aggregation.SUM:
+        return f"sum({number})"
+    if meter.aggregation is Aggregation.MAX:
+        return f"max({number})"
+    if meter.aggregation is Aggregation.LATEST:
+        return f"argMax({number}, time)"
+    if meter.aggregation is Aggregation.UNIQUE_COUNT:
+        return f"uniqExact({text})"
+    raise ValueError(f"{meter.aggregation} is not aggregated in SQL")

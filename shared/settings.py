@@ -44,6 +44,10 @@ class CommonSettings(BaseSettings):
 
     # The catalog file (R1) entitlements sells from and invoicing prices with.
     catalog: Path = Path(__file__).resolve().parent.parent / "deploy" / "catalog.demo.yaml"
+    # Meters declared by configuration (YAML or JSON), on top of the built-in ones: metering
+    # aggregates them, the catalog's usage charges may price them (R10.1). The demo file
+    # declares the meter the demo catalog prices.
+    meters: Path | None = Path(__file__).resolve().parent.parent / "deploy" / "meters.demo.yaml"
     # Invoicing owns its Redis keys under this prefix; entitlements reads the number of the
     # immediate invoice of a purchase there (docs/invoicing.md, "Redis layout").
     invoicing_key_prefix: str = Field(default="inv", pattern=r"^[a-z0-9_-]{1,32}$")
@@ -77,8 +81,6 @@ class MeteringSettings(CommonSettings):
     max_event_bytes: int = Field(default=64 * 1024, ge=1024)
     max_request_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=10_000, ge=1)
-    # Meters declared by configuration (YAML or JSON), on top of the built-in ones.
-    meters: Path | None = None
     # How long Redis remembers which message claimed an event id; older events are checked
     # against ClickHouse instead (docs/metering.md, "Exactly once").
     dedupe_window_days: int = Field(default=35, ge=2)

@@ -1,5 +1,6 @@
 """Drafts of period invoices: the usage of each ended period read from ClickHouse, then
-priced by the pure rules of compose.py (R9.1, R6.4, R7.2, R8.1–R8.3), with the late usage of
+priced by the pure rules of compose.py (R9.1, R6.4, R7.2, R8.1–R8.3) and usage_charges.py
+(R10.1–R10.3), with the late usage of
 periods already billed corrected by adjustment lines (R9.4).
 
 Tenants billed for the same period window share one query per kind of usage, so a billing
@@ -18,16 +19,19 @@ from services.invoicing import compose, schedule
 from services.invoicing.late import LateUsage, LateWork
 from services.invoicing.models import Draft
 from services.invoicing.store import InvoiceStore
+from services.invoicing.usage_charges import UsageCharges, usage_lines
 from shared.billing.periods import Cycle, Period, period_containing
 from shared.catalog import Catalog
+from shared.meters import MeterRegistry
 from shared.subscription import TenantState
 from shared.times import utc_text
 
 
 class Drafts:
-    def __init__(self, store: InvoiceStore, catalog: Catalog) -> None:
+    def __init__(self, store: InvoiceStore, catalog: Catalog, meters: MeterRegistry) -> None:
         self.store = store
         self.catalog = catalog
+        self.usage = UsageCharges(store, catalog, meters)
         self.late = LateUsage(store, catalog)
 
     async def compose(self, todo: Sequence[tuple[TenantState, date, int | None, date | None]]
@@ -58,6 +62,7 @@ class Drafts:
             since = min(schedule.billing_instant(v, compose.support_since(v, e))
                         for v, _, e in members)  # R8.2: banks are used from their start
             support = await self.store.support_sessions(names, min(since, start), end)
+            metered = await self.usage.read([view for view, _, _ in members], start, end)
             late = await self.late.adjustments([
                 LateWork(view, ended.start, seen) for view, _, ended in members
                 if (seen := cutoffs.get(view.id)) is not None])
@@ -69,6 +74,8 @@ class Drafts:
                     support=support.get(view.id, []),
                     support_query=support_query(view.id, min(since, start), end))
                 lines = compose.arrears_lines(view, self.catalog, ended, usage)
+                lines.extend(usage_lines(view, self.catalog, ended, metered, usage.spans(),
+                                         usage.access_query))  # R10.1-R10.3
                 lines.extend(late.get(view.id, []))
                 renews = schedule.renews_at(view, day)
                 period = ended

@@ -21,11 +21,12 @@ from shared.billing.periods import Period
 
 LineKind = Literal["plan", "pack", "proration", "one_time", "support_contract",
                    "support_renewal", "extra_users", "email_overage", "support_overage",
-                   "adjustment"]
+                   "adjustment", "usage", "minimum_commitment"]
 InvoiceKind = Literal["period", "immediate"]
 _KIND_ORDER: Final = {"plan": 0, "pack": 1, "proration": 2, "one_time": 3,
                       "support_contract": 3, "support_renewal": 3, "extra_users": 4,
-                      "email_overage": 5, "support_overage": 6, "adjustment": 7}
+                      "email_overage": 5, "support_overage": 6, "usage": 6,
+                      "minimum_commitment": 7, "adjustment": 8}
 
 
 def period_json(period: Period | None) -> dict[str, str] | None:

@@ -43,6 +43,7 @@ from shared.billing.periods import Period
 from shared.catalog import Catalog, UnknownCatalogItem
 from shared.clock import Clock
 from shared.errors import NotFound, ValidationFailed
+from shared.meters import MeterRegistry
 from shared.settings import InvoicingSettings
 from shared.subscription import TenantState
 from shared.times import from_micros, micros, parse_instant, utc_text
@@ -65,13 +66,15 @@ class RunResult:
 
 class InvoicingService:
     def __init__(self, state: InvoiceState, store: InvoiceStore, catalog: Catalog,
-                 clock: Clock, settings: InvoicingSettings) -> None:
+                 clock: Clock, settings: InvoicingSettings,
+                 meters: MeterRegistry | None = None) -> None:
         self.state = state
         self.store = store
         self.catalog = catalog
         self.clock = clock
         self.settings = settings
-        self.drafts = Drafts(store, catalog)
+        # The meters usage charges price (R10.1): built-in ones unless declared ones are given.
+        self.drafts = Drafts(store, catalog, meters or MeterRegistry.load(None))
         self.reads = InvoiceReads(state, store, self.recover, settings.accounting_zone)
         self.credits = CreditNotes(state, store, self.reads, clock, settings)
         self.declines = RenewalDeclines(state, self.credits)

@@ -20,7 +20,8 @@ import orjson
 
 from shared import events as ev
 from shared.clickhouse.client import ClickHouse
-from shared.times import as_utc, from_utc_text
+from shared.meters import Meter, value_expression
+from shared.times import as_utc, from_utc_text, utc_text
 
 INVOICE_COLUMNS: Final = ("number", "tenant", "kind", "issued_at", "billing_date",
                           "period_from", "period_to", "currency", "subtotal", "tax", "total",
@@ -277,6 +278,24 @@ class InvoiceStore:
         for tenant, module, user, time, kind in rows:
             found[str(tenant)].append((str(module), str(user), as_utc(time), str(kind)))
         return found
+
+    async def meter_values(self, meter: Meter, tenants: Sequence[str], start: datetime,
+                           end: datetime) -> tuple[dict[str, Decimal], dict[str, Any]]:
+        """A non-SEATS meter's value per tenant over [start, end), computed as the usage API
+        computes it (`shared.meters.value_expression`, copies counted once), for every tenant
+        at once (R10.1); with the query, for the lines' provenance (R9.6)."""
+        params: dict[str, Any] = {"ts": list(tenants), "type": meter.event_type, "a": start,
+                                  "b": end}
+        value = value_expression(meter, params)
+        sql = (f"SELECT tenant, {value} FROM (SELECT tenant, time, data FROM usage_events "
+               "WHERE tenant IN {ts:Array(String)} AND type = {type:String} "
+               "AND time >= {a:DateTime64(6, 'UTC')} AND time < {b:DateTime64(6, 'UTC')} "
+               "LIMIT 1 BY source, id) GROUP BY tenant")
+        rows = await self._rows(sql, params)
+        values = {str(t): Decimal(v).normalize() for t, v in rows if v is not None}
+        shown = {k: utc_text(v) if isinstance(v, datetime) else v
+                 for k, v in params.items() if k != "ts"}
+        return values, {"sql": sql, "params": shown}
 
     async def late_events(self, tenants: Sequence[str], stored_after: datetime,
                           time_before: datetime) -> list[LateEvent]:

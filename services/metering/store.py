@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from shared.clickhouse.client import ClickHouse
 from shared.events import UsageEvent
-from shared.meters import Aggregation, Meter
+from shared.meters import Aggregation, Meter, json_text, value_expression
 from shared.redis import ScriptPipe
 from shared.times import as_utc, micros
 
@@ -124,8 +124,8 @@ class EventStore:
         """Rows of (bucket, *groups, value) for a non-SEATS meter, deduplicated at read time."""
         params: dict[str, Any] = {"tenant": tenant, "type": meter.event_type, "start": start,
                                   "end": end, "tz": tz}
-        value = _value_expression(meter, params)
-        groups = [_json_text("data", meter.group_by[name], params, f"g{i}")
+        value = value_expression(meter, params)
+        groups = [json_text("data", meter.group_by[name], params, f"g{i}")
                   for i, name in enumerate(group_by)]
         select_groups = "".join(f", {g} AS g{i}" for i, g in enumerate(groups))
         group_keys = "".join(f", g{i}" for i in range(len(groups)))
@@ -178,39 +178,6 @@ class EventStore:
             + module_filter + " ORDER BY time, source, id LIMIT 1 BY source, id "
             "LIMIT {limit:UInt32}", params)
 
-
-
-def _json_path_args(dotted: str, params: dict[str, Any], prefix: str) -> str:
-    names = []
-    for i, part in enumerate(dotted.split(".")):
-        name = f"{prefix}_{i}"
-        params[name] = part
-        names.append(f"{{{name}:String}}")
-    return ", ".join(names)
-
-
-def _json_text(column: str, dotted: str, params: dict[str, Any], prefix: str) -> str:
-    """A property as text: strings unquoted, numbers and the rest as their JSON text."""
-    path = _json_path_args(dotted, params, prefix)
-    return (f"if(JSONType({column}, {path}) = 'String', JSONExtractString({column}, {path}), "
-            f"JSONExtractRaw({column}, {path}))")
-
-
-def _value_expression(meter: Meter, params: dict[str, Any]) -> str:
-    if meter.aggregation is Aggregation.COUNT:
-        return "count()"
-    assert meter.value_property is not None  # checked when the meter was loaded
-    text = _json_text("data", meter.value_property, params, "v")
-    number = f"toDecimal128OrNull({text}, 9)"
-    if meter.aggregation is Aggregation.SUM:
-        return f"sum({number})"
-    if meter.aggregation is Aggregation.MAX:
-        return f"max({number})"
-    if meter.aggregation is Aggregation.LATEST:
-        return f"argMax({number}, time)"
-    if meter.aggregation is Aggregation.UNIQUE_COUNT:
-        return f"uniqExact({text})"
-    raise ValueError(f"{meter.aggregation} is not aggregated in SQL")
 
 
 # --- Redis: claims and live counters -------------------------------------------------------

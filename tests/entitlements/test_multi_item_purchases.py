@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from shared.stack import Endpoints
-from tests.conftest import ADMIN, OWNER, create_tenant, set_clock
+from tests.conftest import ADMIN, OWNER, create_tenant, eventually, set_clock
 from tests.entitlements.ent_support import history, isolated_app, tenant_doc
 from tests.invoicing.inv_support import buy, invoices_of, lines, private_platform, summary
 
@@ -135,7 +135,12 @@ async def test_one_refused_item_refuses_the_whole_purchase(endpoints: Endpoints,
         await set_clock(c, BUY_AT)
         assert (await buy(c, tenant, "seats-crm"))["charges"][0]["amount"] == "3.87"
         before, past = await tenant_doc(c, tenant), await history(c, tenant)
-        invoices = await invoices_of(c, tenant)
+
+        async def both_invoiced() -> list[Json]:
+            found = await invoices_of(c, tenant)  # the first period's, and the seats'
+            return found if len(found) == 2 else []
+
+        invoices = await eventually(both_invoiced)  # issued by invoicing in its own time
         packs: list[Json] = [{"item": "seats-crm", "quantity": 3}, {"item": "ai-assist"}]
 
         r = await basket(c, tenant, [*packs, {"item": "professional"}])

@@ -61,3 +61,11 @@ def answers(model: type[BaseModel], *more: int, status: int = 200,
     documented: dict[int | str, dict[str, Any]] = {
         status: {"model": model, "description": description or model.__doc__ or "the answer"}}
     return {**documented, **errors(*more)}
+
+
+def component_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's schema for `openapi_extra`, its nested models referred to in the document's
+    components (where FastAPI puts them for the routes that take them as bodies)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema

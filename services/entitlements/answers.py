@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.entitlements.models import DecisionKind, LotOut, PeriodOut, PurchaseAnswer
 from shared.openapi import ErrorBody
 
-_LOT_EXAMPLE: dict[str, Any] = {"id": "lot-7f3a", "item": "seats-crm", "kind": "seats", "quantity": 3,
+_LOT_EXAMPLE: dict[str, Any] = {
+                "id": "lot-7f3a", "item": "seats-crm", "kind": "seats", "quantity": 3,
                 "units": 1, "state": "active", "trial": False,
                 "bought_at": "2026-03-20T10:00:00Z", "ends_at": None,
                 "next_cycle_amount": "30.00"}

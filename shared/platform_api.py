@@ -17,6 +17,7 @@ from shared.auth import AdminKey, PlatformAdminKey, Role
 from shared.errors import Forbidden, NotFound
 from shared.kafka import probe
 from shared.keys import TENANT_ZONES
+from shared.openapi import answers, errors
 
 if TYPE_CHECKING:
     from shared.app import Runtime
@@ -31,10 +32,30 @@ class ApiKeyRequest(BaseModel):
 
 
 class ApiKeyOut(BaseModel):
+    """A key; `key`, its secret, only in the answer that minted it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"id": "key-5f2c9a0d1e3b4c7a", "role": "ingest", "tenant": "acme",
+         "key": "mb_ingest_3q2+7w..."}]})
     id: str
     role: Role
     tenant: str | None
     key: str | None = None
+
+
+class ApiKeyList(BaseModel):
+    """The keys an admin key may see, without their secrets."""
+
+    data: list[ApiKeyOut]
+
+
+class Readiness(BaseModel):
+    """Each dependency's state: `ok`, or why not (then 503, in the error shape besides)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"status": "ready", "checks": {"kafka": "ok", "redis": "ok", "clickhouse": "ok"}}]})
+    status: str | None = None
+    checks: dict[str, str]
 
 
 class ClockRequest(BaseModel):
@@ -43,6 +64,8 @@ class ClockRequest(BaseModel):
 
 
 class ClockOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"now": "2026-03-20T10:00:00Z", "manual": True}]})
     now: datetime
     manual: bool
 
@@ -83,7 +106,8 @@ PROBES: dict[str, Probe] = {"kafka": _probe_kafka, "redis": _probe_redis,
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
-@router.get("/readyz", tags=["health"])
+@router.get("/readyz", tags=["health"], response_model=Readiness, responses={
+    503: {"model": Readiness, "description": "a dependency or a background loop is down"}})
 async def readyz(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
     results = dict(await asyncio.gather(*(_check(runtime, n, p) for n, p in PROBES.items())))
@@ -95,11 +119,14 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse(body, status_code=503)
     return JSONResponse({"status": "ready", "checks": results})
 
-@router.get("/metrics", tags=["health"])
+@router.get("/metrics", tags=["health"], response_class=Response, responses={200: {
+    "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+    "description": "Prometheus metrics, text format"}})
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-@router.post("/v1/api-keys", status_code=201, tags=["keys"], response_model=ApiKeyOut)
+@router.post("/v1/api-keys", status_code=201, tags=["keys"], response_model=ApiKeyOut,
+             responses=errors(400, 404, 422))
 async def mint_key(body: ApiKeyRequest, request: Request, principal: AdminKey) -> ApiKeyOut:
     """A tenant's admin mints keys for its tenant only; keys name existing tenants."""
     runtime = runtime_of(request)
@@ -113,13 +140,15 @@ async def mint_key(body: ApiKeyRequest, request: Request, principal: AdminKey) -
     key, secret = await runtime.keys.mint(body.role, body.tenant)
     return ApiKeyOut(id=key.id, role=key.role, tenant=key.tenant, key=secret)
 
-@router.get("/v1/api-keys", tags=["keys"])
+# `response_model=Any`: the dict is rendered as before; `answers` documents its schema.
+@router.get("/v1/api-keys", tags=["keys"], response_model=Any, responses=answers(ApiKeyList))
 async def list_keys(request: Request, principal: AdminKey) -> dict[str, Any]:
     keys = await runtime_of(request).keys.list()
     return {"data": [ApiKeyOut(id=k.id, role=k.role, tenant=k.tenant).model_dump(
         exclude={"key"}) for k in keys if principal.may_see(k.tenant)]}
 
-@router.delete("/v1/api-keys/{key_id}", status_code=204, tags=["keys"])
+@router.delete("/v1/api-keys/{key_id}", status_code=204, tags=["keys"],
+                responses=errors(404, 422))
 async def revoke_key(key_id: Annotated[str, Path(max_length=64)], request: Request,
                      principal: AdminKey) -> Response:
     keys = runtime_of(request).keys
@@ -128,13 +157,14 @@ async def revoke_key(key_id: Annotated[str, Path(max_length=64)], request: Reque
         raise NotFound(f"API key '{key_id}' not found", field="id")
     return Response(status_code=204)
 
-@router.get("/v1/clock", tags=["clock"], response_model=ClockOut)
+@router.get("/v1/clock", tags=["clock"], response_model=ClockOut, responses=errors())
 async def get_clock(request: Request,
                     _: AdminKey) -> ClockOut:
     clock = runtime_of(request).clock
     return ClockOut(now=(await clock.now()).astimezone(UTC), manual=clock.manual)
 
-@router.put("/v1/clock", tags=["clock"], response_model=ClockOut)
+@router.put("/v1/clock", tags=["clock"], response_model=ClockOut,
+            responses=errors(400, 409, 422))
 async def set_clock(body: ClockRequest, request: Request,
                     _: PlatformAdminKey) -> ClockOut:
     runtime = runtime_of(request)

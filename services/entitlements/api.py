@@ -16,6 +16,14 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
+from services.entitlements.answers import (
+    CheckDecision,
+    CheckResults,
+    HistoryPage,
+    LotAnswer,
+    PurchaseOut,
+    TenantOut,
+)
 from services.entitlements.models import (
     CheckBatch,
     CheckItem,
@@ -26,7 +34,9 @@ from services.entitlements.models import (
 )
 from services.entitlements.service import EntitlementsService
 from shared.auth import PlatformAdminKey, Principal, Role, require
+from shared.catalog import Catalog
 from shared.errors import PayloadTooLarge, ValidationFailed
+from shared.openapi import answers, component_schema, errors
 
 router = APIRouter(tags=["entitlements"])
 
@@ -48,25 +58,27 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON)
 
 
-@router.get("/v1/catalog")
+@router.get("/v1/catalog", response_model=Catalog, responses=errors())
 async def catalog(_: ReaderKey, service: Entitlements) -> Response:
     """The loaded catalog (R1), money as decimal strings."""
     return Response(service.catalog_json(), media_type=JSON)
 
 
-@router.post("/v1/tenants", status_code=201)
+@router.post("/v1/tenants", status_code=201, response_model=TenantOut,
+             responses=errors(400, 409, 422))
 async def create_tenant(body: TenantCreate, principal: PlatformAdminKey,
                         service: Entitlements) -> Response:
     return _json(await service.create_tenant(body, principal), 201)
 
 
-@router.get("/v1/tenants/{tenant}")
+@router.get("/v1/tenants/{tenant}", response_model=TenantOut, responses=errors(404))
 async def get_tenant(tenant: str, principal: ReaderKey, service: Entitlements) -> Response:
     principal.ensure_tenant(tenant)
     return _json(await service.get_tenant(tenant))
 
 
-@router.patch("/v1/tenants/{tenant}")
+@router.patch("/v1/tenants/{tenant}", response_model=TenantOut,
+              responses=errors(400, 404, 409, 422))
 async def patch_tenant(tenant: str, body: TenantPatch, principal: IngestKey,
                        service: Entitlements) -> Response:
     """R4.1: tacit renewal on or off; R9.8: the billing profile later invoices name."""
@@ -74,7 +86,12 @@ async def patch_tenant(tenant: str, body: TenantPatch, principal: IngestKey,
     return _json(await service.patch_tenant(tenant, body, principal))
 
 
-@router.post("/v1/tenants/{tenant}/purchases")
+@router.post("/v1/tenants/{tenant}/purchases", response_model=PurchaseOut,
+             responses={**answers(PurchaseOut, 400, 404, 409, 422, status=201,
+                                  description="confirmed, or trialing"),
+                        202: {"model": PurchaseOut,
+                              "description": "scheduled (a downgrade), or requested"}},
+             response_description="the preview (`confirm: false`): nothing changed")
 async def purchase(tenant: str, body: PurchaseRequest, principal: IngestKey,
                    service: Entitlements,
                    idempotency_key: Annotated[str | None, Header()] = None) -> Response:
@@ -94,7 +111,14 @@ async def _lot_body(request: Request) -> LotAction:
         raise ValidationFailed(f"body: {str(error).splitlines()[0]}", field="body") from None
 
 
-@router.post("/v1/tenants/{tenant}/lots/{lot}/cancel")
+# The body is read by hand (`_lot_body`: an empty body is no actor), so it is declared here.
+LOT_ROUTE: dict[str, Any] = {
+    "response_model": LotAnswer, "responses": errors(404, 409, 422),
+    "openapi_extra": {"requestBody": {"required": False, "content": {JSON: {
+        "schema": component_schema(LotAction)}}}}}
+
+
+@router.post("/v1/tenants/{tenant}/lots/{lot}/cancel", **LOT_ROUTE)
 async def cancel_lot(tenant: str, lot: str, principal: IngestKey, service: Entitlements,
                      body: Annotated[LotAction, Depends(_lot_body)]) -> Response:
     """R4.4: the whole lot, at the period end; no refund."""
@@ -102,7 +126,7 @@ async def cancel_lot(tenant: str, lot: str, principal: IngestKey, service: Entit
     return _json(await service.cancel_lot(tenant, lot, False, body.actor, principal))
 
 
-@router.post("/v1/tenants/{tenant}/lots/{lot}/uncancel")
+@router.post("/v1/tenants/{tenant}/lots/{lot}/uncancel", **LOT_ROUTE)
 async def uncancel_lot(tenant: str, lot: str, principal: IngestKey, service: Entitlements,
                        body: Annotated[LotAction, Depends(_lot_body)]) -> Response:
     """R4.4: undo a cancellation before the period end."""
@@ -110,7 +134,8 @@ async def uncancel_lot(tenant: str, lot: str, principal: IngestKey, service: Ent
     return _json(await service.cancel_lot(tenant, lot, True, body.actor, principal))
 
 
-@router.get("/v1/tenants/{tenant}/history")
+@router.get("/v1/tenants/{tenant}/history", response_model=HistoryPage,
+            responses=errors(404, 422))
 async def history(tenant: str, principal: DashboardKey, service: Entitlements,
                   cursor: str | None = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
@@ -141,7 +166,22 @@ def check_item(tenant: str, params: Mapping[str, str]) -> CheckItem:
         level=_integer(params, "level"))
 
 
-@router.get("/v1/tenants/{tenant}/check")
+# The check reads its query by hand (`check_item`, shared with the fast path, for the same
+# 422 messages), so FastAPI cannot see its parameters: they are declared here.
+_INTEGER_TEXT = {"type": "string", "pattern": r"^-?[0-9]{1,12}$"}
+CHECK_PARAMETERS = [
+    {"name": name, "in": "query", "required": False, "schema": schema, "description": text}
+    for name, schema, text in (
+        ("module", {"type": "string"}, "a module: may the user (or the tenant) use it"),
+        ("user", {"type": "string"}, "with `module`: the user whose seat is checked"),
+        ("feature", {"type": "string"}, "`emails`, `companies`, a counted resource, "
+         "`support` or a feature flag"),
+        ("quantity", _INTEGER_TEXT, "how many more (an integer); default 1"),
+        ("level", _INTEGER_TEXT, "feature=support: the session's level (an integer)"))]
+
+
+@router.get("/v1/tenants/{tenant}/check", response_model=CheckDecision,
+            responses=errors(404, 422), openapi_extra={"parameters": CHECK_PARAMETERS})
 async def check(tenant: str, request: Request, principal: IngestKey,
                 service: Entitlements) -> Response:
     """One decision: `module=`, `module=&user=`, `feature=emails&quantity=`,
@@ -154,7 +194,7 @@ async def check(tenant: str, request: Request, principal: IngestKey,
                     media_type=JSON)
 
 
-@router.post("/v1/check")
+@router.post("/v1/check", response_model=CheckResults, responses=errors(400, 413, 422))
 async def check_batch(body: CheckBatch, principal: IngestKey,
                       service: Entitlements) -> Response:
     """Many decisions in one call; each answer (or error) at its request's position."""

@@ -11,10 +11,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
+from services.invoicing.answers import BillingRun, Invoice, InvoicePage, UpcomingInvoice
 from services.invoicing.documents import to_csv
 from services.invoicing.models import BillingRunRequest, CreditNoteRequest
 from services.invoicing.service import InvoicingService
 from shared.auth import AdminKey, Principal, Role, require
+from shared.openapi import answers, errors
 from shared.times import parse_day
 
 router = APIRouter(tags=["invoicing"])
@@ -30,8 +32,14 @@ def invoicing(request: Request) -> InvoicingService:
 
 Invoicing = Annotated[InvoicingService, Depends(invoicing)]
 
+# Routes answering a dict take `response_model=Any`: FastAPI renders the dict exactly as it
+# did with the `dict[str, Any]` it inferred, and the empty schema leaves room for the typed
+# one `answers` documents (a response model would filter and reorder the stored documents).
+CSV = {"text/csv": {"schema": {"type": "string"}}}
 
-@router.post("/v1/billing-runs")
+
+@router.post("/v1/billing-runs", response_model=Any,
+             responses=answers(BillingRun, 400, 404, 422))
 async def billing_run(body: BillingRunRequest, principal: AdminKey,
                       service: Invoicing) -> dict[str, Any]:
     day = None if body.date is None else parse_day(body.date, "date")
@@ -41,7 +49,7 @@ async def billing_run(body: BillingRunRequest, principal: AdminKey,
     return await service.billing_run(day, body.tenant or principal.tenant)
 
 
-@router.get("/v1/invoices")
+@router.get("/v1/invoices", response_model=Any, responses=answers(InvoicePage, 404, 422))
 async def list_invoices(principal: ReaderKey, service: Invoicing, month: str | None = None,
                         tenant: str | None = None, status: str | None = None,
                         kind: str | None = None, cursor: str | None = None) -> dict[str, Any]:
@@ -52,14 +60,20 @@ async def list_invoices(principal: ReaderKey, service: Invoicing, month: str | N
                                              kind)
 
 
-@router.get("/v1/invoices/export")
+@router.get("/v1/invoices/export", response_class=Response, responses={
+    200: {"content": CSV, "description": "every line of the month's invoices and credit "
+          "notes (credit notes' negative), columns as docs/api.md lists them"},
+    **errors(422)})
 async def export(principal: FinanceKey, service: Invoicing, month: str) -> Response:
     body = await service.reads.export(month, principal.tenant)
     return Response(body, media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="invoice-lines-{month}.csv"'})
 
 
-@router.get("/v1/invoices/{number}")
+@router.get("/v1/invoices/{number}", response_model=Invoice, responses={
+    200: {"content": CSV, "description": "the invoice or credit note; its lines as CSV "
+          "(the export's columns) with `Accept: text/csv`"},
+    **errors(404)})
 async def get_invoice(number: str, request: Request, principal: ReaderKey,
                       service: Invoicing) -> Response:
     doc = await service.reads.invoice(number, principal.tenant)
@@ -68,7 +82,9 @@ async def get_invoice(number: str, request: Request, principal: ReaderKey,
     return JSONResponse(doc)
 
 
-@router.post("/v1/invoices/{number}/credit-notes", status_code=201)
+@router.post("/v1/invoices/{number}/credit-notes", status_code=201, response_model=Any,
+             responses=answers(Invoice, 400, 404, 409, 422, status=201,
+                               description="the credit note issued (R9.7)"))
 async def credit_note(number: str, body: CreditNoteRequest, principal: AdminKey,
                       service: Invoicing,
                       idempotency_key: Annotated[str | None, Header()] = None
@@ -78,7 +94,8 @@ async def credit_note(number: str, body: CreditNoteRequest, principal: AdminKey,
                                              principal.tenant, idempotency_key)
 
 
-@router.get("/v1/tenants/{tenant}/upcoming-invoice")
+@router.get("/v1/tenants/{tenant}/upcoming-invoice", response_model=Any,
+            responses=answers(UpcomingInvoice, 404))
 async def upcoming(tenant: str, principal: FinanceKey, service: Invoicing) -> dict[str, Any]:
     principal.ensure_tenant(tenant)
     return await service.upcoming(tenant)

@@ -10,10 +10,11 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from services.metering.models import EventRefs, IngestResult, Meters, UsageSeries
+from services.metering.models import CloudEvent, EventRefs, IngestResult, Meters, UsageSeries
 from services.metering.service import MeteringService
 from shared.auth import Principal, Role, require
 from shared.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from shared.openapi import ErrorBody, component_schema, errors
 from shared.times import parse_instant
 
 router = APIRouter(tags=["metering"])
@@ -43,9 +44,20 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+# The route reads the raw body (size limit first, then one parse for either form), so
+# FastAPI cannot see it: it is declared here.
+_EVENT = component_schema(CloudEvent)
+_BATCH = {"type": "array", "minItems": 1, "items": _EVENT}
+EVENTS_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"oneOf": [_EVENT, _BATCH]}},
+    BATCH_CONTENT_TYPE: {"schema": _BATCH}}}}
+
+
 @router.post("/v1/events", status_code=202, response_model=IngestResult,
-             responses={422: {"description": "no event could be accepted"},
-                        413: {"description": "body over the size limit"}})
+             openapi_extra=EVENTS_BODY, responses={
+                 **errors(400, 413),
+                 422: {"model": ErrorBody, "description": "no event could be accepted: "
+                       "the first reason in `error`, every one in `rejected`"}})
 async def ingest(request: Request, principal: IngestKey, service: Metering) -> JSONResponse:
     settings = request.app.state.metering_settings
     raw = await _read_limited(request, settings.max_request_bytes)
@@ -100,7 +112,7 @@ async def usage_scope(principal: DashboardKey, tenant: str, meter: str,
 Scope = Annotated[UsageScope, Depends(usage_scope)]
 
 
-@router.get("/v1/usage", response_model=UsageSeries)
+@router.get("/v1/usage", response_model=UsageSeries, responses=errors(404, 422))
 async def usage(
     scope: Scope,
     service: Metering,
@@ -117,7 +129,7 @@ async def usage(
             "data": data}
 
 
-@router.get("/v1/usage/events", response_model=EventRefs)
+@router.get("/v1/usage/events", response_model=EventRefs, responses=errors(404, 422))
 async def usage_events(
     scope: Scope,
     service: Metering,
@@ -129,6 +141,6 @@ async def usage_events(
     return {"tenant": scope.tenant, "meter": scope.meter, "data": data}
 
 
-@router.get("/v1/meters", response_model=Meters)
+@router.get("/v1/meters", response_model=Meters, responses=errors())
 async def meters(_: DashboardKey, service: Metering) -> Meters:
     return Meters(data=service.registry.all())

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.meters import Meter
 
 Window = Literal["hour", "day", "month"]
+
+
+class CloudEvent(BaseModel):
+    """A usage event as `POST /v1/events` takes it (docs/events.md): a CloudEvent 1.0 whose
+    `subject` is the tenant. Documentation only: the route parses the raw body itself."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "specversion": "1.0", "id": "evt-1", "source": "crm-backend", "type": "email.sent",
+        "subject": "acme", "time": "2026-11-01T09:30:00Z",
+        "data": {"count": 1250, "campaign_id": "c-7"}}]})
+    specversion: Literal["1.0"]
+    id: str
+    source: str
+    type: str = Field(examples=["user.access.granted", "email.sent", "company.created"])
+    subject: str = Field(description="the tenant")
+    time: str = Field(description="RFC 3339 with an offset")
+    data: dict[str, Any]
 
 
 class RejectedEvent(BaseModel):

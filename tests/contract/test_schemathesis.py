@@ -64,10 +64,6 @@ CLOUD_EVENT = {
 }
 EVENTS_BODY = {"required": True, "content": {"application/json": {"schema": {
     "anyOf": [CLOUD_EVENT, {"type": "array", "items": CLOUD_EVENT}]}}}}
-INTEGER_TEXT = {"type": "string", "pattern": r"^-?\d+$"}
-CHECK_QUERY = [{"name": name, "in": "query", "schema": schema} for name, schema in (
-    ("module", {"type": "string"}), ("user", {"type": "string"}),
-    ("feature", {"type": "string"}), ("quantity", INTEGER_TEXT), ("level", INTEGER_TEXT))]
 MONTH = {"type": "string", "pattern": r"^\d{4}-\d{2}$"}
 INSTANT = {"type": "string", "format": "date-time"}
 QUERY_FORMATS = {("/v1/invoices", "month"): MONTH, ("/v1/invoices/export", "month"): MONTH,
@@ -121,7 +117,6 @@ def described(document: dict[str, Any], meters: list[str]) -> dict[str, Any]:
     doc = copy.deepcopy(document)  # FastAPI caches its document: never change that one
     paths = doc["paths"]
     paths["/v1/events"]["post"]["requestBody"] = EVENTS_BODY
-    paths["/v1/tenants/{tenant}/check"]["get"]["parameters"] += CHECK_QUERY
     for (path, name), schema in QUERY_FORMATS.items():
         [parameter] = [p for p in paths[path]["get"]["parameters"] if p["name"] == name]
         parameter["schema"] = schema

@@ -1,0 +1,136 @@
+"""The entitlements answers as the OpenAPI document describes them (docs/api.md,
+Entitlements). Documentation only: the routes answer bytes the service builds, so these
+models never filter an answer; `extra="allow"` where an answer may carry more than listed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.entitlements.models import DecisionKind, LotOut, PeriodOut, PurchaseAnswer
+from shared.openapi import ErrorBody
+
+_LOT_EXAMPLE: dict[str, Any] = {
+                "id": "lot-7f3a", "item": "seats-crm", "kind": "seats", "quantity": 3,
+                "units": 1, "state": "active", "trial": False,
+                "bought_at": "2026-03-20T10:00:00Z", "ends_at": None,
+                "next_cycle_amount": "30.00"}
+
+
+class TenantLot(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    item: str
+    kind: str
+    quantity: int
+    units: int
+    state: str
+    trial: bool
+    bought_at: str
+    ends_at: str | None
+    next_cycle_amount: str | None = Field(description="money, decimal string")
+
+
+class PendingPlan(BaseModel):
+    plan: str
+    at: str | None
+
+
+class TenantOut(BaseModel):
+    """The tenant's subscription, as `GET /v1/tenants/{tenant}` answers it."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "id": "acme", "plan": "essentials", "cycle": "P1M", "anchor": "2026-03-01",
+        "time_zone": "Europe/Paris", "currency": "EUR", "vat_rate": "0.20",
+        "admin_user": "u-1", "account_allows_quotes": False, "status": "active",
+        "renewal": True, "period": {"from": "2026-03-01", "to": "2026-04-01"},
+        "ends_at": None, "pending_plan": None, "modules": ["sales", "crm", "emailing"],
+        "features": [], "plan_price": "49.00", "lots": [_LOT_EXAMPLE], "billing": None}]})
+    id: str
+    plan: str
+    cycle: str
+    anchor: str
+    time_zone: str
+    currency: str
+    vat_rate: str
+    admin_user: str
+    account_allows_quotes: bool
+    status: str
+    renewal: bool
+    period: PeriodOut
+    ends_at: str | None
+    pending_plan: PendingPlan | None
+    modules: list[str]
+    features: list[str]
+    plan_price: str | None
+    lots: list[TenantLot]
+    billing: dict[str, Any] | None = Field(description="the billing profile (R9.8), or null")
+
+
+class PurchaseOut(PurchaseAnswer):
+    """A purchase's answer (R4.3, R4.11): 200 preview, 201 applied, 202 scheduled or asked."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "status": "confirmed", "lot": {"id": "lot-7f3a", "item": "seats-crm", "quantity": 3,
+                                       "state": "active", "ends_at": None},
+        "charges": [{"kind": "proration", "description": "seats-crm × 3, prorated",
+                     "amount": "11.61", "period": {"from": "2026-03-20", "to": "2026-04-01"},
+                     "item": "seats-crm", "quantity": 3, "unit_price": "10.00"}],
+        "next_cycle_amount": "30.00", "invoice": "INV-2026-000007", "effective_at": None,
+        "cancels": [], "note": None}]})
+    lots: list[LotOut] | None = Field(default=None, description="a purchase of several items")
+
+
+class LotAnswer(BaseModel):
+    """The lot after a cancel or an uncancel (R4.4)."""
+
+    lot: LotOut
+
+
+class CheckDecision(BaseModel):
+    """One decision (docs/entitlements.md lists the reasons)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"decision": "covered", "reason": "plan", "covered_by": None, "limit": None,
+         "used": None, "remaining": None},
+        {"decision": "denied", "reason": "limit_reached", "covered_by": None, "limit": 2000,
+         "used": 2000, "remaining": 0, "raise_with": "contacts-1000"}]})
+    decision: DecisionKind
+    reason: str
+    covered_by: str | None = Field(description="the lot that covers it, or null")
+    limit: int | None
+    used: int | None
+    remaining: int | None
+    support: dict[str, Any] | None = Field(default=None, description="feature=support: pools")
+    raise_with: str | None = Field(default=None, description="limit_reached: the item whose "
+                                   "purchase would raise the limit, or null")
+
+
+class CheckResults(BaseModel):
+    """`POST /v1/check`: each check's decision, or its error, at the check's position."""
+
+    results: list[CheckDecision | ErrorBody]
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(description="the entry's id, also the next page's cursor")
+    event_id: str
+    at: str
+    type: str = Field(examples=["lot.cancelled"])
+    actor: dict[str, Any] | None
+
+
+class HistoryPage(BaseModel):
+    """R4.9: the dated history, oldest first; `next_cursor` null on the last page."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "tenant": "acme", "next_cursor": None, "data": [{
+            "id": "1774000800000-0", "event_id": "evt-1", "at": "2026-03-20T10:00:00Z",
+            "type": "lot.cancelled", "actor": {"user_id": "u-1", "role": "owner"},
+            "lot": "lot-7f3a", "item": "seats-crm", "quantity": 3,
+            "ends_at": "2026-03-31T22:00:00Z", "refund": "0.00"}]}]})
+    tenant: str
+    data: list[HistoryEntry]
+    next_cursor: str | None

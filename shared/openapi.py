@@ -1,0 +1,71 @@
+"""What the OpenAPI document (`/openapi.json`) says beyond what FastAPI infers: the error
+shape, the answers' status codes, and the API key as an HTTP bearer scheme.
+
+Documentation only: nothing here runs on a request, so declaring a status or a schema never
+changes an answer (many routes answer `Response` bytes they build themselves).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+# The API key (docs/api.md "Keys"). `auto_error=False`: shared.auth reads the header itself,
+# with its own 401 messages; this object only names the scheme in the document.
+BEARER = HTTPBearer(auto_error=False, scheme_name="apiKey", bearerFormat="API key",
+                    description="An API key: `Authorization: Bearer <key>`. Its role and "
+                    "tenant scope decide what it may call.")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["validation_error"])
+    message: str = Field(examples=["quantity: must be an integer"])
+    field: str | None = Field(default=None, description="the input to blame, when one is",
+                              examples=["quantity"])
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 503 (shared.errors): `{"error": {"code", "message", "field"?}}`."""
+
+    model_config = ConfigDict(extra="allow")
+    error: ErrorDetail
+
+
+ERROR_TEXT: dict[int, str] = {
+    400: "the body is not valid JSON",
+    401: "missing, unknown or revoked API key",
+    403: "the key's role may not call this route",
+    404: "not found, or outside the key's tenant",
+    409: "conflict with the current state, or an idempotency key reused with another body",
+    413: "too many items, or a body over the size limit",
+    422: "an input is invalid; `field` names it",
+    503: "a store is unavailable (`redis_unavailable`, …); retry later",
+}
+# Every route behind a key may answer these.
+KEYED = (401, 403, 503)
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for error statuses, each in the error shape."""
+    return {status: {"model": ErrorBody, "description": ERROR_TEXT[status]}
+            for status in sorted({*KEYED, *statuses})}
+
+
+def answers(model: type[BaseModel], *more: int, status: int = 200,
+            description: str = "") -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route whose answer FastAPI does not render through a response
+    model (it returns `Response` bytes, or a dict passed through `response_model=Any`,
+    whose empty schema this one fills): the answer's schema, and its error statuses."""
+    documented: dict[int | str, dict[str, Any]] = {
+        status: {"model": model, "description": description or model.__doc__ or "the answer"}}
+    return {**documented, **errors(*more)}
+
+
+def component_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's schema for `openapi_extra`, its nested models referred to in the document's
+    components (where FastAPI puts them for the routes that take them as bodies)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema

@@ -44,6 +44,7 @@ from shared.errors import (
 )
 from shared.kafka import ensure_topics, make_producer, platform_topics
 from shared.observability import HTTP_LATENCY, HTTP_REQUESTS, configure_logging
+from shared.openapi import add_referenced_components, operation_id
 from shared.platform_api import router as platform_router
 from shared.redis import make_redis
 from shared.settings import CommonSettings
@@ -151,7 +152,8 @@ def create_app(settings: CommonSettings, parts: list[ServicePart],
             await close_runtime(runtime)
 
     fast_paths = [path for part in parts for path in getattr(part, "fast_paths", ())]
-    app = PlatformApp(fast_paths, title=title, version="1", lifespan=lifespan)
+    app = PlatformApp(fast_paths, title=title, version="1", lifespan=lifespan,
+                      generate_unique_id_function=operation_id)
     install_error_handlers(app)
     app.include_router(platform_router)
     for part in parts:
@@ -174,6 +176,11 @@ class PlatformApp(FastAPI):
     def __init__(self, fast_paths: Sequence[FastPath], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fast_paths = list(fast_paths)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            add_referenced_components(super().openapi())
+        return super().openapi()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

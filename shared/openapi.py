@@ -69,3 +69,33 @@ def component_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     schema.pop("$defs", None)
     return schema
+
+
+# Models that routes refer to by `component_ref` (bodies they read by hand), added to the
+# document's components by `add_referenced_components` when the document refers to them.
+_REFERRED: dict[str, type[BaseModel]] = {}
+
+
+def component_ref(model: type[BaseModel]) -> dict[str, Any]:
+    """A `$ref` to the model's schema in the document's components, for `openapi_extra`: one
+    named schema however many times a route mentions it (client generators name it once)."""
+    _REFERRED[model.__name__] = model
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def add_referenced_components(document: dict[str, Any]) -> None:
+    """Put the schema of every model named through `component_ref` that the document refers to
+    but FastAPI did not list in its components."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    text = repr(document["paths"])
+    for name, model in _REFERRED.items():
+        if name not in schemas and f"'#/components/schemas/{name}'" in text:
+            schemas[name] = component_schema(model)
+    document["components"]["schemas"] = dict(sorted(schemas.items()))
+
+
+def operation_id(route: Any) -> str:
+    """The operation id: the route function's name (`get_invoice`), which the document's
+    client generators turn into function names; FastAPI's default appends path and method."""
+    name: str = route.name
+    return name

@@ -36,7 +36,7 @@ from services.entitlements.service import EntitlementsService
 from shared.auth import PlatformAdminKey, Principal, Role, require
 from shared.catalog import Catalog
 from shared.errors import PayloadTooLarge, ValidationFailed
-from shared.openapi import answers, component_schema, errors
+from shared.openapi import answers, component_ref, errors
 
 router = APIRouter(tags=["entitlements"])
 
@@ -115,7 +115,7 @@ async def _lot_body(request: Request) -> LotAction:
 LOT_ROUTE: dict[str, Any] = {
     "response_model": LotAnswer, "responses": errors(404, 409, 422),
     "openapi_extra": {"requestBody": {"required": False, "content": {JSON: {
-        "schema": component_schema(LotAction)}}}}}
+        "schema": component_ref(LotAction)}}}}}
 
 
 @router.post("/v1/tenants/{tenant}/lots/{lot}/cancel", **LOT_ROUTE)

@@ -14,7 +14,7 @@ from services.metering.models import CloudEvent, EventRefs, IngestResult, Meters
 from services.metering.service import MeteringService
 from shared.auth import Principal, Role, require
 from shared.errors import BadRequest, PayloadTooLarge, ValidationFailed
-from shared.openapi import ErrorBody, component_schema, errors
+from shared.openapi import ErrorBody, component_ref, errors
 from shared.times import parse_instant
 
 router = APIRouter(tags=["metering"])
@@ -46,7 +46,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 # The route reads the raw body (size limit first, then one parse for either form), so
 # FastAPI cannot see it: it is declared here.
-_EVENT = component_schema(CloudEvent)
+_EVENT = component_ref(CloudEvent)
 _BATCH = {"type": "array", "minItems": 1, "items": _EVENT}
 EVENTS_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"oneOf": [_EVENT, _BATCH]}},

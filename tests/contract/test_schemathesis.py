@@ -71,16 +71,16 @@ QUERY_FORMATS = {("/v1/invoices", "month"): MONTH, ("/v1/invoices/export", "mont
                  ("/v1/usage/events", "from"): INSTANT, ("/v1/usage/events", "to"): INSTANT}
 
 TENANT_READS = {
-    "get_tenant_v1_tenants__tenant__get": "GetTenant",
-    "patch_tenant_v1_tenants__tenant__patch": "PatchTenant",
-    "history_v1_tenants__tenant__history_get": "TenantHistory",
-    "check_v1_tenants__tenant__check_get": "TenantCheck",
-    "upcoming_v1_tenants__tenant__upcoming_invoice_get": "UpcomingInvoice",
-    "purchase_v1_tenants__tenant__purchases_post": "Purchase",
+    "get_tenant": "GetTenant",
+    "patch_tenant": "PatchTenant",
+    "history": "TenantHistory",
+    "check": "TenantCheck",
+    "upcoming": "UpcomingInvoice",
+    "purchase": "Purchase",
 }
 INVOICE_READS = {
-    "get_invoice_v1_invoices__number__get": "GetInvoice",
-    "credit_note_v1_invoices__number__credit_notes_post": "CreditNote",
+    "get_invoice": "GetInvoice",
+    "credit_note": "CreditNote",
 }
 
 
@@ -135,11 +135,11 @@ def linked(document: dict[str, Any], catalog: dict[str, Any]) -> dict[str, Any]:
     paths, schemas = doc["paths"], doc["components"]["schemas"]
     tenant = {name: {"operationId": op, "parameters": {"tenant": "$response.body#/id"}}
               for op, name in TENANT_READS.items()}
-    tenant["BillTenant"] = {"operationId": "billing_run_v1_billing_runs_post",
+    tenant["BillTenant"] = {"operationId": "billing_run",
                             "requestBody": {"tenant": "$response.body#/id"}}
     add_links(paths["/v1/tenants"]["post"], "201", tenant)
     add_links(paths["/v1/api-keys"]["post"], "201", {"RevokeKey": {
-        "operationId": "revoke_key_v1_api_keys__key_id__delete",
+        "operationId": "revoke_key",
         "parameters": {"key_id": "$response.body#/id"}}})
     add_links(paths["/v1/billing-runs"]["post"], "200", invoice_links("/issued/0"))
     add_links(paths["/v1/invoices"]["get"], "200", invoice_links("/data/0/number"))

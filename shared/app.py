@@ -31,7 +31,7 @@ from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import KeyStore
+from shared.auth import KEY_ID_SCOPE, KeyStore
 from shared.clickhouse.client import ClickHouse, connect
 from shared.clickhouse.migrate import migrate
 from shared.clock import Clock, ManualClock, Scheduler, WallClock
@@ -43,7 +43,13 @@ from shared.errors import (
     ValidationFailed,
 )
 from shared.kafka import ensure_topics, make_producer, platform_topics
-from shared.observability import HTTP_LATENCY, HTTP_REQUESTS, configure_logging
+from shared.observability import (
+    HTTP_LATENCY,
+    HTTP_REQUESTS,
+    access_log,
+    configure_logging,
+    enable_access_log,
+)
 from shared.platform_api import router as platform_router
 from shared.redis import make_redis
 from shared.settings import CommonSettings
@@ -150,6 +156,7 @@ def create_app(settings: CommonSettings, parts: list[ServicePart],
                 await part.stop()
             await close_runtime(runtime)
 
+    enable_access_log(settings.access_log)
     fast_paths = [path for part in parts for path in getattr(part, "fast_paths", ())]
     app = PlatformApp(fast_paths, title=title, version="1", lifespan=lifespan)
     install_error_handlers(app)
@@ -256,7 +263,7 @@ def unavailable(exc: Exception, method: str, path: str) -> Unavailable:
 # --- metrics -----------------------------------------------------------------------------
 
 class MetricsMiddleware:
-    """Counts and times requests by route template (pure ASGI: no per-request task)."""
+    """Counts, times and logs requests by route template (pure ASGI: no per-request task)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -278,5 +285,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
+            seconds = time.perf_counter() - started
             HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+            HTTP_LATENCY.labels(route).observe(seconds)
+            access_log(scope["method"], route, status, seconds, scope.get(KEY_ID_SCOPE))

@@ -19,6 +19,7 @@ from shared.errors import Forbidden, NotFound
 from shared.kafka import probe
 from shared.keys import TENANT_ZONES
 from shared.openapi import answers, errors
+from shared.times import utc_text
 
 if TYPE_CHECKING:
     from shared.app import Runtime
@@ -174,6 +175,5 @@ async def set_clock(body: ClockRequest, request: Request,
     runtime = runtime_of(request)
     before = await runtime.clock.now()
     result = await runtime.scheduler.advance_to(body.now.astimezone(UTC))
-    audit("clock.move", principal, before=before.astimezone(UTC).isoformat(),
-          after=result.now.isoformat())
+    audit("clock.move", principal, before=utc_text(before), after=utc_text(result.now))
     return ClockOut(now=result.now, manual=True)

@@ -262,6 +262,11 @@ def unavailable(exc: Exception, method: str, path: str) -> Unavailable:
 
 # --- metrics -----------------------------------------------------------------------------
 
+# Polled every few seconds by orchestrators and Prometheus: counted in the metrics, but kept
+# out of the access log, where they would drown the callers' requests.
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class MetricsMiddleware:
     """Counts, times and logs requests by route template (pure ASGI: no per-request task)."""
 
@@ -288,4 +293,5 @@ class MetricsMiddleware:
             seconds = time.perf_counter() - started
             HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
             HTTP_LATENCY.labels(route).observe(seconds)
-            access_log(scope["method"], route, status, seconds, scope.get(KEY_ID_SCOPE))
+            if route not in PROBES:
+                access_log(scope["method"], route, status, seconds, scope.get(KEY_ID_SCOPE))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -48,9 +49,16 @@ def serve_app(port: int, env: dict[str, str]) -> None:
 
     from services.entitlements.part import EntitlementsPart
     from shared.app import create_app
+    from shared.observability import configure_logging
     from shared.settings import CommonSettings
 
     settings = CommonSettings(**env)  # type: ignore[arg-type]
+    # As in production (standalone_app): JSON lines, so the access log's cost is measured;
+    # written to /dev/null to keep the bench's own output readable.
+    configure_logging(settings.log_level)
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
     app = create_app(settings, [EntitlementsPart(dict(env))])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
                 workers=1)

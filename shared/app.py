@@ -31,7 +31,7 @@ from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import KeyStore
+from shared.auth import KEY_ID_SCOPE, KeyStore
 from shared.clickhouse.client import ClickHouse, connect
 from shared.clickhouse.migrate import migrate
 from shared.clock import Clock, ManualClock, Scheduler, WallClock
@@ -43,7 +43,13 @@ from shared.errors import (
     ValidationFailed,
 )
 from shared.kafka import ensure_topics, make_producer, platform_topics
-from shared.observability import HTTP_LATENCY, HTTP_REQUESTS, configure_logging
+from shared.observability import (
+    HTTP_LATENCY,
+    HTTP_REQUESTS,
+    access_log,
+    configure_logging,
+    enable_access_log,
+)
 from shared.openapi import add_referenced_components, operation_id
 from shared.platform_api import router as platform_router
 from shared.redis import make_redis
@@ -151,6 +157,7 @@ def create_app(settings: CommonSettings, parts: list[ServicePart],
                 await part.stop()
             await close_runtime(runtime)
 
+    enable_access_log(settings.access_log)
     fast_paths = [path for part in parts for path in getattr(part, "fast_paths", ())]
     app = PlatformApp(fast_paths, title=title, version="1", lifespan=lifespan,
                       generate_unique_id_function=operation_id)
@@ -262,8 +269,13 @@ def unavailable(exc: Exception, method: str, path: str) -> Unavailable:
 
 # --- metrics -----------------------------------------------------------------------------
 
+# Polled every few seconds by orchestrators and Prometheus: counted in the metrics, but kept
+# out of the access log, where they would drown the callers' requests.
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class MetricsMiddleware:
-    """Counts and times requests by route template (pure ASGI: no per-request task)."""
+    """Counts, times and logs requests by route template (pure ASGI: no per-request task)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -285,5 +297,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
+            seconds = time.perf_counter() - started
             HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+            HTTP_LATENCY.labels(route).observe(seconds)
+            if route not in PROBES:
+                access_log(scope["method"], route, status, seconds, scope.get(KEY_ID_SCOPE))

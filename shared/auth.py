@@ -21,6 +21,9 @@ from shared.errors import Forbidden, NotFound, Unauthorized
 from shared.openapi import BEARER
 from shared.redis import text
 
+# Where `require` leaves the caller's key id in the ASGI scope, for the access log.
+KEY_ID_SCOPE = "meterbill.key_id"
+
 
 class Role(StrEnum):
     INGEST = "ingest"
@@ -176,6 +179,8 @@ def require(*roles: Role, platform_wide: bool = False
         secret = bearer_secret(request.headers.get("authorization", ""))
         keys: KeyStore = request.app.state.runtime.keys
         key = key_from_reply(await keys.record(secret))
+        # For the access log (shared.app.MetricsMiddleware): who called, even when refused.
+        request.scope[KEY_ID_SCOPE] = key.id
         return check.admit(key, request.method, request.url.path)
 
     return dependency

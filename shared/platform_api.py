@@ -13,11 +13,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from shared.audit import audit
 from shared.auth import AdminKey, PlatformAdminKey, Role
 from shared.errors import Forbidden, NotFound
 from shared.kafka import probe
 from shared.keys import TENANT_ZONES
 from shared.openapi import answers, errors
+from shared.times import utc_text
 
 if TYPE_CHECKING:
     from shared.app import Runtime
@@ -138,6 +140,8 @@ async def mint_key(body: ApiKeyRequest, request: Request, principal: AdminKey) -
         if not await runtime.redis.hexists(TENANT_ZONES, body.tenant):
             raise NotFound(f"tenant '{body.tenant}' not found", field="tenant")
     key, secret = await runtime.keys.mint(body.role, body.tenant)
+    audit("api_key.mint", principal, minted=key.id, minted_role=key.role.value,
+          tenant=key.tenant)
     return ApiKeyOut(id=key.id, role=key.role, tenant=key.tenant, key=secret)
 
 # `response_model=Any`: the dict is rendered as before; `answers` documents its schema.
@@ -155,6 +159,7 @@ async def revoke_key(key_id: Annotated[str, Path(max_length=64)], request: Reque
     key = await keys.get(key_id)
     if key is None or not principal.may_see(key.tenant) or not await keys.revoke(key_id):
         raise NotFound(f"API key '{key_id}' not found", field="id")
+    audit("api_key.revoke", principal, revoked=key_id, tenant=key.tenant)
     return Response(status_code=204)
 
 @router.get("/v1/clock", tags=["clock"], response_model=ClockOut, responses=errors())
@@ -166,7 +171,9 @@ async def get_clock(request: Request,
 @router.put("/v1/clock", tags=["clock"], response_model=ClockOut,
             responses=errors(400, 409, 422))
 async def set_clock(body: ClockRequest, request: Request,
-                    _: PlatformAdminKey) -> ClockOut:
+                    principal: PlatformAdminKey) -> ClockOut:
     runtime = runtime_of(request)
+    before = await runtime.clock.now()
     result = await runtime.scheduler.advance_to(body.now.astimezone(UTC))
+    audit("clock.move", principal, before=utc_text(before), after=utc_text(result.now))
     return ClockOut(now=result.now, manual=True)

@@ -61,6 +61,8 @@ class CommonSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
+    # One JSON line per request on `meterbill.access`; off spares the check's hot path.
+    access_log: bool = True
     # Seconds between scheduler ticks under the wall clock.
     scheduler_tick_s: float = Field(default=1.0, gt=0)
     # The longest single move of the manual clock: every due job on the way runs in that

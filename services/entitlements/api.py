@@ -33,6 +33,7 @@ from services.entitlements.models import (
     TenantPatch,
 )
 from services.entitlements.service import EntitlementsService
+from shared.audit import audit
 from shared.auth import PlatformAdminKey, Principal, Role, require
 from shared.catalog import Catalog
 from shared.errors import PayloadTooLarge, ValidationFailed
@@ -68,7 +69,9 @@ async def catalog(_: ReaderKey, service: Entitlements) -> Response:
              responses=errors(400, 409, 422))
 async def create_tenant(body: TenantCreate, principal: PlatformAdminKey,
                         service: Entitlements) -> Response:
-    return _json(await service.create_tenant(body, principal), 201)
+    created = await service.create_tenant(body, principal)
+    audit("tenant.create", principal, tenant=body.id, plan=body.plan)
+    return _json(created, 201)
 
 
 @router.get("/v1/tenants/{tenant}", response_model=TenantOut, responses=errors(404))
@@ -83,7 +86,10 @@ async def patch_tenant(tenant: str, body: TenantPatch, principal: IngestKey,
                        service: Entitlements) -> Response:
     """R4.1: tacit renewal on or off; R9.8: the billing profile later invoices name."""
     principal.ensure_tenant(tenant)
-    return _json(await service.patch_tenant(tenant, body, principal))
+    patched = await service.patch_tenant(tenant, body, principal)
+    audit("tenant.patch", principal, actor=body.actor, tenant=tenant,
+          fields=sorted(body.model_dump(exclude_unset=True, exclude={"actor"})))
+    return _json(patched)
 
 
 @router.post("/v1/tenants/{tenant}/purchases", response_model=PurchaseOut,
@@ -98,7 +104,20 @@ async def purchase(tenant: str, body: PurchaseRequest, principal: IngestKey,
     """Buy a pack or change plan (R4.2–R4.7, R5); `confirm: false` is the preview (R4.3)."""
     principal.ensure_tenant(tenant)
     status, answer = await service.purchase(tenant, body, principal, idempotency_key)
+    if body.confirm:  # a preview changes nothing
+        audit("purchase", principal, actor=body.actor, tenant=tenant, kind=body.action,
+              **purchase_ids(answer))
     return _json(answer, status)
+
+
+def purchase_ids(answer: dict[str, Any]) -> dict[str, Any]:
+    """The ids a purchase's audit line names: its outcome, lots and immediate invoice."""
+    lot = answer.get("lot")
+    lots = [lot] if isinstance(lot, dict) else list(answer.get("lots") or [])
+    return {"status": answer.get("status"),
+            "lots": [x.get("id") for x in lots if isinstance(x, dict)] or None,
+            "items": [x.get("item") for x in lots if isinstance(x, dict)] or None,
+            "invoice": answer.get("invoice")}
 
 
 async def _lot_body(request: Request) -> LotAction:
@@ -123,7 +142,9 @@ async def cancel_lot(tenant: str, lot: str, principal: IngestKey, service: Entit
                      body: Annotated[LotAction, Depends(_lot_body)]) -> Response:
     """R4.4: the whole lot, at the period end; no refund."""
     principal.ensure_tenant(tenant)
-    return _json(await service.cancel_lot(tenant, lot, False, body.actor, principal))
+    answer = await service.cancel_lot(tenant, lot, False, body.actor, principal)
+    audit("lot.cancel", principal, actor=body.actor, tenant=tenant, lot=lot)
+    return _json(answer)
 
 
 @router.post("/v1/tenants/{tenant}/lots/{lot}/uncancel", **LOT_ROUTE)
@@ -131,7 +152,9 @@ async def uncancel_lot(tenant: str, lot: str, principal: IngestKey, service: Ent
                        body: Annotated[LotAction, Depends(_lot_body)]) -> Response:
     """R4.4: undo a cancellation before the period end."""
     principal.ensure_tenant(tenant)
-    return _json(await service.cancel_lot(tenant, lot, True, body.actor, principal))
+    answer = await service.cancel_lot(tenant, lot, True, body.actor, principal)
+    audit("lot.uncancel", principal, actor=body.actor, tenant=tenant, lot=lot)
+    return _json(answer)
 
 
 @router.get("/v1/tenants/{tenant}/history", response_model=HistoryPage,

@@ -172,6 +172,9 @@ class EntitlementsStore:
         rows: Any = await self.redis.xrange(self.keys.outbox, count=count)
         return [(str(i), {str(k): str(v) for k, v in f.items()}) for i, f in rows]
 
+    async def outbox_length(self) -> int:
+        return int(await self.redis.xlen(self.keys.outbox))
+
     async def outbox_ack(self, ids: Sequence[str]) -> None:
         if ids:
             await self.redis.xdel(self.keys.outbox, *ids)

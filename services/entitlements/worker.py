@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from services.entitlements.service import EntitlementsService
 from services.entitlements.store import EntitlementsStore
 from shared.consumer import LoopHealth
+from shared.observability import OUTBOX_BACKLOG
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class OutboxPublisher:
         while not self._stopping:
             try:
                 await self.drain_once()
+                # Read after the drain: what is left is what the broker has not acked.
+                OUTBOX_BACKLOG.set(await self._store.outbox_length())
                 delay = self._poll_s
             except asyncio.CancelledError:
                 raise

@@ -15,7 +15,9 @@ from services.invoicing.answers import BillingRun, Invoice, InvoicePage, Upcomin
 from services.invoicing.documents import to_csv
 from services.invoicing.models import BillingRunRequest, CreditNoteRequest
 from services.invoicing.service import InvoicingService
+from shared.audit import audit
 from shared.auth import AdminKey, Principal, Role, require
+from shared.observability import BILLING_RUNS
 from shared.openapi import answers, errors
 from shared.times import parse_day
 
@@ -46,7 +48,11 @@ async def billing_run(body: BillingRunRequest, principal: AdminKey,
     if body.tenant is not None:
         principal.ensure_tenant(body.tenant)
     # A tenant's admin key bills its own tenant, never the platform.
-    return await service.billing_run(day, body.tenant or principal.tenant)
+    run = await service.billing_run(day, body.tenant or principal.tenant)
+    BILLING_RUNS.labels("api").inc()
+    audit("billing_run", principal, tenant=body.tenant or principal.tenant, date=run["date"],
+          issued=run["issued"], skipped=run["skipped"])
+    return run
 
 
 @router.get("/v1/invoices", response_model=Any, responses=answers(InvoicePage, 404, 422))
@@ -90,8 +96,12 @@ async def credit_note(number: str, body: CreditNoteRequest, principal: AdminKey,
                       idempotency_key: Annotated[str | None, Header()] = None
                       ) -> dict[str, Any]:
     """R9.3. `Idempotency-Key` makes a retry safe: the same note, not a second one."""
-    return await service.credits.credit_note(number, body.amount, body.reason,
+    note = await service.credits.credit_note(number, body.amount, body.reason,
                                              principal.tenant, idempotency_key)
+    # A retry with the same Idempotency-Key answers the same note: logged again, same number.
+    audit("credit_note", principal, invoice=number, credit_note=note.get("number"),
+          tenant=note.get("tenant"), amount=body.amount, reason=body.reason)
+    return note
 
 
 @router.get("/v1/tenants/{tenant}/upcoming-invoice", response_model=Any,

@@ -44,6 +44,7 @@ from shared.catalog import Catalog, UnknownCatalogItem
 from shared.clock import Clock
 from shared.errors import NotFound, ValidationFailed
 from shared.meters import MeterRegistry
+from shared.observability import INVOICES_ISSUED
 from shared.settings import InvoicingSettings
 from shared.subscription import TenantState
 from shared.times import from_micros, micros, parse_instant, utc_text
@@ -251,6 +252,7 @@ class InvoicingService:
                 if draft.usage_cutoff is not None and draft.advances_cutoff else None))
         results = await self.state.issue(requests)
         numbers = [r.number for r in results if r.issued]
+        INVOICES_ISSUED.inc(len(numbers))
         skipped = [d.tenant for d, r in zip(drafts, results, strict=True)
                    if not r.issued and r.number != "" and d.billing_date is not None]
         if numbers:

@@ -29,11 +29,13 @@ from shared.consumer import (
 )
 from shared.events import InvalidEvent
 from shared.kafka import make_consumer
+from shared.observability import BILLING_RUNS, CONSUMER_LAG
 from shared.settings import InvoicingSettings
 
 log = logging.getLogger(__name__)
 
 LOOP = "invoicing-consumer"
+LAG_NAME = LOOP
 BATCH = 500
 
 
@@ -50,6 +52,7 @@ class BillingJob:
         return await self._service.next_due()
 
     async def run_due(self, now: datetime) -> None:
+        BILLING_RUNS.labels("scheduled").inc()
         await self._service.run_due(now)
 
 
@@ -75,6 +78,7 @@ class SubscriptionConsumer:
     async def start(self) -> None:
         self.consumer.subscribe([self._topic])
         await self.consumer.start()
+        CONSUMER_LAG.watch(LAG_NAME, self.consumer)
         self._task = asyncio.create_task(self._run(), name=LOOP)
         self._health.supervise(self._task)
 
@@ -97,6 +101,7 @@ class SubscriptionConsumer:
                     if records:
                         commit = partial(self.consumer.commit, {tp: records[-1].offset + 1})
                         await self._retrier.run("commit", commit)
+                        CONSUMER_LAG.committed(LAG_NAME, {tp: records[-1].offset + 1})
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         """Handle one event; True when it went to the dead-letter queue."""

@@ -65,6 +65,7 @@ from shared.consumer import (
 )
 from shared.events import EventValidator, InvalidEvent
 from shared.kafka import make_consumer
+from shared.observability import CONSUMER_LAG
 from shared.resources import NO_RESOURCE_EVENTS, ResourceEvent
 from shared.settings import MeteringSettings
 
@@ -122,6 +123,7 @@ class UsageConsumer:
     async def start(self) -> None:
         self.consumer.subscribe([self._settings.usage_events_topic], listener=_Rebalance(self))
         await self.consumer.start()
+        CONSUMER_LAG.watch(LOOP, self.consumer)
         self._task = asyncio.create_task(self._run(), name=LOOP)
         self._health.supervise(self._task)
 
@@ -336,6 +338,7 @@ class UsageConsumer:
         # is reported stored (a lenient broker takes a stale group's commit).
         cluster = await self.incarnation.ensure_current()
         await self.stored.committed(cluster, {tp.partition: o for tp, o in offsets.items()})
+        CONSUMER_LAG.committed(LOOP, offsets)
 
     async def resume_from_store(self, assigned: set[TopicPartition]) -> None:
         """Resume where ClickHouse says, within the broker's own log: a broker that is not

@@ -3,6 +3,8 @@ catches up when they return, with nothing lost and nothing doubled."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
@@ -25,6 +27,19 @@ async def _committed(platform: RunningApp) -> dict[int, int | None]:
     return {p: await consumer.committed(TopicPartition("usage-events", p)) for p in partitions}
 
 
+async def _steady_commits(platform: RunningApp) -> dict[int, int | None]:
+    """The committed offsets once they stop moving: a usage total can already show a batch
+    whose commit, a moment later, is still to come."""
+    last = await _committed(platform)
+    for _ in range(40):
+        await asyncio.sleep(0.25)
+        now = await _committed(platform)
+        if now == last:
+            break
+        last = now
+    return last
+
+
 async def _total(platform: RunningApp, tenant: str) -> int:
     response = await platform.client.get("/v1/usage", headers=platform.as_admin(), params={
         "tenant": tenant, "meter": "emails_sent", "from": "2026-01-01T00:00:00Z",
@@ -45,7 +60,7 @@ async def test_valkey_down_then_back(platform: RunningApp, endpoints: Endpoints,
     tenant = f"valkey-down-{unique}"
     await produce(endpoints.kafka_bootstrap, "usage-events", _emails(tenant, 0, 10))
     await settles(lambda: _total(platform, tenant), 10)
-    before = await _committed(platform)
+    before = await _steady_commits(platform)
     retries = _retries("redis")
     stack.valkey.stop()
     try:
@@ -62,7 +77,7 @@ async def test_clickhouse_writes_failing_then_back(platform: RunningApp, endpoin
                                                    unique: str) -> None:
     tenant = f"ch-down-{unique}"
     clickhouse = connect(endpoints.clickhouse_dsn)
-    before = await _committed(platform)
+    before = await _steady_commits(platform)
     retries = _retries("clickhouse")
     await clickhouse.command("DETACH TABLE usage_events")
     try:

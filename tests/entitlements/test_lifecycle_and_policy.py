@@ -14,17 +14,14 @@ from services.entitlements.lifecycle import Effects, advance, next_due
 from services.entitlements.policy import check_role, parse_vat_rate
 from shared.errors import Forbidden, ValidationFailed
 from shared.subscription import Actor, TenantState
+from tests.builders import tenant_document
 
 pytestmark = pytest.mark.unit
 
 
 def _tenant(**fields: Any) -> TenantState:
-    document: dict[str, Any] = {
-        "id": "acme", "plan": "essentials", "cycle": "P1M", "anchor": "2026-03-01",
-        "time_zone": "Europe/Paris", "currency": "EUR", "vat_rate": "0.20",
-        "admin_user": "u-1", "created_at": "2026-02-20T10:00:00Z"}
-    document.update(fields)
-    return TenantState.model_validate(document)
+    return tenant_document(**{"anchor": "2026-03-01", "admin_user": "u-1",
+                              "created_at": "2026-02-20T10:00:00Z", **fields})
 
 
 def _lot(**fields: Any) -> dict[str, Any]:

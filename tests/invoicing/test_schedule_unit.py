@@ -28,6 +28,7 @@ from services.invoicing.schedule import (
 )
 from shared.billing.periods import Cycle, Period, period_containing
 from shared.subscription import TenantState
+from tests.builders import tenant_document
 
 pytestmark = pytest.mark.unit
 
@@ -37,12 +38,8 @@ ZONES = {name: ZoneInfo(name) for name in
 
 
 def _tenant(**fields: Any) -> TenantState:
-    document: dict[str, Any] = {
-        "id": "acme", "plan": "essentials", "cycle": "P1M", "anchor": "2026-01-31",
-        "time_zone": "Europe/Paris", "currency": "EUR", "vat_rate": "0.20",
-        "admin_user": "u-admin", "created_at": "2026-01-20T10:00:00Z"}
-    document.update(fields)
-    return TenantState.model_validate(document)
+    return tenant_document(**{"anchor": "2026-01-31", "admin_user": "u-admin",
+                              "created_at": "2026-01-20T10:00:00Z", **fields})
 
 
 def _renewal_off(ends_at: str, **fields: Any) -> TenantState:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, RunningApp, create_tenant
+from tests.conftest import ADMIN_KEY, RunningApp, create_tenant, eventually
 
 PACKAGE = "meterbill_client"
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"
@@ -153,8 +153,15 @@ async def test_the_readme_journeys_through_the_generated_client(client: Any,
     assert again.lot.id == bought.lot.id
 
     # the tenant's invoices, one of them read, then credited in part
-    page = (await load("api.invoicing.list_invoices").asyncio_detailed(
-        client=client, tenant=tenant)).parsed
+    async def listed() -> Any:
+        # The answer names the invoice once it is numbered; its write to ClickHouse may
+        # land a moment later.
+        found = (await load("api.invoicing.list_invoices").asyncio_detailed(
+            client=client, tenant=tenant)).parsed
+        numbers = {i.number for i in getattr(found, "data", None) or []}
+        return found if bought.invoice in numbers else None
+
+    page = await eventually(listed)
     assert isinstance(page, models.InvoicePage)
     assert page.data
     assert all(isinstance(i, models.Invoice) for i in page.data)

@@ -112,6 +112,10 @@ class UsageConsumer:
         self._producer = producer
         # Bumped on every revocation; a batch prepared under an older one is not written.
         self._generation = 0
+        # False from a drain until the seek that follows it: what is read meanwhile is
+        # dropped, so no batch is stored past one a drain dropped (the seek resumes from
+        # ClickHouse's highest stored offset, which must have no hole below it).
+        self._positioned = False
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._claim_order = asyncio.Lock()  # FIFO: waiters get it in the order they asked
         self._settle_order = asyncio.Lock()
@@ -155,8 +159,8 @@ class UsageConsumer:
             batch = await self.consumer.getmany(
                 timeout_ms=self._settings.batch_max_wait_ms,
                 max_records=self._settings.batch_max_records)
-            if not batch:
-                continue
+            if not batch or not self._positioned:
+                continue  # unpositioned: read again after the coming seek
             CONSUMED.inc(sum(len(records) for records in batch.values()))
             prepared = prepare(batch, self._accept, self._generation)
             claiming = self._track(self.claim(prepared))
@@ -186,6 +190,7 @@ class UsageConsumer:
                 await self._seek_to_stored(assigned)
                 # A batch fetched meanwhile predates the seek: dropped, it is read again.
                 self._generation += 1
+                self._positioned = True
         finally:
             self.consumer.resume(*assigned)
 
@@ -391,6 +396,7 @@ class UsageConsumer:
         flight; what was only prepared or claimed is dropped (read again by whoever owns its
         partitions next)."""
         self._generation += 1
+        self._positioned = False
         pending = [task for task in self._in_flight if not task.done()]
         if not pending:
             return

@@ -20,7 +20,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 
-from services.metering.acks import StoredOffsets
+from services.metering.acks import StoredEvents
 from services.metering.rebuild import LiveRebuild
 from services.metering.store import LiveCounters
 from services.metering.zones import TenantZones
@@ -41,7 +41,7 @@ def incarnation_of(cluster: str) -> str:
 
 
 class Incarnation:
-    def __init__(self, settings: MeteringSettings, live: LiveCounters, stored: StoredOffsets,
+    def __init__(self, settings: MeteringSettings, live: LiveCounters, stored: StoredEvents,
                  rebuild: LiveRebuild, zones: TenantZones, retrier: Retrier) -> None:
         self._settings = settings
         self._live = live
@@ -93,7 +93,7 @@ class Incarnation:
             self.group_offsets_trusted = False
             log.warning("the broker was replaced (%s -> %s): reading the new one from its "
                         "beginning", self.cluster, answering)
-            await self._stored.left(self.cluster)
+            self._stored.left(self.cluster)
             await self._retrier.run("kafka", lambda: ensure_topics(
                 self._settings.kafka_bootstrap, platform_topics(self._settings)))
         self.cluster = answering

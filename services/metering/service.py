@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from services.metering.acks import StoredOffsets, produced_elsewhere
+from services.metering.acks import StoredEvents, produced_elsewhere
 from services.metering.store import EventStore
 from shared import events, keys
 from shared.billing.periods import local_midnight
@@ -144,7 +144,7 @@ def check_range(start: datetime, end: datetime, window: str | None) -> None:
 class MeteringService:
     def __init__(self, store: EventStore, registry: MeterRegistry, validator: EventValidator,
                  producer: AIOKafkaProducer, settings: MeteringSettings,
-                 stored: StoredOffsets, answering: Callable[[], Awaitable[str]]) -> None:
+                 stored: StoredEvents, answering: Callable[[], Awaitable[str]]) -> None:
         self.store = store
         self.registry = registry
         self.validator = validator
@@ -164,7 +164,7 @@ class MeteringService:
                      ) -> tuple[int, list[Rejection]]:
         """Validate each event and produce the valid ones; returns once the broker acked them
         or, with `INGEST_ACK=stored`, once they are stored (acks.py)."""
-        accepted: list[tuple[str, bytes]] = []
+        accepted: list[tuple[UsageEvent, bytes]] = []
         rejected: list[Rejection] = []
         for index, body in enumerate(bodies):
             try:
@@ -175,23 +175,32 @@ class MeteringService:
                 rejected.append(Rejection(index, event_id if isinstance(event_id, str) else None,
                                           error))
                 continue
-            accepted.append((event.tenant, raw))
+            accepted.append((event, raw))
+        if not self._ack_stored or not accepted:
+            await self._produce(accepted)
+            return len(accepted), rejected
         # The broker before and after: the same cluster id (they are never reused) means
-        # the events went to that one, whose offsets the consumer reports (acks.py).
-        broker = await self._answering() if self._ack_stored else ""
-        futures = [await self._producer.send(self._topic, raw, key=tenant.encode())
-                   for tenant, raw in accepted]
-        needed: dict[int, int] = {}
-        for metadata in await asyncio.gather(*futures):
-            following = metadata.offset + 1
-            needed[metadata.partition] = max(needed.get(metadata.partition, 0), following)
-            if following > self.produced.get(metadata.partition, 0):
-                self.produced[metadata.partition] = following
-        if self._ack_stored and needed:
+        # the events went to that one, the one the consumer reports from (acks.py).
+        broker = await self._answering()
+        waiter = self._stored.expect(broker, (event.key for event, _ in accepted))
+        try:
+            await self._produce(accepted)
             if await self._answering() != broker:
                 raise produced_elsewhere()
-            await self._stored.wait(broker, needed, self._ack_timeout_s)
+        except BaseException:
+            self._stored.forget(waiter)
+            raise
+        await self._stored.wait(waiter, self._ack_timeout_s)
         return len(accepted), rejected
+
+    async def _produce(self, accepted: Sequence[tuple[UsageEvent, bytes]]) -> None:
+        """Once the broker has acknowledged every message."""
+        futures = [await self._producer.send(self._topic, raw, key=event.tenant.encode())
+                   for event, raw in accepted]
+        for metadata in await asyncio.gather(*futures):
+            following = metadata.offset + 1
+            if following > self.produced.get(metadata.partition, 0):
+                self.produced[metadata.partition] = following
 
     async def usage(self, tenant: str, meter_slug: str, start: datetime, end: datetime,
                     window: str | None, tz: str, group_by: Sequence[str],

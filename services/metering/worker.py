@@ -36,7 +36,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
 
-from services.metering.acks import StoredOffsets
+from services.metering.acks import StoredEvents
 from services.metering.batches import (
     ClaimedBatch,
     PreparedBatch,
@@ -102,7 +102,7 @@ class UsageConsumer:
                                 max_s=settings.retry_max_s,
                                 on_retry=lambda step: RETRIES.labels(step).inc())
         self._dead_letter_limit = DeadLetterLimit(LOOP, health, settings.dead_letter_limit)
-        self.stored = StoredOffsets()
+        self.stored = StoredEvents()
         self.incarnation = Incarnation(settings, live, self.stored, rebuild, zones,
                                         self._retrier)
         self._validator = validator
@@ -304,7 +304,7 @@ class UsageConsumer:
             await self._retrier.run("dlq", lambda: self._send_dead_letters(claimed.dead))
         # Read from another broker than the one its claims name: never committed (acks.py).
         await self.incarnation.ensure_current()
-        await self._commit(batch.offsets)
+        await self._commit(batch)
         BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def _accept(self, record: ConsumerRecord[bytes, bytes]) -> StoredEvent:
@@ -329,7 +329,8 @@ class UsageConsumer:
         for _, error in dead:
             DEAD_LETTERS.labels(error.code).inc()
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit(self, batch: PreparedBatch) -> None:
+        offsets = batch.offsets
         try:
             # aiokafka retries some refusals for ever (a topic the broker does not know):
             # bounded here, so the retrier reports a consumer that cannot commit.
@@ -341,8 +342,8 @@ class UsageConsumer:
             return
         # A broker replaced while the commit was under way may have taken it: nothing of it
         # is reported stored (a lenient broker takes a stale group's commit).
-        cluster = await self.incarnation.ensure_current()
-        await self.stored.committed(cluster, {tp.partition: o for tp, o in offsets.items()})
+        await self.incarnation.ensure_current()
+        self.stored.stored(row.event.key for row in batch.unique)
         CONSUMER_LAG.committed(LOOP, offsets)
 
     async def resume_from_store(self, assigned: set[TopicPartition]) -> None:

@@ -526,8 +526,12 @@ async def test_broker_killed_alone_loses_nothing_acked(tmp_path: Path) -> None:
     starts a new, empty broker on the same port, metering meets a new cluster id, drops what
     was in flight, rebuilds its counters and reads the new broker from its beginning; callers
     waiting on the old one get a 503 and send again. Every event answered 202 must then be
-    counted exactly once."""
-    platform = Platform(tmp_path)
+    counted exactly once.
+
+    A new tansu has been seen to acknowledge produces under load whose records no fetch
+    returns: their requests are answered 503 once `INGEST_ACK_TIMEOUT_S` has passed, here
+    shorter than the watchdog's `STALL_S`."""
+    platform = Platform(tmp_path, INGEST_ACK_TIMEOUT_S="5")
     try:
         async with platform.bounded(120):
             await platform.start()

@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import KEY_ID_SCOPE, KeyStore
@@ -50,7 +51,7 @@ from shared.observability import (
     configure_logging,
     enable_access_log,
 )
-from shared.openapi import add_referenced_components, operation_id
+from shared.openapi import add_links, add_referenced_components, operation_id
 from shared.platform_api import router as platform_router
 from shared.redis import make_redis
 from shared.settings import CommonSettings
@@ -186,7 +187,9 @@ class PlatformApp(FastAPI):
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
-            add_referenced_components(super().openapi())
+            document = super().openapi()
+            add_referenced_components(document)
+            add_links(document)
         return super().openapi()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -247,10 +250,24 @@ def install_error_handlers(app: FastAPI) -> None:
                             status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route of the path only; a path served
+            # by several routes (GET and PATCH of a tenant) allows all of theirs.
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
-                            status_code=exc.status_code, headers=exc.headers)
+                            status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE and isinstance(route, Route):
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 DEPENDENCY_ERRORS: dict[type[Exception], str] = {

@@ -1,5 +1,6 @@
 """What the OpenAPI document (`/openapi.json`) says beyond what FastAPI infers: the error
-shape, the answers' status codes, and the API key as an HTTP bearer scheme.
+shape, the answers' status codes, the API key as an HTTP bearer scheme, and the links from
+creations to what can be done with what they created.
 
 Documentation only: nothing here runs on a request, so declaring a status or a schema never
 changes an answer (many routes answer `Response` bytes they build themselves).
@@ -92,6 +93,45 @@ def add_referenced_components(document: dict[str, Any]) -> None:
         if name not in schemas and f"'#/components/schemas/{name}'" in text:
             schemas[name] = component_schema(model)
     document["components"]["schemas"] = dict(sorted(schemas.items()))
+
+
+# OpenAPI links from a creation to the operations on what it created: clients and contract
+# tests (stateful schemathesis) follow them. (method, path, status) -> link name ->
+# (operation id, the parameter and where its value is in the creation's answer).
+_LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, str]]] = {
+    ("post", "/v1/tenants", "201"): {
+        "GetTenant": ("get_tenant", "tenant", "$response.body#/id"),
+        "PatchTenant": ("patch_tenant", "tenant", "$response.body#/id"),
+        "TenantHistory": ("history", "tenant", "$response.body#/id"),
+        "TenantCheck": ("check", "tenant", "$response.body#/id"),
+        "UpcomingInvoice": ("upcoming", "tenant", "$response.body#/id"),
+        "Purchase": ("purchase", "tenant", "$response.body#/id"),
+    },
+    ("post", "/v1/api-keys", "201"): {
+        "RevokeKey": ("revoke_key", "key_id", "$response.body#/id"),
+    },
+    ("post", "/v1/billing-runs", "200"): {
+        "GetInvoice": ("get_invoice", "number", "$response.body#/issued/0"),
+        "CreditNote": ("credit_note", "number", "$response.body#/issued/0"),
+    },
+    ("get", "/v1/invoices", "200"): {
+        "GetInvoice": ("get_invoice", "number", "$response.body#/data/0/number"),
+        "CreditNote": ("credit_note", "number", "$response.body#/data/0/number"),
+    },
+}
+
+
+def add_links(document: dict[str, Any]) -> None:
+    """Declare `_LINKS` on the operations the document has."""
+    operations = {op.get("operationId") for item in document["paths"].values()
+                  for op in item.values() if isinstance(op, dict)}
+    for (method, path, status), links in _LINKS.items():
+        answer = document["paths"].get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if answer is None:
+            continue
+        answer["links"] = {
+            name: {"operationId": op, "parameters": {parameter: value}}
+            for name, (op, parameter, value) in links.items() if op in operations}
 
 
 def operation_id(route: Any) -> str:

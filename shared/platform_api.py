@@ -15,7 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.audit import audit
 from shared.auth import AdminKey, PlatformAdminKey, Role
-from shared.errors import Forbidden, NotFound
+from shared.errors import Conflict, Forbidden, NotFound
 from shared.kafka import probe
 from shared.keys import TENANT_ZONES
 from shared.openapi import answers, errors
@@ -152,9 +152,13 @@ async def list_keys(request: Request, principal: AdminKey) -> dict[str, Any]:
         exclude={"key"}) for k in keys if principal.may_see(k.tenant)]}
 
 @router.delete("/v1/api-keys/{key_id}", status_code=204, tags=["keys"],
-                responses=errors(404, 422))
+                responses=errors(404, 409, 422))
 async def revoke_key(key_id: Annotated[str, Path(max_length=64)], request: Request,
                      principal: AdminKey) -> Response:
+    if key_id == principal.key_id:
+        # Revoking the key of the request could lock the last administrator out.
+        raise Conflict("an API key cannot revoke itself: use another admin key",
+                       field="id", code="key_in_use")
     keys = runtime_of(request).keys
     key = await keys.get(key_id)
     if key is None or not principal.may_see(key.tenant) or not await keys.revoke(key_id):

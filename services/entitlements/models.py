@@ -103,7 +103,8 @@ class PurchaseRequest(BaseModel):
 class CheckItem(BaseModel):
     """One decision of `POST /v1/check`."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `true` is no quantity and `"3"` no level (the whole call is refused, 422).
+    model_config = ConfigDict(extra="forbid", strict=True)
     tenant: Name
     module: Name | None = None
     user: UserId | None = None

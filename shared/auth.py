@@ -156,6 +156,10 @@ class RoleCheck:
         self.platform_wide = platform_wide
         self._names = ", ".join(sorted(r.value for r in self.allowed))
 
+    def allows(self, key: ApiKey) -> bool:
+        """Whether `admit` would let the key in (the console shows only what it may use)."""
+        return key.role in self.allowed and not (self.platform_wide and key.tenant is not None)
+
     def admit(self, key: ApiKey, method: str, path: str) -> Principal:
         if key.role not in self.allowed:
             raise Forbidden(f"role '{key.role.value}' may not call {method} {path} "

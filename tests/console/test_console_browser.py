@@ -7,9 +7,11 @@ what the API answers for the same question.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page
@@ -157,7 +159,7 @@ async def test_a_purchase_previewed_then_confirmed_makes_the_invoice_the_api_sho
     await page.click("[data-testid=confirm]")
     number = await page.locator("[data-testid=done-invoice]").inner_text()
     invoice = data_of(await site.api.get(f"/v1/invoices/{number}"))
-    assert invoice["tenant"] == DEMO_TENANT and invoice["kind"] == "immediate"
+    assert (invoice["tenant"], invoice["kind"]) == (DEMO_TENANT, "immediate")
     assert [(x["kind"], x["quantity"], x["amount"]) for x in invoice["lines"]] == [
         ("proration", "2", "20.00")]
     assert (invoice["subtotal"], invoice["tax"], invoice["total"]) == ("20.00", "4.00", "24.00")
@@ -188,8 +190,9 @@ async def test_a_credit_note_issued_in_the_console_is_in_the_month_export(
                            "2026-03")
         await finance.click("[data-testid=export]")
     download = await download_info.value
-    rows = list(csv.DictReader(io.StringIO(
-        open(str(await download.path()), encoding="utf-8").read())))
+    saved = Path(str(await download.path()))
+    text = await asyncio.to_thread(saved.read_text, encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
     mine = [row for row in rows if row["invoice"] == note]
     assert mine, "the credit note's lines are in the month export"
     assert all(row["amount"].startswith("-") for row in mine)
@@ -211,7 +214,8 @@ async def test_a_change_posted_without_the_csrf_token_is_refused(browser: Browse
     other = await sign_in(browser, site, site.keys["admin"])
     await other.goto(site.base + SUBSCRIPTION)
     stranger = await other.locator("input[name=csrf]").first.get_attribute("value")
-    form = {"renewal": "off", "actor_user": "u-1", "actor_role": "owner"}
+    form: dict[str, str | float | bool] = {"renewal": "off", "actor_user": "u-1",
+                                           "actor_role": "owner"}
     url = f"{site.base}/console/tenants/{DEMO_TENANT}/renewal"
     for token in (None, "", stranger):
         fields = form if token is None else {**form, "csrf": str(token)}

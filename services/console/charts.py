@@ -8,7 +8,7 @@ of the usage series (`GET /v1/usage`) unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,7 +27,10 @@ def usage_range(window: str, now: datetime, zone: ZoneInfo) -> tuple[datetime, d
     local = now.astimezone(zone)
     count = SPANS[window]
     if window == "hour":
-        end = local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        # Hours are counted in UTC: arithmetic on a local time is wall-clock arithmetic, and a
+        # day with a clock change has 23 or 25 of them.
+        hour = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        end = hour + timedelta(hours=1)
         return end - timedelta(hours=count), end
     today = local.date()
     if window == "day":

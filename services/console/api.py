@@ -149,13 +149,21 @@ OPERATOR_SERIES = ("consumer_lag_messages", "metering_dead_letters", "invoicing_
                    "metering_events_stored", "metering_events_duplicate")
 
 
-def _series() -> dict[str, list[tuple[dict[str, str], float]]]:
-    found: dict[str, list[tuple[dict[str, str], float]]] = {n: [] for n in OPERATOR_SERIES}
+def _series() -> list[tuple[str, str, float]]:
+    """(series, labels, value) of OPERATOR_SERIES as /metrics has them, partitions summed
+    (lag per consumer, dead letters per reason)."""
+    summed: dict[tuple[str, str], float] = {(name, ""): 0.0 for name in OPERATOR_SERIES}
     for family in REGISTRY.collect():
-        if family.name in found:
-            found[family.name] += [(s.labels, s.value) for s in family.samples
-                                   if not s.name.endswith("_created")]
-    return found
+        if family.name not in OPERATOR_SERIES:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            labels = " ".join(f"{k}={v}" for k, v in sorted(sample.labels.items())
+                              if k != "partition")
+            summed.pop((family.name, ""), None)
+            summed[family.name, labels] = summed.get((family.name, labels), 0.0) + sample.value
+    return [(name, labels, value) for (name, labels), value in summed.items()]
 
 
 @router.get("/operators")

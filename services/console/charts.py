@@ -17,7 +17,7 @@ from shared.times import local_midnight
 
 # How many buckets each window shows, ending with the one holding today (or this hour).
 SPANS = {"hour": 48, "day": 31, "month": 12}
-WIDTH, HEIGHT, AXIS = 1000, 240, 40
+WIDTH, HEIGHT, AXIS = 1000, 160, 30
 PALETTE = ("#3867d6", "#20bf6b", "#f7b731", "#eb3b5a", "#8854d0", "#0fb9b1", "#fa8231")
 TOTAL = "all"
 

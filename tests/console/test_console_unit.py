@@ -47,8 +47,8 @@ def _point(start: str, value: int, module: str | None = None) -> dict[str, objec
 
 
 def test_empty_buckets_are_drawn_as_zero_and_modules_are_stacked() -> None:
-    """Three days; 3 crm and 1 sales e-mail on the 2nd day, nothing else. Peak 4: crm is
-    240 × 3/4 = 180 high from y 60, sales 60 high on top of it from y 0."""
+    """Three days; 3 crm and 1 sales e-mail on the 2nd day, nothing else. Peak 4 in a plot
+    160 high: crm is 160 × 3/4 = 120 high from y 40, sales 40 high on top of it from y 0."""
     start = datetime(2026, 3, 1, tzinfo=PARIS)
     end = start + timedelta(days=3)
     chart = usage_chart([_point("2026-03-02T00:00:00+01:00", 3, "crm"),
@@ -56,7 +56,7 @@ def test_empty_buckets_are_drawn_as_zero_and_modules_are_stacked() -> None:
                         start, end, "day", PARIS, "module")
     assert [bar.total for bar in chart.bars] == [0, 4, 0]
     assert [(s.series, s.value, s.y, s.height) for s in chart.bars[1].segments] == [
-        ("crm", 3, 60.0, 180.0), ("sales", 1, 0.0, 60.0)]
+        ("crm", 3, 40.0, 120.0), ("sales", 1, 0.0, 40.0)]
     assert chart.bars[0].segments == []
     assert [name for name, _ in chart.series] == ["crm", "sales"]
 

@@ -130,6 +130,10 @@ async def home(request: Request) -> Response:
     return RedirectResponse(target, status_code=303)
 
 
+# A page lists at most this many tenants; the search narrows a larger platform down.
+TENANTS_SHOWN = 500
+
+
 @router.get("/tenants")
 @page
 async def tenants(request: Request) -> Response:
@@ -137,9 +141,11 @@ async def tenants(request: Request) -> Response:
     scope = viewer.session.key.tenant
     if scope is not None:
         return RedirectResponse(f"/console/tenants/{scope}/usage", status_code=303)
-    names = sorted(text(t) for t in await services_of(request).sessions.redis.hkeys(
-        TENANT_ZONES))
-    return render(request, "tenants.html", viewer, tenants=names, tenant=None,
+    search = request.query_params.get("q", "")[:128]
+    names = sorted(name for name in (text(t) for t in await services_of(
+        request).sessions.redis.hkeys(TENANT_ZONES)) if search in name)
+    return render(request, "tenants.html", viewer, tenants=names[:TENANTS_SHOWN],
+                  more=max(0, len(names) - TENANTS_SHOWN), search=search, tenant=None,
                   may_invoices=viewer.may(READ_INVOICES))
 
 

@@ -3,10 +3,12 @@ and every page within 300 ms on the demo data (issue 17, acceptance 5)."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
 import httpx
+import pytest
 
 from services.demo import DEMO_TENANT
 from tests.console.conftest import OTHER_TENANT, Site, data_of
@@ -193,3 +195,37 @@ async def test_every_page_loads_within_300_ms_on_the_demo_data(site: Site) -> No
             assert answer.status_code == 200, (path, answer.text[:300])
         assert min(timings) < 0.3, (path, timings)
     await client.aclose()
+
+
+async def test_console_changes_are_audited_with_the_key_and_the_actor(
+        site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    """A confirmed purchase and a credit note made in the console leave the audit lines the
+    API leaves; the preview, which changes nothing, leaves none."""
+    client = await signed_in_client(site, site.keys["admin-all"])
+    token = await _token(client)
+    path = f"/console/tenants/{DEMO_TENANT}/purchase"
+    form = {"csrf": token, "actor_user": "u-1", "actor_role": "owner", "action": "buy",
+            "item_0": "seats-sales", "quantity_0": "1"}
+    with caplog.at_level(logging.INFO, logger="meterbill.audit"):
+        preview = await client.post(path, data={**form, "step": "preview"})
+        assert preview.status_code == 200
+        assert not _audited(caplog)
+        key = re.search(r'name="idempotency_key" value="([^"]+)"', preview.text)
+        assert key is not None
+        confirmed = await client.post(path, data={**form, "step": "confirm",
+                                                  "idempotency_key": key.group(1)})
+        assert confirmed.status_code == 200
+        number = re.search(r'data-testid="done-invoice">([^<]+)<', confirmed.text)
+        assert number is not None
+        note = await client.post(f"/console/invoices/{number.group(1)}/credit-notes",
+                                 data={"csrf": token, "amount": "1.00", "reason": "audit"})
+        assert note.status_code == 303
+    purchase, credit = (vars(record) for record in _audited(caplog))
+    assert (purchase["action"], purchase["key_id"], purchase["actor"], purchase["invoice"]) == (
+        "purchase", "key-admin", {"user_id": "u-1", "role": "owner"}, number.group(1))
+    assert (credit["action"], credit["invoice"]) == ("credit_note", number.group(1))
+    await client.aclose()
+
+
+def _audited(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "meterbill.audit"]

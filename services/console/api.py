@@ -25,6 +25,7 @@ from services.console.web import (
     READ_INVOICES,
     READ_TENANT,
     csrf_refused,
+    error_page,
     page,
     posted_form,
     read_form,
@@ -33,7 +34,7 @@ from services.console.web import (
     signed_in,
 )
 from shared.auth import Role, RoleCheck, key_from_reply
-from shared.errors import AppError, Unauthorized
+from shared.errors import AppError, NotFound, Unauthorized
 from shared.keys import TENANT_ZONES
 from shared.platform_api import readiness
 from shared.redis import text
@@ -183,3 +184,11 @@ async def operators(request: Request) -> Response:
     return render(request, "operators.html", viewer, tenant=None, health=health,
                   series=_series(), last_run=last_run,
                   clock=await services.invoicing.clock.now())
+
+
+# Last: routes match in order, so this one only takes what no page above took.
+@router.get("/{unknown:path}")
+async def no_such_page(request: Request, unknown: str) -> Response:
+    """Any other console address: an HTML 404, like every console page's refusals."""
+    return error_page(request, NotFound(f"no console page at /console/{unknown[:200]}",
+                                        field="path"))

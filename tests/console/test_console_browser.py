@@ -1,4 +1,4 @@
-"""The console in real headless Chromium, on the demo data (issue 17, acceptance 1).
+"""The console in real headless Chromium, on the demo data (a missing browser fails them).
 
 Each key signs in through the login form; what it sees is checked against the API's role
 table by hand (docs/api.md "Keys"), and every number the console shows is compared with

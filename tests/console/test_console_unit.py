@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from services.console.account import ACTIONS, R5_TABLE, purchase_request
 from services.console.charts import HEIGHT, usage_chart, usage_range
-from services.console.web import bounded_int, plain
+from services.console.web import CREDIT, EXPORT, OPERATE, READ_USAGE, bounded_int, plain
+from shared.auth import ApiKey, Role
 from shared.errors import ValidationFailed
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -133,3 +134,16 @@ def test_plain_reads_provenance_without_nulls() -> None:
     assert plain({"meter": "api_calls", "lot": None, "event_ids": ["a", "b"],
                   "period": {"from": "2026-03-01", "to": "2026-04-01"}}) == (
         "meter=api_calls, event_ids=a, b, period=from=2026-03-01, to=2026-04-01")
+
+
+def test_each_console_check_admits_the_roles_of_its_api_routes() -> None:
+    """The role table: finance exports, dashboard does not; credit notes are admin's; the
+    operators page wants an admin key limited to no tenant."""
+    def key(role: Role, tenant: str | None = "acme") -> ApiKey:
+        return ApiKey(id="key-x", role=role, tenant=tenant)
+
+    assert [EXPORT.allows(key(r)) for r in Role] == [False, True, False, True]
+    assert [READ_USAGE.allows(key(r)) for r in Role] == [False, False, True, True]
+    assert [CREDIT.allows(key(r)) for r in Role] == [False, False, False, True]
+    assert (OPERATE.allows(key(Role.ADMIN)), OPERATE.allows(key(Role.ADMIN, None))) == (
+        False, True)

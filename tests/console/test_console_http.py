@@ -229,3 +229,43 @@ async def test_console_changes_are_audited_with_the_key_and_the_actor(
 
 def _audited(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "meterbill.audit"]
+
+
+async def test_every_action_of_the_purchase_form_answers_as_the_api_would(site: Site) -> None:
+    """R5 through the console, on the other tenant (essentials, monthly): a supervisor's
+    feature request is `requested` (R5.2); the owner's trial of ai-assist is `trialing`
+    (R5.3); an agent may not buy (R5: 403 naming the role); moving to professional is
+    charged now, then back to essentials is `scheduled` for the period end (R4.5); a lot is
+    cancelled at the period end and the cancellation undone (R4.4)."""
+    client = await signed_in_client(site, site.keys["admin-all"])
+    token = await _token(client)
+    path = f"/console/tenants/{OTHER_TENANT}/purchase"
+    base = {"csrf": token, "actor_user": "u-admin", "step": "confirm"}
+
+    async def buy(role: str, action: str, item: str, status: int = 200) -> str:
+        answer = await client.post(path, data={**base, "actor_role": role, "action": action,
+                                               "item_0": item})
+        assert answer.status_code == status, answer.text[:500]
+        return answer.text
+
+    assert "<strong>requested</strong>" in await buy("supervisor", "request_feature",
+                                                     "ai-assist")
+    assert "<strong>trialing</strong>" in await buy("owner", "trial", "ai-assist")
+    assert "role &#39;agent&#39; may not buy now" in await buy("agent", "buy", "seats-crm",
+                                                             status=403)
+    assert "<strong>confirmed</strong>" in await buy("owner", "buy", "professional")
+    assert "<strong>scheduled</strong>" in await buy("owner", "buy", "essentials")
+    doc = data_of(await site.api.get(f"/v1/tenants/{OTHER_TENANT}"))
+    assert (doc["plan"], doc["pending_plan"]["plan"]) == ("professional", "essentials")
+    assert [(lot["item"], lot["state"]) for lot in doc["lots"]] == [("ai-assist", "trialing")]
+
+    await buy("owner", "buy", "seats-crm")
+    lot = next(x for x in data_of(await site.api.get(f"/v1/tenants/{OTHER_TENANT}"))["lots"]
+               if x["item"] == "seats-crm")
+    lots = f"/console/tenants/{OTHER_TENANT}/lots/{lot['id']}"
+    owner = {"csrf": token, "actor_user": "u-admin", "actor_role": "owner"}
+    for change, state in (("cancel", "cancelled"), ("uncancel", "active")):
+        assert (await client.post(f"{lots}/{change}", data=owner)).status_code == 303
+        now = data_of(await site.api.get(f"/v1/tenants/{OTHER_TENANT}"))["lots"]
+        assert next(x["state"] for x in now if x["id"] == lot["id"]) == state
+    await client.aclose()

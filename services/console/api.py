@@ -33,7 +33,7 @@ from services.console.web import (
     services_of,
     signed_in,
 )
-from shared.auth import Role, RoleCheck, key_from_reply
+from shared.auth import KEY_ID_SCOPE, Role, RoleCheck, key_from_reply
 from shared.errors import AppError, NotFound, Unauthorized
 from shared.keys import TENANT_ZONES
 from shared.platform_api import readiness
@@ -85,6 +85,7 @@ async def login(request: Request) -> Response:
                          problem="That key is unknown or revoked.")
         _cookie(refused, request, LOGIN_COOKIE, token, 3_600)
         return refused
+    request.scope[KEY_ID_SCOPE] = key.id  # the access log names who signed in
     session = await store.open(key)
     signed = RedirectResponse("/console", status_code=303)
     _cookie(signed, request, SESSION_COOKIE, session.token, store.ttl_s)

@@ -38,6 +38,7 @@ OPERATE = RoleCheck(platform_wide=True)                  # the whole platform: a
 
 # A console form is a few fields; anything bigger is not one of ours.
 MAX_FORM_BYTES = 16 * 1024
+MAX_FORM_FIELDS = 64
 
 TEMPLATES = Environment(loader=PackageLoader("services.console"),
                         autoescape=select_autoescape(default=True),
@@ -106,7 +107,12 @@ async def read_form(request: Request) -> dict[str, str]:
         if len(body) > MAX_FORM_BYTES:
             raise PayloadTooLarge(f"a console form is at most {MAX_FORM_BYTES} bytes",
                                   field="body")
-    return dict(parse_qsl(body.decode("utf-8", errors="replace"), max_num_fields=64))
+    try:
+        return dict(parse_qsl(body.decode("utf-8", errors="replace"),
+                              max_num_fields=MAX_FORM_FIELDS))
+    except ValueError:  # more fields than any console form has
+        raise ValidationFailed(f"body: at most {MAX_FORM_FIELDS} fields", field="body"
+                               ) from None
 
 
 def csrf_refused() -> Forbidden:

@@ -91,7 +91,9 @@ def data_of_created(response: httpx.Response) -> dict[str, str]:
 
 ODD_PAGES = [
     "/console/finance?month=2026-13", "/console/finance?month=9999999999-01",
-    "/console/finance?month=%00", "/console/finance?cursor=zzz", "/console/finance?kind=x",
+    "/console/finance?month=%00", "/console/finance?month=9999-12",
+    "/console/finance?month=0001-01", "/console/finance/export?month=9999-12",
+    "/console/finance/export?month=0000-01", "/console/finance?cursor=zzz", "/console/finance?kind=x",
     "/console/finance?status=paid", f"/console/finance?tenant={OTHER_TENANT}",
     "/console/finance?tenant=" + "x" * 5000, "/console/finance/export?month=2026-02-30",
     "/console/finance/export", "/console/invoices/INV-2026-999999",
@@ -131,6 +133,10 @@ def odd_forms(tenant: str) -> list[tuple[str, dict[str, str]]]:
         ("/console/invoices/INV-2026-999999/credit-notes", {"amount": "1.00"}),
         ("/console/invoices/INV-2026-000001/credit-notes", {"amount": "1e999"}),
         ("/console/invoices/INV-2026-000001/credit-notes", {"amount": "-5"}),
+        ("/console/invoices/INV-2026-000001/credit-notes", {"amount": "NaN"}),
+        ("/console/invoices/INV-2026-000001/credit-notes", {"amount": "Infinity"}),
+        ("/console/invoices/INV-2026-000001/credit-notes", {"amount": "0"}),
+        ("/console/invoices/INV-2026-000001/credit-notes", {"amount": "0.001"}),
         ("/console/invoices/INV-2026-000001/credit-notes", {"amount": "9" * 40}),
         ("/console/invoices/INV-2026-000001/credit-notes", {"reason": "r" * 5000}),
     ]
@@ -149,6 +155,14 @@ async def test_no_console_route_answers_5xx_to_odd_input(site: Site) -> None:
                                  content=b"a=" + b"x" * 40_000,
                                  headers={"content-type": "application/x-www-form-urlencoded"})
         assert huge.status_code in (403, 413)
+        many = await client.post(f"/console/tenants/{DEMO_TENANT}/purchase",
+                                 content="&".join(f"f{i}=1" for i in range(100)).encode(),
+                                 headers={"content-type": "application/x-www-form-urlencoded"})
+        assert many.status_code in (403, 422)
+        login = await client.post("/console/login",
+                                  content="&".join(f"f{i}=1" for i in range(100)).encode(),
+                                  headers={"content-type": "application/x-www-form-urlencoded"})
+        assert login.status_code == 422
         await client.aclose()
 
 

@@ -19,6 +19,7 @@ import uvicorn
 import uvloop
 
 from services import demo
+from services.console.part import ConsolePart
 from services.entitlements.part import EntitlementsPart
 from services.invoicing.part import InvoicingPart
 from services.metering.part import MeteringPart
@@ -54,7 +55,7 @@ async def serve(settings: CommonSettings, with_demo: bool, stack: EmbeddedStack 
         # The embedded broker keeps nothing across a restart: a 202 must mean "stored".
         overrides["ingest_ack"] = "stored"
     parts: list[ServicePart] = [MeteringPart(overrides), EntitlementsPart(overrides),
-                                InvoicingPart(overrides)]
+                                InvoicingPart(overrides), ConsolePart(overrides)]
     app = create_app(settings, parts)
     # Requests still running 5 s after SIGTERM are cancelled (a long clock move among them),
     # so the platform stops within seconds whatever it is doing.
@@ -71,6 +72,7 @@ async def serve(settings: CommonSettings, with_demo: bool, stack: EmbeddedStack 
     base = f"http://{settings.host}:{settings.port}"
     print(f"\nmeterbill is serving on {base}\n"
           f"  API docs:   {base}/docs\n"
+          f"  console:    {base}/console (sign in with the admin key)\n"
           f"  readiness:  {base}/readyz\n"
           f"  admin key:  {settings.admin_api_key}\n", flush=True)
     if with_demo:

@@ -156,6 +156,14 @@ class RoleCheck:
         self.platform_wide = platform_wide
         self._names = ", ".join(sorted(r.value for r in self.allowed))
 
+    def allows(self, key: ApiKey) -> bool:
+        """Whether `admit` lets the key in (the console shows only what a key may use)."""
+        try:
+            self.admit(key, "", "")
+        except Forbidden:
+            return False
+        return True
+
     def admit(self, key: ApiKey, method: str, path: str) -> Principal:
         if key.role not in self.allowed:
             raise Forbidden(f"role '{key.role.value}' may not call {method} {path} "

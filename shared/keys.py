@@ -45,6 +45,11 @@ Owned by invoicing (`InvoicingKeys`, prefix `INVOICING_KEY_PREFIX`):
 
 Owned by the shared library: `apikey:hash:*`, `apikey:id:*` (`shared.auth`), `clock:now`
 (`shared.clock`, the manual clock every service reads).
+
+Owned by the console (`services.console.sessions`):
+
+- `console:session:{sha256}`  hash: the signed-in key's id and the session's CSRF token,
+                              under the SHA-256 of the cookie's token; expires on its own.
 """
 
 from __future__ import annotations
@@ -57,6 +62,10 @@ from typing import Final
 
 TENANT_ZONES: Final = "tenant-zones"
 LIVE_INCARNATION: Final = "live-incarnation"
+
+
+def console_session_key(token_digest: str) -> str:
+    return f"console:session:{token_digest}"
 
 
 def live_key(tenant: str, *parts: str) -> str:

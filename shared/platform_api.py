@@ -104,6 +104,14 @@ PROBES: dict[str, Probe] = {"kafka": _probe_kafka, "redis": _probe_redis,
                             "clickhouse": _probe_clickhouse}
 
 
+async def readiness(runtime: Runtime) -> dict[str, str]:
+    """Each dependency's and background loop's state: `ok`, or why not (`/readyz`, and the
+    console's operators page)."""
+    results = dict(await asyncio.gather(*(_check(runtime, n, p) for n, p in PROBES.items())))
+    results.update(runtime.health.problems())
+    return results
+
+
 @router.get("/healthz", tags=["health"])
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -111,9 +119,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", tags=["health"], response_model=Readiness, responses={
     503: {"model": Readiness, "description": "a dependency or a background loop is down"}})
 async def readyz(request: Request) -> JSONResponse:
-    runtime = runtime_of(request)
-    results = dict(await asyncio.gather(*(_check(runtime, n, p) for n, p in PROBES.items())))
-    results.update(runtime.health.problems())
+    results = await readiness(runtime_of(request))
     down = sorted(n for n, state in results.items() if state != "ok")
     if down:
         body = {"error": {"code": "not_ready", "message": f"not ready: {', '.join(down)}"},

@@ -111,6 +111,11 @@ class EntitlementsSettings(CommonSettings):
     entitlements_max_batch: int = Field(default=5_000, ge=1)
 
 
+class ConsoleSettings(CommonSettings):
+    # How long a console sign-in lasts (seconds); signing in again starts a new session.
+    console_session_ttl_s: int = Field(default=8 * 3_600, ge=60, le=30 * 86_400)
+
+
 class InvoicingSettings(CommonSettings):
     # Consumer group reading `subscription-events` (immediate invoices, R9.2).
     invoicing_consumer_group: str = "invoicing"

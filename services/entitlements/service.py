@@ -55,6 +55,18 @@ from shared.times import from_micros, micros, parse_zone, utc_text
 MAX_ATTEMPTS = 500
 # A history cursor is the id of the last entry seen (a stream id).
 _HISTORY_CURSOR = re.compile(r"[0-9]{1,20}-[0-9]{1,20}", re.ASCII)
+_STREAM_ID_MAX = 2**64 - 1
+
+
+def _history_cursor(cursor: str) -> bool:
+    """A history cursor is a stream entry id: two 64-bit integers (Redis refuses larger
+    ones), and not the largest id, after which no entry can start."""
+    if not _HISTORY_CURSOR.fullmatch(cursor):
+        return False
+    ms, seq = (int(part) for part in cursor.split("-"))
+    return max(ms, seq) <= _STREAM_ID_MAX and (ms, seq) != (_STREAM_ID_MAX, _STREAM_ID_MAX)
+
+
 # How far ahead a tenant's first period may be scheduled (`anchor`).
 MAX_SCHEDULED_START = timedelta(days=366)
 
@@ -349,7 +361,7 @@ class EntitlementsService:
         raw, _ = await self.store.load(tenant)
         if raw is None:
             raise NotFound(f"tenant '{tenant}' not found", field="tenant")
-        if cursor is not None and not _HISTORY_CURSOR.fullmatch(cursor):
+        if cursor is not None and not _history_cursor(cursor):
             raise ValidationFailed("cursor: not a cursor this API gave", field="cursor")
         rows = await self.store.history(tenant, cursor, limit + 1)
         data = [{"id": entry_id, **entry} for entry_id, entry in rows[:limit]]

@@ -7,7 +7,7 @@ count invoice numbers from 000001 without touching the session's shared platform
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -35,7 +35,9 @@ PRIVATE_DB = 3
 
 @asynccontextmanager
 async def private_platform(endpoints: Endpoints, unique: str, clock_start: datetime,
-                           db: int = PRIVATE_DB, flush: bool = True, **extra: Any
+                           db: int = PRIVATE_DB, flush: bool = True,
+                           more_parts: Sequence[Callable[[dict[str, Any]], ServicePart]] = (),
+                           **extra: Any
                            ) -> AsyncIterator[RunningApp]:
     url = redis_db_url(endpoints, db)
     if flush:
@@ -53,6 +55,7 @@ async def private_platform(endpoints: Endpoints, unique: str, clock_start: datet
     ent_values = {k: v for k, v in inv_values.items() if not k.startswith("invoicing_")}
     parts: list[ServicePart] = [MeteringPart(values), EntitlementsPart(ent_values),
                                 InvoicingPart(inv_values)]
+    parts += [part(inv_values) for part in more_parts]  # e.g. the console, after the three
     running, lifespan = await start_app(values, parts)
     try:
         yield running

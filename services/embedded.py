@@ -22,6 +22,7 @@ from services import demo
 from services.entitlements.part import EntitlementsPart
 from services.invoicing.part import InvoicingPart
 from services.metering.part import MeteringPart
+from services.webhooks.part import WebhooksPart
 from shared.app import ServicePart, create_app
 from shared.kafka import ensure_topics, platform_topics
 from shared.observability import configure_logging
@@ -54,7 +55,7 @@ async def serve(settings: CommonSettings, with_demo: bool, stack: EmbeddedStack 
         # The embedded broker keeps nothing across a restart: a 202 must mean "stored".
         overrides["ingest_ack"] = "stored"
     parts: list[ServicePart] = [MeteringPart(overrides), EntitlementsPart(overrides),
-                                InvoicingPart(overrides)]
+                                InvoicingPart(overrides), WebhooksPart(overrides)]
     app = create_app(settings, parts)
     # Requests still running 5 s after SIGTERM are cancelled (a long clock move among them),
     # so the platform stops within seconds whatever it is doing.

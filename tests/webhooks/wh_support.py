@@ -46,6 +46,7 @@ class Receiver:
     down (connections refused) and `start()` brings it back on the same port."""
 
     mode: str = "ok"
+    delay_s: float = 0.0  # how long each answer takes
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
     _server: uvicorn.Server | None = None
@@ -68,6 +69,7 @@ class Receiver:
         self.received.append(Received(headers, body))
         if self.mode == "hang":
             await asyncio.Event().wait()
+        await asyncio.sleep(self.delay_s)
         status, answer = (200, b"\x00\xff not json") if self.mode == "garbage" else (204, b"")
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": answer})
@@ -106,8 +108,8 @@ class Receiver:
 
 
 @contextlib.asynccontextmanager
-async def receiver(mode: str = "ok") -> AsyncIterator[Receiver]:
-    running = Receiver(mode)
+async def receiver(mode: str = "ok", delay_s: float = 0.0) -> AsyncIterator[Receiver]:
+    running = Receiver(mode, delay_s)
     await running.start()
     try:
         yield running

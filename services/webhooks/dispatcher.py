@@ -18,13 +18,14 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import Counter
 from functools import partial
 from typing import Final
 
 from services.webhooks.schedule import Backoff
 from services.webhooks.sender import Attempt, Sender
-from services.webhooks.store import Delivery, Outcome, WebhookStore
+from services.webhooks.store import Delivery, Endpoint, Outcome, WebhookStore
 from shared.clock import Clock
 from shared.consumer import OUTAGES, LoopHealth
 from shared.observability import WEBHOOK_BACKLOG, WEBHOOK_DELIVERIES
@@ -121,33 +122,42 @@ class Dispatcher:
 
     async def _drain(self, queue: str) -> None:
         """Send the queue's heads one after the other until it is empty, its head is to be
-        retried later, or the loop stops."""
+        retried later, or the loop stops. The endpoint is read once per drain: were it
+        deleted meanwhile, its queue is gone and recording an attempt finds nothing."""
         try:
+            endpoint = await self._store.endpoint(queue.split("/", 1)[0])
+            secret = None if endpoint is None else await self._store.secret(endpoint.id)
+            if endpoint is None or secret is None:
+                await self._store.drop_queue(queue)
+                return
+            renewed = time.monotonic()
             while not self._stopping:
                 delivery = await self._store.head(queue)
-                endpoint = None if delivery is None else \
-                    await self._store.endpoint(delivery.endpoint)
-                secret = None if endpoint is None else await self._store.secret(endpoint.id)
-                if delivery is None or endpoint is None or secret is None:
+                if delivery is None:
                     await self._store.drop_queue(queue)
                     return
                 started_us = micros(await self._clock.now())
                 if delivery.next_us is not None and delivery.next_us > started_us:
                     return  # not due yet (another replica recorded a failure meanwhile)
-                window = started_us if delivery.window_us is None else delivery.window_us
-                attempt = await self._sender.send(endpoint.url, secret, delivery.id,
-                                                  delivery.body)
-                outcome = self._outcome(delivery, attempt, micros(await self._clock.now()),
-                                        window)
-                if await self._store.finish(delivery, outcome, window,
-                                            self._settings.webhooks_log_size):
-                    WEBHOOK_DELIVERIES.labels(outcome.result).inc()
-                if outcome.result == "retry":
+                if not await self._attempt(endpoint, secret, delivery, started_us):
                     return
-                await self._store.take_lease(queue, self._holder, self._lease_ms)
+                if time.monotonic() - renewed > self._lease_ms / 3_000:
+                    await self._store.take_lease(queue, self._holder, self._lease_ms)
+                    renewed = time.monotonic()
         finally:
             with contextlib.suppress(Exception):
                 await self._store.release_lease(queue, self._holder)
+
+    async def _attempt(self, endpoint: Endpoint, secret: str, delivery: Delivery,
+                       started_us: int) -> bool:
+        """One attempt, recorded; True when the queue may go on to its next delivery."""
+        window = started_us if delivery.window_us is None else delivery.window_us
+        attempt = await self._sender.send(endpoint.url, secret, delivery.id, delivery.body)
+        outcome = self._outcome(delivery, attempt, micros(await self._clock.now()), window)
+        if await self._store.finish(delivery, outcome, window,
+                                    self._settings.webhooks_log_size):
+            WEBHOOK_DELIVERIES.labels(outcome.result).inc()
+        return outcome.result != "retry"
 
     def _outcome(self, delivery: Delivery, attempt: Attempt, now_us: int, window: int
                  ) -> Outcome:

@@ -27,6 +27,7 @@ from shared.times import micros
 
 LOOP: Final = "webhooks-consumer"
 BATCH: Final = 500
+FETCH_WAIT_MS: Final = 20
 
 
 class DeliveryFeed:
@@ -39,8 +40,11 @@ class DeliveryFeed:
         self._written = written
         self._retrier = Retrier(LOOP, health, initial_s=settings.retry_initial_s,
                                 max_s=settings.retry_max_s)
+        # A short fetch wait: a delivery's latency starts with it (the broker may hold an
+        # empty fetch that long before it answers what arrived meanwhile).
         self.consumer: AIOKafkaConsumer = make_consumer(
-            settings, settings.webhooks_consumer_group, max_poll_records=BATCH)
+            settings, settings.webhooks_consumer_group, max_poll_records=BATCH,
+            fetch_max_wait_ms=FETCH_WAIT_MS)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -24,7 +24,7 @@ from typing import Final
 import httpx
 from standardwebhooks import Webhook
 
-from services.webhooks.urls import Target, parse_url, refused_address
+from services.webhooks.urls import Target, is_address, parse_url, refused_address
 from shared.errors import ValidationFailed
 
 LOG_BODY_BYTES: Final = 1_024
@@ -46,6 +46,8 @@ class AddressRefused(Exception):
 async def vet_host(target: Target, allow_loopback: bool, timeout_s: float = 5.0) -> None:
     """Resolve the target's host; raise AddressRefused unless every address passes, or
     OSError / TimeoutError when it does not resolve."""
+    if is_address(target.host):
+        return  # an address written in the URL: parse_url checked it
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout_s):
         infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)

@@ -118,6 +118,12 @@ redis.call('DEL', KEYS[3], KEYS[4])
 return 1
 """
 
+_HEAD = """
+local id = redis.call('LINDEX', KEYS[1], 0)
+if not id then return false end
+return {id, redis.call('HGETALL', ARGV[1] .. id)}
+"""
+
 _CREATE = """
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -224,6 +230,7 @@ class WebhookStore:
         self._delete = redis.register_script(_DELETE)
         self._create = redis.register_script(_CREATE)
         self._lease = redis.register_script(_LEASE)
+        self._head = redis.register_script(_HEAD)
 
     # --- endpoints -----------------------------------------------------------------------
 
@@ -279,10 +286,12 @@ class WebhookStore:
         return int(first[0][1]) if first else None
 
     async def head(self, queue: str) -> Delivery | None:
-        delivery_id = await self.redis.lindex(self.keys.queue(queue), 0)
-        if delivery_id is None:
+        """The queue's oldest delivery, in one round trip."""
+        reply = await self._head(keys=[self.keys.queue(queue)], args=[self.keys.delivery("")])
+        if not reply or not reply[1]:
             return None
-        return await self.delivery(str(delivery_id))
+        flat = [str(v) for v in reply[1]]
+        return _delivery(str(reply[0]), dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def delivery(self, delivery_id: str) -> Delivery | None:
         raw = await self.redis.hgetall(self.keys.delivery(delivery_id))

@@ -91,6 +91,10 @@ def refused_address(addresses: Iterable[str], target: Target, allow_loopback: bo
     return None
 
 
+def is_address(host: str) -> bool:
+    return _literal(host) is not None
+
+
 def _literal(host: str) -> Address | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))

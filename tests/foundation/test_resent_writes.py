@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.entitlements.store import Change, EntitlementsStore
@@ -118,8 +119,8 @@ async def test_a_credit_note_call_resent_issues_one_note(endpoints: Endpoints,
             assert await state.credited_minor("INV-1") == 400
             assert await direct.hlen(state.keys.pending) == 2  # INV-0's note and this one
             # One announcement per note, filled as the note was numbered (R9.3).
-            announced = [(f["id"], f["value"]) for _, f in
-                         await direct.xrange(state.keys.outbox)]
+            rows: Any = await direct.xrange(state.keys.outbox)
+            announced = [(f["id"], f["value"]) for _, f in rows]
             assert announced == [
                 ("event-0", '{"time":"2026-03-01T00:00:00Z","data":{"number":"CN-2026-000001"}}'),
                 ("event-1", '{"time":"2026-03-01T00:00:00Z","data":{"number":"CN-2026-000002"}}')]

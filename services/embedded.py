@@ -54,6 +54,9 @@ async def serve(settings: CommonSettings, with_demo: bool, stack: EmbeddedStack 
     if embedded and "INGEST_ACK" not in os.environ:
         # The embedded broker keeps nothing across a restart: a 202 must mean "stored".
         overrides["ingest_ack"] = "stored"
+    if with_demo and "WEBHOOKS_ALLOW_HTTP_LOOPBACK" not in os.environ:
+        # The demo registers a webhook to a receiver of its own, on this machine.
+        overrides["webhooks_allow_http_loopback"] = True
     parts: list[ServicePart] = [MeteringPart(overrides), EntitlementsPart(overrides),
                                 InvoicingPart(overrides), WebhooksPart(overrides)]
     app = create_app(settings, parts)

@@ -101,8 +101,9 @@ async def test_fields_are_bounded(platform: RunningApp, body: dict[str, Any],
 
 
 async def test_tenant_limited_keys_see_and_change_their_tenants_webhooks_only(
-        endpoints: Endpoints, unique: str) -> None:
+        endpoints: Endpoints, unique: str, caplog: pytest.LogCaptureFixture) -> None:
     mine, theirs = f"wh-mine-{unique}", f"wh-theirs-{unique}"
+    caplog.set_level(logging.INFO, logger="meterbill.audit")
     async with receiver() as hooks, webhook_platform(endpoints, unique, START) as app:
         c = app.client
         for tenant in (mine, theirs):
@@ -140,3 +141,10 @@ async def test_tenant_limited_keys_see_and_change_their_tenants_webhooks_only(
     assert [(r.status_code, r.json()["error"]["field"]) for r in hidden] == [(404, "id")] * 4
     assert (deleted.status_code, again.status_code) == (204, 404)
     assert sorted(w["id"] for w in left) == sorted([everyone["id"], other["id"]])
+    audit = [(r.getMessage(), getattr(r, "webhook", None), getattr(r, "scope", None),
+              getattr(r, "tenant", None)) for r in caplog.records
+             if r.name == "meterbill.audit" and r.getMessage().startswith("webhook")]
+    assert audit == [("webhook.create", everyone["id"], None, None),
+                     ("webhook.create", other["id"], None, theirs),
+                     ("webhook.create", own["id"], mine, mine),
+                     ("webhook.delete", own["id"], mine, mine)]

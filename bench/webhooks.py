@@ -5,13 +5,15 @@ webhooks part (wall clock, loopback endpoints allowed); in a child process, a re
 bare uvicorn ASGI app) that answers 204 and records each delivery's latency. Then:
 
 - throughput: `--events` events on `subscription-events` across `--tenants` tenants, for
-  one endpoint listing their type; deliveries/s from the first send to the last delivery;
+  one endpoint listing their type, written while the platform is stopped (so the producer's
+  work is not counted against it), then the platform started: deliveries/s from the first
+  delivery's arrival to the last's;
 - latency: `--probes` events sent one at a time, `--gap-ms` apart; from the moment each is
   handed to the producer to its arrival at the receiver (p50, p99);
 - the ceiling, in the same run: a bare loop signing each event with `standardwebhooks`
   and POSTing it to the same receiver with httpx, at the endpoint's concurrency (the
-  setting `WEBHOOKS_ENDPOINT_CONCURRENCY`), no broker, no store; its deliveries/s and its
-  per-POST latency; and the ratios.
+  setting `WEBHOOKS_ENDPOINT_CONCURRENCY`), no broker, no store; its deliveries/s (first
+  arrival to last, as above) and its per-POST latency; and the ratio.
 Repeated `--runs` times; the medians are printed last.
 
     .venv/bin/python bench/webhooks.py [--events 3000] [--tenants 50] [--runs 3]
@@ -33,6 +35,7 @@ from typing import Any
 
 import httpx
 import orjson
+import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -56,7 +59,7 @@ def emit(metric: str, value: float, unit: str, **extra: Any) -> None:
 def serve_receiver(port: int) -> None:
     import uvicorn
 
-    latencies: list[float] = []
+    seen: list[tuple[float, float]] = []  # (arrival, latency since the event was sent)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -69,10 +72,11 @@ def serve_receiver(port: int) -> None:
                 break
         status, answer = 204, b""
         if scope["path"] == "/hook":
-            latencies.append(time.time() - orjson.loads(body)["data"]["sent"])
+            now = time.time()
+            seen.append((now, now - orjson.loads(body)["data"]["sent"]))
         elif scope["path"] == "/stats":
-            status, answer = 200, orjson.dumps(latencies)
-            latencies.clear()
+            status, answer = 200, orjson.dumps(seen)
+            seen.clear()
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": answer})
 
@@ -85,8 +89,8 @@ def serve_receiver(port: int) -> None:
 POLL = httpx.AsyncClient(verify=False)
 
 
-async def stats(base: str) -> list[float]:
-    found: list[float] = orjson.loads((await POLL.get(f"{base}/stats")).content)
+async def stats(base: str) -> list[tuple[float, float]]:
+    found: list[tuple[float, float]] = orjson.loads((await POLL.get(f"{base}/stats")).content)
     return found
 
 
@@ -101,8 +105,9 @@ def event(n: int, tenants: int, run: int) -> tuple[bytes, bytes]:
         "data": {"tenant": tenant, "sent": time.time()}})
 
 
-async def wait_for(base: str, count: int, within: float = 300) -> list[float]:
-    seen: list[float] = []
+async def wait_for(base: str, count: int, within: float = 300) -> list[tuple[float, float]]:
+    """(arrival, latency) of the next `count` deliveries."""
+    seen: list[tuple[float, float]] = []
     deadline = time.monotonic() + within
     while len(seen) < count:
         if time.monotonic() > deadline:
@@ -112,20 +117,33 @@ async def wait_for(base: str, count: int, within: float = 300) -> list[float]:
     return seen
 
 
-async def platform_run(producer: Any, base: str, args: argparse.Namespace, run: int
-                       ) -> dict[str, float]:
-    began = time.monotonic()
+def arrival_rate(seen: list[tuple[float, float]]) -> float:
+    arrivals = sorted(arrival for arrival, _ in seen)
+    return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+
+
+async def produce(producer: Any, first: int, count: int, args: argparse.Namespace,
+                  run: int) -> None:
     futures = [await producer.send(TOPIC, value, key=key)
-               for key, value in (event(n, args.tenants, run) for n in range(args.events))]
+               for key, value in (event(first + n, args.tenants, run) for n in range(count))]
     await asyncio.gather(*futures)
-    await wait_for(base, args.events)
-    rate = args.events / (time.monotonic() - began)
-    latencies = []
-    for n in range(args.probes):
-        key, value = event(args.events + n, args.tenants, run)
-        await (await producer.send(TOPIC, value, key=key))
-        await asyncio.sleep(args.gap_ms / 1000)
-    latencies = await wait_for(base, args.probes)
+
+
+async def platform_run(values: dict[str, Any], producer: Any, base: str,
+                       args: argparse.Namespace, run: int) -> dict[str, float]:
+    from services.webhooks.part import WebhooksPart
+    from shared.app import create_app
+    from shared.settings import CommonSettings
+
+    await produce(producer, 0, args.events, args, run)  # while the platform is stopped
+    app = create_app(CommonSettings(**values), [WebhooksPart(values)])
+    async with app.router.lifespan_context(app):
+        rate = arrival_rate(await wait_for(base, args.events))
+        for n in range(args.probes):
+            key, value = event(args.events + n, args.tenants, run)
+            await (await producer.send(TOPIC, value, key=key))
+            await asyncio.sleep(args.gap_ms / 1000)
+        latencies = [latency for _, latency in await wait_for(base, args.probes)]
     return {"deliveries_per_s": rate, **percentiles(latencies, "latency")}
 
 
@@ -144,11 +162,9 @@ async def ceiling_run(base: str, secret: str, args: argparse.Namespace, run: int
                 answer.raise_for_status()
                 durations.append(time.perf_counter() - started)
 
-        began = time.monotonic()
         lanes = args.concurrency
         await asyncio.gather(*(worker(bodies[i::lanes]) for i in range(lanes)))
-        rate = args.events / (time.monotonic() - began)
-    await wait_for(base, args.events)
+    rate = arrival_rate(await wait_for(base, args.events))
     return {"ceiling_deliveries_per_s": rate, **percentiles(durations, "ceiling_latency")}
 
 
@@ -171,28 +187,29 @@ async def measure(endpoints: Any, receiver_base: str, args: argparse.Namespace
               "clock": "wall", "access_log": False, "log_level": "WARNING",
               "webhooks_allow_http_loopback": True,
               "webhooks_endpoint_concurrency": args.concurrency}
-    app = create_app(CommonSettings(**values), [WebhooksPart(values)])
-    producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap, acks="all",
-                                linger_ms=1)
+    app = create_app(CommonSettings(**values), [WebhooksPart({**values,
+                                                              "webhooks_worker": False})])
     async with app.router.lifespan_context(app):
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x")
         created = (await client.post("/v1/webhooks", headers=ADMIN, json={
             "url": f"{receiver_base}/hook", "events": ["bench.tick"]})).json()
-        await producer.start()
-        try:
-            runs = []
-            for run in range(args.runs):
-                result = await platform_run(producer, receiver_base, args, run)
-                result.update(await ceiling_run(receiver_base, created["secret"], args, run))
-                result["throughput_ratio"] = \
-                    result["deliveries_per_s"] / result["ceiling_deliveries_per_s"]
-                for metric, value in result.items():
-                    emit(metric, value, UNITS[metric], run=run + 1)
-                runs.append(result)
-            return runs
-        finally:
-            await producer.stop()
-            await client.aclose()
+        await client.aclose()
+    producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap, acks="all",
+                                linger_ms=1)
+    await producer.start()
+    try:
+        runs = []
+        for run in range(args.runs):
+            result = await platform_run(values, producer, receiver_base, args, run)
+            result.update(await ceiling_run(receiver_base, created["secret"], args, run))
+            result["throughput_ratio"] = \
+                result["deliveries_per_s"] / result["ceiling_deliveries_per_s"]
+            for metric, value in result.items():
+                emit(metric, value, UNITS[metric], run=run + 1)
+            runs.append(result)
+        return runs
+    finally:
+        await producer.stop()
 
 
 def main() -> None:
@@ -223,7 +240,8 @@ def main() -> None:
                 break
             except httpx.HTTPError:
                 time.sleep(0.05)
-        runs = asyncio.run(measure(endpoints, base, args))
+        # uvloop, as the platform runs (services/embedded.py, uvicorn): both sides alike.
+        runs = uvloop.run(measure(endpoints, base, args))
         for metric in UNITS:
             emit(metric, statistics.median(r[metric] for r in runs), UNITS[metric],
                  run="median", cpus=os.cpu_count())

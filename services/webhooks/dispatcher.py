@@ -127,20 +127,16 @@ class Dispatcher:
         try:
             endpoint = await self._store.endpoint(queue.split("/", 1)[0])
             secret = None if endpoint is None else await self._store.secret(endpoint.id)
-            if endpoint is None or secret is None:
+            delivery = None if secret is None else await self._store.head(queue)
+            if endpoint is None or secret is None or delivery is None:
                 await self._store.drop_queue(queue)
                 return
             renewed = time.monotonic()
-            while not self._stopping:
-                delivery = await self._store.head(queue)
-                if delivery is None:
-                    await self._store.drop_queue(queue)
-                    return
+            while delivery is not None and not self._stopping:
                 started_us = micros(await self._clock.now())
                 if delivery.next_us is not None and delivery.next_us > started_us:
                     return  # not due yet (another replica recorded a failure meanwhile)
-                if not await self._attempt(endpoint, secret, delivery, started_us):
-                    return
+                delivery = await self._attempt(endpoint, secret, delivery, started_us)
                 if time.monotonic() - renewed > self._lease_ms / 3_000:
                     await self._store.take_lease(queue, self._holder, self._lease_ms)
                     renewed = time.monotonic()
@@ -149,15 +145,16 @@ class Dispatcher:
                 await self._store.release_lease(queue, self._holder)
 
     async def _attempt(self, endpoint: Endpoint, secret: str, delivery: Delivery,
-                       started_us: int) -> bool:
-        """One attempt, recorded; True when the queue may go on to its next delivery."""
+                       started_us: int) -> Delivery | None:
+        """One attempt, recorded; the queue's next delivery to send, if any now."""
         window = started_us if delivery.window_us is None else delivery.window_us
         attempt = await self._sender.send(endpoint.url, secret, delivery.id, delivery.body)
         outcome = self._outcome(delivery, attempt, micros(await self._clock.now()), window)
-        if await self._store.finish(delivery, outcome, window,
-                                    self._settings.webhooks_log_size):
+        recorded, following = await self._store.finish(delivery, outcome, window,
+                                                       self._settings.webhooks_log_size)
+        if recorded:
             WEBHOOK_DELIVERIES.labels(outcome.result).inc()
-        return outcome.result != "retry"
+        return following
 
     def _outcome(self, delivery: Delivery, attempt: Attempt, now_us: int, window: int
                  ) -> Outcome:

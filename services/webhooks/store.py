@@ -46,7 +46,8 @@ return 1
 """
 
 # ARGV: id, outcome (delivered|retry|failed), now, next (retry), status, body, error, queue,
-# log size, attempts made before this one, window start.
+# log size, attempts made before this one, window start, delivery key prefix. Answers 0 (not
+# recorded), 1, or, once the head left the queue, {1, next head's id, its fields}.
 _FINISH = """
 if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[10] then return 0 end
@@ -78,6 +79,9 @@ if extra > 0 then
     end
   end
 end
+-- The queue's next head, read in the same round trip: the drainer sends it next.
+local head = redis.call('LINDEX', KEYS[2], 0)
+if head then return {1, head, redis.call('HGETALL', ARGV[12] .. head)} end
 return 1
 """
 
@@ -121,7 +125,7 @@ return 1
 _HEAD = """
 local id = redis.call('LINDEX', KEYS[1], 0)
 if not id then return false end
-return {id, redis.call('HGETALL', ARGV[1] .. id)}
+return {1, id, redis.call('HGETALL', ARGV[1] .. id)}
 """
 
 _CREATE = """
@@ -216,6 +220,14 @@ def _delivery(delivery_id: str, raw: dict[str, Any]) -> Delivery:
         last_body=raw.get("last_body", ""), last_error=raw.get("last_error", ""))
 
 
+def _head(reply: Any) -> Delivery | None:
+    """A delivery as `_HEAD` and `_FINISH` answer it: {1, id, [field, value, ...]}."""
+    if not isinstance(reply, list) or len(reply) < 3 or not reply[2]:
+        return None
+    flat = [str(v) for v in reply[2]]
+    return _delivery(str(reply[1]), dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
 def queue_id(endpoint: str, tenant: str) -> str:
     return f"{endpoint}/{tenant}"
 
@@ -287,11 +299,8 @@ class WebhookStore:
 
     async def head(self, queue: str) -> Delivery | None:
         """The queue's oldest delivery, in one round trip."""
-        reply = await self._head(keys=[self.keys.queue(queue)], args=[self.keys.delivery("")])
-        if not reply or not reply[1]:
-            return None
-        flat = [str(v) for v in reply[1]]
-        return _delivery(str(reply[0]), dict(zip(flat[::2], flat[1::2], strict=True)))
+        return _head(await self._head(keys=[self.keys.queue(queue)],
+                                      args=[self.keys.delivery("")]))
 
     async def delivery(self, delivery_id: str) -> Delivery | None:
         raw = await self.redis.hgetall(self.keys.delivery(delivery_id))
@@ -304,19 +313,21 @@ class WebhookStore:
             await self.redis.zrem(self.keys.due, queue)
 
     async def finish(self, delivery: Delivery, outcome: Outcome, window_us: int,
-                     log_size: int) -> bool:
-        """Record one attempt made at `delivery.attempts`; False if it was recorded already
-        or the delivery left its queue meanwhile."""
+                     log_size: int) -> tuple[bool, Delivery | None]:
+        """Record one attempt made at `delivery.attempts`: (False if it was recorded already
+        or the delivery left its queue meanwhile, the queue's next head once this one left
+        it)."""
         keys = self.keys
         queue = queue_id(delivery.endpoint, delivery.tenant)
-        return bool(await self._finish(
+        reply = await self._finish(
             keys=[keys.delivery(delivery.id), keys.queue(queue), keys.due,
                   keys.log(delivery.endpoint), keys.backlog],
             args=[delivery.id, outcome.result, outcome.now_us,
                   "" if outcome.next_us is None else outcome.next_us,
                   "" if outcome.status is None else outcome.status, outcome.body,
                   outcome.error, queue, log_size, delivery.attempts, window_us,
-                  keys.delivery("")]))
+                  keys.delivery("")])
+        return bool(reply), _head(reply)
 
     async def retry(self, delivery: Delivery, now_us: int) -> bool:
         keys = self.keys

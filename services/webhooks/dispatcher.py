@@ -78,6 +78,8 @@ class Dispatcher:
 
     async def _run(self) -> None:
         while not self._stopping:
+            # Cleared before the pass: a wake-up during it makes the next pass start at once.
+            self._wake.clear()
             try:
                 await self.dispatch_due()
                 WEBHOOK_BACKLOG.set(await self._store.backlog())
@@ -88,7 +90,6 @@ class Dispatcher:
                 await asyncio.wait([waiter], timeout=self._settings.webhooks_poll_s)
             finally:
                 waiter.cancel()
-            self._wake.clear()
 
     async def dispatch_due(self) -> None:
         """Start a drainer for each due queue this replica has room for."""

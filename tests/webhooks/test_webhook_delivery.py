@@ -124,12 +124,21 @@ def _count(hooks: Receiver, n: int) -> Any:
     return enough()
 
 
-async def _steps(client: httpx.AsyncClient, start: datetime, minutes: int, step: int) -> None:
-    """Move the clock `minutes` forward, `step` minutes at a time, letting the delivery
-    loop try what falls due on the way."""
+async def _steps(client: httpx.AsyncClient, hook: str, start: datetime, minutes: int,
+                 step: int) -> None:
+    """Move the clock `minutes` forward, `step` minutes at a time, each time until the
+    delivery loop has tried every head that fell due (each pending head then waits for a
+    later instant)."""
     for passed in range(step, minutes + 1, step):
-        await set_clock(client, _iso(start + timedelta(minutes=passed)))
-        await asyncio.sleep(0.15)
+        now = start + timedelta(minutes=passed)
+        await set_clock(client, _iso(now))
+
+        async def settled(now: datetime = now) -> bool:
+            heads = [d for d in await deliveries(client, hook)
+                     if d["status"] == "pending" and d["attempts"]]
+            return all(datetime.fromisoformat(d["next_attempt_at"]) > now for d in heads)
+
+        await eventually(settled, within=20)
 
 
 async def test_a_receiver_down_for_two_hours_gets_everything_after_in_order_per_tenant(
@@ -155,7 +164,7 @@ async def test_a_receiver_down_for_two_hours_gets_everything_after_in_order_per_
             return len(log) == 90 and sum(d["attempts"] for d in log) >= 3
 
         await eventually(attempted, within=20)
-        await _steps(app.client, START, 120, 10)
+        await _steps(app.client, created["id"], START, 120, 10)
         down_log = await deliveries(app.client, created["id"])
         await hooks.start()
         try:
@@ -225,7 +234,7 @@ async def test_a_delivery_is_failed_after_the_retry_window_and_a_manual_retry_de
         hook = created["id"]
         await produce(endpoints.kafka_bootstrap, topic, [step(0)])
         await eventually(lambda: _attempts(app.client, hook, 1))
-        await _steps(app.client, START, 25 * 60, 180)
+        await _steps(app.client, hook, START, 25 * 60, 180)
         failed = await deliveries(app.client, hook)
         await hooks.start()
         try:

@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/checks.py
 	$(PY) bench/billing.py
+	$(PY) bench/webhooks.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

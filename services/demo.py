@@ -1,5 +1,6 @@
 """The demo `make run` loads through the public HTTP API, as a vendor's backend would: a
-tenant with a plan and packs, then a stream of its usage events. Ids and idempotency keys are
+webhook to a local receiver, a tenant with a plan and packs, then a stream of its usage
+events. Ids and idempotency keys are
 fixed, so loading it again changes nothing."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from services import demo_year
+from services import demo_webhooks, demo_year
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ async def load(base_url: str, admin_key: str) -> None:
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120) as client:
         clock = (await client.get("/v1/clock")).json()
         now = datetime.fromisoformat(clock["now"]).astimezone(UTC)
+        hook = await demo_webhooks.register(client)
         await create_tenant(client)
         year = clock["manual"] and now == datetime(demo_year.YEAR, 1, 1, tzinfo=UTC)
         # 25,000 calls a month on the year's 10th, or one batch now: 15,000 beyond the
@@ -167,6 +169,8 @@ async def load(base_url: str, admin_key: str) -> None:
         events = demo_events(now)
         log.info("demo events sent", extra={"accepted": await _send(client, events)})
         await finance_tour(client)
+        if hook is not None:
+            await demo_webhooks.show(client, *hook, base_url, admin_key)
         start = (now - timedelta(days=30)).isoformat()
         print(f"demo: {len(events)} events sent for tenant '{DEMO_TENANT}'. Try:\n"
               f"  curl -H 'Authorization: Bearer {admin_key}' "

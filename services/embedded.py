@@ -23,6 +23,7 @@ from services.console.part import ConsolePart
 from services.entitlements.part import EntitlementsPart
 from services.invoicing.part import InvoicingPart
 from services.metering.part import MeteringPart
+from services.webhooks.part import WebhooksPart
 from shared.app import ServicePart, create_app
 from shared.kafka import ensure_topics, platform_topics
 from shared.observability import configure_logging
@@ -54,8 +55,12 @@ async def serve(settings: CommonSettings, with_demo: bool, stack: EmbeddedStack 
     if embedded and "INGEST_ACK" not in os.environ:
         # The embedded broker keeps nothing across a restart: a 202 must mean "stored".
         overrides["ingest_ack"] = "stored"
+    if with_demo and "WEBHOOKS_ALLOW_HTTP_LOOPBACK" not in os.environ:
+        # The demo registers a webhook to a receiver of its own, on this machine.
+        overrides["webhooks_allow_http_loopback"] = True
     parts: list[ServicePart] = [MeteringPart(overrides), EntitlementsPart(overrides),
-                                InvoicingPart(overrides), ConsolePart(overrides)]
+                                InvoicingPart(overrides), WebhooksPart(overrides),
+                                ConsolePart(overrides)]
     app = create_app(settings, parts)
     # Requests still running 5 s after SIGTERM are cancelled (a long clock move among them),
     # so the platform stops within seconds whatever it is doing.

@@ -56,7 +56,8 @@ def make_producer(settings: CommonSettings) -> AIOKafkaProducer:
 
 
 def make_consumer(settings: CommonSettings, group_id: str, *topics: str,
-                  max_poll_records: int = 5_000) -> AIOKafkaConsumer:
+                  max_poll_records: int = 5_000, fetch_max_wait_ms: int = 500
+                  ) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap,
@@ -66,6 +67,7 @@ def make_consumer(settings: CommonSettings, group_id: str, *topics: str,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_records=max_poll_records,
+        fetch_max_wait_ms=fetch_max_wait_ms,
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=16 * 1024 * 1024,
     )

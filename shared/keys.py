@@ -39,9 +39,16 @@ Owned by invoicing (`InvoicingKeys`, prefix `INVOICING_KEY_PREFIX`):
 
 - `{p}:events`            hash: event id -> invoice number of a purchase's immediate invoice.
                           Read by: entitlements (the purchase answer names its invoice).
-- private: `{p}:pending`, `{p}:credited`, `{p}:next`, `{p}:known`, `{p}:seq:{kind}:{year}`,
+- private: `{p}:outbox` (stream of `invoice.issued` / `credit_note.issued` not yet
+  published), `{p}:outbox:lock`, `{p}:pending`, `{p}:credited`, `{p}:next`, `{p}:known`,
+  `{p}:seq:{kind}:{year}`,
   `{p}:last:{kind}`, `{p}:ended`, `{p}:sweep`,
   `{p}:billed:{tenant}`, `{p}:issue-call:{uuid}`, `{p}:credit-call:{sha256}`.
+
+Owned by webhooks (`WebhooksKeys`, prefix `WEBHOOKS_KEY_PREFIX`), all private
+(`services/webhooks/store.py` says what each holds): `{p}:endpoints`, `{p}:secret:{id}`,
+`{p}:delivery:{id}`, `{p}:queue:{endpoint}/{tenant}`, `{p}:queues:{endpoint}`, `{p}:due`,
+`{p}:log:{endpoint}`, `{p}:seq`, `{p}:backlog`, `{p}:lease:{endpoint}/{tenant}`.
 
 Owned by the shared library: `apikey:hash:*`, `apikey:id:*` (`shared.auth`), `clock:now`
 (`shared.clock`, the manual clock every service reads).
@@ -150,6 +157,14 @@ class InvoicingKeys:
         return f"{self.prefix}:pending"
 
     @property
+    def outbox(self) -> str:
+        return f"{self.prefix}:outbox"
+
+    @property
+    def outbox_lease(self) -> str:
+        return f"{self.prefix}:outbox:lock"
+
+    @property
     def credited(self) -> str:
         return f"{self.prefix}:credited"
 
@@ -189,3 +204,42 @@ class InvoicingKeys:
 
     def credit_call(self, invoice: str, idempotency_key: str) -> str:
         return f"{self.prefix}:credit-call:{_digest(invoice + chr(0) + idempotency_key)}"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhooksKeys:
+    prefix: str = "wh"
+
+    @property
+    def endpoints(self) -> str:
+        return f"{self.prefix}:endpoints"
+
+    def secret(self, endpoint: str) -> str:
+        return f"{self.prefix}:secret:{endpoint}"
+
+    def delivery(self, delivery: str) -> str:
+        return f"{self.prefix}:delivery:{delivery}"
+
+    def queue(self, queue: str) -> str:
+        return f"{self.prefix}:queue:{queue}"
+
+    def queues(self, endpoint: str) -> str:
+        return f"{self.prefix}:queues:{endpoint}"
+
+    @property
+    def due(self) -> str:
+        return f"{self.prefix}:due"
+
+    def log(self, endpoint: str) -> str:
+        return f"{self.prefix}:log:{endpoint}"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}:seq"
+
+    @property
+    def backlog(self) -> str:
+        return f"{self.prefix}:backlog"
+
+    def lease(self, queue: str) -> str:
+        return f"{self.prefix}:lease:{queue}"

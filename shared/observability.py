@@ -48,6 +48,16 @@ BILLING_RUNS = Counter("invoicing_billing_runs_total", "Billing runs", ["trigger
 INVOICES_ISSUED = Counter("invoicing_invoices_issued_total", "Invoices numbered and written")
 OUTBOX_BACKLOG = Gauge("entitlements_outbox_backlog",
                        "Events in the entitlements outbox not yet acked by the broker")
+INVOICING_OUTBOX_BACKLOG = Gauge("invoicing_outbox_backlog",
+                                 "invoice.issued and credit_note.issued events in the invoicing "
+                                 "outbox not yet acked by the broker")
+
+WEBHOOK_DELIVERIES = Counter("webhook_deliveries_total",
+                             "Webhook delivery attempts by outcome: delivered, retry (failed, "
+                             "tried again later), failed (given up after the retry window)",
+                             ["outcome"])
+WEBHOOK_BACKLOG = Gauge("webhook_backlog",
+                        "Webhook deliveries not yet delivered nor failed")
 
 ACCESS = logging.getLogger("meterbill.access")
 # ACCESS_LOG (shared.settings), set by create_app; a module flag keeps the check cheap.

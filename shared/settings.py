@@ -121,6 +121,10 @@ class InvoicingSettings(CommonSettings):
     invoicing_consumer_group: str = "invoicing"
     # Run the subscription-events consumer in this process.
     invoicing_consumer: bool = True
+    # Publish invoicing's outbox (`invoice.issued`, `credit_note.issued`) from this process
+    # (off: another replica does), polling it this often when nothing woke the publisher.
+    invoicing_outbox_publisher: bool = True
+    invoicing_outbox_poll_s: float = Field(default=0.5, gt=0)
     # Tenants billed per batch of a billing run (one ClickHouse insert per batch).
     invoicing_batch_tenants: int = Field(default=1_000, ge=1, le=100_000)
     # How long the clock barrier waits for subscription-events to be consumed.
@@ -152,3 +156,36 @@ class InvoicingSettings(CommonSettings):
     @property
     def accounting_zone(self) -> ZoneInfo:
         return zone(self.accounting_tz)
+
+
+class WebhooksSettings(CommonSettings):
+    """Webhook endpoints and their deliveries (docs/webhooks.md)."""
+
+    # Webhooks own their Redis keys under this prefix (shared.keys).
+    webhooks_key_prefix: str = Field(default="wh", pattern=r"^[a-z0-9_-]{1,32}$")
+    # Consumer group reading `subscription-events` into deliveries.
+    webhooks_consumer_group: str = "webhooks"
+    # Run the consumer and the delivery loop in this process (off: API only).
+    webhooks_worker: bool = True
+    # Local development only: accept `http://` URLs, and loopback addresses, for endpoints
+    # on this machine (`make run`'s demo turns it on). Off, an endpoint is `https://` to a
+    # public address.
+    webhooks_allow_http_loopback: bool = False
+    # How long one delivery attempt may take, connection to last byte read (wall seconds).
+    webhooks_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    # Back-off between attempts: the first delay, doubled after each failure up to the cap
+    # (seconds of the platform clock).
+    webhooks_retry_first_s: int = Field(default=5, ge=1, le=3_600)
+    webhooks_retry_cap_s: int = Field(default=3_600, ge=1, le=86_400)
+    # How long a delivery is retried from its first attempt before it is marked failed
+    # (hours of the platform clock; never less than a day).
+    webhooks_retry_window_h: int = Field(default=24, ge=24, le=24 * 30)
+    # Deliveries in flight at once: per endpoint (its tenants' queues), and in all.
+    webhooks_endpoint_concurrency: int = Field(default=4, ge=1, le=64)
+    webhooks_concurrency: int = Field(default=64, ge=1, le=1_024)
+    # At most this many endpoints, each listing at most `webhooks_max_events` event types.
+    webhooks_max_endpoints: int = Field(default=100, ge=1, le=10_000)
+    # Finished deliveries kept in each endpoint's log (older ones are forgotten).
+    webhooks_log_size: int = Field(default=1_000, ge=10, le=100_000)
+    # Seconds between looks at the due deliveries when nothing woke the delivery loop.
+    webhooks_poll_s: float = Field(default=0.2, gt=0, le=10)

@@ -24,6 +24,7 @@ from hypothesis import settings as hypothesis_settings
 from services.entitlements.part import EntitlementsPart
 from services.invoicing.part import InvoicingPart
 from services.metering.part import MeteringPart
+from services.webhooks.part import WebhooksPart
 from shared.app import Runtime, ServicePart, create_app
 from shared.settings import CommonSettings
 from shared.stack import EmbeddedStack, Endpoints, TansuBroker, ValkeyServer, free_port
@@ -135,7 +136,8 @@ async def start_app(values: dict[str, Any],
     common = {k: v for k, v in values.items() if k in CommonSettings.model_fields}
     settings = CommonSettings(**common)
     if parts is None:
-        parts = [MeteringPart(values), EntitlementsPart(common), InvoicingPart(common)]
+        parts = [MeteringPart(values), EntitlementsPart(common), InvoicingPart(common),
+                 WebhooksPart(values)]
     app = create_app(settings, parts)
     lifespan = app.router.lifespan_context(app)
     await lifespan.__aenter__()

@@ -8,9 +8,11 @@ from services.entitlements.api import router
 from services.entitlements.fastpath import CheckFastPath
 from services.entitlements.service import EntitlementsService
 from services.entitlements.store import EntitlementsStore
-from services.entitlements.worker import LifecycleJob, OutboxPublisher
+from services.entitlements.worker import LifecycleJob
 from shared.app import Runtime
 from shared.catalog import Catalog, load_catalog
+from shared.observability import OUTBOX_BACKLOG
+from shared.outbox import OutboxPublisher
 from shared.settings import EntitlementsSettings
 
 
@@ -28,9 +30,10 @@ class EntitlementsPart:
 
     async def start(self, runtime: Runtime) -> None:
         store = EntitlementsStore(runtime.redis, self.settings.entitlements_key_prefix)
-        publisher = OutboxPublisher(store, runtime.producer,
+        publisher = OutboxPublisher(store.outbox, runtime.producer,
                                     self.settings.subscription_events_topic,
-                                    self.settings.entitlements_outbox_poll_s)
+                                    self.settings.entitlements_outbox_poll_s, "entitlements",
+                                    OUTBOX_BACKLOG)
         self.service = EntitlementsService(store, self.catalog, runtime.clock, self.settings,
                                            publisher.notify)
         runtime.scheduler.register(LifecycleJob(self.service))

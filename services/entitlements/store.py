@@ -28,6 +28,7 @@ import orjson
 from redis.asyncio import Redis
 
 from shared.keys import TENANT_ZONES, EntitlementsKeys, InvoicingKeys, users_key
+from shared.outbox import OutboxStream
 from shared.redis import ReadMany
 
 # KEYS[7] marks this very call: the client sends a call again when its connection broke, and
@@ -65,16 +66,6 @@ return {1, ARGV[2]}
 """
 
 # Take or renew the publisher lease only if it is free or already ours.
-_LEASE = """
-local holder = redis.call('GET', KEYS[1])
-if (not holder) or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class Change:
     """Everything one commit writes besides the document itself."""
@@ -108,7 +99,7 @@ class EntitlementsStore:
         self.keys = EntitlementsKeys(prefix)
         self._commit = redis.register_script(_COMMIT)
         self._read_many = ReadMany(redis)
-        self._lease = redis.register_script(_LEASE)
+        self.outbox = OutboxStream(redis, self.keys.outbox, self.keys.outbox_lease)
 
     # --- tenant documents --------------------------------------------------------------
 
@@ -165,29 +156,6 @@ class EntitlementsStore:
     async def due_tenants(self, until_us: int) -> list[str]:
         rows = await self.redis.zrangebyscore(self.keys.due, "-inf", until_us)
         return [str(t) for t in rows]
-
-    # --- outbox ------------------------------------------------------------------------
-
-    async def outbox_batch(self, count: int) -> list[tuple[str, dict[str, str]]]:
-        rows: Any = await self.redis.xrange(self.keys.outbox, count=count)
-        return [(str(i), {str(k): str(v) for k, v in f.items()}) for i, f in rows]
-
-    async def outbox_length(self) -> int:
-        return int(await self.redis.xlen(self.keys.outbox))
-
-    async def outbox_ack(self, ids: Sequence[str]) -> None:
-        if ids:
-            await self.redis.xdel(self.keys.outbox, *ids)
-
-    async def outbox_size(self) -> int:
-        return int(await self.redis.xlen(self.keys.outbox))
-
-    async def take_lease(self, holder: str, ttl_ms: int) -> bool:
-        return bool(await self._lease(keys=[self.keys.outbox_lease], args=[holder, ttl_ms]))
-
-    async def release_lease(self, holder: str) -> None:
-        if await self.redis.get(self.keys.outbox_lease) == holder:
-            await self.redis.delete(self.keys.outbox_lease)
 
     # --- licences (R4.12) --------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
+from services.invoicing.announce import api_actor
 from services.invoicing.answers import BillingRun, Invoice, InvoicePage, UpcomingInvoice
 from services.invoicing.documents import to_csv
 from services.invoicing.models import BillingRunRequest, CreditNoteRequest
@@ -97,7 +98,8 @@ async def credit_note(number: str, body: CreditNoteRequest, principal: AdminKey,
                       ) -> dict[str, Any]:
     """R9.3. `Idempotency-Key` makes a retry safe: the same note, not a second one."""
     note = await service.credits.credit_note(number, body.amount, body.reason,
-                                             principal.tenant, idempotency_key)
+                                             principal.tenant, idempotency_key,
+                                             api_actor(principal.key_id))
     # A retry with the same Idempotency-Key answers the same note: logged again, same number.
     audit("credit_note", principal, invoice=number, credit_note=note.get("number"),
           tenant=note.get("tenant"), amount=body.amount, reason=body.reason)

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from services.invoicing import legal
+from services.invoicing.announce import announcement
 from services.invoicing.documents import compose_tax, credit_note, minor_text
 from services.invoicing.reads import InvoiceReads
 from services.invoicing.state import (
@@ -38,8 +39,8 @@ class CreditNotes:
         self.settings = settings
 
     async def credit_note(self, number: str, amount_text: str | None, reason: str,
-                          tenant_scope: str | None, idempotency_key: str | None = None
-                          ) -> dict[str, Any]:
+                          tenant_scope: str | None, idempotency_key: str | None = None,
+                          actor: dict[str, Any] | None = None) -> dict[str, Any]:
         """R9.3. With an Idempotency-Key, a request sent again answers the note the first one
         issued (409 if the body differs), even once nothing is left to credit."""
         await self.reads.invoice(number, tenant_scope)  # another tenant's invoice does not exist
@@ -56,7 +57,7 @@ class CreditNotes:
             if earlier is not None:
                 return await self._replayed_note(earlier, fingerprint)
         try:
-            return await self._issue_credit_note(number, amount_text, reason, request)
+            return await self._issue_credit_note(number, amount_text, reason, request, actor)
         except ValidationFailed as refused:
             if request is None or refused.error_code != "credit_exceeds_invoice":
                 raise
@@ -67,7 +68,8 @@ class CreditNotes:
             return await self._replayed_note(earlier, request.fingerprint)
 
     async def _issue_credit_note(self, number: str, amount_text: str | None, reason: str,
-                                 request: CreditRequest | None) -> dict[str, Any]:
+                                 request: CreditRequest | None,
+                                 actor: dict[str, Any] | None) -> dict[str, Any]:
         invoice = await self.reads.invoice(number, None)
         if invoice["kind"] == "credit_note":
             raise Conflict(f"{number} is a credit note; credit the invoice it credits, "
@@ -89,7 +91,8 @@ class CreditNotes:
         doc.update(legal.mentions(self.settings, tenant, views.get(tenant),
                                   legal.CREDIT_NOTE_TERMS_DAYS))
         result = await self.state.credit(number, total_minor, amount_minor,
-                                         await self.clock.now(), orjson.dumps(doc), request)
+                                         await self.clock.now(), orjson.dumps(doc),
+                                         announcement(doc, actor), request)
         if result.outcome == "refused":
             raise _exceeds(number, result.left_minor, currency)
         if result.outcome == "replayed":  # the same request, at the same time

@@ -1,4 +1,5 @@
-"""Invoicing wired onto a runtime: stores, service, billing job, consumer, routes."""
+"""Invoicing wired onto a runtime: stores, service, billing job, consumer, outbox publisher,
+routes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from shared.catalog import Catalog, load_catalog
 from shared.catalog_usage import check_usage_meters
 from shared.keys import EntitlementsKeys, InvoicingKeys
 from shared.meters import MeterRegistry
+from shared.observability import INVOICING_OUTBOX_BACKLOG
+from shared.outbox import OutboxPublisher, OutboxStream
 from shared.settings import InvoicingSettings
 
 
@@ -31,12 +34,21 @@ class InvoicingPart:
         check_usage_meters(self.catalog, {m.slug for m in self.meters.all()})
         self.service: InvoicingService | None = None
         self.consumer: SubscriptionConsumer | None = None
+        self.publisher: OutboxPublisher | None = None
         self._registered = False
 
     async def start(self, runtime: Runtime) -> None:
-        state = InvoiceState(runtime.redis, InvoicingKeys(self.settings.invoicing_key_prefix),
+        keys = InvoicingKeys(self.settings.invoicing_key_prefix)
+        publisher = OutboxPublisher(
+            OutboxStream(runtime.redis, keys.outbox, keys.outbox_lease), runtime.producer,
+            self.settings.subscription_events_topic, self.settings.invoicing_outbox_poll_s,
+            "invoicing", INVOICING_OUTBOX_BACKLOG)
+        state = InvoiceState(runtime.redis, keys,
                              EntitlementsKeys(self.settings.entitlements_key_prefix),
-                             self.settings.accounting_zone)
+                             self.settings.accounting_zone, publisher.notify)
+        if self.settings.invoicing_outbox_publisher:
+            publisher.start(runtime.health)
+            self.publisher = publisher
         store = InvoiceStore(runtime.clickhouse, self.settings.invoicing_clickhouse_database)
         await store.ensure_database()
         service = InvoicingService(state, store, self.catalog, runtime.clock, self.settings,
@@ -57,6 +69,9 @@ class InvoicingPart:
             await self.consumer.caught_up()
 
     async def stop(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.stop()
+            self.publisher = None
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from services.invoicing import legal, schedule
+from services.invoicing.announce import announcement
 from services.invoicing.credits import CreditNotes
 from services.invoicing.declines import DECLINED, RenewalDeclines
 from services.invoicing.documents import render
@@ -232,9 +233,10 @@ class InvoicingService:
         return RunResult(issued, skipped)
 
     async def _issue(self, drafts: Sequence[Draft], issued_at: datetime,
-                     views: Mapping[str, TenantState]) -> tuple[list[str], list[str]]:
-        """Number and write `drafts`; `views` (their tenants' documents, as read for the
-        drafts) name the buyer (R9.8)."""
+                     views: Mapping[str, TenantState], actor: dict[str, Any] | None = None
+                     ) -> tuple[list[str], list[str]]:
+        """Number, announce and write `drafts`; `views` (their tenants' documents, as read
+        for the drafts) name the buyer (R9.8); `actor` is who caused them (null: the clock)."""
         requests: list[IssueRequest] = []
         terms = self.settings.invoicing_payment_terms_days
         for draft in drafts:
@@ -246,7 +248,7 @@ class InvoicingService:
                 if draft.billing_date or draft.advances_cutoff else self.state.keys.events,
                 field=draft.key, kind="INV",
                 issued_at=issued_at, template=orjson.dumps(doc),
-                empty=not draft.lines,
+                announcement=announcement(doc, actor), empty=not draft.lines,
                 last="" if draft.billing_date is None else draft.billing_date.isoformat(),
                 cutoff_us=micros(draft.usage_cutoff)
                 if draft.usage_cutoff is not None and draft.advances_cutoff else None))
@@ -294,7 +296,9 @@ class InvoicingService:
                       key=str(event.get("id")), extra={"event": event.get("id")})
         issued_at = _event_time(event.get("time")) or await self.clock.now()
         await self.recover()
-        await self._issue([draft], issued_at, views)
+        # The purchase's actor caused this invoice: its announcement names them.
+        actor = data.get("actor") if isinstance(data.get("actor"), dict) else None
+        await self._issue([draft], issued_at, views, actor)
         await self.declines.settle(draft.key)  # R8.6: a decline read before this invoice
 
     def _charge_line(self, view: TenantState, event: dict[str, Any], data: dict[str, Any],

@@ -22,12 +22,15 @@ The keys (`shared.keys.InvoicingKeys`, prefix `INVOICING_KEY_PREFIX`) and what e
 - `ended`              set: tenants whose subscription ended and whose last billing date is
                        invoiced: their late usage gets an invoice of its own (R9.4)
 - `sweep`              µs of the platform clock when `ended` is next looked at (daily)
+- `outbox`             stream of `invoice.issued` / `credit_note.issued` events not yet
+                       published (`shared.outbox`), appended by the call that numbers the
+                       document they announce; `outbox_lease` the publisher's lease
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final, Literal
@@ -65,6 +68,13 @@ local function fill(template, number, text)
   doc = string.gsub(doc, '"issued_at":"@@ISSUED_AT@@"', '"issued_at":"' .. text .. '"', 1)
   return doc
 end
+-- The document's announcement (announce.py) joins invoicing's outbox in the numbering call:
+-- one event, one id, per number, whatever crash follows.
+local function announce(outbox, template, event_id, tenant, number, text)
+  local event = fill(template, number, text)
+  event = string.gsub(event, '"time":"@@ISSUED_AT@@"', '"time":"' .. text .. '"', 1)
+  redis.call('XADD', outbox, '*', 'id', event_id, 'key', tenant, 'value', event)
+end
 """
 
 # One atomic step per document (R9.3): refuse if the key is already billed, else take the
@@ -82,6 +92,7 @@ if ARGV[4] ~= '1' then
   local text
   number, text = take_number(KEYS[4], ARGV[10], ARGV[2], tonumber(ARGV[7]), ARGV[8], ARGV[9])
   redis.call('HSET', KEYS[2], number, fill(ARGV[3], number, text))
+  announce(KEYS[5], ARGV[11], ARGV[12], ARGV[13], number, text)
 end
 redis.call('HSET', KEYS[1], ARGV[1], number)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'last', ARGV[5]) end
@@ -107,6 +118,7 @@ if credited + amount > total then return {0, tostring(total - credited)} end
 local number, text = take_number(KEYS[4], ARGV[10], 'CN-', tonumber(ARGV[7]), ARGV[8],
                                  ARGV[9])
 redis.call('HSET', KEYS[2], number, fill(ARGV[4], number, text))
+announce(KEYS[5], ARGV[11], ARGV[12], ARGV[13], number, text)
 redis.call('HINCRBY', KEYS[1], ARGV[1], amount)
 redis.call('SET', KEYS[3], number .. ' ' .. ARGV[5], 'EX', ARGV[6])
 return {1, number, text}
@@ -120,6 +132,16 @@ class CreditRequest:
     key: str
     fingerprint: str
     ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """The event announcing a document (announce.py): its id, its tenant (the Kafka key)
+    and its template, filled with the number and issue instant as the document is."""
+
+    event_id: str
+    tenant: str
+    template: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +169,7 @@ class IssueRequest:
     kind: str  # INV
     issued_at: datetime  # asked for; a later one if the sequence is already past it
     template: bytes  # the document JSON with NUMBER_PLACEHOLDER and ISSUED_AT_PLACEHOLDER
+    announcement: Announcement
     empty: bool = False
     last: str = ""
     cutoff_us: int | None = None
@@ -158,12 +181,20 @@ class IssueResult:
     number: str  # '' when nothing was due
 
 
+def _announced(announcement: Announcement) -> tuple[bytes, str, str]:
+    """ARGV[11..13] of the numbering scripts."""
+    return announcement.template, announcement.event_id, announcement.tenant
+
+
 class InvoiceState:
     """The small atomic state in Redis (numbers, billed marks, pending documents)."""
 
     def __init__(self, redis: Redis, keys: InvoicingKeys, tenants: EntitlementsKeys,
-                 accounting_zone: ZoneInfo) -> None:
+                 accounting_zone: ZoneInfo,
+                 announced: Callable[[], None] = lambda: None) -> None:
         self.redis = redis
+        # Called once a numbering call may have appended to the outbox: wakes its publisher.
+        self.announced = announced
         self.keys = keys
         self.tenants = tenants
         self.accounting_zone = accounting_zone
@@ -261,25 +292,30 @@ class InvoiceState:
         pipe = self.redis.pipeline(transaction=False)
         for r in requests:
             call = self.keys.issue_call(uuid.uuid4().hex)
-            pipe.eval(_ISSUE, 4, r.marker_key, self.keys.pending, call,
-                      self.keys.last_issued(r.kind), r.field, f"{r.kind}-", r.template,
-                      "1" if r.empty else "0", r.last,
+            pipe.eval(_ISSUE, 5, r.marker_key, self.keys.pending, call,
+                      self.keys.last_issued(r.kind), self.keys.outbox, r.field,
+                      f"{r.kind}-", r.template, "1" if r.empty else "0", r.last,
                       "" if r.cutoff_us is None else str(r.cutoff_us),
-                      *self._instant(r.issued_at), self.keys.sequence_prefix(r.kind))
+                      *self._instant(r.issued_at), self.keys.sequence_prefix(r.kind),
+                      *_announced(r.announcement))
         results = await pipe.execute()
+        self.announced()
         return [IssueResult(int(code) == 1, str(value)) for code, value in results]
 
     async def credit(self, invoice: str, total_minor: int, amount_minor: int,
-                     issued_at: datetime, template: bytes, request: CreditRequest | None = None
-                     ) -> CreditResult:
+                     issued_at: datetime, template: bytes, announcement: Announcement,
+                     request: CreditRequest | None = None) -> CreditResult:
         """Number a credit note if `amount_minor` is still left to credit on `invoice`."""
         call, fingerprint, ttl_s = (self.keys.credit_call(invoice, request.key),
                                     request.fingerprint, request.ttl_s) if request else (
             self.keys.credit_call(invoice, uuid.uuid4().hex), "", 86_400)
         reply = await self._credit(
-            keys=[self.keys.credited, self.keys.pending, call, self.keys.last_issued("CN")],
+            keys=[self.keys.credited, self.keys.pending, call, self.keys.last_issued("CN"),
+                  self.keys.outbox],
             args=[invoice, str(total_minor), str(amount_minor), template, fingerprint,
-                  str(ttl_s), *self._instant(issued_at), self.keys.sequence_prefix("CN")])
+                  str(ttl_s), *self._instant(issued_at), self.keys.sequence_prefix("CN"),
+                  *_announced(announcement)])
+        self.announced()
         return _credit_result(int(reply[0]), str(reply[1]),
                               str(reply[2]) if len(reply) > 2 else "")
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from services.webhooks.store import NewDelivery, WebhookStore
 from shared.auth import Role
 from tests.conftest import ADMIN, RunningApp, create_tenant, eventually
 from tests.foundation.test_auth_routes import ALLOWED, PUBLIC
@@ -58,6 +59,7 @@ class World:
     anchor: date
     lot: str
     number: str
+    webhooks: WebhookStore
     keys: dict[tuple[Role, str], Headers] = field(default_factory=dict)
     key_ids: dict[tuple[Role, str], str] = field(default_factory=dict)
     serial: itertools.count[int] = field(default_factory=itertools.count)
@@ -106,7 +108,8 @@ async def build_world(platform: RunningApp, unique: str) -> World:
             return None
         number = await eventually(immediate)
     world = World(client=client, unique=unique, a=a, b=b,
-                  anchor=date.fromisoformat(created["anchor"]), lot=lot, number=str(number))
+                  anchor=date.fromisoformat(created["anchor"]), lot=lot, number=str(number),
+                  webhooks=platform.app.state.webhooks.store)
     for role in Role:
         for scope in SCOPES:
             key_id, headers = await mint(client, role, world.scope_tenant(scope))
@@ -124,7 +127,8 @@ class Call:
     url: str
     json: Any = None
     params: dict[str, str] | None = None
-    # The DELETE of a key names a fresh victim: its id, to clean up after.
+    # A call on an object made for it (a key to delete, an endpoint of A) names it: its id,
+    # to clean up after.
     victim: str | None = None
 
 
@@ -225,6 +229,51 @@ async def _uncancel_if_refused(world: World, call: Call, response: httpx.Respons
         await _lot_action(world, "uncancel")
 
 
+# A public address written in the URL (no name to resolve), for an event type nothing sends:
+# the endpoints made here are never delivered to, and each is deleted after its call.
+HOOK = {"url": "https://93.184.216.34/hooks", "events": ["tests.never"]}
+
+
+async def _webhook_of_a(world: World) -> str:
+    response = await world.client.post("/v1/webhooks", headers=ADMIN,
+                                       json={**HOOK, "tenant": world.a})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _new_webhook(world: World) -> Call:
+    return Call("POST", "/v1/webhooks", {**HOOK, "tenant": world.a})
+
+
+async def _drop_new_webhook(world: World, call: Call, response: httpx.Response) -> None:
+    if response.status_code == 201:
+        await world.client.delete(f"/v1/webhooks/{response.json()['id']}", headers=ADMIN)
+
+
+async def _delete_webhook(world: World) -> Call:
+    hook = await _webhook_of_a(world)
+    return Call("DELETE", f"/v1/webhooks/{hook}", victim=hook)
+
+
+async def _deliveries(world: World) -> Call:
+    hook = await _webhook_of_a(world)
+    return Call("GET", f"/v1/webhooks/{hook}/deliveries", victim=hook)
+
+
+async def _retry(world: World) -> Call:
+    """A's endpoint with one pending delivery of an event of A's, written as the
+    subscription-events consumer writes them."""
+    hook = await _webhook_of_a(world)
+    event = NewDelivery(id=f"msg_{hook}", endpoint=hook, tenant=world.a,
+                        event_type="tests.never", event_id=world.next_id("event"), body=b"{}")
+    assert await world.webhooks.enqueue([event], 0) == 1
+    return Call("POST", f"/v1/webhooks/{hook}/deliveries/{event.id}/retry", victim=hook)
+
+
+async def _drop_webhook(world: World, call: Call, response: httpx.Response) -> None:
+    await world.client.delete(f"/v1/webhooks/{call.victim}", headers=ADMIN)
+
+
 RECIPES: dict[Route, Recipe] = {
     ("POST", "/v1/api-keys"): Recipe(201, fixed(
         "POST", lambda w: "/v1/api-keys", lambda w: {"role": "dashboard", "tenant": w.a})),
@@ -276,6 +325,14 @@ RECIPES: dict[Route, Recipe] = {
         lambda w: {"amount": "0.01", "reason": "authorization matrix"})),
     ("GET", "/v1/tenants/{tenant}/upcoming-invoice"): Recipe(200, fixed(
         "GET", lambda w: f"/v1/tenants/{w.a}/upcoming-invoice")),
+    ("POST", "/v1/webhooks"): Recipe(201, _new_webhook, after=_drop_new_webhook),
+    ("GET", "/v1/webhooks"): Recipe(200, fixed("GET", lambda w: "/v1/webhooks"),
+                                    about_a=False),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): Recipe(204, _delete_webhook, after=_drop_webhook),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): Recipe(200, _deliveries,
+                                                           after=_drop_webhook),
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): Recipe(
+        202, _retry, after=_drop_webhook),
 }
 
 

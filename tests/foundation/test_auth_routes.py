@@ -39,6 +39,11 @@ ALLOWED: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/invoices/{number}"): {FIN, DSH, ADM},
     ("POST", "/v1/invoices/{number}/credit-notes"): {ADM},
     ("GET", "/v1/tenants/{tenant}/upcoming-invoice"): {FIN, ADM},
+    ("POST", "/v1/webhooks"): {ADM},
+    ("GET", "/v1/webhooks"): {ADM},
+    ("DELETE", "/v1/webhooks/{webhook_id}"): {ADM},
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): {ADM},
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): {ADM},
 }
 
 # Well-formed bodies, so that the tenant scope is what answers, not the body's validation.

@@ -10,10 +10,11 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.entitlements.store import Change, EntitlementsStore
-from services.invoicing.state import InvoiceState
+from services.invoicing.state import Announcement, InvoiceState
 from shared.keys import EntitlementsKeys, InvoicingKeys
 from shared.redis import make_redis
 from shared.stack import Endpoints, free_port
@@ -104,16 +105,25 @@ async def test_a_credit_note_call_resent_issues_one_note(endpoints: Endpoints,
                              ZoneInfo("UTC"))
         try:
             template = b'{"number":"@@NUMBER@@"}'
+            event = b'{"time":"@@ISSUED_AT@@","data":{"number":"@@NUMBER@@"}}'
             # Redis learns the script first, so the answer dropped below is the credit's.
-            first = await state.credit("INV-0", 1000, 100, ISSUED, template)
+            first = await state.credit("INV-0", 1000, 100, ISSUED, template,
+                                       Announcement("event-0", "acme", event))
             assert (first.outcome, first.number) == ("issued", "CN-2026-000001")
             proxy.drop_next_answer = True
-            resent = await state.credit("INV-1", 1000, 400, ISSUED, template)
+            resent = await state.credit("INV-1", 1000, 400, ISSUED, template,
+                                        Announcement("event-1", "acme", event))
             assert proxy.dropped == 1
             # The answer of the call that ran, and the only note numbered for it.
             assert (resent.outcome, resent.number) == ("replayed", "CN-2026-000002")
             assert await state.credited_minor("INV-1") == 400
             assert await direct.hlen(state.keys.pending) == 2  # INV-0's note and this one
+            # One announcement per note, filled as the note was numbered (R9.3).
+            rows: Any = await direct.xrange(state.keys.outbox)
+            announced = [(f["id"], f["value"]) for _, f in rows]
+            assert announced == [
+                ("event-0", '{"time":"2026-03-01T00:00:00Z","data":{"number":"CN-2026-000001"}}'),
+                ("event-1", '{"time":"2026-03-01T00:00:00Z","data":{"number":"CN-2026-000002"}}')]
         finally:
             await via_proxy.aclose()
             await direct.aclose()

@@ -1,0 +1,84 @@
+"""The consumer that turns `subscription-events` into deliveries (docs/webhooks.md).
+
+A loop: poll a bounded batch, write its deliveries to valkey (each once, by delivery id),
+commit the offsets after the write, wake the delivery loop. A crash before the commit reads
+the batch again and writes nothing new; an outage is retried with back-off, and `/readyz`
+says so once it lasts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from functools import partial
+from typing import Final
+
+from aiokafka import AIOKafkaConsumer
+
+from services.webhooks.routing import deliveries_for
+from services.webhooks.store import WebhookStore
+from shared.clock import Clock
+from shared.consumer import LoopHealth, Retrier, Stopping
+from shared.kafka import make_consumer
+from shared.observability import CONSUMER_LAG
+from shared.settings import WebhooksSettings
+from shared.times import micros
+
+LOOP: Final = "webhooks-consumer"
+BATCH: Final = 500
+FETCH_WAIT_MS: Final = 20
+
+
+class DeliveryFeed:
+    def __init__(self, settings: WebhooksSettings, store: WebhookStore, clock: Clock,
+                 health: LoopHealth, written: Callable[[], None]) -> None:
+        self._topic = settings.subscription_events_topic
+        self._store = store
+        self._clock = clock
+        self._health = health
+        self._written = written
+        self._retrier = Retrier(LOOP, health, initial_s=settings.retry_initial_s,
+                                max_s=settings.retry_max_s)
+        # A short fetch wait: a delivery's latency starts with it (the broker may hold an
+        # empty fetch that long before it answers what arrived meanwhile).
+        self.consumer: AIOKafkaConsumer = make_consumer(
+            settings, settings.webhooks_consumer_group, max_poll_records=BATCH,
+            fetch_max_wait_ms=FETCH_WAIT_MS)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.consumer.subscribe([self._topic])
+        await self.consumer.start()
+        CONSUMER_LAG.watch(LOOP, self.consumer)
+        self._task = asyncio.create_task(self._run(), name=LOOP)
+        self._health.supervise(self._task)
+
+    async def stop(self) -> None:
+        self._retrier.stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=5.0)
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
+
+    async def _run(self) -> None:
+        with contextlib.suppress(Stopping):
+            while True:
+                batch = await self._retrier.run("poll", lambda: self.consumer.getmany(
+                    timeout_ms=100, max_records=BATCH))
+                ends = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+                if not ends:
+                    continue
+                values = [r.value or b"" for records in batch.values() for r in records]
+                await self._retrier.run("write", partial(self.write, values))
+                await self._retrier.run("commit", partial(self.consumer.commit, ends))
+                CONSUMER_LAG.committed(LOOP, ends)
+                self._written()
+
+    async def write(self, values: list[bytes]) -> int:
+        """The deliveries of these messages, in order, for the endpoints as they are now."""
+        endpoints = await self._store.endpoints()
+        deliveries = [d for value in values for d in deliveries_for(value, endpoints)]
+        return await self._store.enqueue(deliveries, micros(await self._clock.now()))
+

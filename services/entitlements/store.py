@@ -15,6 +15,8 @@ The keys (`shared.keys.EntitlementsKeys`) and what each holds:
 - `commit_call` the version one `_COMMIT` call wrote (10 minutes), so the client's resend
                of that call answers "committed" again
 - `tenant-zones` hash tenant -> IANA zone, for metering and key minting
+- `meter_touched` hash written by metering: the (tenant, meter) pairs whose thresholds
+               need a look (R10.4); `thresholds` the reached ones of a period, each once
 """
 
 from __future__ import annotations
@@ -74,6 +76,26 @@ end
 return 0
 """
 
+# R10.4: mark each threshold reached and queue its event in one call, so a threshold is never
+# marked without its event nor published twice; then drop the touch of the (tenant, meter)
+# that was looked at, unless metering touched it again meanwhile (another look is due).
+# KEYS: the period's marker hash, the outbox, the touched hash. ARGV: the touched member,
+# the touch counter seen, the markers' lifetime (s), [[threshold, event id, key, value], ...].
+_THRESHOLDS = """
+local published = 0
+for _, item in ipairs(cjson.decode(ARGV[4])) do
+  if redis.call('HSETNX', KEYS[1], item[1], item[2]) == 1 then
+    redis.call('XADD', KEYS[2], '*', 'id', item[2], 'key', item[3], 'value', item[4])
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+    published = published + 1
+  end
+end
+if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
+return published
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -109,6 +131,7 @@ class EntitlementsStore:
         self._commit = redis.register_script(_COMMIT)
         self._read_many = ReadMany(redis)
         self._lease = redis.register_script(_LEASE)
+        self._thresholds = redis.register_script(_THRESHOLDS)
 
     # --- tenant documents --------------------------------------------------------------
 
@@ -188,6 +211,25 @@ class EntitlementsStore:
     async def release_lease(self, holder: str) -> None:
         if await self.redis.get(self.keys.outbox_lease) == holder:
             await self.redis.delete(self.keys.outbox_lease)
+
+    # --- thresholds (R10.4) ------------------------------------------------------------
+
+    async def touched(self, cursor: int, count: int) -> tuple[int, list[tuple[str, str]]]:
+        """One page of the (tenant, meter) pairs metering touched: member, touch counter."""
+        reply: Any = await self.redis.hscan(self.keys.meter_touched, cursor, count=count)
+        following, pairs = reply
+        return int(following), [(str(m), str(v)) for m, v in dict(pairs).items()]
+
+    async def mark_thresholds(self, markers: str, member: str, seen: str,
+                              events: Sequence[tuple[str, str, str, bytes]],
+                              ttl_s: int) -> int:
+        """Queue the events of thresholds not yet marked, mark them and settle the touch
+        (`_THRESHOLDS`); how many were queued."""
+        items = [[threshold, event_id, key, value.decode()]
+                 for threshold, event_id, key, value in events]
+        return int(await self._thresholds(
+            keys=[markers, self.keys.outbox, self.keys.meter_touched],
+            args=[member, seen, str(ttl_s), orjson.dumps(items)]))
 
     # --- licences (R4.12) --------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from shared.catalog_usage import check_usage_meters
 from shared.keys import EntitlementsKeys, InvoicingKeys
 from shared.meters import MeterRegistry
 from shared.settings import InvoicingSettings
+from shared.usage_limits import check_usage_limits
 
 
 class InvoicingPart:
@@ -28,7 +29,9 @@ class InvoicingPart:
         # R10.1: a usage charge prices a built-in or a declared meter; only here are both
         # the catalog and the declared meters known, so the meter names are checked here.
         self.meters = MeterRegistry.load(self.settings.meters)
-        check_usage_meters(self.catalog, {m.slug for m in self.meters.all()})
+        known = {m.slug: m for m in self.meters.all()}
+        check_usage_meters(self.catalog, known)
+        check_usage_limits(self.catalog, known)  # R10.4: limits only where counted live
         self.service: InvoicingService | None = None
         self.consumer: SubscriptionConsumer | None = None
         self._registered = False

@@ -276,3 +276,20 @@ def test_r10_4_a_limit_no_live_counter_holds_stops_every_service_naming_the_fiel
         with pytest.raises(CatalogError) as raised:
             make({"catalog": catalog, "meters": meters})
         assert raised.value.field == field, make
+
+
+async def test_r10_4_large_and_fractional_values_add_up_exactly(
+        endpoints: Endpoints, unique: str, tmp_path: Path) -> None:
+    """By hand: 11 × 999,999,999,999,999 SMS + 0.5 + 0.5 = 10,999,999,999,999,990, in one
+    batch. The eleven large ones sum past 2^53, where valkey's Lua (doubles) could not add
+    them exactly: 10,999,999,999,999,989 is odd, no double holds it."""
+    catalog, meters = write_catalog(tmp_path, METERED, METERED_PLUS)
+    tenant = f"{unique}-large"
+    async with private_platform(endpoints, unique, START,
+                                db=LIMITS_DB, catalog=catalog, meters=meters) as app:
+        await create_metered(app, tenant)
+        at = "2027-01-10T09:00:00Z"
+        counts = ["999999999999999"] * 11 + ["0.5", "0.5"]
+        await send(app, [usage(tenant, "sms.sent", {"count": count}, f"l-{n}", at)
+                         for n, count in enumerate(counts)])
+        await used_reaches(app, tenant, "sms_sent", 10_999_999_999_999_990)

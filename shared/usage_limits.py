@@ -24,7 +24,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any, Final
 
 from shared import keys
-from shared.catalog import Catalog, CatalogError, Plan, UsageCharge
+from shared.catalog import CHECKED_NAMES, Catalog, CatalogError, Plan, UsageCharge
 from shared.catalog_usage import check_usage_meters
 from shared.events import UsageEvent
 from shared.meters import Aggregation, Meter, MeterRegistry, lookup
@@ -37,12 +37,22 @@ LiveOp = list[str | int]
 
 
 def check_usage_limits(catalog: Catalog, meters: Mapping[str, Meter]) -> None:
-    """A limit or thresholds only on a meter a live counter holds exactly (see above)."""
+    """A limit or thresholds only on a meter a live counter holds exactly (see above); a
+    meter the check answers (`feature=<meter>`) under a name of its own."""
+    taken = CHECKED_NAMES | {r.id for r in catalog.resources} | {
+        f for p in catalog.plans for f in p.features} | {
+        p.feature for p in catalog.packs if p.feature is not None}
     problems: list[tuple[str, str]] = []
     for i, plan in enumerate(catalog.plans):
         for j, charge in enumerate(plan.usage):
             meter = meters.get(charge.meter)
-            if meter is None or meter.aggregation in LIVE_AGGREGATIONS:
+            if meter is None:
+                continue
+            if meter.aggregation in LIVE_AGGREGATIONS:
+                if meter.slug in taken:
+                    problems.append((f"plans.{i}.usage.{j}.meter", f"'{meter.slug}' is "
+                                     "already a check of its own (feature="
+                                     f"{meter.slug}); a priced meter needs a name of its own"))
                 continue
             if charge.limit is not None or charge.thresholds:
                 name = "limit" if charge.limit is not None else "thresholds"

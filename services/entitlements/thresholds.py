@@ -134,5 +134,6 @@ class ThresholdWatcher:
                 raise
             except Exception:  # valkey away: the touches wait for the next round
                 log.warning("threshold watch failed; retrying", exc_info=True)
-            if self._cursor == 0:
+                self._cursor = 0
+            if self._cursor == 0:  # a whole scan done (or given up): wait for the next
                 await asyncio.sleep(self._poll_s)

@@ -212,3 +212,16 @@ def test_a_max_meter_priced_without_a_limit_is_billed_but_not_counted_live() -> 
                                           "unit_price": "1"}]))
     # The demo's professional plan prices api_calls: that one is counted live.
     assert set(LiveMeters(catalog, REGISTRY, TOUCHED).meters) == {"api_calls"}
+
+
+@pytest.mark.unit
+def test_a_priced_meter_named_like_another_check_is_refused() -> None:
+    """A declared meter `contacts` would shadow the counted resource's check (R7.4)."""
+    contacts = Meter(slug="contacts", event_type="contact.touched",
+                     aggregation=Aggregation.COUNT)
+    registry = MeterRegistry([*REGISTRY.all(), contacts])
+    catalog = catalog_with(plan("x", 9, [{"meter": "contacts", "model": "per_unit",
+                                          "unit_price": "1"}]))
+    with pytest.raises(CatalogError) as raised:
+        LiveMeters(catalog, registry, TOUCHED)
+    assert raised.value.field == "plans.2.usage.0.meter"

@@ -95,7 +95,8 @@ class LiveState:
             if op[0] == "incr":
                 self.counters[op[1]] += int(op[2])
                 continue
-            if op[0] == "touch":  # a rebuild only lowers counters: no threshold to look at
+            if op[0] == "touch":
+                # Not kept: thresholds are looked at when the next event of the meter comes.
                 continue
             if op[0] == "member":
                 if op[3]:

@@ -12,6 +12,7 @@ from services.entitlements.thresholds import ThresholdWatcher
 from services.entitlements.worker import LifecycleJob, OutboxPublisher
 from shared.app import Runtime
 from shared.catalog import Catalog, load_catalog
+from shared.kafka import make_reader
 from shared.keys import EntitlementsKeys
 from shared.meters import MeterRegistry
 from shared.settings import EntitlementsSettings
@@ -40,7 +41,8 @@ class EntitlementsPart:
         store = EntitlementsStore(runtime.redis, self.settings.entitlements_key_prefix)
         publisher = OutboxPublisher(store, runtime.producer,
                                     self.settings.subscription_events_topic,
-                                    self.settings.entitlements_outbox_poll_s)
+                                    self.settings.entitlements_outbox_poll_s,
+                                    lambda: make_reader(self.settings))
         self.service = EntitlementsService(store, self.catalog, runtime.clock, self.settings,
                                            publisher.notify, self.meters.meters)
         runtime.scheduler.register(LifecycleJob(self.service))

@@ -225,3 +225,25 @@ def test_a_priced_meter_named_like_another_check_is_refused() -> None:
     with pytest.raises(CatalogError) as raised:
         LiveMeters(catalog, registry, TOUCHED)
     assert raised.value.field == "plans.2.usage.0.meter"
+
+
+@pytest.mark.unit
+@given(used=st.decimals(min_value=0, max_value=10**7, places=3, allow_nan=False,
+                        allow_infinity=False),
+       quantity=st.integers(min_value=1, max_value=10**6),
+       tenant_plan=st.sampled_from(["small", "soft"]))
+def test_metered_decisions_follow_the_limit(used: Decimal, quantity: int,
+                                            tenant_plan: str) -> None:
+    """Whatever the figures: beyond the limit denied (hard) or billable (soft), within it
+    covered; remaining is what is left of the limit, never negative."""
+    charge = CATALOG.plan(tenant_plan).usage[0]
+    assert charge.limit is not None
+    limit = charge.limit.per_period
+    found = metered_decision(tenant_document(plan=tenant_plan), INDEX, "api_calls", used,
+                             quantity)
+    beyond = used + quantity > limit
+    expected = ("denied" if charge.limit.mode == "hard" else "billable") if beyond \
+        else "covered"
+    assert found.decision == expected
+    assert found.remaining == max(Decimal(0), limit - used)
+    assert found.limit == limit

@@ -134,9 +134,10 @@ async def test_r10_4_a_hard_limit_denies_within_a_second_and_counts_copies_once(
     """By hand, January 2027 (one period, 1,000 calls allowed):
     700 calls (sent twice) + 100 = 800 used: 200 more are covered (800 + 200 = 1,000), 201
     are denied naming `metered-plus` (5,000 allowed), remaining 200; 800 reaches 0.8 × 1,000.
-    200 more: 1,000 used, denied for one more within a second of the 202, remaining 0; 1.0
-    reached. Every copy sent or produced again changes nothing. February: 900 calls, its own
-    period: 900 used, 0.8 reached again (for February), 1.0 not."""
+    200 more, sent with copies of itself and of the first: 1,000 used, denied for one more
+    within a second of the 202, remaining 0; 1.0 reached. Every copy sent or produced again
+    changes nothing. February, its own period: 900 calls, 900 used, 0.8 reached again (for
+    February); 100 more, 1.0 reached again. Each threshold is announced once a period."""
     catalog, meters = write_catalog(tmp_path, METERED, METERED_PLUS)
     tenant = f"{unique}-hard"
     async with private_platform(endpoints, unique, START,
@@ -155,7 +156,7 @@ async def test_r10_4_a_hard_limit_denies_within_a_second_and_counts_copies_once(
             "limit": 1000, "used": 800, "remaining": 200, "raise_with": "metered-plus"}
 
         last = usage(tenant, "api.calls", {"count": 200}, "a-3", jan)
-        await send(app, [last])
+        await send(app, [last, first, last])
         accepted = time.monotonic()
         while (await check(app, tenant, "api_calls"))["decision"] != "denied":
             assert time.monotonic() - accepted < 1.0, "not denied within one second"
@@ -173,11 +174,16 @@ async def test_r10_4_a_hard_limit_denies_within_a_second_and_counts_copies_once(
         await send(app, [usage(tenant, "api.calls", {"count": 900}, "b-1",
                                "2027-02-02T10:00:00Z")])
         await used_reaches(app, tenant, "api_calls", 900)
-        published = await thresholds_published(endpoints, app, tenant, 3)
+        assert (await thresholds_published(endpoints, app, tenant, 3))[-1]["data"][
+            "period"]["start"] == "2027-02-01"
+        await send(app, [usage(tenant, "api.calls", {"count": 100}, "b-2",
+                               "2027-02-03T10:00:00Z")])
+        await used_reaches(app, tenant, "api_calls", 1000)
+        published = await thresholds_published(endpoints, app, tenant, 4)
         assert sorted((e["data"]["period"]["start"], e["data"]["threshold"],
                        e["data"]["level"]) for e in published) == [
             ("2027-01-01", "0.8", "800"), ("2027-01-01", "1", "1000"),
-            ("2027-02-01", "0.8", "800")]
+            ("2027-02-01", "0.8", "800"), ("2027-02-01", "1", "1000")]
         january = next(e for e in published if e["data"]["threshold"] == "1")
         assert january["subject"] == tenant
         assert {k: v for k, v in january["data"].items() if k != "used"} == {
@@ -191,7 +197,7 @@ async def test_r10_4_a_hard_limit_denies_within_a_second_and_counts_copies_once(
 
 async def rebuilt_counters_agree(app: RunningApp, tenant: str) -> None:
     """The counters rebuilt from ClickHouse (a broker replaced, a crash) are the consumer's:
-    January 10 holds 1,000 calls, February 2 holds 900."""
+    January 10 holds 1,000 calls, February 2 holds 900 (and the 3rd 100)."""
     part = app.parts[0]
     assert isinstance(part, MeteringPart)
     rebuild = LiveRebuild(app.runtime.clickhouse, app.runtime.redis, part.resources.events,
@@ -203,7 +209,7 @@ async def rebuilt_counters_agree(app: RunningApp, tenant: str) -> None:
     assert (state.counters[january], state.counters[february]) == (1000, 900)
     await app.runtime.redis.delete(february)  # lost: the rebuild writes it back
     await rebuild.run(f"test-{uuid.uuid4().hex}", utc)
-    assert (await check(app, tenant, "api_calls"))["used"] == 900
+    assert (await check(app, tenant, "api_calls"))["used"] == 1000
 
 
 async def test_r10_4_soft_limit_billable_and_thresholds_of_the_included_quantity(

@@ -220,6 +220,10 @@ class EntitlementsStore:
         following, pairs = reply
         return int(following), [(str(m), str(v)) for m, v in dict(pairs).items()]
 
+    async def settle_touch(self, member: str, seen: str) -> None:
+        """Clear a touch that announces nothing (no charge, no threshold, no tenant)."""
+        await self.mark_thresholds(self.keys.meter_touched, member, seen, (), 0)
+
     async def mark_thresholds(self, markers: str, member: str, seen: str,
                               events: Sequence[tuple[str, str, str, bytes]],
                               ttl_s: int) -> int:

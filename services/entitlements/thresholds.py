@@ -113,9 +113,8 @@ class ThresholdWatcher:
         charge = None if plan is None else charge_on(plan, meter)
         if state is None or charge is None or not charge.thresholds \
                 or state.status == "ended" or not (days := period_days(state, now)):
-            # Nothing to announce: the touch is settled all the same.
-            return await self._store.mark_thresholds(
-                self._store.keys.meter_touched, member, seen, (), MARK_TTL_S)
+            await self._store.settle_touch(member, seen)
+            return 0
         period = current_period(state, local_date(now, zone_of(state)))
         markers = self._store.keys.thresholds(tenant, meter, period.start)
         values: list[Any] = await self._store.run([*meter_reads(tenant, meter, days),

@@ -247,6 +247,9 @@ async def test_r10_4_soft_limit_billable_and_thresholds_of_the_included_quantity
         assert (event["data"]["meter"], event["data"]["threshold"], event["data"]["of"],
                 event["data"]["level"], event["data"]["limit"]) == (
             "sms_sent", "0.5", "included", "5", None)
+        # Every touch was looked at and cleared, the exports' (no threshold) included.
+        touched = keys.EntitlementsKeys().meter_touched
+        assert await app.runtime.redis.hlen(touched) == 0
 
 
 async def test_r10_4_a_meter_priced_by_another_plan_only_is_not_limited(

@@ -30,7 +30,7 @@ import orjson
 from redis.asyncio import Redis
 
 from shared.keys import TENANT_ZONES, EntitlementsKeys, InvoicingKeys, users_key
-from shared.redis import ReadMany
+from shared.redis import ReadMany, text
 
 # KEYS[7] marks this very call: the client sends a call again when its connection broke, and
 # if the first one ran (another writer may have committed since) it must answer the same.
@@ -218,7 +218,7 @@ class EntitlementsStore:
         """One page of the (tenant, meter) pairs metering touched: member, touch counter."""
         reply: Any = await self.redis.hscan(self.keys.meter_touched, cursor, count=count)
         following, pairs = reply
-        return int(following), [(str(m), str(v)) for m, v in dict(pairs).items()]
+        return int(following), [(text(m), text(v)) for m, v in dict(pairs).items()]
 
     async def settle_touch(self, member: str, seen: str) -> None:
         """Clear a touch that announces nothing (no charge, no threshold, no tenant)."""

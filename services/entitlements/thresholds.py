@@ -28,6 +28,7 @@ from shared.billing.periods import Period, local_date
 from shared.catalog import Catalog, UsageCharge
 from shared.clock import Clock
 from shared.consumer import LoopHealth
+from shared.redis import text
 from shared.subscription import TenantState
 from shared.usage_limits import (
     Threshold,
@@ -120,7 +121,7 @@ class ThresholdWatcher:
         values: list[Any] = await self._store.run([*meter_reads(tenant, meter, days),
                                                    ("HKEYS", markers)])
         used = meter_used(values[:2])
-        marked = {str(m) for m in values[2]}
+        marked = {text(m) for m in values[2]}
         events = [threshold_event(state, charge, t, used, period, now)
                   for t in reached(charge, used) if decimal_text(t.fraction) not in marked]
         return await self._store.mark_thresholds(markers, member, seen, events, MARK_TTL_S)

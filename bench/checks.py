@@ -5,8 +5,10 @@ Starts the embedded stack (tansu, valkey, chDB), then, in child processes, one u
 of the app (the entitlements part, wall clock) and, served the same way, the ceiling: a bare
 Starlette route doing one Redis GET. A bare keep-alive HTTP/1.1 client (httpx would cost more
 CPU than the server it measures) at concurrency 32 drives each for
-`--seconds`: single checks (`module=crm&user=…`, the R6.3 path), the ceiling, and batches of
-`--batch` decisions. Repeated `--runs` times; the medians are printed last.
+`--seconds`: single checks (`module=crm&user=…`, the R6.3 path), metered-limit checks
+(`feature=api_calls&quantity=…` on a `professional` tenant created now, R10.4: two MGETs of
+the period's days so far, one day here), the ceiling, and batches of `--batch` decisions.
+Repeated `--runs` times; the medians are printed last.
 
     .venv/bin/python bench/checks.py [--seconds 5] [--runs 3] [--concurrency 32]
 """
@@ -33,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 ADMIN_KEY = "bench-admin-key"
 TENANT = "bench"
+METERED = "bench-metered"  # on professional, whose usage charge prices api_calls (R10.4)
 USERS = 200
 
 
@@ -183,6 +186,11 @@ async def seed(base: str) -> str:
             "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-0"})
         if response.status_code not in (201, 409):
             raise RuntimeError(response.text)
+        metered = await client.post("/v1/tenants", json={
+            "id": METERED, "plan": "professional", "cycle": "P1M", "time_zone": "UTC",
+            "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-0"})
+        if metered.status_code not in (201, 409):
+            raise RuntimeError(metered.text)
         for _ in range(5):
             await client.post(f"/v1/tenants/{TENANT}/purchases", json={
                 "actor": {"user_id": "u-0", "role": "owner"}, "item": "seats-crm",
@@ -230,6 +238,10 @@ async def one_run(app_base: str, ceiling_base: str, key: str, args: argparse.Nam
     rps, latencies = await drive(app_base, paths, headers, args.seconds, args.concurrency)
     checks = [{"tenant": TENANT, "module": "crm", "user": f"u-{i % (USERS + 20)}"}
               for i in range(args.batch)]
+    metered = [f"/v1/tenants/{METERED}/check?feature=api_calls&quantity={q}"
+               for q in range(1, 101)]
+    metered_rps, metered_latencies = await drive(app_base, metered, headers, args.seconds,
+                                                 args.concurrency)
     batch_rps, batch_latencies = await drive(app_base, ["/v1/check"], headers, args.seconds,
                                              args.batch_concurrency, {"checks": checks})
     return {"ceiling_rps": ceiling_rps, "ceiling_lean_rps": lean_rps,
@@ -237,13 +249,18 @@ async def one_run(app_base: str, ceiling_base: str, key: str, args: argparse.Nam
             "check_p50_ms": percentile(latencies, 0.50) * 1000,
             "check_p99_ms": percentile(latencies, 0.99) * 1000,
             "ratio": rps / ceiling_rps,
+            "metered_check_rps": metered_rps,
+            "metered_check_p99_ms": percentile(metered_latencies, 0.99) * 1000,
+            "metered_ratio": metered_rps / ceiling_rps,
             "batch_decisions_per_s": batch_rps * args.batch,
             "batch_p99_ms": percentile(batch_latencies, 0.99) * 1000}
 
 
 UNITS = {"ceiling_rps": "req/s", "ceiling_lean_rps": "req/s", "ratio_to_lean_ceiling":
          "fraction", "check_rps": "req/s", "check_p50_ms": "ms",
-         "check_p99_ms": "ms", "ratio": "fraction", "batch_decisions_per_s": "decisions/s",
+         "check_p99_ms": "ms", "ratio": "fraction", "metered_check_rps": "req/s",
+         "metered_check_p99_ms": "ms", "metered_ratio": "fraction",
+         "batch_decisions_per_s": "decisions/s",
          "batch_p99_ms": "ms"}
 
 

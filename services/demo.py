@@ -116,6 +116,22 @@ async def finance_tour(client: httpx.AsyncClient) -> None:
               f"(GET /v1/invoices/{note.json()['number']})", flush=True)
 
 
+async def usage_limit_tour(client: httpx.AsyncClient, ahead: bool) -> None:
+    """acme's API calls against its plan's soft limit of 50,000 a period (R10.4): its 25,000
+    reach the 0.5 threshold, announced once on `subscription-events`. `ahead`: the year's
+    calls were sent before the clock reached their days, so one more call now, with the
+    clock there, has the period's thresholds looked at."""
+    if ahead:
+        now = datetime.fromisoformat((await client.get("/v1/clock")).json()["now"])
+        await _send(client, api_call_events([now.astimezone(UTC)], 1))
+    check = (await client.get(f"/v1/tenants/{DEMO_TENANT}/check",
+                              params={"feature": "api_calls", "quantity": 30_000})).json()
+    print(f"demo: {DEMO_TENANT} used {check.get('used')} API calls of a soft limit of "
+          f"{check.get('limit')} this period; 30,000 more would be {check.get('decision')} "
+          "(R10.4); usage.threshold_reached (0.5) is published on subscription-events",
+          flush=True)
+
+
 async def print_invoices(client: httpx.AsyncClient, tenants: list[str]) -> None:
     for tenant in tenants:
         listed = (await client.get("/v1/invoices", params={"tenant": tenant})).json()["data"]
@@ -169,6 +185,7 @@ async def load(base_url: str, admin_key: str) -> None:
         events = demo_events(now)
         log.info("demo events sent", extra={"accepted": await _send(client, events)})
         await finance_tour(client)
+        await usage_limit_tour(client, ahead=year)
         if hook is not None:
             await demo_webhooks.show(client, *hook, base_url, admin_key)
         start = (now - timedelta(days=30)).isoformat()

@@ -582,7 +582,7 @@ def _cross_check(cat: Catalog) -> list[tuple[str, str]]:
 
 # What `feature=` already answers besides feature flags: a resource of one of these names
 # could never be checked (R7.4).
-_CHECKED_NAMES: frozenset[str] = frozenset({"emails", "companies", "support"})
+CHECKED_NAMES: frozenset[str] = frozenset({"emails", "companies", "support"})
 
 
 def _check_resources(cat: Catalog, problems: _Problems) -> None:
@@ -593,7 +593,7 @@ def _check_resources(cat: Catalog, problems: _Problems) -> None:
         p.feature for p in cat.packs if p.feature is not None}
     owners: dict[str, str] = {}  # event type -> the field that first declared it
     for i, res in enumerate(cat.resources):
-        if res.id in _CHECKED_NAMES or res.id in flags:
+        if res.id in CHECKED_NAMES or res.id in flags:
             what = "a feature flag" if res.id in flags else "a built-in check"
             problems.bad(f"resources.{i}.id", f"'{res.id}' is already {what} (feature="
                          f"{res.id}); a counted resource needs a name of its own (R7.4)")

@@ -73,6 +73,12 @@ def make_consumer(settings: CommonSettings, group_id: str, *topics: str,
     )
 
 
+def make_reader(settings: CommonSettings) -> AIOKafkaConsumer:
+    """A consumer in no group, to read partitions it assigns itself (nothing committed)."""
+    return AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                            enable_auto_commit=False)
+
+
 async def probe(producer: AIOKafkaProducer) -> None:
     """Raise unless the broker answers a metadata request."""
     await producer.client.fetch_all_metadata()

@@ -12,6 +12,9 @@ Owned by metering (the live counters, written by the same call that stores an ev
                                         up to 15 minutes (R8.1, R8.3: level 3 never draws
                                         on the daily allowance, so it is kept apart)
 - `live:{tenant}:companies`             companies attached now (R7.3)
+- `live:{tenant}:meter:{meter}:{YYYY-MM-DD}`        a priced COUNT or SUM meter that local
+- `live:{tenant}:meter_nanos:{meter}:{YYYY-MM-DD}`  day: whole units, and billionths of a
+                                        unit (R10.4; shared.usage_limits)
 - `live:{tenant}:resource:{resource}`   set: the ids of a counted resource's instances now
                                         (R7.4, resources the catalog declares); SCARD is
                                         the count
@@ -22,6 +25,9 @@ Owned by metering (the live counters, written by the same call that stores an ev
                                         for from ClickHouse
   Read by: the entitlement checks; `users` also by a purchase of a pack priced per
   licence, which counts the account's licences from it (R4.12).
+- `{p}:meter-touched` (p: the entitlements prefix) hash: tenant + meter -> a counter bumped
+  with every event on a priced meter. Read, and cleared once looked at, by entitlements'
+  threshold watcher (R10.4).
 
 Owned by entitlements (`EntitlementsKeys`, prefix `ENTITLEMENTS_KEY_PREFIX`):
 
@@ -32,6 +38,8 @@ Owned by entitlements (`EntitlementsKeys`, prefix `ENTITLEMENTS_KEY_PREFIX`):
 - `tenant-zones`          hash: tenant -> IANA zone, written with the tenant's creation.
                           Read by: metering (the local day of an e-mail), auth (a key is
                           minted only for a tenant that exists).
+- `{p}:thresholds:{tenant}:{meter}:{period start}` hash: threshold -> id of the
+                          `usage.threshold_reached` event written for it (R10.4), once.
 - private: `{p}:history:{tenant}`, `{p}:idem:{tenant}:{sha256}`, `{p}:due`,
   `{p}:outbox:lock`, `{p}:commit-call:{uuid}`.
 
@@ -99,6 +107,16 @@ def resource_key(tenant: str, resource: str) -> str:
     return live_key(tenant, "resource", resource)
 
 
+def meter_key(tenant: str, meter: str, day: date) -> str:
+    """Whole units of a priced meter on a local day of the tenant (R10.4)."""
+    return live_key(tenant, "meter", meter, day.isoformat())
+
+
+def meter_nanos_key(tenant: str, meter: str, day: date) -> str:
+    """Billionths of a unit of a priced SUM meter on a local day (R10.4)."""
+    return live_key(tenant, "meter_nanos", meter, day.isoformat())
+
+
 def users_key(tenant: str, module: str) -> str:
     return live_key(tenant, "users", module)
 
@@ -142,6 +160,14 @@ class EntitlementsKeys:
 
     def commit_call(self, call: str) -> str:
         return f"{self.prefix}:commit-call:{call}"
+
+    @property
+    def meter_touched(self) -> str:
+        """Written by metering, read by the threshold watcher (R10.4)."""
+        return f"{self.prefix}:meter-touched"
+
+    def thresholds(self, tenant: str, meter: str, period_start: date) -> str:
+        return f"{self.prefix}:thresholds:{tenant}:{meter}:{period_start.isoformat()}"
 
 
 @dataclass(frozen=True, slots=True)

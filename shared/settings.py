@@ -100,6 +100,8 @@ class EntitlementsSettings(CommonSettings):
     entitlements_outbox_publisher: bool = True
     # Seconds between outbox polls when nothing woke the publisher (other replicas' writes).
     entitlements_outbox_poll_s: float = Field(default=0.5, gt=0)
+    # Seconds between looks at the meters whose usage moved, for thresholds (R10.4).
+    entitlements_threshold_poll_s: float = Field(default=0.2, gt=0)
     # How long an Idempotency-Key answer is kept (seconds of wall time).
     entitlements_idempotency_ttl_s: int = Field(default=7 * 86_400, ge=60)
     # The largest quantity one purchase may name; more is refused as absurd.

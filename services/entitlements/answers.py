@@ -99,9 +99,10 @@ class CheckDecision(BaseModel):
     decision: DecisionKind
     reason: str
     covered_by: str | None = Field(description="the lot that covers it, or null")
-    limit: int | None
-    used: int | None
-    remaining: int | None
+    # A priced meter's figures (R10.4) may have decimals.
+    limit: int | float | None
+    used: int | float | None
+    remaining: int | float | None
     support: dict[str, Any] | None = Field(default=None, description="feature=support: pools")
     raise_with: str | None = Field(default=None, description="limit_reached: the item whose "
                                    "purchase would raise the limit, or null")

@@ -198,7 +198,7 @@ CHECK_PARAMETERS = [
         ("module", {"type": "string"}, "a module: may the user (or the tenant) use it"),
         ("user", {"type": "string"}, "with `module`: the user whose seat is checked"),
         ("feature", {"type": "string"}, "`emails`, `companies`, a counted resource, "
-         "`support` or a feature flag"),
+         "a priced meter (R10.4), `support` or a feature flag"),
         ("quantity", _INTEGER_TEXT, "how many more (an integer); default 1"),
         ("level", _INTEGER_TEXT, "feature=support: the session's level (an integer)"))]
 
@@ -208,8 +208,8 @@ CHECK_PARAMETERS = [
 async def check(tenant: str, request: Request, principal: IngestKey,
                 service: Entitlements) -> Response:
     """One decision: `module=`, `module=&user=`, `feature=emails&quantity=`,
-    `feature=companies`, `feature=support[&level=3]`, `feature=<flag>` (R6.3, R7.2, R7.3,
-    R8.2, R8.3). Served by
+    `feature=companies`, `feature=<meter>&quantity=`, `feature=support[&level=3]`,
+    `feature=<flag>` (R6.3, R7.2, R7.3, R8.2, R8.3, R10.4). Served by
     `CheckFastPath` when the part is installed; this route documents it and is the fallback."""
     principal.ensure_tenant(tenant)
     item = check_item(tenant, request.query_params)

@@ -1,4 +1,4 @@
-"""Checks (R6.3, R7.2, R7.3, R7.4, R8.2, R8.3, features): is a user, module, feature or
+"""Checks (R6.3, R7.2, R7.3, R7.4, R8.2, R8.3, R10.4, features): is a user, module, feature or
 quantity covered, answered from the tenant document and metering's live counters.
 
 A check costs one Redis round trip: the reads it needs are planned from the document last
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from services.entitlements import decisions as dec
@@ -26,6 +26,7 @@ from shared.catalog import Catalog
 from shared.clock import Clock
 from shared.errors import AppError, NotFound, ValidationFailed
 from shared.subscription import TenantState
+from shared.usage_limits import meter_reads, meter_used
 
 # Tenants whose parsed document is kept; past it the cache starts afresh.
 CACHED_TENANTS = 100_000
@@ -80,7 +81,8 @@ class Checks:
             raise ValidationFailed("module: a user is checked on a module", field="module")
         if item.feature is not None and item.feature not in ("emails", "companies", "support") \
                 and item.feature not in self.index.features \
-                and item.feature not in self.index.resources:
+                and item.feature not in self.index.resources \
+                and item.feature not in self.index.metered.meters:
             raise ValidationFailed(f"feature: unknown feature '{item.feature}'",
                                    field="feature")
         quantity = 1 if item.quantity is None else item.quantity
@@ -112,15 +114,12 @@ class Checks:
             return [("MGET", *(keys.support_minutes_key(tenant, d) for d in days),
                      *(keys.support_minutes_key(tenant, d, level_3=True) for d in days))]
         if query.feature == "emails" and cached is not None:
-            state = cached.state
-            today = local_date(now, zone_of(state))
-            period = current_period(state, today)
-            last = min(today, period.end - timedelta(days=1))
-            days = [period.start + timedelta(days=i)
-                    for i in range((last - period.start).days + 1)]
+            days = period_days(cached.state, now)
             if not days:
                 return []
             return [("MGET", *(keys.emails_key(tenant, d) for d in days))]
+        if query.feature in self.index.metered.meters and cached is not None:  # R10.4
+            return meter_reads(tenant, query.feature, period_days(cached.state, now))
         return []
 
     def _entry(self, tenant: str, raw: str | None) -> _Cached:
@@ -164,6 +163,9 @@ class Checks:
             return dec.support_decision(view, query.level)
         if query.feature == "companies":
             return dec.company_decision(state, self.index, max(0, int(values[0] or 0)),
+                                        query.quantity)
+        if query.feature in self.index.metered.meters:
+            return dec.metered_decision(state, self.index, query.feature, meter_used(values),
                                         query.quantity)
         if query.feature in self.index.resources:
             return dec.resource_decision(state, self.index, query.feature,
@@ -244,6 +246,15 @@ class Checks:
             else:
                 results[i] = self._decide(query, entry, now, values[n]).public()
         return [r if r is not None else {} for r in results]
+
+
+def period_days(state: TenantState, now: datetime) -> list[date]:
+    """The local days of the tenant's current billing period up to today: those whose live
+    counters make its usage so far (R7.2, R10.4)."""
+    today = local_date(now, zone_of(state))
+    period = current_period(state, today)
+    last = min(today, period.end - timedelta(days=1))
+    return [period.start + timedelta(days=i) for i in range((last - period.start).days + 1)]
 
 
 def _distinct(commands: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], int]:

@@ -1,21 +1,25 @@
 """Pure check logic: no I/O, no clock. The service reads the live counters and the tenant
-document, then asks these functions for a decision (R6.3, R7.2, R7.3, R7.4, features).
+document, then asks these functions for a decision (R6.3, R7.2, R7.3, R7.4, R10.4,
+features).
 
 Every decision names its reason, the covering lot (or null) and the numbers behind it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from typing import Any, Final
 
 from services.entitlements.models import DecisionKind
 from shared.catalog import Catalog
 from shared.coverage import email_allowance, granted
+from shared.meters import Meter
 from shared.resources import COMPANIES, CountedResources
 from shared.subscription import Lot, TenantState
+from shared.usage_limits import MeteredLimits
 
 LIMIT_REACHED: Final = "limit_reached"
 
@@ -25,16 +29,18 @@ class Decision:
     decision: DecisionKind
     reason: str
     covered_by: str | None = None
-    limit: int | None = None
-    used: int | None = None
-    remaining: int | None = None
+    # Counts, or a priced meter's figure (R10.4), a Decimal that may have decimals.
+    limit: int | Decimal | None = None
+    used: int | Decimal | None = None
+    remaining: int | Decimal | None = None
     support: dict[str, Any] | None = None  # R8: the pools behind a support decision
     raise_with: str | None = None  # R7.4: the item that would raise a reached limit
 
     def public(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "decision": self.decision, "reason": self.reason, "covered_by": self.covered_by,
-            "limit": self.limit, "used": self.used, "remaining": self.remaining}
+            "limit": _figure(self.limit), "used": _figure(self.used),
+            "remaining": _figure(self.remaining)}
         if self.support is not None:
             body["support"] = self.support
         if self.reason == LIMIT_REACHED:  # null when nothing sold would raise it
@@ -42,11 +48,20 @@ class Decision:
         return body
 
 
-class CatalogIndex:
-    """Lookups the checks need, computed once per catalog (kept in memory)."""
+def _figure(value: int | Decimal | None) -> int | float | None:
+    """A JSON number: integral figures as integers (as the usage API answers them)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
-    def __init__(self, catalog: Catalog) -> None:
+
+class CatalogIndex:
+    """Lookups the checks need, computed once per catalog (kept in memory); `live` are the
+    priced meters counted live (R10.4)."""
+
+    def __init__(self, catalog: Catalog, live: Mapping[str, Meter] | None = None) -> None:
         self.catalog = catalog
+        self.metered = MeteredLimits(catalog, live or {})
         self.modules = frozenset(m.id for m in catalog.modules)
         self.deny_extra_users = frozenset(m.id for m in catalog.modules
                                           if m.extra_users == "deny")
@@ -192,6 +207,29 @@ def resource_decision(state: TenantState, index: CatalogIndex, resource: str, us
             break
     reason = "company_pack" if resource == COMPANIES else "resource_pack"
     return Decision("covered", reason, covering, limit, used, remaining)
+
+
+def metered_decision(state: TenantState, index: CatalogIndex, meter: str, used: Decimal,
+                     quantity: int) -> Decision:
+    """R10.4: may N more units of a priced meter be used this period? Beyond a hard limit
+    denied, naming the plan that would lift it; beyond a soft one billable; otherwise
+    covered: by the included quantity, else by the plan's usage charge (billed in arrears,
+    R10.1). A meter the tenant's plan does not price is neither limited nor billed."""
+    charge = index.metered.charge(state.plan, meter)
+    if charge is None:
+        return Decision("covered", "not_priced", None, None, used, None)
+    wanted = used + quantity
+    limit = None if charge.limit is None else charge.limit.per_period
+    remaining = None if limit is None else max(Decimal(0), limit - used)
+    if limit is not None and wanted > limit:
+        assert charge.limit is not None
+        if charge.limit.mode == "hard":
+            raise_with = index.metered.raise_with(state.plan, state.cycle, meter, wanted)
+            return Decision("denied", LIMIT_REACHED, None, limit, used, remaining,
+                            raise_with=raise_with)
+        return Decision("billable", "soft_limit_exceeded", None, limit, used, remaining)
+    reason = "included" if wanted <= charge.included else "usage_charge"
+    return Decision("covered", reason, None, limit, used, remaining)
 
 
 def feature_decision(state: TenantState, index: CatalogIndex, feature: str) -> Decision:

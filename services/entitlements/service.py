@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,6 +48,7 @@ from shared.catalog import Catalog, UnknownCatalogItem
 from shared.clock import Clock
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.keys import InvoicingKeys
+from shared.meters import Meter
 from shared.settings import EntitlementsSettings
 from shared.subscription import Actor, TenantState
 from shared.times import from_micros, micros, parse_zone, utc_text
@@ -73,14 +74,14 @@ MAX_SCHEDULED_START = timedelta(days=366)
 
 class EntitlementsService:
     def __init__(self, store: EntitlementsStore, catalog: Catalog, clock: Clock,
-                 settings: EntitlementsSettings, notify: Callable[[], None] = lambda: None
-                 ) -> None:
+                 settings: EntitlementsSettings, notify: Callable[[], None] = lambda: None,
+                 live: Mapping[str, Meter] | None = None) -> None:
         self.store = store
         self.catalog = catalog
         self.clock = clock
         self.settings = settings
         self.notify = notify
-        index = dec.CatalogIndex(catalog)
+        index = dec.CatalogIndex(catalog, live)  # live: the priced meters (R10.4)
         self.checks = Checks(store, catalog, index, clock)
         self.purchases = PurchaseRules(catalog, index, settings.entitlements_max_quantity)
         self.baskets = Baskets(self.purchases)

@@ -15,6 +15,8 @@ The keys (`shared.keys.EntitlementsKeys`) and what each holds:
 - `commit_call` the version one `_COMMIT` call wrote (10 minutes), so the client's resend
                of that call answers "committed" again
 - `tenant-zones` hash tenant -> IANA zone, for metering and key minting
+- `meter_touched` hash written by metering: the (tenant, meter) pairs whose thresholds
+               need a look (R10.4); `thresholds` the reached ones of a period, each once
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from redis.asyncio import Redis
 
 from shared.keys import TENANT_ZONES, EntitlementsKeys, InvoicingKeys, users_key
 from shared.outbox import OutboxStream
-from shared.redis import ReadMany
+from shared.redis import ReadMany, text
 
 # KEYS[7] marks this very call: the client sends a call again when its connection broke, and
 # if the first one ran (another writer may have committed since) it must answer the same.
@@ -65,7 +67,27 @@ redis.call('SET', KEYS[7], ARGV[2], 'EX', 600)
 return {1, ARGV[2]}
 """
 
-# Take or renew the publisher lease only if it is free or already ours.
+# R10.4: mark each threshold reached and queue its event in one call, so a threshold is never
+# marked without its event nor published twice; then drop the touch of the (tenant, meter)
+# that was looked at, unless metering touched it again meanwhile (another look is due).
+# KEYS: the period's marker hash, the outbox, the touched hash. ARGV: the touched member,
+# the touch counter seen, the markers' lifetime (s), [[threshold, event id, key, value], ...].
+_THRESHOLDS = """
+local published = 0
+for _, item in ipairs(cjson.decode(ARGV[4])) do
+  if redis.call('HSETNX', KEYS[1], item[1], item[2]) == 1 then
+    redis.call('XADD', KEYS[2], '*', 'id', item[2], 'key', item[3], 'value', item[4])
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+    published = published + 1
+  end
+end
+if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
+return published
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """Everything one commit writes besides the document itself."""
@@ -100,6 +122,7 @@ class EntitlementsStore:
         self._commit = redis.register_script(_COMMIT)
         self._read_many = ReadMany(redis)
         self.outbox = OutboxStream(redis, self.keys.outbox, self.keys.outbox_lease)
+        self._thresholds = redis.register_script(_THRESHOLDS)
 
     # --- tenant documents --------------------------------------------------------------
 
@@ -156,6 +179,29 @@ class EntitlementsStore:
     async def due_tenants(self, until_us: int) -> list[str]:
         rows = await self.redis.zrangebyscore(self.keys.due, "-inf", until_us)
         return [str(t) for t in rows]
+
+    # --- thresholds (R10.4) ------------------------------------------------------------
+
+    async def touched(self, cursor: int, count: int) -> tuple[int, list[tuple[str, str]]]:
+        """One page of the (tenant, meter) pairs metering touched: member, touch counter."""
+        reply: Any = await self.redis.hscan(self.keys.meter_touched, cursor, count=count)
+        following, pairs = reply
+        return int(following), [(text(m), text(v)) for m, v in dict(pairs).items()]
+
+    async def settle_touch(self, member: str, seen: str) -> None:
+        """Clear a touch that announces nothing (no charge, no threshold, no tenant)."""
+        await self.mark_thresholds(self.keys.meter_touched, member, seen, (), 0)
+
+    async def mark_thresholds(self, markers: str, member: str, seen: str,
+                              events: Sequence[tuple[str, str, str, bytes]],
+                              ttl_s: int) -> int:
+        """Queue the events of thresholds not yet marked, mark them and settle the touch
+        (`_THRESHOLDS`); how many were queued."""
+        items = [[threshold, event_id, key, value.decode()]
+                 for threshold, event_id, key, value in events]
+        return int(await self._thresholds(
+            keys=[markers, self.keys.outbox, self.keys.meter_touched],
+            args=[member, seen, str(ttl_s), orjson.dumps(items)]))
 
     # --- licences (R4.12) --------------------------------------------------------------
 

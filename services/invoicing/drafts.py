@@ -32,7 +32,7 @@ class Drafts:
         self.store = store
         self.catalog = catalog
         self.usage = UsageCharges(store, catalog, meters)
-        self.late = LateUsage(store, catalog)
+        self.late = LateUsage(store, catalog, meters)
 
     async def compose(self, todo: Sequence[tuple[TenantState, date, int | None, date | None]]
                       ) -> list[Draft]:

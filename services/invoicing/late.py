@@ -5,12 +5,14 @@ adjustment lines naming the period they correct, however old that period:
 Which periods a late event can change depends on its meter: an e-mail only its own period;
 an access grant or revocation every billed period from then on (access carries over); a
 support session every billed period from then on (it drew on a bank later sessions drew on
-too, R8.2).
+too, R8.2); an event of a meter a usage charge prices (R10.1) only its own period, whose
+usage lines and minimum commitment are recomputed (usage_charges.usage_adjustment_lines).
 
 The cost does not grow with the number of periods corrected times the usage read: for all the
 tenants of a run, the late events, the quantities already billed, the access history and the
 support sessions are each read once, and every affected period is recomputed from them in
-memory; only e-mails, which change one period each, are read per distinct period window.
+memory; only e-mails and priced meters, which change one period each, are read per distinct
+period window.
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ from decimal import Decimal
 from services.invoicing import compose, schedule
 from services.invoicing.models import Line
 from services.invoicing.store import InvoiceStore, LateEvent
+from services.invoicing.usage_charges import (
+    USAGE_METER,
+    plan_in_force,
+    usage_adjustment_lines,
+)
 from shared import events as ev
 from shared.billing.periods import Period, local_date
 from shared.billing.seats import Intervals, access_intervals
 from shared.catalog import Catalog
+from shared.meters import Aggregation, Meter, MeterRegistry
 from shared.subscription import TenantState
 from shared.times import from_micros
 
@@ -54,12 +62,21 @@ class _Reads:
     intervals: dict[str, Intervals]
     sessions: dict[str, list[tuple[str, datetime, int, int]]]
     emails: dict[tuple[str, Period], int]
+    # (tenant, period) -> priced meter -> its value over the period now (R10.1)
+    metered: dict[tuple[str, Period], dict[str, Decimal]]
 
 
 class LateUsage:
-    def __init__(self, store: InvoiceStore, catalog: Catalog) -> None:
+    def __init__(self, store: InvoiceStore, catalog: Catalog, meters: MeterRegistry) -> None:
         self.store = store
         self.catalog = catalog
+        # The priced meters a late event may change, by event type (SEATS ones are counted
+        # from the access history: not corrected here).
+        self.priced: dict[str, list[Meter]] = defaultdict(list)
+        for slug in sorted({c.meter for plan in catalog.plans for c in plan.usage}):
+            meter = meters.get(slug)
+            if meter is not None and meter.aggregation is not Aggregation.SEATS:
+                self.priced[meter.event_type].append(meter)
 
     async def adjustments(self, work: Sequence[LateWork]) -> dict[str, list[Line]]:
         """Per tenant, the adjustment lines of its late usage (none: no entry)."""
@@ -77,7 +94,8 @@ class LateUsage:
             return {}
         since = from_micros(min(w.cutoff_us for w in work))
         until = max(schedule.billing_instant(w.view, w.before) for w in work)
-        rows = await self.store.late_events([w.view.id for w in work], since, until)
+        rows = await self.store.late_events([w.view.id for w in work], since, until,
+                                            sorted(self.priced))
         by_tenant = {w.view.id: w for w in work}
         touched: dict[str, Touched] = {}
         for row in rows:
@@ -89,13 +107,26 @@ class LateUsage:
                 continue  # seen by the last invoice, or in no billed period
             periods = schedule.periods_between(view, local_date(row.time, view.zone),
                                                item.before)
-            meter = _meter_of(row)
-            if meter == compose.EMAILS_METER:
-                periods = periods[:1]
-            by_period = touched.setdefault(row.tenant, {}).setdefault(meter, {})
-            for period in periods:
-                by_period.setdefault(period, []).append(row.id)
+            for meter, changed in self._changes(row, view, periods):
+                by_period = touched.setdefault(row.tenant, {}).setdefault(meter, {})
+                for period in changed:
+                    by_period.setdefault(period, []).append(row.id)
         return touched
+
+    def _changes(self, row: LateEvent, view: TenantState, periods: list[Period]
+                 ) -> list[tuple[str, list[Period]]]:
+        """The meters a late event changes, each with the billed periods it changes."""
+        changes: list[tuple[str, list[Period]]] = []
+        if row.type in BUILT_IN_TYPES:
+            meter = _meter_of(row)
+            changes.append((meter, periods[:1] if meter == compose.EMAILS_METER else periods))
+        if periods and row.type in self.priced:
+            own = periods[0]
+            plan = plan_in_force(view, self.catalog, own.end_instant(view.zone))
+            priced = {c.meter for c in plan.usage} if plan is not None else set()
+            changes.extend((USAGE_METER + m.slug, [own]) for m in self.priced[row.type]
+                           if m.slug in priced)
+        return changes
 
     async def _read(self, views: dict[str, TenantState], touched: dict[str, Touched]
                     ) -> _Reads:
@@ -115,7 +146,30 @@ class LateUsage:
                         for t, p in periods if t in with_support)
             sessions = await self.store.support_sessions(with_support, start, end)
         return _Reads(billed, {t: access_intervals(rows) for t, rows in access.items()},
-                      sessions, await self._emails(views, touched))
+                      sessions, await self._emails(views, touched),
+                      await self._metered(views, touched))
+
+    async def _metered(self, views: dict[str, TenantState], touched: dict[str, Touched]
+                       ) -> dict[tuple[str, Period], dict[str, Decimal]]:
+        """Each touched priced meter's value over each period it changed: one query per
+        meter and period window, for all its tenants."""
+        meters = {m.slug: m for found in self.priced.values() for m in found}
+        windows: dict[tuple[str, datetime, datetime], list[tuple[str, Period]]] = \
+            defaultdict(list)
+        for tenant, names in touched.items():
+            zone = views[tenant].zone
+            for name, periods in names.items():
+                if name.startswith(USAGE_METER):
+                    for period in periods:
+                        windows[(name.removeprefix(USAGE_METER), period.start_instant(zone),
+                                 period.end_instant(zone))].append((tenant, period))
+        values: dict[tuple[str, Period], dict[str, Decimal]] = defaultdict(dict)
+        for (slug, start, end), members in windows.items():
+            found, _ = await self.store.meter_values(meters[slug], [t for t, _ in members],
+                                                     start, end)
+            for tenant, period in members:
+                values[(tenant, period)][slug] = found.get(tenant, Decimal(0))
+        return values
 
     async def _emails(self, views: dict[str, TenantState], touched: dict[str, Touched]
                       ) -> dict[tuple[str, Period], int]:
@@ -139,14 +193,22 @@ class LateUsage:
                 emails=reads.emails.get((tenant, period), 0),
                 intervals=reads.intervals.get(tenant, {}),
                 support=reads.sessions.get(tenant, []))
-            names = {meter for meter, ps in meters.items() if period in ps}
+            touching = {meter for meter, ps in meters.items() if period in ps}
+            billed_so_far = reads.billed.get((tenant, period.start, period.end), {})
+            if metered := reads.metered.get((tenant, period)):
+                lines.extend(usage_adjustment_lines(
+                    view, self.catalog, period, metered, billed_so_far,
+                    {m.removeprefix(USAGE_METER): ps[period][:MAX_IDS_PER_LINE]
+                     for m, ps in meters.items() if period in ps}))
+            names = {meter for meter in touching if not meter.startswith(USAGE_METER)}
+            if not names:
+                continue
             base = {meter.partition(":")[0] for meter in names}
             modules = {meter.partition(":")[2] for meter in names
                        if meter.startswith(compose.EXTRA_USERS_METER)}
             recomputed = compose.arrears_quantities(view, self.catalog, period, usage, base,
                                                     modules)
-            billed = {key: q for key, q in reads.billed.get(
-                (tenant, period.start, period.end), {}).items() if _touches(key, names)}
+            billed = {key: q for key, q in billed_so_far.items() if _touches(key, names)}
             ids: dict[str, list[str]] = defaultdict(list)
             for meter in names:
                 ids[meter.partition(":")[0]].extend(meters[meter][period][:MAX_IDS_PER_LINE])
@@ -162,6 +224,11 @@ def _touches(key: tuple[str, str | None], names: set[str]) -> bool:
     if meter == compose.EXTRA_USERS_METER:
         return f"{meter}:{module}" in names
     return meter.partition("@")[0] in names
+
+
+# The built-in usage a late event may change (the arrears lines of compose.py).
+BUILT_IN_TYPES = frozenset({ev.EMAIL_SENT, ev.USER_ACCESS_GRANTED, ev.USER_ACCESS_REVOKED,
+                            ev.SUPPORT_SESSION_COMPLETED})
 
 
 def _meter_of(event: LateEvent) -> str:

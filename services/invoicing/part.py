@@ -13,11 +13,13 @@ from services.invoicing.worker import BillingJob, SubscriptionConsumer
 from shared.app import Runtime
 from shared.catalog import Catalog, load_catalog
 from shared.catalog_usage import check_usage_meters
+from shared.kafka import make_reader
 from shared.keys import EntitlementsKeys, InvoicingKeys
 from shared.meters import MeterRegistry
 from shared.observability import INVOICING_OUTBOX_BACKLOG
 from shared.outbox import OutboxPublisher, OutboxStream
 from shared.settings import InvoicingSettings
+from shared.usage_limits import check_usage_limits
 
 
 class InvoicingPart:
@@ -31,7 +33,9 @@ class InvoicingPart:
         # R10.1: a usage charge prices a built-in or a declared meter; only here are both
         # the catalog and the declared meters known, so the meter names are checked here.
         self.meters = MeterRegistry.load(self.settings.meters)
-        check_usage_meters(self.catalog, {m.slug for m in self.meters.all()})
+        known = {m.slug: m for m in self.meters.all()}
+        check_usage_meters(self.catalog, known)
+        check_usage_limits(self.catalog, known)  # R10.4: limits only where counted live
         self.service: InvoicingService | None = None
         self.consumer: SubscriptionConsumer | None = None
         self.publisher: OutboxPublisher | None = None
@@ -42,7 +46,7 @@ class InvoicingPart:
         publisher = OutboxPublisher(
             OutboxStream(runtime.redis, keys.outbox, keys.outbox_lease), runtime.producer,
             self.settings.subscription_events_topic, self.settings.invoicing_outbox_poll_s,
-            "invoicing", INVOICING_OUTBOX_BACKLOG)
+            "invoicing", INVOICING_OUTBOX_BACKLOG, lambda: make_reader(self.settings))
         state = InvoiceState(runtime.redis, keys,
                              EntitlementsKeys(self.settings.entitlements_key_prefix),
                              self.settings.accounting_zone, publisher.notify)

@@ -298,9 +298,11 @@ class InvoiceStore:
         return values, {"sql": sql, "params": shown}
 
     async def late_events(self, tenants: Sequence[str], stored_after: datetime,
-                          time_before: datetime) -> list[LateEvent]:
-        """Usage stored after a cutoff whose time falls before `time_before` (R9.4); the
-        caller filters per tenant cutoff."""
+                          time_before: datetime, priced_types: Sequence[str] = ()
+                          ) -> list[LateEvent]:
+        """Usage stored after a cutoff whose time falls before `time_before` (R9.4), of the
+        built-in types billed in arrears and of `priced_types` (R10.1); the caller filters
+        per tenant cutoff."""
         rows = await self._rows(
             "SELECT tenant, type, time, module, id, stored_at FROM usage_events "
             "WHERE tenant IN {ts:Array(String)} AND type IN {types:Array(String)} "
@@ -308,7 +310,7 @@ class InvoiceStore:
             "ORDER BY stored_at LIMIT 1 BY source, id",
             {"ts": list(tenants), "c": stored_after, "b": time_before,
              "types": [ev.EMAIL_SENT, ev.USER_ACCESS_GRANTED, ev.USER_ACCESS_REVOKED,
-                       ev.SUPPORT_SESSION_COMPLETED]})
+                       ev.SUPPORT_SESSION_COMPLETED, *priced_types]})
         return [LateEvent(str(t), str(k), as_utc(tm), str(m or ""), str(i), as_utc(st))
                 for t, k, tm, m, i, st in rows]
 

@@ -20,7 +20,7 @@ Choices made here (docs/invoicing.md):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -40,6 +40,10 @@ from shared.times import utc_text
 
 # Fractional digits of a line's unit price when it is an average (tiers, packages).
 AVERAGE_DIGITS = Decimal("0.000001")
+# A usage line's meter column: `usage:api_calls`, apart from the built-in lines' meters
+# (`emails_sent` is both a built-in line and a meter a plan may price). Late usage reads the
+# quantity billed per period under it (R9.4).
+USAGE_METER = "usage:"
 
 
 @dataclass(slots=True)
@@ -139,6 +143,7 @@ def _usage_line(view: TenantState, period: Period, charge: UsageCharge, terms: P
         description=f"{charge.meter}: {quantity:f} used, {terms.included:f} included, "
                     f"{billable:f} billable ({charge.model})",
         quantity=quantity, unit_price=unit_price, amount=amount, period=period,
+        meter=USAGE_METER + charge.meter,
         source={"meter": charge.meter, "module": charge.module, "period": period.public(),
                 "from": utc_text(period.start_instant(view.zone)),
                 "to": utc_text(period.end_instant(view.zone)),
@@ -189,3 +194,72 @@ def _minimum_line(view: TenantState, period: Period, plan: Plan, minimum: Decima
         source={"meter": None, "module": None, "period": period.public(), "plan": plan.id,
                 "minimum": f"{minimum:f}", "usage_total": f"{total:f}",
                 "usage_lines": [line.source["meter"] for line in usage]})]
+
+
+# --- late usage (R9.4) -----------------------------------------------------------------------
+
+def usage_adjustment_lines(view: TenantState, catalog: Catalog, period: Period,
+                           recomputed: Mapping[str, Decimal],
+                           billed: Mapping[tuple[str, str | None], Decimal],
+                           late_ids: Mapping[str, list[str]]) -> list[Line]:
+    """A billed period's usage charges corrected for late usage (R9.4): per meter whose value
+    changed, the amount of the value now (`recomputed`, by meter) minus the amount of the
+    quantity billed so far (usage line plus earlier adjustments), each priced by the charge's
+    model and rounded once, so the period's lines add up to what it would have been billed
+    had nothing been late; then the minimum commitment's top-up, recomputed alike (R10.3).
+    Models are not linear: the difference of two amounts, not a quantity times a price."""
+    plan = plan_in_force(view, catalog, period.end_instant(view.zone))
+    if plan is None:
+        return []
+    quantities = {meter.removeprefix(USAGE_METER): quantity
+                  for (meter, _), quantity in billed.items() if meter.startswith(USAGE_METER)}
+    before: list[Decimal] = []
+    after: list[Decimal] = []
+    lines: list[Line] = []
+    for charge in plan.usage:
+        terms = pricing(charge, view.cycle)
+        if terms is None:
+            continue
+        old = quantities.get(charge.meter, Decimal(0))
+        new = recomputed.get(charge.meter, old)
+        before.append(_amount(terms, old, view.currency))
+        after.append(_amount(terms, new, view.currency))
+        if new != old:
+            lines.append(_usage_adjustment(view, period, charge, old, new, after[-1] - before[-1],
+                                           late_ids.get(charge.meter, [])))
+    minimum = price_for(plan.minimum, view.cycle)
+    if minimum is not None and lines:
+        topped = max(Decimal(0), minimum - sum(before, Decimal(0)))
+        tops = max(Decimal(0), minimum - sum(after, Decimal(0)))
+        if tops != topped:
+            lines.append(Line.priced(
+                module=None, kind="adjustment",
+                description=f"late usage: minimum commitment of plan {plan.id} for "
+                            f"{period.start} – {period.end} recomputed {tops:f}, billed "
+                            f"{topped:f}",
+                quantity=Decimal(1), unit_price=tops - topped, currency=view.currency,
+                period=period,
+                source={"meter": None, "module": None, "period": period.public(),
+                        "corrects": "minimum_commitment", "plan": plan.id,
+                        "minimum": f"{minimum:f}", "billed": f"{topped:f}",
+                        "recomputed": f"{tops:f}"}))
+    return lines
+
+
+def _amount(terms: Pricing, quantity: Decimal, currency: str) -> Decimal:
+    """What a usage line bills for `quantity`: nothing when nothing was used (no line)."""
+    return terms.amount(quantity, currency) if quantity > 0 else Decimal(0)
+
+
+def _usage_adjustment(view: TenantState, period: Period, charge: UsageCharge, old: Decimal,
+                      new: Decimal, amount: Decimal, late_ids: list[str]) -> Line:
+    delta = new - old
+    return Line(
+        module=charge.module, kind="adjustment",
+        description=f"late usage: {charge.meter} for {period.start} – {period.end} "
+                    f"recomputed {new:f}, billed {old:f}",
+        quantity=delta, unit_price=(amount / delta).quantize(AVERAGE_DIGITS), amount=amount,
+        period=period, meter=USAGE_METER + charge.meter,
+        source={"meter": charge.meter, "module": charge.module, "period": period.public(),
+                "corrects": "usage", "model": charge.model, "billed": f"{old:f}",
+                "recomputed": f"{new:f}", "late_event_ids": late_ids[:1000]})

@@ -13,9 +13,11 @@ from services.metering.zones import TenantZones
 from shared.app import Runtime
 from shared.catalog import load_catalog
 from shared.events import EventValidator
+from shared.keys import EntitlementsKeys
 from shared.meters import MeterRegistry
 from shared.resources import CountedResources
 from shared.settings import MeteringSettings
+from shared.usage_limits import LiveMeters
 
 
 class MeteringPart:
@@ -27,7 +29,12 @@ class MeteringPart:
         # Fail at construction, before anything starts, on an invalid meter file or catalog.
         self.registry = MeterRegistry.load(self.settings.meters)
         # The catalog's counted resources: their event types are accepted and counted (R7.4).
-        self.resources = CountedResources(load_catalog(self.settings.catalog))
+        catalog = load_catalog(self.settings.catalog)
+        self.resources = CountedResources(catalog)
+        # The priced meters, counted live for limits and thresholds (R10.4).
+        self.meters = LiveMeters(catalog, self.registry,
+                                 EntitlementsKeys(self.settings.entitlements_key_prefix)
+                                 .meter_touched)
         self.consumer: UsageConsumer | None = None
         self.service: MeteringService | None = None
         self._barrier_registered = False
@@ -40,8 +47,8 @@ class MeteringPart:
                                       TenantZones(runtime.redis), runtime.producer,
                                       runtime.health,
                                       LiveRebuild(runtime.clickhouse, runtime.redis,
-                                                  self.resources.events),
-                                      self.resources.events)
+                                                  self.resources.events, self.meters),
+                                      self.resources.events, self.meters)
         await self.consumer.start()
         if not self._barrier_registered:
             runtime.scheduler.register_barrier(self.caught_up)

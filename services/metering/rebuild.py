@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -25,14 +26,16 @@ from zoneinfo import ZoneInfo
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from services.metering.service import live_ops
+from services.metering.service import live_ops, local_day
 from shared import events
 from shared.clickhouse.client import ClickHouse
 from shared.events import UsageEvent
 from shared.keys import LIVE_INCARNATION, live_key
+from shared.meters import value_expression
 from shared.redis import text
 from shared.resources import NO_RESOURCE_EVENTS, ResourceEvent
 from shared.times import as_utc
+from shared.usage_limits import LiveMeters, meter_ops
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,12 @@ _RESOURCE: Final = (
     " kafka_partition, kafka_offset FROM usage_events"
     " WHERE type IN ({created:String}, {deleted:String}) LIMIT 1 BY source, id)"
     " GROUP BY tenant, member) WHERE last = {created:String} AND member != ''")
+# A priced meter (R10.4) per tenant and 15-minute bucket; `{value}` is the meter's aggregate
+# (shared.meters.value_expression: COUNT or SUM, the only ones counted live).
+_METER: Final = (
+    "SELECT tenant, toStartOfFifteenMinutes(time) AS bucket, {value}"
+    " FROM (SELECT tenant, time, data FROM usage_events WHERE type = {{type:String}}"
+    " LIMIT 1 BY source, id) GROUP BY tenant, bucket")
 # Members per SADD when a set is written back: one command stays small whatever the set.
 _SADD_CHUNK: Final = 10_000
 _EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)  # any instant: sets ignore time
@@ -85,6 +94,9 @@ class LiveState:
         for op in ops:
             if op[0] == "incr":
                 self.counters[op[1]] += int(op[2])
+                continue
+            if op[0] == "touch":
+                # Not kept: thresholds are looked at when the next event of the meter comes.
                 continue
             if op[0] == "member":
                 if op[3]:
@@ -111,10 +123,12 @@ def _event(tenant: str, kind: str, time: datetime, data: dict[str, Any]) -> Usag
 
 class LiveRebuild:
     def __init__(self, clickhouse: ClickHouse, redis: Redis,
-                 resources: Mapping[str, ResourceEvent] = NO_RESOURCE_EVENTS) -> None:
+                 resources: Mapping[str, ResourceEvent] = NO_RESOURCE_EVENTS,
+                 meters: LiveMeters | None = None) -> None:
         self._ch = clickhouse
         self._redis = redis
         self._resources = resources
+        self._meters = meters
 
     async def needed(self, incarnation: str) -> bool:
         marker = await self._redis.get(LIVE_INCARNATION)
@@ -155,7 +169,22 @@ class LiveRebuild:
         for event in access:
             state.apply(live_ops(event, zones[event.tenant]))
         await self._compute_resources(state, zones)
+        await self._compute_meters(state, zones)
         return state
+
+    async def _compute_meters(self, state: LiveState, zones: dict[str, ZoneInfo]) -> None:
+        """Each priced meter's day counters (R10.4), through the consumer's own effect."""
+        if self._meters is None:
+            return
+        for meter in self._meters.meters.values():
+            params: dict[str, Any] = {"type": meter.event_type}
+            sql = _METER.format(value=value_expression(meter, params))
+            for tenant, bucket, total in await self._ch.rows(sql, params):
+                if total is None:
+                    continue
+                day = local_day(as_utc(bucket), zones[str(tenant)])
+                state.apply(meter_ops(str(tenant), meter, day, Decimal(total),
+                                      self._meters.touched))
 
     async def _compute_resources(self, state: LiveState, zones: dict[str, ZoneInfo]) -> None:
         """Each declared resource's sets, through the consumer's own effect (`live_ops`)."""

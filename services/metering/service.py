@@ -27,6 +27,7 @@ from shared.meters import Aggregation, MeterRegistry
 from shared.resources import NO_RESOURCE_EVENTS, ResourceEvent
 from shared.settings import MeteringSettings
 from shared.times import as_utc, micros, parse_zone
+from shared.usage_limits import LiveMeters, LiveOp, event_value, meter_ops
 
 MAX_BUCKETS = 10_000
 
@@ -40,12 +41,26 @@ def local_day(instant: datetime, zone: ZoneInfo) -> date:
     return instant.astimezone(zone).date()
 
 
-LiveOp = list[str | int]
-
-
 def live_ops(event: UsageEvent, zone: ZoneInfo,
-             resources: Mapping[str, ResourceEvent] = NO_RESOURCE_EVENTS) -> list[LiveOp]:
-    """The Redis counter updates one new event makes (applied atomically with its claim).
+             resources: Mapping[str, ResourceEvent] = NO_RESOURCE_EVENTS,
+             meters: LiveMeters | None = None) -> list[LiveOp]:
+    """The Redis counter updates one new event makes (applied atomically with its claim):
+    those of the built-in and counted-resource counters, then those of every priced meter
+    (`meters`) the event's type moves (R10.4)."""
+    ops = _counter_ops(event, zone, resources)
+    if meters is None:
+        return ops
+    for meter in meters.by_type.get(event.type, ()):
+        value = event_value(event, meter)
+        if value is not None:
+            ops += meter_ops(event.tenant, meter, local_day(event.time, zone), value,
+                             meters.touched)
+    return ops
+
+
+def _counter_ops(event: UsageEvent, zone: ZoneInfo,
+                 resources: Mapping[str, ResourceEvent]) -> list[LiveOp]:
+    """The built-in counters' and counted resources' updates of one event.
 
     E-mails are kept per local day of the tenant, so a check sums its period's days (R7.2);
     companies as one net count (R7.3); access as last-event-wins state per user plus a

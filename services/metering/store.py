@@ -189,6 +189,8 @@ class EventStore:
 # One taken under another incarnation of the broker may belong to an event that was never
 # stored (the broker forgot it): the worker asks ClickHouse, and claims again with `force`
 # the events it does not hold, whose counters were rebuilt without them.
+# A `touch` bumps the (tenant, meter) of a priced meter in a hash entitlements watches for
+# thresholds (R10.4); written in the same call, so a counter never moves unseen.
 # Verdicts: 1 new, 2 replay of our own claim, 0 duplicate, 3 claimed under another
 # incarnation (not written unless forced), -1 refused: a counter key holds
 # another type (written by hand), so the event is dead-lettered rather than half applied.
@@ -206,6 +208,7 @@ local function foreign(claim)
 end
 local verdicts = {}
 local increments = {}
+local touches = {}
 local types = {}
 local function is_type(key, wanted)
   local found = types[key]
@@ -223,6 +226,8 @@ local function applicable(ev)
       if not is_type(op[2], 'string') then return false end
     elseif op[1] == 'member' then
       if not is_type(op[2], 'set') then return false end
+    elseif op[1] == 'touch' then
+      if not is_type(op[2], 'hash') then return false end
     elseif not (is_type(op[2], 'hash') and is_type(op[3], 'zset')) then
       return false
     end
@@ -247,7 +252,16 @@ for i, ev in ipairs(batch) do
     for j = 3, #ev do
       local op = ev[j]
       if op[1] == 'incr' then
-        increments[op[2]] = (increments[op[2]] or 0) + op[3]
+        if math.abs(op[3]) < 4294967296 then
+          increments[op[2]] = (increments[op[2]] or 0) + op[3]
+        else
+          -- A large amount (a priced meter's value, R10.4) goes at once: a Lua number sums
+          -- integers exactly only below 2^53.
+          redis.call('INCRBY', op[2], string.format('%d', op[3]))
+        end
+      elseif op[1] == 'touch' then
+        -- a priced meter moved (R10.4): hash, tenant + meter
+        touches[op[2] .. '\0' .. op[3]] = {op[2], op[3]}
       elseif op[1] == 'member' then
         -- a counted resource (R7.4): set, id, created (1/0), applied in stream order
         if op[4] == 1 then
@@ -281,6 +295,9 @@ end
 -- print a double above 10^14 in exponent form, which INCRBY refuses).
 for key, amount in pairs(increments) do
   redis.call('INCRBY', key, string.format('%d', amount))
+end
+for _, touch in pairs(touches) do
+  redis.call('HINCRBY', touch[1], touch[2], 1)
 end
 return verdicts
 """

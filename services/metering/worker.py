@@ -68,6 +68,7 @@ from shared.kafka import make_consumer
 from shared.observability import CONSUMER_LAG
 from shared.resources import NO_RESOURCE_EVENTS, ResourceEvent
 from shared.settings import MeteringSettings
+from shared.usage_limits import LiveMeters
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,11 @@ class UsageConsumer:
     def __init__(self, settings: MeteringSettings, validator: EventValidator, store: EventStore,
                  live: LiveCounters, zones: TenantZones, producer: AIOKafkaProducer,
                  health: LoopHealth, rebuild: LiveRebuild,
-                 resources: Mapping[str, ResourceEvent] = NO_RESOURCE_EVENTS) -> None:
+                 resources: Mapping[str, ResourceEvent] = NO_RESOURCE_EVENTS,
+                 meters: LiveMeters | None = None) -> None:
         self._settings = settings
         self._resources = resources  # the catalog's counted resources by event type (R7.4)
+        self._meters = meters  # the priced meters counted live (R10.4)
         self._health = health
         self._retrier = Retrier(LOOP, health, initial_s=settings.retry_initial_s,
                                 max_s=settings.retry_max_s,
@@ -216,11 +219,11 @@ class UsageConsumer:
                 {r.event.tenant for r in unique}))
 
             incarnation = self._live.incarnation
-            resources = self._resources
+            resources, meters = self._resources, self._meters
 
             def entry(row: StoredEvent) -> list[Any]:
                 return [claim_key(row.event), f"{incarnation}/{row.partition}:{row.offset}",
-                        *live_ops(row.event, zones[row.event.tenant], resources)]
+                        *live_ops(row.event, zones[row.event.tenant], resources, meters)]
 
             def entries() -> Iterator[list[Any]]:
                 # Built lazily, while valkey works through the previous chunk.

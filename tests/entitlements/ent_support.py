@@ -81,18 +81,19 @@ async def history(client: httpx.AsyncClient, tenant: str) -> list[dict[str, Any]
     return data
 
 
-async def events_for(bootstrap: str, tenant: str, want: int = 1,
-                     within: float = 10.0) -> list[dict[str, Any]]:
-    """Every `subscription-events` message of `tenant` so far (waits for at least `want`)."""
+async def events_for(bootstrap: str, tenant: str, want: int = 1, within: float = 10.0,
+                     topic: str = SUBSCRIPTION_EVENTS_TOPIC) -> list[dict[str, Any]]:
+    """Every `subscription-events` message of `tenant` so far (waits for at least `want`);
+    `topic`: a private platform's name for it."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     found: list[dict[str, Any]] = []
     try:
-        partitions = consumer.partitions_for_topic(SUBSCRIPTION_EVENTS_TOPIC)
+        partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(SUBSCRIPTION_EVENTS_TOPIC) or set()
-        tps = [TopicPartition(SUBSCRIPTION_EVENTS_TOPIC, p) for p in sorted(partitions)]
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         loop = asyncio.get_running_loop()

@@ -83,8 +83,10 @@ def _tenant(*lots: dict[str, Any], **fields: Any) -> TenantState:
     return tenant_document(*lots, **fields)
 
 
-def _numbers(decision: Decision) -> tuple[str, str, str | None, int | None, int | None,
-                                          int | None]:
+Figure = int | Decimal | None  # a priced meter's figures may have decimals (R10.4)
+
+
+def _numbers(decision: Decision) -> tuple[str, str, str | None, Figure, Figure, Figure]:
     return (decision.decision, decision.reason, decision.covered_by, decision.limit,
             decision.used, decision.remaining)
 

@@ -1,7 +1,7 @@
-"""Usage charges on declared meters over half a simulated year (R10.1–R10.3), on the manual
-clock: a tenant whose plan prices one meter graduated, one by volume and one by packages,
-with a minimum commitment. Every invoice matches the table of docs/invoicing.md ("Usage
-charges over half a year"), computed by hand there and below."""
+"""Usage charges on declared meters over a simulated year (R10.1–R10.3), on the manual clock:
+a tenant whose plan prices one meter graduated, one by volume and one by packages, with a
+minimum commitment. Every invoice matches the table of docs/invoicing.md ("Usage charges over
+a year"), computed by hand there and below."""
 
 from __future__ import annotations
 
@@ -43,9 +43,10 @@ METERED_PLAN: dict[str, Any] = {
          "package_price": "1.50"}],
     "minimum": {"P1M": "20.00"}}
 
-# (api calls, SMS, exports) used in each month, January to June.
+# (api calls, SMS, exports) used in each month, January to December.
 USAGE = [(1000, 100, 10), (11000, 101, 11), (11001, 1000, 0), (0, 0, 0), (3500, 1001, 25),
-         (1250, 3, 1)]
+         (1250, 3, 1), (1001, 99, 9), (1003, 1000, 10), (26000, 0, 20), (1250, 1, 0),
+         (11001, 101, 101), (0, 1234, 0)]
 
 # By hand (VAT 20 %; 10.00 of plan in advance on each; usage of the month before):
 # 01-01  first period: 10.00                                               -> 12.00
@@ -61,6 +62,18 @@ USAGE = [(1000, 100, 10), (11000, 101, 11), (11001, 1000, 0), (0, 0, 0), (3500, 
 #        50.05; exports 25 = 3 packages: 4.50. 69.55, tax 13.91            -> 83.46
 # 07-01  Jun: api 250 x 0.002 = 0.50; sms 3 x 0.10 = 0.30; exports 1 package 1.50;
 #        usage 2.30: minimum 17.70. 30.00                                  -> 36.00
+# 08-01  Jul: api 1 billable x 0.002 = 0.002 -> 0.00 (a line all the same); sms 99 in tier
+#        1: 9.90; exports 9 = 1 package: 1.50; usage 11.40: minimum 8.60. 30.00 -> 36.00
+# 09-01  Aug: api 3 x 0.002 = 0.006 -> 0.01; sms 1,000, exactly at tier 2's bound:
+#        1,000 x 0.08 + 2.00 = 82.00; exports 10 = exactly 1 package: 1.50.
+#        93.51, tax 18.702 -> 18.70                                         -> 112.21
+# 10-01  Sep: api 25,000 billable: 20.00 + 15,000 x 0.001 = 15.00 + 5.00 = 40.00; no SMS,
+#        no line; exports 20 = 2 packages: 3.00. 53.00, tax 10.60           -> 63.60
+# 11-01  Oct: api 250 x 0.002 = 0.50; sms 1 x 0.10 = 0.10; usage 0.60: minimum 19.40.
+#        30.00                                                              -> 36.00
+# 12-01  Nov: api 10,001 billable: 25.001 -> 25.00; sms 101: 10.08; exports 101 = 11
+#        packages: 16.50. 61.58, tax 12.316 -> 12.32                        -> 73.90
+# 2028-01-01  Dec: sms 1,234 in tier 3: 1,234 x 0.05 = 61.70. 71.70, tax 14.34 -> 86.04
 EXPECTED: list[tuple[str, dict[str, str]]] = [
     ("12.00", {"plan": "10.00"}),
     ("36.00", {"plan": "10.00", "api_calls": "0.00", "sms_sent": "10.00", "exports": "1.50",
@@ -71,6 +84,14 @@ EXPECTED: list[tuple[str, dict[str, str]]] = [
     ("83.46", {"plan": "10.00", "api_calls": "5.00", "sms_sent": "50.05", "exports": "4.50"}),
     ("36.00", {"plan": "10.00", "api_calls": "0.50", "sms_sent": "0.30", "exports": "1.50",
                "minimum_commitment": "17.70"}),
+    ("36.00", {"plan": "10.00", "api_calls": "0.00", "sms_sent": "9.90", "exports": "1.50",
+               "minimum_commitment": "8.60"}),
+    ("112.21", {"plan": "10.00", "api_calls": "0.01", "sms_sent": "82.00", "exports": "1.50"}),
+    ("63.60", {"plan": "10.00", "api_calls": "40.00", "exports": "3.00"}),
+    ("36.00", {"plan": "10.00", "api_calls": "0.50", "sms_sent": "0.10",
+               "minimum_commitment": "19.40"}),
+    ("73.90", {"plan": "10.00", "api_calls": "25.00", "sms_sent": "10.08", "exports": "16.50"}),
+    ("86.04", {"plan": "10.00", "sms_sent": "61.70"}),
 ]
 
 
@@ -110,7 +131,7 @@ async def send(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> None:
     assert response.status_code < 300, response.text
 
 
-async def test_half_a_year_of_usage_charges(endpoints: Endpoints, unique: str,
+async def test_a_year_of_usage_charges(endpoints: Endpoints, unique: str,
                                             tmp_path: Path) -> None:
     catalog, meters = usage_catalog(tmp_path)
     start = datetime(YEAR, 1, 1, tzinfo=UTC)
@@ -125,11 +146,11 @@ async def test_half_a_year_of_usage_charges(endpoints: Endpoints, unique: str,
         await send(client, [e for month, used in enumerate(USAGE, start=1)
                             for e in month_events(tenant, month, *used)])
         moved = await client.put("/v1/clock", headers=ADMIN,
-                                 json={"now": f"{YEAR}-07-01T12:00:00Z"})
+                                 json={"now": f"{YEAR + 1}-01-01T12:00:00Z"})
         assert moved.status_code == 200, moved.text
         invoices = await invoices_of(client, tenant)
         assert [(i["total"], amounts(i)) for i in invoices] == EXPECTED
-        assert sum(Decimal(i["total"]) for i in invoices) == Decimal("395.56")
+        assert sum(Decimal(i["total"]) for i in invoices) == Decimal("803.31")
         feb = invoices[2]
         api = next(line for line in feb["lines"] if line["kind"] == "usage"
                    and line["source"]["meter"] == "api_calls")
@@ -140,11 +161,11 @@ async def test_half_a_year_of_usage_charges(endpoints: Endpoints, unique: str,
         assert api["source"]["priced"]["tiers"][0]["units"] == "10000"
         sms = next(line for line in feb["lines"] if line["source"].get("meter") == "sms_sent")
         assert sms["module"] == "sales"
-        # What has accrued so far in July: 2,000 calls, 1,000 of them billable, 2.00; the
-        # minimum tops it up to 20.00.
-        await send(client, [{"specversion": "1.0", "id": f"{tenant}-july", "source": "year",
+        # What has accrued so far in January 2028: 2,000 calls, 1,000 of them billable,
+        # 2.00; the minimum tops it up to 20.00.
+        await send(client, [{"specversion": "1.0", "id": f"{tenant}-next", "source": "year",
                              "type": "api.calls", "subject": tenant,
-                             "time": f"{YEAR}-07-01T10:00:00Z", "data": {"count": 2000}}])
+                             "time": f"{YEAR + 1}-01-01T10:00:00Z", "data": {"count": 2000}}])
 
         async def accrued() -> dict[str, Any] | None:
             found: dict[str, Any] = (await client.get(

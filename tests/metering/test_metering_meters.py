@@ -15,8 +15,11 @@ from shared.meters import MeterError
 from shared.stack import Endpoints
 from tests.conftest import RunningApp, cloud_event, eventually, settings_for, start_app
 
+# `api_calls` too: the demo catalog prices it, and every service refuses a catalog pricing a
+# meter it does not know (R10.1).
 METERS = """
 meters:
+  - {slug: api_calls, event_type: api.calls, aggregation: SUM, value_property: count}
   - slug: ai_tokens
     event_type: ai.completion
     aggregation: SUM

@@ -1,0 +1,49 @@
+"""The outbox publisher after a crash between the broker's ack and the outbox delete: the
+events the topic already holds are not sent again (R4.8 outbox; R10.4 asks for each
+threshold event once, a SIGKILL included).
+
+The state such a crash leaves is built by hand: the outbox keeps its entries (no publisher
+runs in this app) and the first of them is put on the topic as the killed publisher would
+have put it, with its `event-id` header. A publisher taking the lease then sends only the
+second, and empties the outbox.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from services.entitlements.part import EntitlementsPart
+from shared.kafka import make_reader
+from shared.observability import OUTBOX_BACKLOG
+from shared.outbox import OutboxPublisher
+from shared.stack import Endpoints
+from tests.conftest import create_tenant
+from tests.entitlements.ent_support import events_for, isolated_app
+
+
+async def test_events_already_on_the_topic_are_not_sent_again(endpoints: Endpoints) -> None:
+    topic = f"subscriptions-readback-{uuid.uuid4().hex[:8]}"
+    async with isolated_app(endpoints, datetime(2026, 3, 1, 12, tzinfo=UTC),
+                            entitlements_outbox_publisher=False,
+                            subscription_events_topic=topic) as app:
+        part = app.parts[0]
+        assert isinstance(part, EntitlementsPart)
+        assert part.service is not None
+        store, producer = part.service.store, app.runtime.producer
+        first, second = (f"readback-{n}-{uuid.uuid4().hex[:6]}" for n in (1, 2))
+        await create_tenant(app.client, first)
+        await create_tenant(app.client, second)
+        [(_, sent_before_the_crash), (_, left)] = await store.outbox.batch(10)
+        await producer.send_and_wait(
+            topic, sent_before_the_crash["value"].encode(),
+            key=sent_before_the_crash["key"].encode(),
+            headers=[("event-id", sent_before_the_crash["id"].encode())])
+
+        publisher = OutboxPublisher(store.outbox, producer, topic, 0.5, "entitlements",
+                                    OUTBOX_BACKLOG, lambda: make_reader(part.settings))
+        assert await publisher.drain_once() == 1
+        assert await store.outbox.length() == 0
+        for tenant, event_id in ((first, sent_before_the_crash["id"]), (second, left["id"])):
+            found = await events_for(endpoints.kafka_bootstrap, tenant, 1, topic=topic)
+            assert [e["id"] for e in found] == [event_id], tenant

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
 
 from shared.settings import CommonSettings
 
@@ -77,6 +78,22 @@ def make_reader(settings: CommonSettings) -> AIOKafkaConsumer:
     """A consumer in no group, to read partitions it assigns itself (nothing committed)."""
     return AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                             enable_auto_commit=False)
+
+
+def make_admin(settings: CommonSettings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+
+
+async def cluster_id(admin: AIOKafkaAdminClient) -> str:
+    """The id of the broker cluster answering now; a new id names a new log (the embedded
+    broker gets one at every start)."""
+    try:
+        described = await admin.describe_cluster()
+    except (RuntimeError, OSError) as exc:
+        # aiokafka writing on a connection the broker has just closed (it died): an outage
+        # like any other.
+        raise KafkaConnectionError(f"the broker connection broke: {exc}") from exc
+    return str(described.get("cluster_id") or "")
 
 
 async def probe(producer: AIOKafkaProducer) -> None:

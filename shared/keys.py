@@ -41,15 +41,15 @@ Owned by entitlements (`EntitlementsKeys`, prefix `ENTITLEMENTS_KEY_PREFIX`):
 - `{p}:thresholds:{tenant}:{meter}:{period start}` hash: threshold -> id of the
                           `usage.threshold_reached` event written for it (R10.4), once.
 - private: `{p}:history:{tenant}`, `{p}:idem:{tenant}:{sha256}`, `{p}:due`,
-  `{p}:outbox:lock`, `{p}:commit-call:{uuid}`.
+  `{p}:outbox:lock`, `{p}:outbox:published`, `{p}:commit-call:{uuid}`.
 
 Owned by invoicing (`InvoicingKeys`, prefix `INVOICING_KEY_PREFIX`):
 
 - `{p}:events`            hash: event id -> invoice number of a purchase's immediate invoice.
                           Read by: entitlements (the purchase answer names its invoice).
 - private: `{p}:outbox` (stream of `invoice.issued` / `credit_note.issued` not yet
-  published), `{p}:outbox:lock`, `{p}:pending`, `{p}:credited`, `{p}:next`, `{p}:known`,
-  `{p}:seq:{kind}:{year}`,
+  published), `{p}:outbox:lock`, `{p}:outbox:published`, `{p}:pending`, `{p}:credited`,
+  `{p}:next`, `{p}:known`, `{p}:seq:{kind}:{year}`,
   `{p}:last:{kind}`, `{p}:ended`, `{p}:sweep`,
   `{p}:billed:{tenant}`, `{p}:issue-call:{uuid}`, `{p}:credit-call:{sha256}`.
 
@@ -145,6 +145,10 @@ class EntitlementsKeys:
         return f"{self.prefix}:outbox:lock"
 
     @property
+    def outbox_published(self) -> str:
+        return f"{self.prefix}:outbox:published"
+
+    @property
     def due(self) -> str:
         return f"{self.prefix}:due"
 
@@ -189,6 +193,10 @@ class InvoicingKeys:
     @property
     def outbox_lease(self) -> str:
         return f"{self.prefix}:outbox:lock"
+
+    @property
+    def outbox_published(self) -> str:
+        return f"{self.prefix}:outbox:published"
 
     @property
     def credited(self) -> str:

@@ -2,14 +2,16 @@
 change they announce, then published to Kafka by `OutboxPublisher`.
 
 A broker outage only delays events, and a crash between the change and its publication
-publishes it on restart. An entry is deleted only after the broker acked it. A publisher
-killed between the ack and the delete leaves entries the broker already holds: so whoever
-takes the lease first reads back the topic's last messages (one batch's worth per partition)
-and deletes the entries already there instead of sending them again. Each event is then
-published once across crashes; consumers still drop repeats by the stable event `id`, the
-rest of at-least-once (a broker that acked and then lost its ack, say). Entitlements and
-invoicing each own one stream (`shared.keys`); the writers append `id`, `key`, `value`
-fields with XADD.
+publishes it on restart. An entry leaves the outbox only after the broker acked it, for the
+published stream, labelled with the broker cluster that took it and kept for
+`OUTBOX_RETENTION_S`. A publisher killed between the ack and the move leaves entries the
+broker already holds: so whoever takes the lease first reads back the topic's last messages
+(one batch's worth per partition) and moves the entries already there instead of sending
+them again. And a broker that is a new one (another cluster id: the embedded broker keeps
+its log in memory, so a restart of it forgets every event its consumers had not read yet)
+gets the kept publications again before anything new, oldest first. Consumers drop repeats
+by the stable event `id`. Entitlements and invoicing each own one outbox (`shared.keys`);
+the writers append `id`, `key`, `value` fields with XADD.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Gauge
 from redis.asyncio import Redis
 
 from shared.consumer import LoopHealth
+from shared.kafka import cluster_id
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +46,37 @@ return 0
 """
 
 
-class OutboxStream:
-    """One outbox stream and the lease that lets one replica at a time drain it."""
+# Entries the broker acked move to the published stream, labelled with the broker cluster
+# that took them; published entries older than the retention (ARGV[2], s) are forgotten.
+# ARGV: cluster, retention, then per entry its outbox id, event id, key and value.
+_PUBLISHED = """
+for i = 3, #ARGV, 4 do
+  redis.call('XADD', KEYS[2], '*', 'id', ARGV[i + 1], 'key', ARGV[i + 2],
+             'value', ARGV[i + 3], 'cluster', ARGV[1])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+local now = redis.call('TIME')
+local oldest = (tonumber(now[1]) - tonumber(ARGV[2])) * 1000
+redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%d', oldest))
+return 1
+"""
 
-    def __init__(self, redis: Redis, stream: str, lease: str) -> None:
+Entry = tuple[str, dict[str, str]]  # stream id, fields `id`, `key`, `value` (and `cluster`)
+
+
+class OutboxStream:
+    """One outbox stream, the lease that lets one replica at a time drain it, and the
+    stream of what was published, kept for `retention_s`."""
+
+    def __init__(self, redis: Redis, stream: str, lease: str, published: str,
+                 retention_s: int) -> None:
         self.redis = redis
         self.stream = stream
         self.lease = lease
+        self.published_stream = published
+        self.retention_s = retention_s
         self._take = redis.register_script(_LEASE)
+        self._published = redis.register_script(_PUBLISHED)
 
     async def batch(self, count: int) -> list[tuple[str, dict[str, str]]]:
         rows: Any = await self.redis.xrange(self.stream, count=count)
@@ -58,9 +85,28 @@ class OutboxStream:
     async def length(self) -> int:
         return int(await self.redis.xlen(self.stream))
 
-    async def ack(self, ids: Sequence[str]) -> None:
-        if ids:
-            await self.redis.xdel(self.stream, *ids)
+    async def published(self, entries: Sequence[Entry], cluster: str,
+                        stream: str | None = None) -> None:
+        """`entries` of `stream` (the outbox by default) are on `cluster`'s log."""
+        if not entries:
+            return
+        args: list[str] = [cluster, str(self.retention_s)]
+        for entry_id, fields in entries:
+            args += [entry_id, fields["id"], fields["key"], fields["value"]]
+        await self._published(keys=[stream or self.stream, self.published_stream], args=args)
+
+    async def published_elsewhere(self, cluster: str, count: int) -> list[Entry]:
+        """The oldest `count` kept publications that another cluster took."""
+        found: list[Entry] = []
+        start = "-"
+        while len(found) < count:
+            rows: Any = await self.redis.xrange(self.published_stream, min=start, count=count)
+            found += [(str(i), {str(k): str(v) for k, v in f.items()}) for i, f in rows
+                      if f.get("cluster") != cluster]
+            if len(rows) < count:
+                break
+            start = f"({rows[-1][0]}"
+        return found[:count]
 
     async def take_lease(self, holder: str, ttl_ms: int) -> bool:
         return bool(await self._take(keys=[self.lease], args=[holder, ttl_ms]))
@@ -75,14 +121,19 @@ class OutboxPublisher:
 
     def __init__(self, outbox: OutboxStream, producer: AIOKafkaProducer, topic: str,
                  poll_s: float, name: str, backlog: Gauge,
-                 reader: Callable[[], AIOKafkaConsumer], batch: int = 500,
+                 reader: Callable[[], AIOKafkaConsumer],
+                 admin: Callable[[], AIOKafkaAdminClient], batch: int = 500,
                  lease_ms: int = 10_000) -> None:
         self._outbox = outbox
         self._producer = producer
         self._topic = topic
         self._reader = reader  # a consumer without group: the topic read back
+        self._new_admin = admin  # asks which broker cluster answers
+        self._admin: AIOKafkaAdminClient | None = None
         # False until the outbox's head was checked against the topic under this lease.
         self._checked = False
+        # The cluster the kept publications were last checked against.
+        self._cluster: str | None = None
         self._poll_s = poll_s
         self._name = name
         self._backlog = backlog
@@ -111,40 +162,67 @@ class OutboxPublisher:
             self._task = None
         with contextlib.suppress(Exception):
             await self._outbox.release_lease(self._holder)
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                await self._admin.close()
+            self._admin = None
 
     async def drain_once(self) -> int:
         """Publish what is in the outbox now; returns how many events were acked."""
         if not await self._outbox.take_lease(self._holder, self._lease_ms):
             self._checked = False  # another holder publishes: check again when ours again
             return 0
+        cluster = await self._answering()
+        if cluster != self._cluster:
+            await self._publish_again(cluster)
+            self._cluster = cluster
         sent = 0
         while entries := await self._outbox.batch(self._batch):
             if not self._checked:
-                entries = await self._unpublished(entries)
+                entries = await self._unpublished(entries, cluster)
                 self._checked = True
                 if not entries:
                     continue
-            futures = [await self._producer.send(self._topic, fields["value"].encode(),
-                                                 key=fields["key"].encode(),
-                                                 headers=[("event-id", fields["id"].encode())])
-                       for _, fields in entries]
-            await asyncio.gather(*futures)  # every one acked (acks=all) before deleting
-            await self._outbox.ack([entry_id for entry_id, _ in entries])
+            await self._send(entries)
+            await self._outbox.published(entries, cluster)
             sent += len(entries)
             if len(entries) < self._batch:
                 break
         return sent
 
-    async def _unpublished(self, entries: list[tuple[str, dict[str, str]]]
-                           ) -> list[tuple[str, dict[str, str]]]:
+    async def _send(self, entries: Sequence[Entry]) -> None:
+        futures = [await self._producer.send(self._topic, fields["value"].encode(),
+                                             key=fields["key"].encode(),
+                                             headers=[("event-id", fields["id"].encode())])
+                   for _, fields in entries]
+        await asyncio.gather(*futures)  # every one acked (acks=all) before moving them
+
+    async def _answering(self) -> str:
+        if self._admin is None:
+            admin = self._new_admin()
+            await admin.start()
+            self._admin = admin
+        return await cluster_id(self._admin)
+
+    async def _publish_again(self, cluster: str) -> None:
+        """The kept publications another broker cluster took, sent to this one, oldest first:
+        the embedded broker forgets its log at a restart, maybe before a consumer read them.
+        Consumers drop the repeats by event id."""
+        while entries := await self._outbox.published_elsewhere(cluster, self._batch):
+            log.warning("%s outbox: the broker is a new one (%s); publishing %d kept event(s) "
+                        "again", self._name, cluster, len(entries))
+            await self._send(entries)
+            await self._outbox.published(entries, cluster, stream=self._outbox.published_stream)
+
+    async def _unpublished(self, entries: list[Entry], cluster: str) -> list[Entry]:
         """The entries the topic does not hold yet; those it holds (a holder killed between
-        the broker's ack and the delete) are deleted from the outbox."""
+        the broker's ack and the move) are moved to the published stream."""
         published = await self._published_ids()
-        held = [entry_id for entry_id, fields in entries if fields["id"] in published]
+        held = [(entry_id, fields) for entry_id, fields in entries if fields["id"] in published]
         if held:
             log.info("%s outbox: %d event(s) already on %s, not sent again", self._name,
                      len(held), self._topic)
-            await self._outbox.ack(held)
+            await self._outbox.published(held, cluster)
         return [(entry_id, fields) for entry_id, fields in entries
                 if fields["id"] not in published]
 

@@ -41,6 +41,9 @@ class CommonSettings(BaseSettings):
     subscription_events_dlq_topic: str = SUBSCRIPTION_EVENTS_DLQ_TOPIC
     usage_events_partitions: int = Field(default=4, ge=1)
     subscription_events_partitions: int = Field(default=4, ge=1)
+    # How long a published outbox event is kept to be published again should the broker
+    # turn out to be a new, empty one (the embedded broker after a restart): shared/outbox.py.
+    outbox_retention_s: int = Field(default=86_400, ge=0, le=30 * 86_400)
 
     # The catalog file (R1) entitlements sells from and invoicing prices with.
     catalog: Path = Path(__file__).resolve().parent.parent / "deploy" / "catalog.demo.yaml"

@@ -12,7 +12,7 @@ from services.entitlements.thresholds import ThresholdWatcher
 from services.entitlements.worker import LifecycleJob
 from shared.app import Runtime
 from shared.catalog import Catalog, load_catalog
-from shared.kafka import make_reader
+from shared.kafka import make_admin, make_reader
 from shared.keys import EntitlementsKeys
 from shared.meters import MeterRegistry
 from shared.observability import OUTBOX_BACKLOG
@@ -40,11 +40,13 @@ class EntitlementsPart:
         self.service: EntitlementsService | None = None
 
     async def start(self, runtime: Runtime) -> None:
-        store = EntitlementsStore(runtime.redis, self.settings.entitlements_key_prefix)
+        store = EntitlementsStore(runtime.redis, self.settings.entitlements_key_prefix,
+                                  self.settings.outbox_retention_s)
         publisher = OutboxPublisher(store.outbox, runtime.producer,
                                     self.settings.subscription_events_topic,
                                     self.settings.entitlements_outbox_poll_s, "entitlements",
-                                    OUTBOX_BACKLOG, lambda: make_reader(self.settings))
+                                    OUTBOX_BACKLOG, lambda: make_reader(self.settings),
+                                    lambda: make_admin(self.settings))
         self.service = EntitlementsService(store, self.catalog, runtime.clock, self.settings,
                                            publisher.notify, self.meters.meters)
         runtime.scheduler.register(LifecycleJob(self.service))

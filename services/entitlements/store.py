@@ -116,12 +116,14 @@ class CheckReads:
 
 
 class EntitlementsStore:
-    def __init__(self, redis: Redis, prefix: str = "ent") -> None:
+    def __init__(self, redis: Redis, prefix: str = "ent",
+                 outbox_retention_s: int = 86_400) -> None:
         self.redis = redis
         self.keys = EntitlementsKeys(prefix)
         self._commit = redis.register_script(_COMMIT)
         self._read_many = ReadMany(redis)
-        self.outbox = OutboxStream(redis, self.keys.outbox, self.keys.outbox_lease)
+        self.outbox = OutboxStream(redis, self.keys.outbox, self.keys.outbox_lease,
+                                   self.keys.outbox_published, outbox_retention_s)
         self._thresholds = redis.register_script(_THRESHOLDS)
 
     # --- tenant documents --------------------------------------------------------------

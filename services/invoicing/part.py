@@ -13,7 +13,7 @@ from services.invoicing.worker import BillingJob, SubscriptionConsumer
 from shared.app import Runtime
 from shared.catalog import Catalog, load_catalog
 from shared.catalog_usage import check_usage_meters
-from shared.kafka import make_reader
+from shared.kafka import make_admin, make_reader
 from shared.keys import EntitlementsKeys, InvoicingKeys
 from shared.meters import MeterRegistry
 from shared.observability import INVOICING_OUTBOX_BACKLOG
@@ -44,9 +44,11 @@ class InvoicingPart:
     async def start(self, runtime: Runtime) -> None:
         keys = InvoicingKeys(self.settings.invoicing_key_prefix)
         publisher = OutboxPublisher(
-            OutboxStream(runtime.redis, keys.outbox, keys.outbox_lease), runtime.producer,
+            OutboxStream(runtime.redis, keys.outbox, keys.outbox_lease, keys.outbox_published,
+                         self.settings.outbox_retention_s), runtime.producer,
             self.settings.subscription_events_topic, self.settings.invoicing_outbox_poll_s,
-            "invoicing", INVOICING_OUTBOX_BACKLOG, lambda: make_reader(self.settings))
+            "invoicing", INVOICING_OUTBOX_BACKLOG, lambda: make_reader(self.settings),
+            lambda: make_admin(self.settings))
         state = InvoiceState(runtime.redis, keys,
                              EntitlementsKeys(self.settings.entitlements_key_prefix),
                              self.settings.accounting_zone, publisher.notify)

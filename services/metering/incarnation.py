@@ -18,14 +18,13 @@ import hashlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError
 
 from services.metering.acks import StoredEvents
 from services.metering.rebuild import LiveRebuild
 from services.metering.store import LiveCounters
 from services.metering.zones import TenantZones
 from shared.consumer import Retrier
-from shared.kafka import ensure_topics, platform_topics
+from shared.kafka import cluster_id, ensure_topics, make_admin, platform_topics
 from shared.settings import MeteringSettings
 
 log = logging.getLogger(__name__)
@@ -64,16 +63,10 @@ class Incarnation:
         """The id of the cluster answering now."""
         async with self._opening:
             if self._admin is None:
-                admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap)
+                admin = make_admin(self._settings)
                 await admin.start()
                 self._admin = admin
-        try:
-            described = await self._admin.describe_cluster()
-        except (RuntimeError, OSError) as exc:
-            # aiokafka writing on a connection the broker has just closed (it died): an
-            # outage like any other, answered 503 and retried.
-            raise KafkaConnectionError(f"the broker connection broke: {exc}") from exc
-        return str(described.get("cluster_id") or "")
+        return await cluster_id(self._admin)
 
     async def ensure_current(self) -> str:
         """The labelled cluster; `BrokerReplaced` when another one answers."""

@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 
 from services.entitlements.part import EntitlementsPart
-from shared.kafka import make_reader
+from shared.kafka import make_admin, make_reader
 from shared.observability import OUTBOX_BACKLOG
 from shared.outbox import OutboxPublisher
 from shared.stack import Endpoints
@@ -41,9 +41,55 @@ async def test_events_already_on_the_topic_are_not_sent_again(endpoints: Endpoin
             headers=[("event-id", sent_before_the_crash["id"].encode())])
 
         publisher = OutboxPublisher(store.outbox, producer, topic, 0.5, "entitlements",
-                                    OUTBOX_BACKLOG, lambda: make_reader(part.settings))
-        assert await publisher.drain_once() == 1
+                                    OUTBOX_BACKLOG, lambda: make_reader(part.settings),
+                                    lambda: make_admin(part.settings))
+        try:
+            assert await publisher.drain_once() == 1
+        finally:
+            await publisher.stop()
         assert await store.outbox.length() == 0
         for tenant, event_id in ((first, sent_before_the_crash["id"]), (second, left["id"])):
             found = await events_for(endpoints.kafka_bootstrap, tenant, 1, topic=topic)
             assert [e["id"] for e in found] == [event_id], tenant
+
+
+async def test_a_new_broker_gets_the_kept_publications_again(endpoints: Endpoints) -> None:
+    """The embedded broker forgets its log when it restarts, maybe before invoicing or the
+    webhooks read an event. An event published to another broker cluster (its label in the
+    kept publications) is sent again to the one answering now, once: the next drain finds
+    it labelled with the current cluster and sends nothing."""
+    topic = f"subscriptions-again-{uuid.uuid4().hex[:8]}"
+    async with isolated_app(endpoints, datetime(2026, 3, 1, 12, tzinfo=UTC),
+                            entitlements_outbox_publisher=False,
+                            subscription_events_topic=topic) as app:
+        part = app.parts[0]
+        assert isinstance(part, EntitlementsPart)
+        assert part.service is not None
+        store, producer = part.service.store, app.runtime.producer
+        tenant = f"again-{uuid.uuid4().hex[:6]}"
+        await create_tenant(app.client, tenant)
+        [entry] = await store.outbox.batch(10)
+        # What a publisher left before the broker was replaced: the event taken by a cluster
+        # that is gone, nothing of it on the topic of the broker answering now.
+        await store.outbox.published([entry], "a-cluster-that-is-gone")
+        assert await store.outbox.length() == 0
+
+        publisher = OutboxPublisher(store.outbox, producer, topic, 0.5, "entitlements",
+                                    OUTBOX_BACKLOG, lambda: make_reader(part.settings),
+                                    lambda: make_admin(part.settings))
+        try:
+            assert await publisher.drain_once() == 0  # nothing new in the outbox
+            found = await events_for(endpoints.kafka_bootstrap, tenant, 1, topic=topic)
+            assert [e["id"] for e in found] == [entry[1]["id"]]
+
+            again = OutboxPublisher(store.outbox, producer, topic, 0.5, "entitlements",
+                                    OUTBOX_BACKLOG, lambda: make_reader(part.settings),
+                                    lambda: make_admin(part.settings))
+            try:
+                await again.drain_once()
+            finally:
+                await again.stop()
+            found = await events_for(endpoints.kafka_bootstrap, tenant, 1, topic=topic)
+            assert [e["id"] for e in found] == [entry[1]["id"]]  # not sent a second time
+        finally:
+            await publisher.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.invoicing.api import router
+from services.invoicing.pdf import check_template
 from services.invoicing.service import InvoicingService
 from services.invoicing.state import InvoiceState
 from services.invoicing.store import InvoiceStore
@@ -29,6 +30,7 @@ class InvoicingPart:
         # the catalog and the declared meters known, so the meter names are checked here.
         self.meters = MeterRegistry.load(self.settings.meters)
         check_usage_meters(self.catalog, {m.slug for m in self.meters.all()})
+        check_template(self.settings.invoicing_document_template)  # R9.8: the PDF
         self.service: InvoicingService | None = None
         self.consumer: SubscriptionConsumer | None = None
         self._registered = False
@@ -60,3 +62,5 @@ class InvoicingPart:
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
+        if self.service is not None:
+            self.service.documents.close()

@@ -43,6 +43,13 @@ async def test_the_api_docs_load_nothing_from_elsewhere(platform: RunningApp, pa
     # Every asset a path of this process (a "//host/..." address would not be one of them).
     assert sorted(set(parser.found)) == sorted(assets)
     assert "'/openapi.json'" in html or '"/openapi.json"' in html
+    # The browser is told to fetch from this process only (ReDoc's menu would show a logo
+    # from its vendor's CDN): every source is 'self', inline, or data made on the page.
+    policy = dict(directive.strip().split(" ", 1)
+                  for directive in response.headers["content-security-policy"].split(";"))
+    assert policy["default-src"] == "'self'"
+    sources = {source for value in policy.values() for source in value.split()}
+    assert sources <= {"'self'", "'unsafe-inline'", "data:", "blob:"}, sources
     for url, media_type in assets.items():
         asset = await platform.client.get(url)
         assert asset.status_code == 200, url

@@ -111,13 +111,15 @@ def _groups(lines: list[dict[str, Any]], currency: str) -> Iterator[dict[str, An
 
 def compile_pdf(template: Path, view: dict[str, Any]) -> bytes:
     """The PDF of `view` by `template` (synchronous, CPU-bound: run it on a thread). Dated
-    by the document's issue instant, so the same document always gives the same bytes."""
+    by the document's issue instant (to the second: PDF dates hold no fraction), so the same
+    document always gives the same bytes."""
     issued_at = view["document"].get("issued_at")
     pdf: bytes = typst.compile(
         template, root=template.parent, font_paths=[template.parent],
         ignore_system_fonts=True, format="pdf",
         sys_inputs={"document": orjson.dumps(view).decode()},
-        timestamp=None if issued_at is None else from_utc_text(issued_at))
+        timestamp=None if issued_at is None
+        else from_utc_text(issued_at).replace(microsecond=0))
     return pdf
 
 

@@ -317,6 +317,23 @@ async def test_amounts_print_in_the_minor_units_of_their_currency(
             f"Total {total} {currency}") in text
 
 
+async def test_a_document_issued_at_a_fractional_second_prints(issued: Issued) -> None:
+    """Under the wall clock documents are issued at instants with microseconds (the demo's
+    `2026-11-29T03:19:23.066295Z`); the PDF's date keeps the second, and two prints of the
+    same document are the same bytes."""
+    doc = issued.first | {"issued_at": "2026-11-29T03:19:23.066295Z"}
+    renderer = DocumentRenderer(None, UTC_ZONE)
+    try:
+        first, again = await renderer.pdf(doc), await renderer.pdf(doc)
+    finally:
+        renderer.close()
+    assert first == again
+    assert "Issue date: 2026-11-29" in text_of(first)
+    metadata = pypdf.PdfReader(io.BytesIO(first)).metadata
+    assert metadata is not None
+    assert metadata.creation_date == datetime(2026, 11, 29, 3, 19, 23, tzinfo=UTC)
+
+
 # --- a vendor's template ----------------------------------------------------------------------
 
 VENDOR_TEMPLATE = """\

@@ -334,6 +334,26 @@ async def test_a_document_issued_at_a_fractional_second_prints(issued: Issued) -
     assert metadata.creation_date == datetime(2026, 11, 29, 3, 19, 23, tzinfo=UTC)
 
 
+async def test_a_word_longer_than_its_column_breaks_inside_the_page(issued: Issued) -> None:
+    """A credit's reason may be one 300-character word, a legal name one 200-character
+    word: each breaks across lines of its column (no printed line is longer than an A4 line
+    at 10 pt holds, about 100 characters) and reads back whole, with nothing inserted."""
+    reason = "abcdefghij" * 30
+    line = issued.note["lines"][0] | {"description": f"credit on INV-2026-000004: {reason}"}
+    buyer = issued.note["buyer"] | {"legal_name": "Y" * 200}
+    renderer = DocumentRenderer(None, UTC_ZONE)
+    try:
+        pdf = await renderer.pdf(issued.note | {"lines": [line], "buyer": buyer})
+    finally:
+        renderer.close()
+    page, = pypdf.PdfReader(io.BytesIO(pdf)).pages
+    printed = page.extract_text().splitlines()
+    assert max(len(row) for row in printed) < 100, printed
+    joined = "".join("".join(printed).split())
+    assert reason in joined
+    assert "Y" * 200 in joined
+
+
 # --- a vendor's template ----------------------------------------------------------------------
 
 VENDOR_TEMPLATE = """\

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.api_docs import install_api_docs
 from shared.auth import KEY_ID_SCOPE, KeyStore
 from shared.clickhouse.client import ClickHouse, connect
 from shared.clickhouse.migrate import migrate
@@ -160,8 +161,11 @@ def create_app(settings: CommonSettings, parts: list[ServicePart],
 
     enable_access_log(settings.access_log)
     fast_paths = [path for part in parts for path in getattr(part, "fast_paths", ())]
+    # /docs and /redoc are served with local assets (shared.api_docs), never a CDN's.
     app = PlatformApp(fast_paths, title=title, version="1", lifespan=lifespan,
-                      generate_unique_id_function=operation_id)
+                      generate_unique_id_function=operation_id, docs_url=None,
+                      redoc_url=None)
+    install_api_docs(app)
     install_error_handlers(app)
     app.include_router(platform_router)
     for part in parts:

@@ -51,6 +51,13 @@ class NotFound(AppError):
     code = "not_found"
 
 
+class NotAcceptable(AppError):
+    """The caller's `Accept` allows none of the media types the route answers in."""
+
+    status = 406
+    code = "not_acceptable"
+
+
 class Conflict(AppError):
     status = 409
     code = "conflict"

@@ -39,6 +39,7 @@ ERROR_TEXT: dict[int, str] = {
     401: "missing, unknown or revoked API key",
     403: "the key's role may not call this route",
     404: "not found, or outside the key's tenant",
+    406: "the `Accept` header allows none of the media types the route answers in",
     409: "conflict with the current state, or an idempotency key reused with another body",
     413: "too many items, or a body over the size limit",
     422: "an input is invalid; `field` names it",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator
+from pydantic import Field, FilePath, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.legal import LegalName, PostalAddress, VatId
@@ -150,6 +150,9 @@ class InvoicingSettings(CommonSettings):
     invoicing_seller_vat_id: VatId = "FR00123456789"
     # Days from an invoice's issue date (in the accounting zone) to its due date (R9.8).
     invoicing_payment_terms_days: int = Field(default=30, ge=0, le=365)
+    # The Typst template invoices and credit notes are printed with as PDF (R9.8); unset, the
+    # one shipped in services/invoicing/templates. A vendor's own names a file here.
+    invoicing_document_template: FilePath | None = None
 
     @field_validator("accounting_tz")
     @classmethod

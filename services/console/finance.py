@@ -1,5 +1,6 @@
 """The finance pages: invoices and credit notes by month with filters, one document with its
-lines and where each came from, CSV downloads, the month export, and credit notes (admin).
+lines and where each came from, PDF and CSV downloads, the month export, and credit notes
+(admin).
 
 Reads and the credit note go through the invoicing service's `reads` and `credits`, with the
 key's tenant scope, exactly as `GET /v1/invoices…` and `POST …/credit-notes` do (R9.3, R9.7)."""
@@ -81,6 +82,17 @@ async def invoice_csv(request: Request, number: str) -> Response:
     viewer = await signed_in(request, READ_INVOICES)
     doc = await services_of(request).invoicing.reads.invoice(number, viewer.principal.tenant)
     return _csv(to_csv([doc]), f"{doc['number']}.csv")
+
+
+@router.get("/invoices/{number}/pdf")
+@page
+async def invoice_pdf(request: Request, number: str) -> Response:
+    """R9.8: the document printed, as `GET /v1/invoices/{number}` answers it as PDF."""
+    viewer = await signed_in(request, READ_INVOICES)
+    body = await services_of(request).invoicing.pdf(number, viewer.principal.tenant)
+    return Response(body, media_type="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="{number}.pdf"',
+        "Cache-Control": "no-store"})
 
 
 @router.post("/invoices/{number}/credit-notes")

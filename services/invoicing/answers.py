@@ -12,7 +12,8 @@ _LINE: dict[str, Any] = {
     "module": "crm", "kind": "extra_users", "description": "3 extra users of crm",
     "quantity": "3", "unit_price": "15.00", "amount": "45.00",
     "period": {"from": "2026-11-01", "to": "2026-12-01"}, "source": {"meter": "crm_users"}}
-_INVOICE: dict[str, Any] = {
+# The invoice the document shows as an example; also what a PDF template is tried on at start.
+EXAMPLE_INVOICE: dict[str, Any] = {
     "number": "INV-2026-000042", "kind": "period", "tenant": "acme",
     "issued_at": "2026-11-30T23:00:00Z", "billing_date": "2026-12-01",
     "period": {"from": "2026-12-01", "to": "2027-01-01"}, "currency": "EUR",
@@ -65,7 +66,7 @@ class Invoice(BaseModel):
     """An invoice (`kind` period or immediate) or a credit note (`kind` credit_note, which
     also names the invoice it `credits`, its `amount` and `reason`), amounts positive."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [_INVOICE]})
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_INVOICE]})
     number: str | None = Field(description="null on an upcoming invoice")
     kind: str | None = Field(description="period, immediate or credit_note")
     tenant: str
@@ -99,7 +100,7 @@ class InvoicePage(BaseModel):
     """Invoices and credit notes, newest first, 100 a page; `next_cursor` null at the end."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"data": [_INVOICE], "next_cursor": None}]})
+        {"data": [EXAMPLE_INVOICE], "next_cursor": None}]})
     data: list[Invoice]
     next_cursor: str | None
 

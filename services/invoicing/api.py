@@ -18,6 +18,8 @@ from services.invoicing.models import BillingRunRequest, CreditNoteRequest
 from services.invoicing.service import InvoicingService
 from shared.audit import audit
 from shared.auth import AdminKey, Principal, Role, require
+from shared.errors import NotAcceptable
+from shared.negotiation import preferred
 from shared.observability import BILLING_RUNS
 from shared.openapi import answers, errors
 from shared.times import parse_day
@@ -77,16 +79,32 @@ async def export(principal: FinanceKey, service: Invoicing, month: str) -> Respo
         "Content-Disposition": f'attachment; filename="invoice-lines-{month}.csv"'})
 
 
+# What `GET /v1/invoices/{number}` answers in, JSON first (no `Accept`, or `*/*`).
+JSON, CSV_TYPE, PDF = "application/json", "text/csv", "application/pdf"
+INVOICE_MEDIA_TYPES = (JSON, CSV_TYPE, PDF)
+
+
 @router.get("/v1/invoices/{number}", response_model=Invoice, responses={
-    200: {"content": CSV, "description": "the invoice or credit note; its lines as CSV "
-          "(the export's columns) with `Accept: text/csv`"},
-    **errors(404)})
+    200: {"content": {**CSV, PDF: {"schema": {"type": "string", "format": "binary"}}},
+          "description": "the invoice or credit note; its lines as CSV (the export's "
+          "columns) with `Accept: text/csv`; the printable document with `Accept: "
+          "application/pdf` (R9.8)"},
+    **errors(404, 406)})
 async def get_invoice(number: str, request: Request, principal: ReaderKey,
                       service: Invoicing) -> Response:
+    media_type = preferred(request.headers.get("accept"), INVOICE_MEDIA_TYPES)
+    if media_type is None:
+        raise NotAcceptable(f"Accept: this route answers {', '.join(INVOICE_MEDIA_TYPES)}",
+                            field="Accept")
+    vary = {"Vary": "Accept"}
+    if media_type == PDF:
+        pdf = await service.pdf(number, principal.tenant)
+        return Response(pdf, media_type=PDF, headers=vary | {
+            "Content-Disposition": f'inline; filename="{number}.pdf"'})
     doc = await service.reads.invoice(number, principal.tenant)
-    if "text/csv" in request.headers.get("accept", ""):
-        return Response(to_csv([doc]), media_type="text/csv; charset=utf-8")
-    return JSONResponse(doc)
+    if media_type == CSV_TYPE:
+        return Response(to_csv([doc]), media_type="text/csv; charset=utf-8", headers=vary)
+    return JSONResponse(doc, headers=vary)
 
 
 @router.post("/v1/invoices/{number}/credit-notes", status_code=201, response_model=Any,

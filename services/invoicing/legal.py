@@ -14,7 +14,7 @@ zone plus the terms. A credit note's terms are 0: it is due on its issue date.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -47,14 +47,22 @@ def mentions(settings: InvoicingSettings, tenant: str, view: TenantState | None,
             "payment_terms_days": terms_days}
 
 
+def issue_date(doc: dict[str, Any], accounting_zone: ZoneInfo) -> date | None:
+    """The date a document was issued on in the accounting zone (the date it prints); None
+    for a document not issued yet."""
+    issued_at = doc.get("issued_at")
+    if not isinstance(issued_at, str):
+        return None
+    return local_date(from_utc_text(issued_at), accounting_zone)
+
+
 def due_date(doc: dict[str, Any], accounting_zone: ZoneInfo) -> str | None:
     """The issue date in the accounting zone plus the document's payment terms; None for a
     document not issued yet, or issued before documents carried their terms."""
     terms = doc.get("payment_terms_days")
-    issued_at = doc.get("issued_at")
-    if not isinstance(terms, int) or not isinstance(issued_at, str):
+    issued_on = issue_date(doc, accounting_zone)
+    if not isinstance(terms, int) or issued_on is None:
         return None
-    issued_on = local_date(from_utc_text(issued_at), accounting_zone)
     return (issued_on + timedelta(days=terms)).isoformat()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.invoicing.api import router
+from services.invoicing.pdf import check_template
 from services.invoicing.service import InvoicingService
 from services.invoicing.state import InvoiceState
 from services.invoicing.store import InvoiceStore
@@ -36,6 +37,7 @@ class InvoicingPart:
         known = {m.slug: m for m in self.meters.all()}
         check_usage_meters(self.catalog, known)
         check_usage_limits(self.catalog, known)  # R10.4: limits only where counted live
+        check_template(self.settings.invoicing_document_template)  # R9.8: the PDF
         self.service: InvoicingService | None = None
         self.consumer: SubscriptionConsumer | None = None
         self.publisher: OutboxPublisher | None = None
@@ -81,3 +83,5 @@ class InvoicingPart:
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
+        if self.service is not None:
+            self.service.documents.close()

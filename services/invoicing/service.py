@@ -31,6 +31,7 @@ from services.invoicing.documents import render
 from services.invoicing.drafts import Drafts
 from services.invoicing.late import LateWork
 from services.invoicing.models import Draft, Line, LineKind, period_json
+from services.invoicing.pdf import DocumentRenderer
 from services.invoicing.reads import InvoiceReads
 from services.invoicing.state import (
     ISSUED_AT_PLACEHOLDER,
@@ -80,6 +81,13 @@ class InvoicingService:
         self.reads = InvoiceReads(state, store, self.recover, settings.accounting_zone)
         self.credits = CreditNotes(state, store, self.reads, clock, settings)
         self.declines = RenewalDeclines(state, self.credits)
+        self.documents = DocumentRenderer(settings.invoicing_document_template,
+                                          settings.accounting_zone)
+
+    async def pdf(self, number: str, tenant_scope: str | None = None) -> bytes:
+        """The PDF of an invoice or a credit note (R9.8), as `GET /v1/invoices/{number}`
+        reads it: a key limited to another tenant gets NotFound."""
+        return await self.documents.pdf(await self.reads.invoice(number, tenant_scope))
 
     # --- recovery and the schedule ---------------------------------------------------------
 

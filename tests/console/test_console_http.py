@@ -3,12 +3,14 @@ and every page within 300 ms on the demo data, the bound the console promises.""
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
 
 import httpx
 import pytest
+from pypdf import PdfReader
 
 from services.demo import DEMO_TENANT
 from tests.console.conftest import OTHER_TENANT, Site, data_of
@@ -284,3 +286,28 @@ async def test_every_action_of_the_purchase_form_answers_as_the_api_would(site: 
         now = data_of(await site.api.get(f"/v1/tenants/{OTHER_TENANT}"))["lots"]
         assert next(x["state"] for x in now if x["id"] == lot["id"]) == state
     await client.aclose()
+
+
+async def test_an_invoice_downloads_as_the_pdf_the_api_prints(site: Site) -> None:
+    """R9.8: the console's PDF link answers the bytes `GET /v1/invoices/{number}` answers with
+    `Accept: application/pdf` (same document, same template), the number in its text; a key
+    of another tenant gets 404 for it."""
+    listed = data_of(await site.api.get("/v1/invoices", params={"tenant": DEMO_TENANT}))
+    number = listed["data"][0]["number"]
+    finance = await signed_in_client(site, site.keys["finance"])
+    try:
+        answer = await finance.get(f"/console/invoices/{number}/pdf")
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/pdf"
+        text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(answer.content)).pages)
+        assert number in text
+        invoice_page = await finance.get(f"/console/invoices/{number}")
+        assert f'href="/console/invoices/{number}/pdf"' in invoice_page.text
+    finally:
+        await finance.aclose()
+    other = await site.mint("finance", OTHER_TENANT)
+    outsider = await signed_in_client(site, other)
+    try:
+        assert (await outsider.get(f"/console/invoices/{number}/pdf")).status_code == 404
+    finally:
+        await outsider.aclose()

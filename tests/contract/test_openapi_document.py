@@ -96,11 +96,13 @@ async def test_main_answers_are_typed(document: dict[str, Any], path: str, metho
     assert schema.get("properties"), f"{method} {path} {status}: untyped {schema}"
 
 
-async def test_errors_and_csv_are_documented(document: dict[str, Any]) -> None:
+async def test_errors_csv_and_pdf_are_documented(document: dict[str, Any]) -> None:
     paths = document["paths"]
     error = paths["/v1/tenants/{tenant}"]["get"]["responses"]["404"]["content"]
     assert resolved(document, error["application/json"]["schema"])["properties"]["error"]
     assert "text/csv" in paths["/v1/invoices/export"]["get"]["responses"]["200"]["content"]
-    invoice = paths["/v1/invoices/{number}"]["get"]["responses"]["200"]["content"]
-    assert {"application/json", "text/csv"} <= invoice.keys()
+    invoice = paths["/v1/invoices/{number}"]["get"]["responses"]
+    assert {"application/json", "text/csv", "application/pdf"} <= invoice["200"]["content"].keys()
+    assert invoice["200"]["content"]["application/pdf"]["schema"]["format"] == "binary"
+    assert "406" in invoice  # an Accept that allows none of the three
     assert paths["/v1/api-keys/{key_id}"]["delete"]["responses"]["204"]

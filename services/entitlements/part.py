@@ -9,9 +9,12 @@ from services.entitlements.fastpath import CheckFastPath
 from services.entitlements.service import EntitlementsService
 from services.entitlements.store import EntitlementsStore
 from services.entitlements.worker import LifecycleJob, OutboxPublisher
+from services.invoicing.repricing import Repricing
+from services.invoicing.store import InvoiceStore
 from shared.app import Runtime
-from shared.catalog import Catalog, load_catalog
-from shared.settings import EntitlementsSettings
+from shared.catalog_versions import CatalogVersions, load_catalog_versions
+from shared.meters import MeterRegistry
+from shared.settings import EntitlementsSettings, InvoicingSettings
 
 
 class EntitlementsPart:
@@ -21,8 +24,13 @@ class EntitlementsPart:
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         self.settings = EntitlementsSettings(**(overrides or {}))
-        # R1.4: an invalid catalog stops the service before anything starts, naming the field.
-        self.catalog: Catalog = load_catalog(self.settings.catalog)
+        # R1.4, R10.5: an invalid catalog version stops the service before anything starts,
+        # naming the version and the field.
+        self.catalogs: CatalogVersions = load_catalog_versions(self.settings.catalog)
+        # A migration's preview is priced by invoicing's billing code on its stores, which
+        # this service reads (services.invoicing.repricing), configured as invoicing is.
+        self.invoicing_settings = InvoicingSettings(**(overrides or {}))
+        self.meters = MeterRegistry.load(self.invoicing_settings.meters)
         self.publisher: OutboxPublisher | None = None
         self.service: EntitlementsService | None = None
 
@@ -31,8 +39,11 @@ class EntitlementsPart:
         publisher = OutboxPublisher(store, runtime.producer,
                                     self.settings.subscription_events_topic,
                                     self.settings.entitlements_outbox_poll_s)
-        self.service = EntitlementsService(store, self.catalog, runtime.clock, self.settings,
-                                           publisher.notify)
+        repricing = Repricing(InvoiceStore(
+            runtime.clickhouse, self.invoicing_settings.invoicing_clickhouse_database),
+            self.catalogs, self.meters)
+        self.service = EntitlementsService(store, self.catalogs, runtime.clock, self.settings,
+                                           publisher.notify, repricing)
         runtime.scheduler.register(LifecycleJob(self.service))
         if self.settings.entitlements_outbox_publisher:
             publisher.start(runtime.health)

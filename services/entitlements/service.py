@@ -3,7 +3,7 @@ R5.3), history (R4.9); checks are answered by `Checks` (checks.py). The rules ar
 modules beside it: purchases.py (what a purchase charges and adds), lifecycle.py (a document
 on the clock), policy.py (who may do what), decisions.py and support.py (checks, support).
 
-Every change follows one path, `_mutate`: read the tenant document, bring it up to "now"
+Every change follows one path, `mutate`: read the tenant document, bring it up to "now"
 (`advance`), apply the action as a pure function of (document, catalog, now), then commit the
 new document with its history entries and outbox events in one Lua call, compare-and-set on
 the document's version. A lost race re-reads and re-decides, so two simultaneous purchases can
@@ -17,6 +17,7 @@ import hashlib
 import random
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,7 @@ from services.entitlements.lifecycle import (
     next_due,
     zone_of,
 )
+from services.entitlements.migrations import Migrations, Repricer
 from services.entitlements.models import PurchaseRequest, TenantCreate, TenantPatch, lot_out
 from services.entitlements.policy import actor_may_manage, check_role, parse_vat_rate
 from services.entitlements.purchases import PurchaseRules
@@ -44,7 +46,8 @@ from services.entitlements.store import Change, EntitlementsStore
 from shared.auth import Principal
 from shared.billing.money import format_money
 from shared.billing.periods import local_date, local_midnight
-from shared.catalog import Catalog, UnknownCatalogItem
+from shared.catalog import UnknownCatalogItem
+from shared.catalog_versions import CatalogVersions
 from shared.clock import Clock
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.keys import InvoicingKeys
@@ -59,28 +62,60 @@ _HISTORY_CURSOR = re.compile(r"[0-9]{1,20}-[0-9]{1,20}", re.ASCII)
 MAX_SCHEDULED_START = timedelta(days=366)
 
 
+@dataclass(frozen=True)
+class VersionRules:
+    """The purchase rules of one catalog version (R10.5): a tenant buys from its own."""
+
+    purchases: PurchaseRules
+    baskets: Baskets
+
+
 class EntitlementsService:
-    def __init__(self, store: EntitlementsStore, catalog: Catalog, clock: Clock,
-                 settings: EntitlementsSettings, notify: Callable[[], None] = lambda: None
-                 ) -> None:
+    def __init__(self, store: EntitlementsStore, catalogs: CatalogVersions, clock: Clock,
+                 settings: EntitlementsSettings, notify: Callable[[], None] = lambda: None,
+                 repricing: Repricer | None = None) -> None:
         self.store = store
-        self.catalog = catalog
+        self.catalogs = catalogs
+        # New tenants get the current version at once (R10.5); checks read what it grants.
+        self.catalog = catalogs.current
         self.clock = clock
         self.settings = settings
         self.notify = notify
-        index = dec.CatalogIndex(catalog)
-        self.checks = Checks(store, catalog, index, clock)
-        self.purchases = PurchaseRules(catalog, index, settings.entitlements_max_quantity)
-        self.baskets = Baskets(self.purchases)
+        index = dec.CatalogIndex(self.catalog)
+        self.checks = Checks(store, self.catalog, index, clock)
+        self.rules: dict[str, VersionRules] = {}
+        for catalog in catalogs.versions:
+            purchases = PurchaseRules(catalog, index if catalog is self.catalog
+                                      else dec.CatalogIndex(catalog),
+                                      settings.entitlements_max_quantity)
+            self.rules[catalog.version] = VersionRules(purchases, Baskets(purchases))
+        self.migrations = Migrations(self, repricing)
         self._invoicing_keys = InvoicingKeys(settings.invoicing_key_prefix)
-        self._public_catalog = orjson.dumps(catalog.to_public())
+        self._public_catalogs = {c.version: orjson.dumps(c.to_public())
+                                 for c in catalogs.versions}
 
-    def catalog_json(self) -> bytes:
-        return self._public_catalog
+    def catalog_json(self, version: str | None) -> bytes:
+        """`GET /v1/catalog`: the current version, or the one named (R10.5)."""
+        if version is None:
+            return self._public_catalogs[self.catalog.version]
+        try:
+            return self._public_catalogs[version]
+        except KeyError:
+            raise NotFound(f"version: unknown catalog version '{version[:64]}'",
+                           field="version") from None
+
+    def catalog_versions(self) -> dict[str, Any]:
+        """`GET /v1/catalog/versions`: every version, oldest first."""
+        return {"current": self.catalog.version,
+                "data": [{"version": c.version, "currency": c.currency,
+                          "current": c is self.catalog} for c in self.catalogs.versions]}
+
+    def rules_of(self, state: TenantState, now: datetime) -> VersionRules:
+        return self.rules[self.catalogs.of(state, now).version]
 
     # --- the one write path --------------------------------------------------------------
 
-    async def _mutate(self, tenant: str,
+    async def mutate(self, tenant: str,
                       action: Callable[[TenantState | None, datetime, Effects], Outcome],
                       idem_key: str | None = None, request_hash: str | None = None
                       ) -> tuple[int, dict[str, Any]]:
@@ -95,6 +130,9 @@ class EntitlementsService:
             state = None
             if raw is not None:
                 state = advance(TenantState.model_validate_json(raw), now, effects)
+                if state.catalog_version is None and not state.catalog_changes:
+                    # Written before versions (R10.5): pinned to the oldest, its own.
+                    state.catalog_version = self.catalogs.oldest.version
             outcome = action(state, now, effects)
             if outcome.state is None:
                 return outcome.status_code, outcome.answer
@@ -161,7 +199,8 @@ class EntitlementsService:
                 time_zone=body.time_zone, currency=body.currency, vat_rate=vat,
                 admin_user=body.admin_user, account_allows_quotes=body.account_allows_quotes,
                 status="active" if anchor <= today else "scheduled", created_at=now,
-                billing=None if body.billing is None else body.billing.stored())
+                billing=None if body.billing is None else body.billing.stored(),
+                catalog_version=self.catalog.version)  # R10.5: the current version
             period = current_period(new, anchor)
             price = plan.price[body.cycle]
             effects.record(new.id, "tenant.created", now, {
@@ -169,12 +208,13 @@ class EntitlementsService:
                 "time_zone": body.time_zone, "currency": body.currency,
                 "vat_rate": format(vat, "f"), "admin_user": body.admin_user,
                 "period": period.public(), "plan_price": format_money(price, new.currency),
+                "catalog_version": self.catalog.version,
                 "billing": _profile_json(new),
             }, actor_json(None, principal))
             return Outcome(new, self.tenant_public(new, now), status_code=201,
                            zone=body.time_zone)
 
-        _, answer = await self._mutate(body.id, create)
+        _, answer = await self.mutate(body.id, create)
         return answer
 
     async def get_tenant(self, tenant: str) -> dict[str, Any]:
@@ -189,7 +229,7 @@ class EntitlementsService:
         zone = zone_of(state)
         today = local_date(now, zone)
         period = current_period(state, today)
-        plan = self.catalog.plan(state.plan)
+        plan = self.catalogs.of(state, now).plan(state.plan)
         lots = []
         for lot in state.lots:
             ends_at = lot.ends_at
@@ -221,6 +261,10 @@ class EntitlementsService:
             "plan_price": format_money(plan.price[state.cycle], state.currency)
             if state.cycle in plan.price else None,
             "lots": lots, "billing": _profile_json(state),
+            "catalog_version": self.catalogs.of(state, now).version,
+            "pending_catalog": None if state.pending_catalog is None else {
+                "version": state.pending_catalog,
+                "at": utc_text(state.pending_catalog_at) if state.pending_catalog_at else None},
         }
 
     async def patch_tenant(self, tenant: str, body: TenantPatch, principal: Principal
@@ -246,7 +290,7 @@ class EntitlementsService:
                 state.billing = profile
             return Outcome(state, self.tenant_public(state, now))
 
-        _, answer = await self._mutate(tenant, patch)
+        _, answer = await self.mutate(tenant, patch)
         return answer
 
     # --- lots (R4.4) ---------------------------------------------------------------------
@@ -295,7 +339,7 @@ class EntitlementsService:
                                    actor_json(actor, principal))
             return Outcome(state, {"lot": lot_out(lot).model_dump(mode="json")})
 
-        _, answer = await self._mutate(tenant, change)
+        _, answer = await self.mutate(tenant, change)
         return answer
 
     # --- purchases (R4.2–R4.7, R5) -------------------------------------------------------
@@ -309,7 +353,12 @@ class EntitlementsService:
                 raise ValidationFailed("Idempotency-Key: 1 to 255 characters",
                                        field="Idempotency-Key")
             idem = self.store.keys.idempotency(tenant, idempotency_key)
-        lines = self.baskets.lines(body)  # one for `item`, one per entry of `items` (R4.11)
+        # R10.5: a tenant buys from its catalog version, so the document is read first.
+        raw, _ = await self.store.load(tenant)
+        if raw is None:
+            raise NotFound(f"tenant '{tenant}' not found", field="tenant")
+        rules = self.rules_of(TenantState.model_validate_json(raw), await self.clock.now())
+        lines = rules.baskets.lines(body)  # one for `item`, one per entry of `items` (R4.11)
         check_role(body.action, body.actor)
         access = None
         if any(line.per_licence for line in lines):  # R4.12: counted by the pure rules
@@ -317,14 +366,16 @@ class EntitlementsService:
 
         def buy(state: TenantState | None, now: datetime, effects: Effects) -> Outcome:
             state = _require(state, tenant)
+            if self.rules_of(state, now) is not rules:  # a migration took effect meanwhile
+                raise Conflict("the tenant's catalog version changed; retry", code="busy")
             actor = actor_json(body.actor, principal)
             if body.items is not None:
-                return self.baskets.decide(state, body, lines, now, effects, actor, access)
+                return rules.baskets.decide(state, body, lines, now, effects, actor, access)
             one = lines[0]
-            return self.purchases.decide(state, body, one.item, one.quantity, now, effects,
-                                         actor, access)
+            return rules.purchases.decide(state, body, one.item, one.quantity, now, effects,
+                                          actor, access)
 
-        status, answer = await self._mutate(tenant, buy, idem, request_hash)
+        status, answer = await self.mutate(tenant, buy, idem, request_hash)
         # The event id travels with the stored answer, so a replay finds the same invoice.
         event_id = answer.pop(EVENT_FIELD, None)
         if event_id is not None and answer.get("charges"):
@@ -370,7 +421,7 @@ class EntitlementsService:
                 if state is None:
                     return Outcome(None, {})
                 return Outcome(state, {})
-            await self._mutate(tenant, touch)
+            await self.mutate(tenant, touch)
         return len(tenants)
 
 def _switch_renewal(state: TenantState, renewal: bool, now: datetime, effects: Effects,

@@ -27,7 +27,7 @@ from services.invoicing.store import InvoiceStore, LateEvent
 from shared import events as ev
 from shared.billing.periods import Period, local_date
 from shared.billing.seats import Intervals, access_intervals
-from shared.catalog import Catalog
+from shared.catalog_versions import CatalogVersions
 from shared.subscription import TenantState
 from shared.times import from_micros
 
@@ -57,9 +57,9 @@ class _Reads:
 
 
 class LateUsage:
-    def __init__(self, store: InvoiceStore, catalog: Catalog) -> None:
+    def __init__(self, store: InvoiceStore, catalogs: CatalogVersions) -> None:
         self.store = store
-        self.catalog = catalog
+        self.catalogs = catalogs
 
     async def adjustments(self, work: Sequence[LateWork]) -> dict[str, list[Line]]:
         """Per tenant, the adjustment lines of its late usage (none: no entry)."""
@@ -143,14 +143,16 @@ class LateUsage:
             base = {meter.partition(":")[0] for meter in names}
             modules = {meter.partition(":")[2] for meter in names
                        if meter.startswith(compose.EXTRA_USERS_METER)}
-            recomputed = compose.arrears_quantities(view, self.catalog, period, usage, base,
+            # R10.5: corrected at the prices the period was billed at, before any migration
+            catalog = self.catalogs.of(view, period.start_instant(view.zone))
+            recomputed = compose.arrears_quantities(view, catalog, period, usage, base,
                                                     modules)
             billed = {key: q for key, q in reads.billed.get(
                 (tenant, period.start, period.end), {}).items() if _touches(key, names)}
             ids: dict[str, list[str]] = defaultdict(list)
             for meter in names:
                 ids[meter.partition(":")[0]].extend(meters[meter][period][:MAX_IDS_PER_LINE])
-            lines.extend(compose.adjustment_lines(view, self.catalog, period, recomputed,
+            lines.extend(compose.adjustment_lines(view, catalog, period, recomputed,
                                                   billed, ids))
         return lines
 

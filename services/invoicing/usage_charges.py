@@ -9,7 +9,7 @@ history the billing date reads anyway for extra users, so it costs no query.
 
 Choices made here (docs/invoicing.md):
 - the charges billed are those of the plan in force at the period's last instant, as for
-  extra users; so is the minimum;
+  extra users, in the tenant's catalog version of the period (R10.5); so is the minimum;
 - a charge's `module` groups its line under that module; the quantity is the tenant's whole
   value of the meter (a plan prices a meter once, so nothing is counted twice);
 - a meter the tenant did not use in the period gets no line; one used within its included
@@ -34,6 +34,7 @@ from shared.billing.pricing import Pricing, graduated_uses, packages, volume_tie
 from shared.billing.seats import Intervals, users_with_access
 from shared.catalog import Catalog, Plan, UnknownCatalogItem, UsageCharge, price_for
 from shared.catalog_usage import pricing
+from shared.catalog_versions import CatalogVersions
 from shared.meters import Aggregation, MeterRegistry
 from shared.subscription import TenantState
 from shared.times import utc_text
@@ -60,11 +61,12 @@ def plan_in_force(view: TenantState, catalog: Catalog, end: datetime) -> Plan | 
 
 
 class UsageCharges:
-    def __init__(self, store: InvoiceStore, catalog: Catalog, meters: MeterRegistry) -> None:
+    def __init__(self, store: InvoiceStore, catalogs: CatalogVersions, meters: MeterRegistry
+                 ) -> None:
         self.store = store
-        self.catalog = catalog
+        self.catalogs = catalogs
         self.meters = meters
-        self.priced = any(plan.usage for plan in catalog.plans)
+        self.priced = catalogs.priced_meters
 
     async def read(self, views: Sequence[TenantState], start: datetime, end: datetime
                    ) -> MeterReads:
@@ -74,7 +76,7 @@ class UsageCharges:
             return reads
         wanted: dict[str, list[str]] = {}
         for view in views:
-            plan = plan_in_force(view, self.catalog, end)
+            plan = plan_in_force(view, self.catalogs.of(view, start), end)
             for charge in plan.usage if plan is not None else ():
                 wanted.setdefault(charge.meter, []).append(view.id)
         seats: set[str] = set()

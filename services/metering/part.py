@@ -11,7 +11,7 @@ from services.metering.store import EventStore, LiveCounters
 from services.metering.worker import UsageConsumer
 from services.metering.zones import TenantZones
 from shared.app import Runtime
-from shared.catalog import load_catalog
+from shared.catalog_versions import load_catalog_versions
 from shared.events import EventValidator
 from shared.meters import MeterRegistry
 from shared.resources import CountedResources
@@ -26,8 +26,9 @@ class MeteringPart:
         self.settings = MeteringSettings(**(overrides or {}))
         # Fail at construction, before anything starts, on an invalid meter file or catalog.
         self.registry = MeterRegistry.load(self.settings.meters)
-        # The catalog's counted resources: their event types are accepted and counted (R7.4).
-        self.resources = CountedResources(load_catalog(self.settings.catalog))
+        # The catalog's counted resources: their event types are accepted and counted (R7.4);
+        # the current version declares them (every version is validated by the others).
+        self.resources = CountedResources(load_catalog_versions(self.settings.catalog).current)
         self.consumer: UsageConsumer | None = None
         self.service: MeteringService | None = None
         self._barrier_registered = False

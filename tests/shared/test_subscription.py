@@ -46,6 +46,29 @@ def test_a_document_without_changes_has_had_one_plan() -> None:
 
 
 def test_a_document_of_an_unknown_schema_is_refused_not_misread() -> None:
-    assert _view().schema_version == 1  # documents written before the field are version 1
-    with pytest.raises(ValidationError, match="schema 2 is not known"):
-        _view(schema_version=2)
+    with pytest.raises(ValidationError, match="schema 3 is not known"):
+        _view(schema_version=3)
+
+
+def test_a_schema_1_document_reads_as_schema_2_on_the_oldest_catalog_version() -> None:
+    """Written before catalog versions (R10.5): no `catalog_version`, read as None (the
+    oldest version), and written back as schema 2."""
+    old = _view(schema_version=1)
+    assert old.schema_version == 2
+    assert old.catalog_version is None
+    assert old.catalog_version_at(_at(5)) is None
+    assert TenantState.model_validate_json(old.model_dump_json()).schema_version == 2
+
+
+def test_a_migration_applies_from_its_instant_and_earlier_periods_keep_their_version() -> None:
+    """R10.5: 2026-11 until April 1st (the confirmed move), 2027-01 from then; once applied,
+    the change it recorded still says 2026-11 before its instant."""
+    april = datetime(2026, 4, 1, tzinfo=UTC)
+    pending = _view(catalog_version="2026-11", pending_catalog="2027-01",
+                    pending_catalog_at=april.isoformat())
+    assert [pending.catalog_version_at(t) for t in (_at(31, 23), april)] == [
+        "2026-11", "2027-01"]
+    applied = _view(catalog_version="2027-01",
+                    catalog_changes=[{"at": april.isoformat(), "previous": "2026-11"}])
+    assert [applied.catalog_version_at(t) for t in (_at(31, 23), april)] == [
+        "2026-11", "2027-01"]

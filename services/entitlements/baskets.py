@@ -3,7 +3,7 @@ now), like a single purchase, whose rules (`PurchaseRules`) each item goes throu
 
 `items` replaces `item`/`quantity`: each entry is validated as a single item is, and a
 refusal names its index (`items.2.item`). The items are decided one after the other on the
-one document copy the service's write path (`mutate`) hands in, the plan item first, so the
+one document copy the service's write path (`_mutate`) hands in, the plan item first, so the
 packs see the plan the purchase moves to (an upgrade's modules, features and eligibility). A
 refusal raises before anything is committed, so all the items apply or none; a preview
 decides them the same way on that copy and keeps only the answer (R4.3).

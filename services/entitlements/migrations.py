@@ -15,8 +15,9 @@ nothing would move (already on that version, or the subscription ends at this pe
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,15 +30,15 @@ from services.entitlements.lifecycle import (
     zone_of,
 )
 from services.entitlements.policy import actor_may_manage
+from services.entitlements.store import EntitlementsStore
 from shared.auth import Principal
 from shared.billing.periods import Cycle, local_date, period_containing
 from shared.catalog import Catalog, UnknownCatalogItem
+from shared.catalog_versions import CatalogVersions
+from shared.clock import Clock
 from shared.errors import Conflict, NotFound, Unavailable
 from shared.subscription import Actor, TenantState
 from shared.times import utc_text
-
-if TYPE_CHECKING:
-    from services.entitlements.service import EntitlementsService
 
 
 class Repricer(Protocol):
@@ -56,25 +57,34 @@ class MigrationRequest(BaseModel):
     actor: Actor | None = None
 
 
+# The service's one write path (`EntitlementsService._mutate`).
+Mutate = Callable[[str, Callable[[TenantState | None, datetime, Effects], Outcome]],
+                  Awaitable[tuple[int, dict[str, Any]]]]
+
+
 class Migrations:
-    def __init__(self, service: EntitlementsService, repricing: Repricer | None) -> None:
-        self.service = service
+    def __init__(self, store: EntitlementsStore, catalogs: CatalogVersions, clock: Clock,
+                 mutate: Mutate, repricing: Repricer | None) -> None:
+        self.store = store
+        self.catalogs = catalogs
+        self.clock = clock
+        self.mutate = mutate
         self.repricing = repricing
 
     async def migrate(self, tenant: str, body: MigrationRequest, principal: Principal
                       ) -> tuple[int, dict[str, Any]]:
         if body.confirm:  # it changes what the owner pays, as a renewal switch does
             actor_may_manage(body.actor, principal, "migrate the catalog version")
-        catalogs = self.service.catalogs
+        catalogs = self.catalogs
         try:
             target = catalogs.get(body.version)
         except UnknownCatalogItem:
             raise NotFound(f"version: unknown catalog version '{body.version}'",
                            field="version") from None
-        raw, _ = await self.service.store.load(tenant)
+        raw, _ = await self.store.load(tenant)
         if raw is None:
             raise NotFound(f"tenant '{tenant}' not found", field="tenant")
-        now = await self.service.clock.now()
+        now = await self.clock.now()
         state = advance(TenantState.model_validate_json(raw), now, Effects())
         at = _next_start(state, now)
         scheduled = _already_scheduled(state, target, at)
@@ -106,7 +116,7 @@ class Migrations:
                 "from": answer["from"], "to": target.version, "at": utc_text(at)}, actor)
             return Outcome(current, answer, status_code=202)
 
-        return await self.service.mutate(tenant, schedule)
+        return await self.mutate(tenant, schedule)
 
 
 def _next_start(state: TenantState, now: datetime) -> datetime:

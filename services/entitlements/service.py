@@ -3,7 +3,7 @@ R5.3), history (R4.9); checks are answered by `Checks` (checks.py). The rules ar
 modules beside it: purchases.py (what a purchase charges and adds), lifecycle.py (a document
 on the clock), policy.py (who may do what), decisions.py and support.py (checks, support).
 
-Every change follows one path, `mutate`: read the tenant document, bring it up to "now"
+Every change follows one path, `_mutate`: read the tenant document, bring it up to "now"
 (`advance`), apply the action as a pure function of (document, catalog, now), then commit the
 new document with its history entries and outbox events in one Lua call, compare-and-set on
 the document's version. A lost race re-reads and re-decides, so two simultaneous purchases can
@@ -89,7 +89,7 @@ class EntitlementsService:
                                       else dec.CatalogIndex(catalog),
                                       settings.entitlements_max_quantity)
             self.rules[catalog.version] = VersionRules(purchases, Baskets(purchases))
-        self.migrations = Migrations(self, repricing)
+        self.migrations = Migrations(store, catalogs, clock, self._mutate, repricing)
         self._invoicing_keys = InvoicingKeys(settings.invoicing_key_prefix)
         self._public_catalogs = {c.version: orjson.dumps(c.to_public())
                                  for c in catalogs.versions}
@@ -115,7 +115,7 @@ class EntitlementsService:
 
     # --- the one write path --------------------------------------------------------------
 
-    async def mutate(self, tenant: str,
+    async def _mutate(self, tenant: str,
                       action: Callable[[TenantState | None, datetime, Effects], Outcome],
                       idem_key: str | None = None, request_hash: str | None = None
                       ) -> tuple[int, dict[str, Any]]:
@@ -170,16 +170,24 @@ class EntitlementsService:
     async def create_tenant(self, body: TenantCreate, principal: Principal
                             ) -> dict[str, Any]:
         zone = parse_zone(body.time_zone, "time_zone")
+        catalog = self.catalog  # R10.5: the current version, unless the body names one
+        if body.catalog_version is not None:
+            try:
+                catalog = self.catalogs.get(body.catalog_version)
+            except UnknownCatalogItem:
+                raise ValidationFailed(f"catalog_version: unknown catalog version "
+                                       f"'{body.catalog_version}'",
+                                       field="catalog_version") from None
         try:
-            plan = self.catalog.plan(body.plan)
+            plan = catalog.plan(body.plan)
         except UnknownCatalogItem:
             raise ValidationFailed(f"plan: unknown plan '{body.plan}'", field="plan") from None
         if body.cycle not in plan.price:
             raise ValidationFailed(f"cycle: plan '{plan.id}' has no price for {body.cycle}",
                                    field="cycle")
-        if body.currency != self.catalog.currency:
+        if body.currency != catalog.currency:
             raise ValidationFailed(
-                f"currency: must be the catalog's currency {self.catalog.currency}",
+                f"currency: must be the catalog's currency {catalog.currency}",
                 field="currency")
         vat = parse_vat_rate(body.vat_rate)
 
@@ -200,7 +208,7 @@ class EntitlementsService:
                 admin_user=body.admin_user, account_allows_quotes=body.account_allows_quotes,
                 status="active" if anchor <= today else "scheduled", created_at=now,
                 billing=None if body.billing is None else body.billing.stored(),
-                catalog_version=self.catalog.version)  # R10.5: the current version
+                catalog_version=catalog.version)
             period = current_period(new, anchor)
             price = plan.price[body.cycle]
             effects.record(new.id, "tenant.created", now, {
@@ -208,13 +216,13 @@ class EntitlementsService:
                 "time_zone": body.time_zone, "currency": body.currency,
                 "vat_rate": format(vat, "f"), "admin_user": body.admin_user,
                 "period": period.public(), "plan_price": format_money(price, new.currency),
-                "catalog_version": self.catalog.version,
+                "catalog_version": catalog.version,
                 "billing": _profile_json(new),
             }, actor_json(None, principal))
             return Outcome(new, self.tenant_public(new, now), status_code=201,
                            zone=body.time_zone)
 
-        _, answer = await self.mutate(body.id, create)
+        _, answer = await self._mutate(body.id, create)
         return answer
 
     async def get_tenant(self, tenant: str) -> dict[str, Any]:
@@ -290,7 +298,7 @@ class EntitlementsService:
                 state.billing = profile
             return Outcome(state, self.tenant_public(state, now))
 
-        _, answer = await self.mutate(tenant, patch)
+        _, answer = await self._mutate(tenant, patch)
         return answer
 
     # --- lots (R4.4) ---------------------------------------------------------------------
@@ -339,7 +347,7 @@ class EntitlementsService:
                                    actor_json(actor, principal))
             return Outcome(state, {"lot": lot_out(lot).model_dump(mode="json")})
 
-        _, answer = await self.mutate(tenant, change)
+        _, answer = await self._mutate(tenant, change)
         return answer
 
     # --- purchases (R4.2–R4.7, R5) -------------------------------------------------------
@@ -375,7 +383,7 @@ class EntitlementsService:
             return rules.purchases.decide(state, body, one.item, one.quantity, now, effects,
                                           actor, access)
 
-        status, answer = await self.mutate(tenant, buy, idem, request_hash)
+        status, answer = await self._mutate(tenant, buy, idem, request_hash)
         # The event id travels with the stored answer, so a replay finds the same invoice.
         event_id = answer.pop(EVENT_FIELD, None)
         if event_id is not None and answer.get("charges"):
@@ -421,7 +429,7 @@ class EntitlementsService:
                 if state is None:
                     return Outcome(None, {})
                 return Outcome(state, {})
-            await self.mutate(tenant, touch)
+            await self._mutate(tenant, touch)
         return len(tenants)
 
 def _switch_renewal(state: TenantState, renewal: bool, now: datetime, effects: Effects,

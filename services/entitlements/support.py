@@ -1,6 +1,6 @@
 """Support plans in entitlements (R8.2–R8.5): contracts, renewals, lifecycle, checks.
 
-Pure functions of (document, catalog, dates); the service wires them into `mutate`,
+Pure functions of (document, catalog, dates); the service wires them into `_mutate`,
 `advance` and the checks. A support lot is a one-year contract [contract_start,
 contract_end) in the tenant's local days, charged in full when bought (its own year, not the
 subscription's cycle: support plans are priced per year only, R8.4).

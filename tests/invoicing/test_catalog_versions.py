@@ -183,7 +183,8 @@ async def _stored(client: httpx.AsyncClient, tenant: str) -> bool:
 async def test_a_migration_is_refused_when_it_cannot_bill_the_tenant(
         endpoints: Endpoints, unique: str, tmp_path: Path) -> None:
     """Unknown version: 404 naming `version`; the version already billed: 409; a confirm
-    by a role that may not commit the owner's money: 403 (R5)."""
+    by a role that may not commit the owner's money: 403 (R5). An admin may create a tenant
+    on an earlier version (a customer signed on an older price list), not an unknown one."""
     write_version(tmp_path, "2027-01", METERED)
     write_version(tmp_path, "2027-02", REPRICED)
     tenant = f"{unique}-refused"
@@ -199,3 +200,11 @@ async def test_a_migration_is_refused_when_it_cannot_bill_the_tenant(
             "version": "2027-01", "confirm": True,
             "actor": {"user_id": "u-9", "role": "agent"}})
         assert (agent.status_code, agent.json()["error"]["field"]) == (403, "actor.role")
+        body = {"id": f"{tenant}-signed", "plan": "metered", "cycle": "P1M",
+                "time_zone": "UTC", "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-1"}
+        signed = await client.post("/v1/tenants", headers=ADMIN,
+                                   json=body | {"catalog_version": "2027-01"})
+        assert signed.json()["catalog_version"] == "2027-01"
+        bad = await client.post("/v1/tenants", headers=ADMIN,
+                                json=body | {"id": f"{tenant}-x", "catalog_version": "2020-01"})
+        assert (bad.status_code, bad.json()["error"]["field"]) == (422, "catalog_version")

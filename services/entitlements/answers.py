@@ -46,7 +46,8 @@ class TenantOut(BaseModel):
         "admin_user": "u-1", "account_allows_quotes": False, "status": "active",
         "renewal": True, "period": {"from": "2026-03-01", "to": "2026-04-01"},
         "ends_at": None, "pending_plan": None, "modules": ["sales", "crm", "emailing"],
-        "features": [], "plan_price": "49.00", "lots": [_LOT_EXAMPLE], "billing": None}]})
+        "features": [], "plan_price": "49.00", "lots": [_LOT_EXAMPLE], "billing": None,
+        "catalog_version": "2026-11", "pending_catalog": None}]})
     id: str
     plan: str
     cycle: str
@@ -66,6 +67,10 @@ class TenantOut(BaseModel):
     plan_price: str | None
     lots: list[TenantLot]
     billing: dict[str, Any] | None = Field(description="the billing profile (R9.8), or null")
+    catalog_version: str = Field(description="the catalog version the tenant is billed by "
+                                 "now (R10.5)")
+    pending_catalog: dict[str, Any] | None = Field(
+        description="a confirmed migration, `{version, at}`, until it applies (R10.5)")
 
 
 class PurchaseOut(PurchaseAnswer):

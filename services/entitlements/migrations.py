@@ -6,7 +6,8 @@ period's fees under both versions, the last closed period re-priced under the ne
 what was invoiced; computed by invoicing's billing code, `Repricer`); with `confirm: true` it
 also schedules the move: the document keeps `pending_catalog` until the period start, when
 the lifecycle applies it (`catalog.migrated`). Confirming again the same move changes
-nothing and answers the same (a retried request); confirming another version replaces it.
+nothing and answers the same (a retried request); confirming another version replaces it,
+and confirming the version the tenant is billed by now undoes it (`catalog.migration_cancelled`).
 
 A move is refused (409, naming `version`) when the tenant could not be billed by the target:
 its plan or a pack it holds renewing is not in it, or its cycle is not priced there; or when
@@ -92,7 +93,7 @@ class Migrations:
             _refuse_impossible(state, catalogs.of(state, at), target)
         if self.repricing is None:
             raise Unavailable("migration previews need invoicing's stores",
-                                     code="preview_unavailable")
+                              code="preview_unavailable")
         base = state.model_copy(update={"pending_catalog": None, "pending_catalog_at": None})
         answer = {"tenant": tenant, "from": catalogs.of(base, at).version,
                   "to": target.version, "status": "preview",
@@ -111,6 +112,13 @@ class Migrations:
             if _already_scheduled(current, target, at):
                 return Outcome(None, answer, status_code=202)  # a retry: nothing to add
             _refuse_impossible(current, catalogs.of(current, at), target)
+            if current.pending_catalog is not None \
+                    and catalogs.of(current, when).version == target.version:
+                # Back to the version it is billed by: the scheduled move is undone.
+                effects.record(tenant, "catalog.migration_cancelled", when,
+                               {"cancelled": current.pending_catalog}, actor)
+                current.pending_catalog = current.pending_catalog_at = None
+                return Outcome(current, answer | {"status": "cancelled"}, status_code=200)
             current.pending_catalog, current.pending_catalog_at = target.version, at
             effects.record(tenant, "catalog.migration_scheduled", when, {
                 "from": answer["from"], "to": target.version, "at": utc_text(at)}, actor)

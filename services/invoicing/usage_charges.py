@@ -29,6 +29,7 @@ from typing import Any
 
 from services.invoicing.models import Line
 from services.invoicing.store import InvoiceStore
+from shared.billing.money import round_fraction
 from shared.billing.periods import Period
 from shared.billing.pricing import Pricing, graduated_uses, packages, volume_tier
 from shared.billing.seats import Intervals, users_with_access
@@ -103,6 +104,7 @@ def usage_lines(view: TenantState, catalog: Catalog, period: Period, reads: Mete
     if plan is None:
         return []
     lines: list[Line] = []
+    span = (utc_text(start), utc_text(end))
     for charge in plan.usage:
         terms = pricing(charge, view.cycle)
         if terms is None:
@@ -115,7 +117,7 @@ def usage_lines(view: TenantState, catalog: Catalog, period: Period, reads: Mete
             quantity = reads.values.get(charge.meter, {}).get(view.id, Decimal(0))
             query = _tenant_query(reads.queries.get(charge.meter, {}), view.id)
         if quantity > 0:
-            lines.append(_usage_line(view, period, charge, terms, quantity, query))
+            lines.append(_usage_line(view, period, span, charge, terms, quantity, query))
     minimum = price_for(plan.minimum, view.cycle)
     if minimum is not None:
         lines.extend(_minimum_line(view, period, plan, minimum, lines))
@@ -128,9 +130,11 @@ def _tenant_query(query: dict[str, Any], tenant: str) -> dict[str, Any]:
     return {"sql": query["sql"], "params": {**query["params"], "ts": [tenant]}}
 
 
-def _usage_line(view: TenantState, period: Period, charge: UsageCharge, terms: Pricing,
-                quantity: Decimal, query: dict[str, Any]) -> Line:
-    amount = terms.amount(quantity, view.currency)
+def _usage_line(view: TenantState, period: Period, span: tuple[str, str],
+                charge: UsageCharge, terms: Pricing, quantity: Decimal, query: dict[str, Any]
+                ) -> Line:
+    exact = terms.exact(quantity)
+    amount = round_fraction(exact, view.currency)  # R3.2: the one rounding
     billable = max(Decimal(0), quantity - terms.included)
     if terms.unit_price is not None:
         unit_price = terms.unit_price
@@ -142,12 +146,11 @@ def _usage_line(view: TenantState, period: Period, charge: UsageCharge, terms: P
                     f"{billable:f} billable ({charge.model})",
         quantity=quantity, unit_price=unit_price, amount=amount, period=period,
         source={"meter": charge.meter, "module": charge.module, "period": period.public(),
-                "from": utc_text(period.start_instant(view.zone)),
-                "to": utc_text(period.end_instant(view.zone)),
+                "from": span[0], "to": span[1],
                 "quantity": f"{quantity:f}", "included": f"{terms.included:f}",
                 "billable": f"{billable:f}", "model": charge.model,
-                "priced": _breakdown(terms, billable), "exact": _fraction_text(
-                    terms.exact(quantity)), "query": query})
+                "priced": _breakdown(terms, billable), "exact": _fraction_text(exact),
+                "query": query})
 
 
 def _breakdown(terms: Pricing, billable: Decimal) -> dict[str, Any]:

@@ -183,7 +183,8 @@ async def _stored(client: httpx.AsyncClient, tenant: str) -> bool:
 async def test_a_migration_is_refused_when_it_cannot_bill_the_tenant(
         endpoints: Endpoints, unique: str, tmp_path: Path) -> None:
     """Unknown version: 404 naming `version`; the version already billed: 409; a confirm
-    by a role that may not commit the owner's money: 403 (R5). An admin may create a tenant
+    by a role that may not commit the owner's money: 403 (R5). A scheduled move is undone by
+    confirming the version the tenant is billed by. An admin may create a tenant
     on an earlier version (a customer signed on an older price list), not an unknown one."""
     write_version(tmp_path, "2027-01", METERED)
     write_version(tmp_path, "2027-02", REPRICED)
@@ -200,6 +201,12 @@ async def test_a_migration_is_refused_when_it_cannot_bill_the_tenant(
             "version": "2027-01", "confirm": True,
             "actor": {"user_id": "u-9", "role": "agent"}})
         assert (agent.status_code, agent.json()["error"]["field"]) == (403, "actor.role")
+        back = await migrate(client, tenant, confirm=True, version="2027-01")
+        assert back.status_code == 202, back.text
+        undone = await migrate(client, tenant, confirm=True)
+        assert (undone.status_code, undone.json()["status"]) == (200, "cancelled")
+        assert (await client.get(f"/v1/tenants/{tenant}", headers=ADMIN)
+                ).json()["pending_catalog"] is None
         body = {"id": f"{tenant}-signed", "plan": "metered", "cycle": "P1M",
                 "time_zone": "UTC", "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-1"}
         signed = await client.post("/v1/tenants", headers=ADMIN,

@@ -15,7 +15,8 @@ changing an old price list shows up as a change to an old file. In a directory:
   keeps its currency when it migrates.
 
 A tenant document names its `catalog_version`; one written before versions existed names none
-and reads as the oldest version, the catalog it was created under (docs/entitlements.md, "Catalog versions and migrations").
+and reads as the oldest version, the catalog it was created under (docs/entitlements.md,
+"Catalog versions and migrations").
 """
 
 from __future__ import annotations

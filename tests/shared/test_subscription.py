@@ -3,9 +3,11 @@ it keeps (R4.2 upgrades now, R4.5 downgrades at a period end), and its schema ve
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.subscription import TenantState
@@ -72,3 +74,24 @@ def test_a_migration_applies_from_its_instant_and_earlier_periods_keep_their_ver
                     catalog_changes=[{"at": april.isoformat(), "previous": "2026-11"}])
     assert [applied.catalog_version_at(t) for t in (_at(31, 23), april)] == [
         "2026-11", "2027-01"]
+
+
+@given(st.lists(st.integers(min_value=1, max_value=30), min_size=0, max_size=6, unique=True),
+       st.integers(min_value=0, max_value=31))
+def test_the_version_at_an_instant_is_the_one_the_last_move_before_it_set(
+        move_days: list[int], day: int) -> None:
+    """R10.5: versions v0, v1, … moved to on sorted days of March; at any instant the version
+    in force is the one of the last move at or before it (v0 before the first), whether the
+    last move is still scheduled or already applied."""
+    days = sorted(move_days)
+    at = [datetime(2026, 3, d, tzinfo=UTC) for d in days]
+    applied = _view(catalog_version=f"v{len(days)}", catalog_changes=[
+        {"at": a.isoformat(), "previous": f"v{k}"} for k, a in enumerate(at)])
+    instant = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(days=day, hours=12)
+    expected = f"v{sum(1 for a in at if a <= instant)}"
+    assert applied.catalog_version_at(instant) == expected
+    if at:  # the last move still scheduled: the same answers
+        pending = _view(catalog_version=f"v{len(days) - 1}", catalog_changes=[
+            {"at": a.isoformat(), "previous": f"v{k}"} for k, a in enumerate(at[:-1])],
+            pending_catalog=f"v{len(days)}", pending_catalog_at=at[-1].isoformat())
+        assert pending.catalog_version_at(instant) == expected

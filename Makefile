@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# The demo serves every demo catalog version (R10.5) unless CATALOG names another catalog.
 run: $(STAMP)
-	$(PY) -m services.embedded
+	CATALOG="$${CATALOG:-deploy/catalog}" $(PY) -m services.embedded
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -75,7 +75,8 @@ BILLING = {"legal_name": "Acme SAS", "address": "12 rue des Lilas, 69002 Lyon, F
 async def create_tenant(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/tenants", json={
         "id": DEMO_TENANT, "plan": "professional", "cycle": "P1M", "time_zone": "Europe/Paris",
-        "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-1", "billing": BILLING})
+        "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-1", "billing": BILLING,
+        "catalog_version": demo_year.SIGNED_VERSION})
     if response.status_code != 409:  # already there from an earlier run
         response.raise_for_status()
     for item, quantity in PURCHASES:
@@ -132,6 +133,37 @@ async def usage_limit_tour(client: httpx.AsyncClient, ahead: bool) -> None:
           flush=True)
 
 
+async def migration_tour(client: httpx.AsyncClient) -> None:
+    """The catalog versions served, and what acme would pay on the current one (R10.5):
+    the next period's fees under both, its last closed period re-priced line by line."""
+    versions = (await client.get("/v1/catalog/versions")).json()
+    listed = ", ".join(v["version"] for v in versions["data"])
+    print(f"demo: catalog versions {listed} (current {versions['current']}; "
+          f"GET /v1/catalog?version=...)", flush=True)
+    if versions["current"] == demo_year.SIGNED_VERSION:
+        return
+    preview = await client.post(f"/v1/tenants/{DEMO_TENANT}/migrations",
+                                json={"version": versions["current"], "confirm": False})
+    if preview.status_code != 200:
+        print(f"demo: no migration preview: {preview.json()['error']['message']}", flush=True)
+        return
+    body = preview.json()
+    fees = body["next_period"]
+    print(f"demo: {DEMO_TENANT} moving {body['from']} -> {body['to']} from "
+          f"{body['takes_effect']}: next period's fees {fees['current']['subtotal']} -> "
+          f"{fees['new']['subtotal']} EUR", flush=True)
+    closed = body["last_closed_period"]
+    for row in closed["lines"] if closed is not None else []:
+        before, after = row["invoiced"], row["repriced"]
+        print(f"  {row['kind']:<20} {row['description'][:44]:<44} "
+              f"{before['amount'] if before else '-':>9} -> "
+              f"{after['amount'] if after else '-':>9}", flush=True)
+    if closed is not None:
+        print(f"  {closed['period']['from']}..{closed['period']['to']} re-priced: "
+              f"{closed['invoiced']} -> {closed['repriced']} EUR (POST /v1/tenants/"
+              f"{DEMO_TENANT}/migrations with confirm: true moves it)", flush=True)
+
+
 async def print_invoices(client: httpx.AsyncClient, tenants: list[str]) -> None:
     for tenant in tenants:
         listed = (await client.get("/v1/invoices", params={"tenant": tenant})).json()["data"]
@@ -186,6 +218,7 @@ async def load(base_url: str, admin_key: str) -> None:
         log.info("demo events sent", extra={"accepted": await _send(client, events)})
         await finance_tour(client)
         await usage_limit_tour(client, ahead=year)
+        await migration_tour(client)
         if hook is not None:
             await demo_webhooks.show(client, *hook, base_url, admin_key)
         start = (now - timedelta(days=30)).isoformat()

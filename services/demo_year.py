@@ -24,12 +24,15 @@ YEAR = 2027
 OWNER = {"user_id": "u-1", "role": "owner"}
 TENANTS = ("alpine", "baltic", "coral")
 NOTICES_TENANT = "dolomite"
+# The catalog version the demo's customers signed under; `make run` serves 2027-01 too.
+SIGNED_VERSION = "2026-11"
 
 
 def _tenant(tenant: str, plan: str, cycle: str, anchor: str) -> dict[str, Any]:
+    # Customers of the 2026 price list (R10.5), whatever version is current.
     return {"id": tenant, "plan": plan, "cycle": cycle, "anchor": anchor,
             "time_zone": "Europe/Paris", "currency": "EUR", "vat_rate": "0.20",
-            "admin_user": "u-1"}
+            "admin_user": "u-1", "catalog_version": SIGNED_VERSION}
 
 
 def _emails(tenant: str, month: int) -> dict[str, Any]:

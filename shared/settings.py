@@ -22,6 +22,7 @@ USAGE_EVENTS_TOPIC = "usage-events"
 USAGE_EVENTS_DLQ_TOPIC = "usage-events.dlq"
 SUBSCRIPTION_EVENTS_DLQ_TOPIC = "subscription-events.dlq"
 SUBSCRIPTION_EVENTS_TOPIC = "subscription-events"
+_DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
 
 class CommonSettings(BaseSettings):
@@ -45,12 +46,14 @@ class CommonSettings(BaseSettings):
     # turn out to be a new, empty one (the embedded broker after a restart): shared/outbox.py.
     outbox_retention_s: int = Field(default=86_400, ge=0, le=30 * 86_400)
 
-    # The catalog file (R1) entitlements sells from and invoicing prices with.
-    catalog: Path = Path(__file__).resolve().parent.parent / "deploy" / "catalog.demo.yaml"
+    # The catalog (R1) entitlements sells from and invoicing prices with: one file (one
+    # version), or a directory of version files (R10.5, shared.catalog_versions). The default
+    # is the demo's first version alone; `make run` and the image serve the demo directory.
+    catalog: Path = _DEPLOY / "catalog" / "2026-11.yaml"
     # Meters declared by configuration (YAML or JSON), on top of the built-in ones: metering
     # aggregates them, the catalog's usage charges may price them (R10.1). The demo file
     # declares the meter the demo catalog prices.
-    meters: Path | None = Path(__file__).resolve().parent.parent / "deploy" / "meters.demo.yaml"
+    meters: Path | None = _DEPLOY / "meters.demo.yaml"
     # Invoicing owns its Redis keys under this prefix; entitlements reads the number of the
     # immediate invoice of a purchase there (docs/invoicing.md, "Redis layout").
     invoicing_key_prefix: str = Field(default="inv", pattern=r"^[a-z0-9_-]{1,32}$")

@@ -5,6 +5,12 @@ invoicing reads it to bill. Both use this one model, so a field renamed here fai
 every service that reads it, instead of being billed with a default. The document carries
 `schema_version`; a reader refuses a version it does not know rather than misread it.
 
+Schema 2 added the catalog version a tenant is billed by (R10.5). A schema-1 document (written
+before versions existed) still reads, as schema 2 with no `catalog_version`: the oldest catalog
+version, the one it was created under. A release that reads only schema 1 refuses schema-2
+documents instead of billing a pinned tenant at the current prices, so readers (invoicing)
+are upgraded before the writer (entitlements).
+
 Money is `Decimal`, a decimal string in JSON (R3.1); times are aware.
 """
 
@@ -31,7 +37,9 @@ from shared.catalog import Cycle, PackKind
 from shared.keys import EntitlementsKeys
 from shared.times import zone
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+# Schemas this release reads; an older one is brought up to SCHEMA_VERSION as it is read.
+READABLE_SCHEMAS: Final = frozenset({1, 2})
 
 # A decimal amount rendered as a plain decimal string in JSON (R3.1).
 DecimalText = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str,
@@ -114,6 +122,13 @@ class PlanChange(BaseModel):
     previous: str
 
 
+class CatalogChange(BaseModel):
+    """The catalog version was `previous` until `at` (a migration taking effect, R10.5)."""
+
+    at: AwareDatetime
+    previous: str | None
+
+
 class BillingProfile(BaseModel):
     """Who the tenant is on its invoices (R9.8): the buyer each one names when issued.
 
@@ -155,15 +170,22 @@ class TenantState(BaseModel):
     # None until the tenant gives one: documents written before it existed read as None,
     # and such a tenant is invoiced under its id (R9.8).
     billing: BillingProfile | None = None
+    # R10.5: the catalog version the tenant is billed by; None (schema 1) is the oldest one.
+    catalog_version: str | None = None
+    # A confirmed migration: the version the tenant moves to at `pending_catalog_at`, the
+    # start of its next period; and every move made, oldest first, for late corrections.
+    pending_catalog: str | None = None
+    pending_catalog_at: AwareDatetime | None = None
+    catalog_changes: list[CatalogChange] = Field(default_factory=list)
     version: int = 0
 
     @field_validator("schema_version")
     @classmethod
     def _known_version(cls, value: int) -> int:
-        if value != SCHEMA_VERSION:
+        if value not in READABLE_SCHEMAS:
             raise ValueError(f"tenant document schema {value} is not known here (this "
-                             f"release reads {SCHEMA_VERSION})")
-        return value
+                             f"release reads {sorted(READABLE_SCHEMAS)})")
+        return SCHEMA_VERSION  # schema 1 lacks only fields whose defaults read it right
 
     @property
     def zone(self) -> ZoneInfo:
@@ -186,6 +208,19 @@ class TenantState(BaseModel):
                 break
             plan = change.previous
         return plan
+
+    def catalog_version_at(self, instant: datetime) -> str | None:
+        """The catalog version in force at `instant` (None: the oldest), as `plan_at` reads
+        the plan: a confirmed migration from its instant, a past one before its instant."""
+        if self.pending_catalog is not None and self.pending_catalog_at is not None \
+                and self.pending_catalog_at <= instant:
+            return self.pending_catalog
+        version = self.catalog_version
+        for change in reversed(self.catalog_changes):
+            if instant >= change.at:
+                break
+            version = change.previous
+        return version
 
     def plan_changes_within(self, start: datetime, end: datetime) -> list[datetime]:
         """The instants in (start, end) at which the plan changed, in order."""

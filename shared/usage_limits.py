@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from shared import keys
 from shared.catalog import CHECKED_NAMES, Catalog, CatalogError, Plan, UsageCharge
-from shared.catalog_usage import check_usage_meters
+from shared.catalog_versions import CatalogVersions, check_versions_meters, for_each_version
 from shared.events import UsageEvent
 from shared.meters import Aggregation, Meter, MeterRegistry, lookup
 
@@ -66,17 +66,25 @@ def check_usage_limits(catalog: Catalog, meters: Mapping[str, Meter]) -> None:
         raise CatalogError(field, message, more=tuple(more))
 
 
+def check_versions_limits(catalogs: CatalogVersions, meters: Mapping[str, Meter]) -> None:
+    """`check_usage_limits` on every catalog version."""
+    for_each_version(catalogs, lambda catalog: check_usage_limits(catalog, meters))
+
+
 class LiveMeters:
     """The priced meters counted live, by the event type that moves them, and the hash their
     events touch (`EntitlementsKeys.meter_touched`). Building it checks the catalog's meters
     and limits against the meters known: a bad one stops the start, naming the field."""
 
-    def __init__(self, catalog: Catalog, registry: MeterRegistry, touched: str) -> None:
+    def __init__(self, catalogs: CatalogVersions, registry: MeterRegistry, touched: str
+                 ) -> None:
         self.touched = touched
         known = {m.slug: m for m in registry.all()}
-        check_usage_meters(catalog, known)
-        check_usage_limits(catalog, known)
-        priced = {charge.meter for plan in catalog.plans for charge in plan.usage}
+        check_versions_meters(catalogs, set(known))
+        check_versions_limits(catalogs, known)
+        # Every version's: tenants stay on the version they bought under (R10.5).
+        priced = {charge.meter for catalog in catalogs.versions for plan in catalog.plans
+                  for charge in plan.usage}
         self.meters: Mapping[str, Meter] = {
             slug: known[slug] for slug in sorted(priced)
             if known[slug].aggregation in LIVE_AGGREGATIONS}

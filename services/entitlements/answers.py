@@ -46,7 +46,8 @@ class TenantOut(BaseModel):
         "admin_user": "u-1", "account_allows_quotes": False, "status": "active",
         "renewal": True, "period": {"from": "2026-03-01", "to": "2026-04-01"},
         "ends_at": None, "pending_plan": None, "modules": ["sales", "crm", "emailing"],
-        "features": [], "plan_price": "49.00", "lots": [_LOT_EXAMPLE], "billing": None}]})
+        "features": [], "plan_price": "49.00", "lots": [_LOT_EXAMPLE], "billing": None,
+        "catalog_version": "2026-11", "pending_catalog": None}]})
     id: str
     plan: str
     cycle: str
@@ -66,6 +67,10 @@ class TenantOut(BaseModel):
     plan_price: str | None
     lots: list[TenantLot]
     billing: dict[str, Any] | None = Field(description="the billing profile (R9.8), or null")
+    catalog_version: str = Field(description="the catalog version the tenant is billed by "
+                                 "now (R10.5)")
+    pending_catalog: dict[str, Any] | None = Field(
+        description="a confirmed migration, `{version, at}`, until it applies (R10.5)")
 
 
 class PurchaseOut(PurchaseAnswer):
@@ -135,3 +140,63 @@ class HistoryPage(BaseModel):
     tenant: str
     data: list[HistoryEntry]
     next_cursor: str | None
+
+
+class CatalogVersionOut(BaseModel):
+    version: str
+    currency: str
+    current: bool
+
+
+class CatalogVersionsOut(BaseModel):
+    """`GET /v1/catalog/versions` (R10.5): oldest first; new tenants get `current`."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "current": "2027-01", "data": [
+            {"version": "2026-11", "currency": "EUR", "current": False},
+            {"version": "2027-01", "currency": "EUR", "current": True}]}]})
+    current: str
+    data: list[CatalogVersionOut]
+
+
+class MigrationFees(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    lines: list[dict[str, Any]] = Field(description="invoice lines, as on an invoice")
+    subtotal: str = Field(description="money, decimal string")
+
+
+class NextPeriodFees(BaseModel):
+    period: PeriodOut
+    current: MigrationFees = Field(description="under the version the tenant is billed by")
+    new: MigrationFees = Field(description="under the version it would move to")
+
+
+class RepricedLine(BaseModel):
+    kind: str
+    module: str | None
+    description: str
+    invoiced: dict[str, str] | None = Field(
+        description="quantity, unit_price, amount as issued; null: not on an invoice")
+    repriced: dict[str, str] | None = Field(
+        description="the same under the new version; null: a line it would not bill")
+
+
+class RepricedPeriod(BaseModel):
+    period: PeriodOut
+    lines: list[RepricedLine]
+    invoiced: str = Field(description="money: the period's lines as issued")
+    repriced: str = Field(description="money: the same period under the new version")
+
+
+class MigrationOut(BaseModel):
+    """`POST /v1/tenants/{tenant}/migrations` (R10.5): 200 preview, 202 scheduled."""
+
+    model_config = ConfigDict(extra="allow")
+    tenant: str
+    status: str = Field(examples=["preview", "scheduled"])
+    from_: str = Field(alias="from", description="the version the tenant is billed by")
+    to: str
+    takes_effect: str = Field(description="the next period start, when the move applies")
+    next_period: NextPeriodFees
+    last_closed_period: RepricedPeriod | None = Field(
+        description="null while the tenant has no closed period")

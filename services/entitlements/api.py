@@ -1,7 +1,8 @@
 """Entitlements routes (docs/api.md, Entitlements): thin; parse, authorize, delegate to the service.
 
 Roles (docs/api.md "Keys"): ingest may check, read the catalog and its tenants, and buy, cancel,
-uncancel and PATCH on behalf of the actor named in the body; dashboard reads the catalog,
+uncancel, PATCH and migrate (R10.5: preview, or confirm as the owner or the account admin) on
+behalf of the actor named in the body; dashboard reads the catalog (every version),
 tenants and history; finance changes nothing here; admin does everything, including
 `POST /v1/tenants`. A tenant-limited key gets 404 for every other tenant, as if it did not
 exist: `ensure_tenant` runs before any lookup.
@@ -17,13 +18,16 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from services.entitlements.answers import (
+    CatalogVersionsOut,
     CheckDecision,
     CheckResults,
     HistoryPage,
     LotAnswer,
+    MigrationOut,
     PurchaseOut,
     TenantOut,
 )
+from services.entitlements.migrations import MigrationRequest
 from services.entitlements.models import (
     CheckBatch,
     CheckItem,
@@ -59,10 +63,33 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON)
 
 
-@router.get("/v1/catalog", response_model=Catalog, responses=errors())
-async def catalog(_: ReaderKey, service: Entitlements) -> Response:
-    """The loaded catalog (R1), money as decimal strings."""
-    return Response(service.catalog_json(), media_type=JSON)
+@router.get("/v1/catalog", response_model=Catalog, responses=errors(404, 422))
+async def catalog(_: ReaderKey, service: Entitlements,
+                  version: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+    """The current catalog version (R1, R10.5), or the one `version` names; money as
+    decimal strings."""
+    return Response(service.catalog_json(version), media_type=JSON)
+
+
+@router.get("/v1/catalog/versions", response_model=CatalogVersionsOut, responses=errors())
+async def catalog_versions(_: ReaderKey, service: Entitlements) -> Response:
+    """Every catalog version loaded, oldest first, and which is current (R10.5)."""
+    return _json(service.catalog_versions())
+
+
+@router.post("/v1/tenants/{tenant}/migrations", response_model=MigrationOut,
+             responses=errors(403, 404, 409, 422, 503))
+async def migrate(tenant: str, body: MigrationRequest, principal: IngestKey,
+                  service: Entitlements) -> Response:
+    """R10.5: preview a move to another catalog version (`confirm: false`), or schedule it
+    at the next period start (`confirm: true`, 202; the same request again changes nothing).
+    """
+    principal.ensure_tenant(tenant)
+    status, answer = await service.migrations.migrate(tenant, body, principal)
+    if body.confirm:
+        audit("tenant.migrate", principal, actor=body.actor, tenant=tenant,
+              version=body.version, at=answer.get("takes_effect"))
+    return _json(answer, status)
 
 
 @router.post("/v1/tenants", status_code=201, response_model=TenantOut,

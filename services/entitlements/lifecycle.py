@@ -15,7 +15,7 @@ import orjson
 from services.entitlements import support as sup
 from shared.auth import Principal
 from shared.billing.periods import Cycle, Period, local_midnight, period_containing
-from shared.subscription import Actor, TenantState
+from shared.subscription import Actor, CatalogChange, TenantState
 from shared.times import as_utc, utc_text, zone
 
 # The `source` of every event entitlements publishes on `subscription-events`.
@@ -86,6 +86,8 @@ def next_due(state: TenantState) -> datetime | None:
                     if lot.state in ("cancelled", "trialing") and lot.ends_at is not None)
     if state.pending_plan_at is not None:
         instants.append(state.pending_plan_at)
+    if state.pending_catalog_at is not None:
+        instants.append(state.pending_catalog_at)  # R10.5: a migration takes effect
     if not state.renewal and state.ends_at is not None:
         instants.append(state.ends_at)
     instants.extend(sup.due_instants(state, zone_of(state)))  # R8.4
@@ -131,6 +133,8 @@ def advance(state: TenantState, now: datetime, effects: Effects) -> TenantState:
                             if lot.cancel_reason == "plan_change" and lot.ends_at is not None
                             and as_utc(lot.ends_at) == as_utc(state.pending_plan_at)]}, None)
             state.pending_plan = state.pending_plan_at = None
+        if state.pending_catalog_at is not None and state.pending_catalog_at <= due:
+            _migrate(state, state.pending_catalog_at, effects)
         if not state.renewal and state.ends_at is not None and state.ends_at <= due:
             state.status = "ended"  # R4.1: renewal off, the subscription and its packs end
             for lot in state.lots:
@@ -141,6 +145,17 @@ def advance(state: TenantState, now: datetime, effects: Effects) -> TenantState:
                                    {"lot": lot.id, "item": lot.item, "quantity": lot.quantity,
                                     "reason": "subscription_ended"}, None)  # R4.8
             state.pending_plan = state.pending_plan_at = None
+            state.pending_catalog = state.pending_catalog_at = None
             effects.record(state.id, "subscription.ended", state.ends_at,
                            {"plan": state.plan}, None)
     return state
+
+
+def _migrate(state: TenantState, at: datetime, effects: Effects) -> None:
+    """R10.5: a confirmed migration takes effect at its period start; the version left is
+    kept, so a late correction of an earlier period prices it as it was billed."""
+    previous, target = state.catalog_version, state.pending_catalog
+    state.catalog_changes.append(CatalogChange(at=at, previous=previous))
+    state.catalog_version = target
+    state.pending_catalog = state.pending_catalog_at = None
+    effects.record(state.id, "catalog.migrated", at, {"from": previous, "to": target}, None)

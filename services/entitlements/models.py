@@ -58,6 +58,9 @@ class TenantCreate(BaseModel):
     admin_user: UserId
     account_allows_quotes: bool = False
     billing: BillingProfileIn | None = None
+    # R10.5: new tenants get the current catalog version; naming an earlier one (a customer
+    # signed on an older price list, taken over from another system) is the admin's choice.
+    catalog_version: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class TenantPatch(BaseModel):

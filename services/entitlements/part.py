@@ -10,14 +10,16 @@ from services.entitlements.service import EntitlementsService
 from services.entitlements.store import EntitlementsStore
 from services.entitlements.thresholds import ThresholdWatcher
 from services.entitlements.worker import LifecycleJob
+from services.invoicing.repricing import Repricing
+from services.invoicing.store import InvoiceStore
 from shared.app import Runtime
-from shared.catalog import Catalog, load_catalog
+from shared.catalog_versions import CatalogVersions, load_catalog_versions
 from shared.kafka import make_admin, make_reader
 from shared.keys import EntitlementsKeys
 from shared.meters import MeterRegistry
 from shared.observability import OUTBOX_BACKLOG
 from shared.outbox import OutboxPublisher
-from shared.settings import EntitlementsSettings
+from shared.settings import EntitlementsSettings, InvoicingSettings
 from shared.usage_limits import LiveMeters
 
 
@@ -28,11 +30,16 @@ class EntitlementsPart:
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         self.settings = EntitlementsSettings(**(overrides or {}))
-        # R1.4: an invalid catalog stops the service before anything starts, naming the field.
-        self.catalog: Catalog = load_catalog(self.settings.catalog)
+        # R1.4, R10.5: an invalid catalog version stops the service before anything starts,
+        # naming the version and the field.
+        self.catalogs: CatalogVersions = load_catalog_versions(self.settings.catalog)
+        # A migration's preview is priced by invoicing's billing code on its stores, which
+        # this service reads (services.invoicing.repricing), configured as invoicing is.
+        self.invoicing_settings = InvoicingSettings(**(overrides or {}))
+        self.registry = MeterRegistry.load(self.invoicing_settings.meters)
         # R10.4: the priced meters the checks read live; a limit on a meter no live counter
         # holds stops the start too.
-        self.meters = LiveMeters(self.catalog, MeterRegistry.load(self.settings.meters),
+        self.meters = LiveMeters(self.catalogs, self.registry,
                                  EntitlementsKeys(self.settings.entitlements_key_prefix)
                                  .meter_touched)
         self.publisher: OutboxPublisher | None = None
@@ -47,10 +54,15 @@ class EntitlementsPart:
                                     self.settings.entitlements_outbox_poll_s, "entitlements",
                                     OUTBOX_BACKLOG, lambda: make_reader(self.settings),
                                     lambda: make_admin(self.settings))
-        self.service = EntitlementsService(store, self.catalog, runtime.clock, self.settings,
-                                           publisher.notify, self.meters.meters)
+        repricing = Repricing(InvoiceStore(
+            runtime.clickhouse, self.invoicing_settings.invoicing_clickhouse_database),
+            self.catalogs, self.registry)
+        self.service = EntitlementsService(store, self.catalogs, runtime.clock, self.settings,
+                                           publisher.notify, repricing, self.meters.meters)
         runtime.scheduler.register(LifecycleJob(self.service))
-        self.watcher = ThresholdWatcher(store, self.catalog, runtime.clock, publisher.notify,
+        # What a plan grants and limits is read from the current version, as the checks do.
+        self.watcher = ThresholdWatcher(store, self.catalogs.current, runtime.clock,
+                                        publisher.notify,
                                         self.settings.entitlements_threshold_poll_s)
         self.watcher.start(runtime.health)
         if self.settings.entitlements_outbox_publisher:

@@ -17,6 +17,7 @@ import hashlib
 import random
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,7 @@ from services.entitlements.lifecycle import (
     next_due,
     zone_of,
 )
+from services.entitlements.migrations import Migrations, Repricer
 from services.entitlements.models import PurchaseRequest, TenantCreate, TenantPatch, lot_out
 from services.entitlements.policy import actor_may_manage, check_role, parse_vat_rate
 from services.entitlements.purchases import PurchaseRules
@@ -44,7 +46,8 @@ from services.entitlements.store import Change, EntitlementsStore
 from shared.auth import Principal
 from shared.billing.money import format_money
 from shared.billing.periods import local_date, local_midnight
-from shared.catalog import Catalog, UnknownCatalogItem
+from shared.catalog import UnknownCatalogItem
+from shared.catalog_versions import CatalogVersions
 from shared.clock import Clock
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.keys import InvoicingKeys
@@ -72,24 +75,57 @@ def _history_cursor(cursor: str) -> bool:
 MAX_SCHEDULED_START = timedelta(days=366)
 
 
+@dataclass(frozen=True)
+class VersionRules:
+    """The purchase rules of one catalog version (R10.5): a tenant buys from its own."""
+
+    purchases: PurchaseRules
+    baskets: Baskets
+
+
 class EntitlementsService:
-    def __init__(self, store: EntitlementsStore, catalog: Catalog, clock: Clock,
+    def __init__(self, store: EntitlementsStore, catalogs: CatalogVersions, clock: Clock,
                  settings: EntitlementsSettings, notify: Callable[[], None] = lambda: None,
+                 repricing: Repricer | None = None,
                  live: Mapping[str, Meter] | None = None) -> None:
         self.store = store
-        self.catalog = catalog
+        self.catalogs = catalogs
+        # New tenants get the current version at once (R10.5); checks read what it grants.
+        self.catalog = catalogs.current
         self.clock = clock
         self.settings = settings
         self.notify = notify
-        index = dec.CatalogIndex(catalog, live)  # live: the priced meters (R10.4)
-        self.checks = Checks(store, catalog, index, clock)
-        self.purchases = PurchaseRules(catalog, index, settings.entitlements_max_quantity)
-        self.baskets = Baskets(self.purchases)
+        index = dec.CatalogIndex(self.catalog, live)  # live: the priced meters (R10.4)
+        self.checks = Checks(store, self.catalog, index, clock)
+        self.rules: dict[str, VersionRules] = {}
+        for catalog in catalogs.versions:
+            purchases = PurchaseRules(catalog, index if catalog is self.catalog
+                                      else dec.CatalogIndex(catalog, live),
+                                      settings.entitlements_max_quantity)
+            self.rules[catalog.version] = VersionRules(purchases, Baskets(purchases))
+        self.migrations = Migrations(store, catalogs, clock, self._mutate, repricing)
         self._invoicing_keys = InvoicingKeys(settings.invoicing_key_prefix)
-        self._public_catalog = orjson.dumps(catalog.to_public())
+        self._public_catalogs = {c.version: orjson.dumps(c.to_public())
+                                 for c in catalogs.versions}
 
-    def catalog_json(self) -> bytes:
-        return self._public_catalog
+    def catalog_json(self, version: str | None) -> bytes:
+        """`GET /v1/catalog`: the current version, or the one named (R10.5)."""
+        if version is None:
+            return self._public_catalogs[self.catalog.version]
+        try:
+            return self._public_catalogs[version]
+        except KeyError:
+            raise NotFound(f"version: unknown catalog version '{version[:64]}'",
+                           field="version") from None
+
+    def catalog_versions(self) -> dict[str, Any]:
+        """`GET /v1/catalog/versions`: every version, oldest first."""
+        return {"current": self.catalog.version,
+                "data": [{"version": c.version, "currency": c.currency,
+                          "current": c is self.catalog} for c in self.catalogs.versions]}
+
+    def rules_of(self, state: TenantState, now: datetime) -> VersionRules:
+        return self.rules[self.catalogs.of(state, now).version]
 
     # --- the one write path --------------------------------------------------------------
 
@@ -108,6 +144,9 @@ class EntitlementsService:
             state = None
             if raw is not None:
                 state = advance(TenantState.model_validate_json(raw), now, effects)
+                if state.catalog_version is None and not state.catalog_changes:
+                    # Written before versions (R10.5): pinned to the oldest, its own.
+                    state.catalog_version = self.catalogs.oldest.version
             outcome = action(state, now, effects)
             if outcome.state is None:
                 return outcome.status_code, outcome.answer
@@ -145,16 +184,24 @@ class EntitlementsService:
     async def create_tenant(self, body: TenantCreate, principal: Principal
                             ) -> dict[str, Any]:
         zone = parse_zone(body.time_zone, "time_zone")
+        catalog = self.catalog  # R10.5: the current version, unless the body names one
+        if body.catalog_version is not None:
+            try:
+                catalog = self.catalogs.get(body.catalog_version)
+            except UnknownCatalogItem:
+                raise ValidationFailed(f"catalog_version: unknown catalog version "
+                                       f"'{body.catalog_version}'",
+                                       field="catalog_version") from None
         try:
-            plan = self.catalog.plan(body.plan)
+            plan = catalog.plan(body.plan)
         except UnknownCatalogItem:
             raise ValidationFailed(f"plan: unknown plan '{body.plan}'", field="plan") from None
         if body.cycle not in plan.price:
             raise ValidationFailed(f"cycle: plan '{plan.id}' has no price for {body.cycle}",
                                    field="cycle")
-        if body.currency != self.catalog.currency:
+        if body.currency != catalog.currency:
             raise ValidationFailed(
-                f"currency: must be the catalog's currency {self.catalog.currency}",
+                f"currency: must be the catalog's currency {catalog.currency}",
                 field="currency")
         vat = parse_vat_rate(body.vat_rate)
 
@@ -174,7 +221,8 @@ class EntitlementsService:
                 time_zone=body.time_zone, currency=body.currency, vat_rate=vat,
                 admin_user=body.admin_user, account_allows_quotes=body.account_allows_quotes,
                 status="active" if anchor <= today else "scheduled", created_at=now,
-                billing=None if body.billing is None else body.billing.stored())
+                billing=None if body.billing is None else body.billing.stored(),
+                catalog_version=catalog.version)
             period = current_period(new, anchor)
             price = plan.price[body.cycle]
             effects.record(new.id, "tenant.created", now, {
@@ -182,6 +230,7 @@ class EntitlementsService:
                 "time_zone": body.time_zone, "currency": body.currency,
                 "vat_rate": format(vat, "f"), "admin_user": body.admin_user,
                 "period": period.public(), "plan_price": format_money(price, new.currency),
+                "catalog_version": catalog.version,
                 "billing": _profile_json(new),
             }, actor_json(None, principal))
             return Outcome(new, self.tenant_public(new, now), status_code=201,
@@ -202,7 +251,7 @@ class EntitlementsService:
         zone = zone_of(state)
         today = local_date(now, zone)
         period = current_period(state, today)
-        plan = self.catalog.plan(state.plan)
+        plan = self.catalogs.of(state, now).plan(state.plan)
         lots = []
         for lot in state.lots:
             ends_at = lot.ends_at
@@ -234,6 +283,10 @@ class EntitlementsService:
             "plan_price": format_money(plan.price[state.cycle], state.currency)
             if state.cycle in plan.price else None,
             "lots": lots, "billing": _profile_json(state),
+            "catalog_version": self.catalogs.of(state, now).version,
+            "pending_catalog": None if state.pending_catalog is None else {
+                "version": state.pending_catalog,
+                "at": utc_text(state.pending_catalog_at) if state.pending_catalog_at else None},
         }
 
     async def patch_tenant(self, tenant: str, body: TenantPatch, principal: Principal
@@ -322,7 +375,12 @@ class EntitlementsService:
                 raise ValidationFailed("Idempotency-Key: 1 to 255 characters",
                                        field="Idempotency-Key")
             idem = self.store.keys.idempotency(tenant, idempotency_key)
-        lines = self.baskets.lines(body)  # one for `item`, one per entry of `items` (R4.11)
+        # R10.5: a tenant buys from its catalog version, so the document is read first.
+        raw, _ = await self.store.load(tenant)
+        if raw is None:
+            raise NotFound(f"tenant '{tenant}' not found", field="tenant")
+        rules = self.rules_of(TenantState.model_validate_json(raw), await self.clock.now())
+        lines = rules.baskets.lines(body)  # one for `item`, one per entry of `items` (R4.11)
         check_role(body.action, body.actor)
         access = None
         if any(line.per_licence for line in lines):  # R4.12: counted by the pure rules
@@ -330,12 +388,14 @@ class EntitlementsService:
 
         def buy(state: TenantState | None, now: datetime, effects: Effects) -> Outcome:
             state = _require(state, tenant)
+            if self.rules_of(state, now) is not rules:  # a migration took effect meanwhile
+                raise Conflict("the tenant's catalog version changed; retry", code="busy")
             actor = actor_json(body.actor, principal)
             if body.items is not None:
-                return self.baskets.decide(state, body, lines, now, effects, actor, access)
+                return rules.baskets.decide(state, body, lines, now, effects, actor, access)
             one = lines[0]
-            return self.purchases.decide(state, body, one.item, one.quantity, now, effects,
-                                         actor, access)
+            return rules.purchases.decide(state, body, one.item, one.quantity, now, effects,
+                                          actor, access)
 
         status, answer = await self._mutate(tenant, buy, idem, request_hash)
         # The event id travels with the stored answer, so a replay finds the same invoice.

@@ -22,17 +22,20 @@ from services.invoicing.store import InvoiceStore
 from services.invoicing.usage_charges import UsageCharges, usage_lines
 from shared.billing.periods import Cycle, Period, period_containing
 from shared.catalog import Catalog
+from shared.catalog_versions import CatalogVersions
 from shared.meters import MeterRegistry
 from shared.subscription import TenantState
 from shared.times import utc_text
 
 
 class Drafts:
-    def __init__(self, store: InvoiceStore, catalog: Catalog, meters: MeterRegistry) -> None:
+    def __init__(self, store: InvoiceStore, catalogs: CatalogVersions, meters: MeterRegistry
+                 ) -> None:
         self.store = store
-        self.catalog = catalog
-        self.usage = UsageCharges(store, catalog, meters)
-        self.late = LateUsage(store, catalog, meters)
+        # R10.5: each period is priced by the tenant's catalog version in force at its start.
+        self.catalogs = catalogs
+        self.usage = UsageCharges(store, catalogs, meters)
+        self.late = LateUsage(store, catalogs, meters)
 
     async def compose(self, todo: Sequence[tuple[TenantState, date, int | None, date | None]]
                       ) -> list[Draft]:
@@ -48,7 +51,8 @@ class Drafts:
                 drafts.append(Draft(
                     tenant=view.id, kind="immediate", currency=view.currency,
                     vat_rate=view.vat_rate, period=period,
-                    lines=compose.advance_lines(view, self.catalog, period), billing_date=day,
+                    lines=compose.advance_lines(view, self._catalog(view, period), period),
+                    billing_date=day,
                     usage_cutoff=cutoff, key=day.isoformat()))
                 continue
             zone = view.zone
@@ -73,8 +77,9 @@ class Drafts:
                     access_query=access_query(view.id, end),
                     support=support.get(view.id, []),
                     support_query=support_query(view.id, min(since, start), end))
-                lines = compose.arrears_lines(view, self.catalog, ended, usage)
-                lines.extend(usage_lines(view, self.catalog, ended, metered, usage.spans(),
+                catalog = self._catalog(view, ended)
+                lines = compose.arrears_lines(view, catalog, ended, usage)
+                lines.extend(usage_lines(view, catalog, ended, metered, usage.spans(),
                                          usage.access_query))  # R10.1-R10.3
                 lines.extend(late.get(view.id, []))
                 renews = schedule.renews_at(view, day)
@@ -82,13 +87,16 @@ class Drafts:
                 if renews:
                     period = period_containing(view.anchor, Cycle(view.cycle), day)
                     # R4.12: packs priced per licence count them from the access read above
-                    lines.extend(compose.advance_lines(view, self.catalog, period,
-                                                       usage.spans()))
+                    lines.extend(compose.advance_lines(view, self._catalog(view, period),
+                                                       period, usage.spans()))
                 drafts.append(Draft(
                     tenant=view.id, kind="period", currency=view.currency,
                     vat_rate=view.vat_rate, period=period, lines=lines, billing_date=day,
                     usage_cutoff=cutoff, key=day.isoformat(), advances_cutoff=True))
         return drafts
+
+    def _catalog(self, view: TenantState, period: Period) -> Catalog:
+        return self.catalogs.of(view, period.start_instant(view.zone))
 
 
 def email_query(tenant: str, start: datetime, end: datetime) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from services.invoicing.usage_charges import (
 from shared import events as ev
 from shared.billing.periods import Period, local_date
 from shared.billing.seats import Intervals, access_intervals
-from shared.catalog import Catalog
+from shared.catalog_versions import CatalogVersions
 from shared.meters import Aggregation, Meter, MeterRegistry
 from shared.subscription import TenantState
 from shared.times import from_micros
@@ -67,13 +67,15 @@ class _Reads:
 
 
 class LateUsage:
-    def __init__(self, store: InvoiceStore, catalog: Catalog, meters: MeterRegistry) -> None:
+    def __init__(self, store: InvoiceStore, catalogs: CatalogVersions, meters: MeterRegistry
+                 ) -> None:
         self.store = store
-        self.catalog = catalog
-        # The priced meters a late event may change, by event type (SEATS ones are counted
-        # from the access history: not corrected here).
+        self.catalogs = catalogs
+        # The priced meters a late event may change, by event type, of every version (SEATS
+        # ones are counted from the access history: not corrected here).
         self.priced: dict[str, list[Meter]] = defaultdict(list)
-        for slug in sorted({c.meter for plan in catalog.plans for c in plan.usage}):
+        for slug in sorted({c.meter for catalog in catalogs.versions for plan in catalog.plans
+                            for c in plan.usage}):
             meter = meters.get(slug)
             if meter is not None and meter.aggregation is not Aggregation.SEATS:
                 self.priced[meter.event_type].append(meter)
@@ -122,7 +124,8 @@ class LateUsage:
             changes.append((meter, periods[:1] if meter == compose.EMAILS_METER else periods))
         if periods and row.type in self.priced:
             own = periods[0]
-            plan = plan_in_force(view, self.catalog, own.end_instant(view.zone))
+            catalog = self.catalogs.of(view, own.start_instant(view.zone))  # R10.5
+            plan = plan_in_force(view, catalog, own.end_instant(view.zone))
             priced = {c.meter for c in plan.usage} if plan is not None else set()
             changes.extend((USAGE_METER + m.slug, [own]) for m in self.priced[row.type]
                            if m.slug in priced)
@@ -195,9 +198,11 @@ class LateUsage:
                 support=reads.sessions.get(tenant, []))
             touching = {meter for meter, ps in meters.items() if period in ps}
             billed_so_far = reads.billed.get((tenant, period.start, period.end), {})
+            # R10.5: corrected at the prices the period was billed at, before any migration
+            catalog = self.catalogs.of(view, period.start_instant(view.zone))
             if metered := reads.metered.get((tenant, period)):
                 lines.extend(usage_adjustment_lines(
-                    view, self.catalog, period, metered, billed_so_far,
+                    view, catalog, period, metered, billed_so_far,
                     {m.removeprefix(USAGE_METER): ps[period][:MAX_IDS_PER_LINE]
                      for m, ps in meters.items() if period in ps}))
             names = {meter for meter in touching if not meter.startswith(USAGE_METER)}
@@ -206,13 +211,13 @@ class LateUsage:
             base = {meter.partition(":")[0] for meter in names}
             modules = {meter.partition(":")[2] for meter in names
                        if meter.startswith(compose.EXTRA_USERS_METER)}
-            recomputed = compose.arrears_quantities(view, self.catalog, period, usage, base,
+            recomputed = compose.arrears_quantities(view, catalog, period, usage, base,
                                                     modules)
             billed = {key: q for key, q in billed_so_far.items() if _touches(key, names)}
             ids: dict[str, list[str]] = defaultdict(list)
             for meter in names:
                 ids[meter.partition(":")[0]].extend(meters[meter][period][:MAX_IDS_PER_LINE])
-            lines.extend(compose.adjustment_lines(view, self.catalog, period, recomputed,
+            lines.extend(compose.adjustment_lines(view, catalog, period, recomputed,
                                                   billed, ids))
         return lines
 

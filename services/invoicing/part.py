@@ -12,15 +12,14 @@ from services.invoicing.state import InvoiceState
 from services.invoicing.store import InvoiceStore
 from services.invoicing.worker import BillingJob, SubscriptionConsumer
 from shared.app import Runtime
-from shared.catalog import Catalog, load_catalog
-from shared.catalog_usage import check_usage_meters
+from shared.catalog_versions import CatalogVersions, check_versions_meters, load_catalog_versions
 from shared.kafka import make_admin, make_reader
 from shared.keys import EntitlementsKeys, InvoicingKeys
 from shared.meters import MeterRegistry
 from shared.observability import INVOICING_OUTBOX_BACKLOG
 from shared.outbox import OutboxPublisher, OutboxStream
 from shared.settings import InvoicingSettings
-from shared.usage_limits import check_usage_limits
+from shared.usage_limits import check_versions_limits
 
 
 class InvoicingPart:
@@ -29,14 +28,14 @@ class InvoicingPart:
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         self.settings = InvoicingSettings(**(overrides or {}))
-        # R1.4: an invalid catalog stops the service before anything starts.
-        self.catalog: Catalog = load_catalog(self.settings.catalog)
+        # R1.4, R10.5: an invalid catalog version stops the service before anything starts.
+        self.catalogs: CatalogVersions = load_catalog_versions(self.settings.catalog)
         # R10.1: a usage charge prices a built-in or a declared meter; only here are both
         # the catalog and the declared meters known, so the meter names are checked here.
         self.meters = MeterRegistry.load(self.settings.meters)
         known = {m.slug: m for m in self.meters.all()}
-        check_usage_meters(self.catalog, known)
-        check_usage_limits(self.catalog, known)  # R10.4: limits only where counted live
+        check_versions_meters(self.catalogs, set(known))
+        check_versions_limits(self.catalogs, known)  # R10.4: limits only where counted live
         check_template(self.settings.invoicing_document_template)  # R9.8: the PDF
         self.service: InvoicingService | None = None
         self.consumer: SubscriptionConsumer | None = None
@@ -59,7 +58,7 @@ class InvoicingPart:
             self.publisher = publisher
         store = InvoiceStore(runtime.clickhouse, self.settings.invoicing_clickhouse_database)
         await store.ensure_database()
-        service = InvoicingService(state, store, self.catalog, runtime.clock, self.settings,
+        service = InvoicingService(state, store, self.catalogs, runtime.clock, self.settings,
                                    meters=self.meters)
         await service.recover()  # a crash between numbering and ClickHouse (R9.3)
         self.service = runtime.app_state.invoicing = service

@@ -42,7 +42,8 @@ from services.invoicing.state import (
 from services.invoicing.store import InvoiceStore
 from shared.billing.money import parse_money
 from shared.billing.periods import Period
-from shared.catalog import Catalog, UnknownCatalogItem
+from shared.catalog import UnknownCatalogItem
+from shared.catalog_versions import CatalogVersions
 from shared.clock import Clock
 from shared.errors import NotFound, ValidationFailed
 from shared.meters import MeterRegistry
@@ -68,16 +69,16 @@ class RunResult:
 
 
 class InvoicingService:
-    def __init__(self, state: InvoiceState, store: InvoiceStore, catalog: Catalog,
+    def __init__(self, state: InvoiceState, store: InvoiceStore, catalogs: CatalogVersions,
                  clock: Clock, settings: InvoicingSettings,
                  meters: MeterRegistry | None = None) -> None:
         self.state = state
         self.store = store
-        self.catalog = catalog
+        self.catalogs = catalogs
         self.clock = clock
         self.settings = settings
         # The meters usage charges price (R10.1): built-in ones unless declared ones are given.
-        self.drafts = Drafts(store, catalog, meters or MeterRegistry.load(None))
+        self.drafts = Drafts(store, catalogs, meters or MeterRegistry.load(None))
         self.reads = InvoiceReads(state, store, self.recover, settings.accounting_zone)
         self.credits = CreditNotes(state, store, self.reads, clock, settings)
         self.declines = RenewalDeclines(state, self.credits)
@@ -314,7 +315,9 @@ class InvoicingService:
         item = str(charge.get("item") or data.get("item") or "")
         module = None
         try:
-            found = self.catalog.item(item)
+            # The version the purchase was priced by (R10.5): the tenant's at the event.
+            found = self.catalogs.of(view, _event_time(event.get("time")) or view.created_at
+                                     ).item(item)
             module = getattr(found, "module", None) if data.get("kind") != "plan" else None
         except UnknownCatalogItem:
             pass

@@ -9,7 +9,7 @@ history the billing date reads anyway for extra users, so it costs no query.
 
 Choices made here (docs/invoicing.md):
 - the charges billed are those of the plan in force at the period's last instant, as for
-  extra users; so is the minimum;
+  extra users, in the tenant's catalog version of the period (R10.5); so is the minimum;
 - a charge's `module` groups its line under that module; the quantity is the tenant's whole
   value of the meter (a plan prices a meter once, so nothing is counted twice);
 - a meter the tenant did not use in the period gets no line; one used within its included
@@ -29,11 +29,13 @@ from typing import Any
 
 from services.invoicing.models import Line
 from services.invoicing.store import InvoiceStore
+from shared.billing.money import round_fraction
 from shared.billing.periods import Period
 from shared.billing.pricing import Pricing, graduated_uses, packages, volume_tier
 from shared.billing.seats import Intervals, users_with_access
 from shared.catalog import Catalog, Plan, UnknownCatalogItem, UsageCharge, price_for
 from shared.catalog_usage import pricing
+from shared.catalog_versions import CatalogVersions
 from shared.meters import Aggregation, MeterRegistry
 from shared.subscription import TenantState
 from shared.times import utc_text
@@ -64,11 +66,12 @@ def plan_in_force(view: TenantState, catalog: Catalog, end: datetime) -> Plan | 
 
 
 class UsageCharges:
-    def __init__(self, store: InvoiceStore, catalog: Catalog, meters: MeterRegistry) -> None:
+    def __init__(self, store: InvoiceStore, catalogs: CatalogVersions, meters: MeterRegistry
+                 ) -> None:
         self.store = store
-        self.catalog = catalog
+        self.catalogs = catalogs
         self.meters = meters
-        self.priced = any(plan.usage for plan in catalog.plans)
+        self.priced = catalogs.priced_meters
 
     async def read(self, views: Sequence[TenantState], start: datetime, end: datetime
                    ) -> MeterReads:
@@ -78,7 +81,7 @@ class UsageCharges:
             return reads
         wanted: dict[str, list[str]] = {}
         for view in views:
-            plan = plan_in_force(view, self.catalog, end)
+            plan = plan_in_force(view, self.catalogs.of(view, start), end)
             for charge in plan.usage if plan is not None else ():
                 wanted.setdefault(charge.meter, []).append(view.id)
         seats: set[str] = set()
@@ -105,6 +108,7 @@ def usage_lines(view: TenantState, catalog: Catalog, period: Period, reads: Mete
     if plan is None:
         return []
     lines: list[Line] = []
+    span = (utc_text(start), utc_text(end))
     for charge in plan.usage:
         terms = pricing(charge, view.cycle)
         if terms is None:
@@ -117,7 +121,7 @@ def usage_lines(view: TenantState, catalog: Catalog, period: Period, reads: Mete
             quantity = reads.values.get(charge.meter, {}).get(view.id, Decimal(0))
             query = _tenant_query(reads.queries.get(charge.meter, {}), view.id)
         if quantity > 0:
-            lines.append(_usage_line(view, period, charge, terms, quantity, query))
+            lines.append(_usage_line(view, period, span, charge, terms, quantity, query))
     minimum = price_for(plan.minimum, view.cycle)
     if minimum is not None:
         lines.extend(_minimum_line(view, period, plan, minimum, lines))
@@ -130,9 +134,11 @@ def _tenant_query(query: dict[str, Any], tenant: str) -> dict[str, Any]:
     return {"sql": query["sql"], "params": {**query["params"], "ts": [tenant]}}
 
 
-def _usage_line(view: TenantState, period: Period, charge: UsageCharge, terms: Pricing,
-                quantity: Decimal, query: dict[str, Any]) -> Line:
-    amount = terms.amount(quantity, view.currency)
+def _usage_line(view: TenantState, period: Period, span: tuple[str, str],
+                charge: UsageCharge, terms: Pricing, quantity: Decimal, query: dict[str, Any]
+                ) -> Line:
+    exact = terms.exact(quantity)
+    amount = round_fraction(exact, view.currency)  # R3.2: the one rounding
     billable = max(Decimal(0), quantity - terms.included)
     if terms.unit_price is not None:
         unit_price = terms.unit_price
@@ -145,12 +151,11 @@ def _usage_line(view: TenantState, period: Period, charge: UsageCharge, terms: P
         quantity=quantity, unit_price=unit_price, amount=amount, period=period,
         meter=USAGE_METER + charge.meter,
         source={"meter": charge.meter, "module": charge.module, "period": period.public(),
-                "from": utc_text(period.start_instant(view.zone)),
-                "to": utc_text(period.end_instant(view.zone)),
+                "from": span[0], "to": span[1],
                 "quantity": f"{quantity:f}", "included": f"{terms.included:f}",
                 "billable": f"{billable:f}", "model": charge.model,
-                "priced": _breakdown(terms, billable), "exact": _fraction_text(
-                    terms.exact(quantity)), "query": query})
+                "priced": _breakdown(terms, billable), "exact": _fraction_text(exact),
+                "query": query})
 
 
 def _breakdown(terms: Pricing, billable: Decimal) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from services.metering.store import EventStore, LiveCounters
 from services.metering.worker import UsageConsumer
 from services.metering.zones import TenantZones
 from shared.app import Runtime
-from shared.catalog import load_catalog
+from shared.catalog_versions import load_catalog_versions
 from shared.events import EventValidator
 from shared.keys import EntitlementsKeys
 from shared.meters import MeterRegistry
@@ -28,11 +28,12 @@ class MeteringPart:
         self.settings = MeteringSettings(**(overrides or {}))
         # Fail at construction, before anything starts, on an invalid meter file or catalog.
         self.registry = MeterRegistry.load(self.settings.meters)
-        # The catalog's counted resources: their event types are accepted and counted (R7.4).
-        catalog = load_catalog(self.settings.catalog)
-        self.resources = CountedResources(catalog)
-        # The priced meters, counted live for limits and thresholds (R10.4).
-        self.meters = LiveMeters(catalog, self.registry,
+        # The current version declares the counted resources: their event types are accepted
+        # and counted (R7.4; every version is validated by the others). Every version's priced
+        # meters are counted live for limits and thresholds (R10.4).
+        catalogs = load_catalog_versions(self.settings.catalog)
+        self.resources = CountedResources(catalogs.current)
+        self.meters = LiveMeters(catalogs, self.registry,
                                  EntitlementsKeys(self.settings.entitlements_key_prefix)
                                  .meter_touched)
         self.consumer: UsageConsumer | None = None

@@ -1,7 +1,7 @@
 """Counted resources (R7.4) end to end: events through metering's real consumer into the live
 sets, checks answered by entitlements from them, packs bought through the API.
 
-The session platform runs the demo catalog (deploy/catalog.demo.yaml): essentials grants 2,000
+The session platform runs the demo catalog (deploy/catalog/2026-11.yaml): essentials grants 2,000
 contacts and no secondary account; `contacts-1000` adds 1,000 contacts a unit,
 `sub-accounts` one secondary account a unit. A platform of its own runs a test catalog that
 declares `projects` (3 on essentials, 10 on professional, `projects-5` packs): limited and
@@ -44,7 +44,7 @@ from tests.conftest import (
 )
 from tests.entitlements.ent_support import purchase, tenant_doc
 
-DEMO = Path(__file__).resolve().parents[2] / "deploy" / "catalog.demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "deploy" / "catalog" / "2026-11.yaml"
 PROJECTS_DB = 2  # a valkey database no other test uses
 
 

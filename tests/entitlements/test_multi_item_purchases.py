@@ -3,7 +3,7 @@ applying all the items or none, one `purchase.confirmed` and so one immediate in
 
 Every tenant is in UTC, monthly, anchored 2026-03-01: period [03-01, 04-01) of 31 days; the
 baskets are bought on 2026-03-20T10:00Z, leaving 12 days (20 included, 04-01 excluded); VAT
-20 %. Demo catalog (deploy/catalog.demo.yaml): essentials 49.00 (sales, crm, emailing),
+20 %. Demo catalog (deploy/catalog/2026-11.yaml): essentials 49.00 (sales, crm, emailing),
 professional 99.00 (sales, crm, accounting, emailing; includes ai_assist), seats-accounting
 12.00, seats-crm 10.00, analytics 30.00, ai-assist 25.00 (single-instance). Prorations are
 R4.2's price × remaining local days / days of the period, rounded once.

@@ -3,7 +3,7 @@
 Per licence: a lot costs price × licences, the licences being the distinct users holding
 access to at least one module of the plan at that instant, the administrator included;
 counted from metering's live counters when bought (prorated, R4.2) and from the access
-history at each renewal (in advance). Demo catalog (deploy/catalog.demo.yaml): ai-reports
+history at each renewal (in advance). Demo catalog (deploy/catalog/2026-11.yaml): ai-reports
 3.00 per licence per cycle (single-instance feature pack, no module); essentials 49.00
 (sales, crm, emailing) with extra users at 15.00 on sales and crm; VAT 20 %.
 """

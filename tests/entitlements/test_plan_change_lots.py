@@ -2,7 +2,7 @@
 history, and the invoice of the next period (the three parts together).
 
 Every tenant is in UTC, monthly, anchored 2026-03-01: period [03-01, 04-01) of 31 days, its end
-2026-04-01T00:00:00Z; VAT 20 %. Demo catalog (deploy/catalog.demo.yaml): essentials 49.00
+2026-04-01T00:00:00Z; VAT 20 %. Demo catalog (deploy/catalog/2026-11.yaml): essentials 49.00
 (sales, crm, emailing), professional 99.00 (sales, crm, accounting, emailing; ai_assist),
 seats-accounting 12.00, seats-crm 10.00, ai-assist 25.00 (single-instance), analytics 30.00.
 Prorations are R4.2's price × remaining local days / 31, rounded once.

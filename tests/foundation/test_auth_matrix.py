@@ -146,6 +146,7 @@ class Recipe:
 
     ok: int
     build: Build
+    ok_code: str | None = None  # the error code of an admitted call refused for its content
     about_a: bool = True  # the request names A's data (path, query, body or an object of A)
     platform_wide: bool = False  # needs an unscoped admin key
     out_of_scope: tuple[int, str] = NOT_FOUND  # what a key limited to B gets
@@ -289,6 +290,12 @@ RECIPES: dict[Route, Recipe] = {
                                                    params=usage_params)),
     ("GET", "/v1/meters"): Recipe(200, fixed("GET", lambda w: "/v1/meters"), about_a=False),
     ("GET", "/v1/catalog"): Recipe(200, fixed("GET", lambda w: "/v1/catalog"), about_a=False),
+    ("GET", "/v1/catalog/versions"): Recipe(200, fixed("GET", lambda w: "/v1/catalog/versions"),
+                                            about_a=False),
+    # The session's catalog has one version, A's: admitted, the preview is refused as moot.
+    ("POST", "/v1/tenants/{tenant}/migrations"): Recipe(409, fixed(
+        "POST", lambda w: f"/v1/tenants/{w.a}/migrations",
+        lambda w: {"version": "2026-11", "confirm": False}), ok_code="same_version"),
     ("POST", "/v1/tenants"): Recipe(201, _new_tenant, about_a=False, platform_wide=True),
     ("GET", "/v1/tenants/{tenant}"): Recipe(200, fixed("GET", lambda w: f"/v1/tenants/{w.a}")),
     ("PATCH", "/v1/tenants/{tenant}"): Recipe(200, fixed(
@@ -353,7 +360,7 @@ def expected(route: Route, recipe: Recipe, role: Role, scope: str) -> tuple[int,
         return FORBIDDEN
     if scope == SCOPE_B and recipe.about_a:
         return recipe.out_of_scope
-    return recipe.ok, None
+    return recipe.ok, recipe.ok_code
 
 
 def observed(response: httpx.Response) -> tuple[int, str | None, str | None]:

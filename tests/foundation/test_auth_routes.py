@@ -24,6 +24,8 @@ ALLOWED: dict[tuple[str, str], set[Role]] = {
     ("GET", "/v1/usage/events"): {DSH, ADM},
     ("GET", "/v1/meters"): {DSH, ADM},
     ("GET", "/v1/catalog"): {ING, DSH, ADM},
+    ("GET", "/v1/catalog/versions"): {ING, DSH, ADM},
+    ("POST", "/v1/tenants/{tenant}/migrations"): {ING, ADM},
     ("POST", "/v1/tenants"): {ADM},
     ("GET", "/v1/tenants/{tenant}"): {ING, DSH, ADM},
     ("PATCH", "/v1/tenants/{tenant}"): {ING, ADM},
@@ -52,6 +54,7 @@ BODIES: dict[tuple[str, str], object] = {
     ("POST", "/v1/tenants/{tenant}/purchases"): {
         "actor": {"user_id": "u-1", "role": "owner"}, "item": "seats-crm", "quantity": 1,
         "confirm": False},
+    ("POST", "/v1/tenants/{tenant}/migrations"): {"version": "2026-11", "confirm": False},
 }
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",

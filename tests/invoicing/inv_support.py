@@ -52,7 +52,9 @@ async def private_platform(endpoints: Endpoints, unique: str, clock_start: datet
         invoicing_clickhouse_database=f"inv_{unique}", **extra)
     metering_keys = {"batch_max_wait_ms", "retry_initial_s", "retry_max_s", "consumer_group"}
     inv_values = {k: v for k, v in values.items() if k not in metering_keys}
-    ent_values = {k: v for k, v in inv_values.items() if not k.startswith("invoicing_")}
+    # Entitlements prices migration previews on invoicing's invoices (R10.5): it reads them.
+    ent_values = {k: v for k, v in inv_values.items() if not k.startswith("invoicing_")
+                  or k == "invoicing_clickhouse_database"}
     parts: list[ServicePart] = [MeteringPart(values), EntitlementsPart(ent_values),
                                 InvoicingPart(inv_values)]
     parts += [part(inv_values) for part in more_parts]  # e.g. the console, after the three

@@ -22,7 +22,7 @@ change never changes who is billed on crm, so the oracle needs no plan history. 
 fall on whole hours plus a second of their own, so no two share an instant and none falls on
 a local midnight.
 
-Demo catalog (deploy/catalog.demo.yaml): crm extra users 15.00/month beyond the seats,
+Demo catalog (deploy/catalog/2026-11.yaml): crm extra users 15.00/month beyond the seats,
 seats-crm 1 seat a lot. Each example runs on a private platform of its own (Redis database,
 topics, invoice database), so its numbers start at 000001. Three examples, drawn the same
 way on every run (derandomize), tenants and event ids numbered per example.

@@ -1,6 +1,6 @@
 """Worked examples, each computed by hand in its docstring.
 
-Demo catalog (deploy/catalog.demo.yaml): essentials 49.00/month (sales, crm, emailing),
+Demo catalog (deploy/catalog/2026-11.yaml): essentials 49.00/month (sales, crm, emailing),
 seats-crm 10.00, seats-business 25.00 (sales, crm, accounting), extra users 15.00 on sales and
 crm, emails-1000 5.00 (1,000 e-mails), e-mail overage 0.002. VAT 20 %.
 """

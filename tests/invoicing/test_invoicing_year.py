@@ -15,7 +15,7 @@ from shared.stack import Endpoints
 from tests.conftest import ADMIN, eventually
 from tests.invoicing.inv_support import invoices_of, private_platform
 
-# By hand (prices from deploy/catalog.demo.yaml, VAT 20 %, each total = subtotal × 1.2):
+# By hand (prices from deploy/catalog/2026-11.yaml, VAT 20 %, each total = subtotal × 1.2):
 # alpine  essentials 49.00/month: the first period at start (1 Jan) and 11 renewals
 #         (1 Feb .. 1 Dec) -> 12 invoices of 58.80 = 705.60.
 # baltic  professional 990.00/year at start -> 1,188.00; 2 CRM seats bought the first day of

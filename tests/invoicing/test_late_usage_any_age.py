@@ -2,7 +2,7 @@
 `adjustment` line naming that period, however old; after the subscription ended, on an
 invoice of its own (kind `immediate`) within a day; an e-mail batch only in its own period.
 
-Demo catalog (deploy/catalog.demo.yaml): essentials 49.00/month (sales, crm, emailing), an
+Demo catalog (deploy/catalog/2026-11.yaml): essentials 49.00/month (sales, crm, emailing), an
 extra user on crm 15.00 per month (the tenant's admin is not one), e-mail overage 0.002 per
 e-mail with no e-mail pack. Amounts are rounded once per line, the tax once per invoice (R3.2).
 

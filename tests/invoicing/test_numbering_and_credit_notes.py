@@ -1,7 +1,7 @@
 """Gapless, chronological numbers per accounting year (R9.3) and credit notes as documents of
 their own (R9.7), each worked by hand in its docstring.
 
-Demo catalog (deploy/catalog.demo.yaml): essentials 49.00/month, seats-crm 10.00/month,
+Demo catalog (deploy/catalog/2026-11.yaml): essentials 49.00/month, seats-crm 10.00/month,
 web-training 150.00 once. VAT 20 %. Every test runs on a private platform (its own Redis
 database, topics and invoice database), so its sequences start at 000001.
 """

@@ -11,7 +11,7 @@ Europe/Paris: a Paris tenant is created at the very first instant of its first p
 buys at that same instant (the case that was charged twice). A UTC tenant is created at 23:00
 local on its anchor day 2026-02-28 (a purchase after the period's first instant).
 
-Amounts by hand, demo catalog (deploy/catalog.demo.yaml), R4.2 (shared.billing.proration):
+Amounts by hand, demo catalog (deploy/catalog/2026-11.yaml), R4.2 (shared.billing.proration):
 charge = price × remaining_days / period_days, rounded once; bought on the anchor day,
 remaining_days = period_days (Paris: [03-01, 04-01), 31/31; UTC: [02-28, 03-28), 28/28).
 - seats-crm × 2, 10.00 each per P1M: 2 × 10.00 × d/d = 20.00, once per tenant (a `pack` line

@@ -25,7 +25,7 @@ from shared.catalog import (
     parse_catalog,
 )
 
-DEMO = Path(__file__).resolve().parents[2] / "deploy" / "catalog.demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "deploy" / "catalog" / "2026-11.yaml"
 ALL_CYCLES = {"P1M", "P1Y", "P30D", "P365D"}
 
 Raw = dict[str, Any]

@@ -17,7 +17,7 @@ from shared.catalog import CatalogError, parse_catalog
 from shared.catalog_usage import check_usage_meters, pricing
 from shared.meters import MeterRegistry
 
-DEMO = Path(__file__).resolve().parents[2] / "deploy" / "catalog.demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "deploy" / "catalog" / "2026-11.yaml"
 DEMO_RAW: dict[str, Any] = yaml.safe_load(DEMO.read_text(encoding="utf-8"))  # read once
 GRADUATED: dict[str, Any] = {
     "meter": "api_calls", "module": None, "included": "10000", "model": "graduated",

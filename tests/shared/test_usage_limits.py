@@ -19,6 +19,7 @@ from services.entitlements.decisions import CatalogIndex, metered_decision
 from services.metering.service import live_ops
 from shared import keys
 from shared.catalog import Catalog, CatalogError, parse_catalog
+from shared.catalog_versions import CatalogVersions
 from shared.events import UsageEvent
 from shared.meters import Aggregation, Meter, MeterRegistry
 from shared.usage_limits import (
@@ -67,7 +68,7 @@ CATALOG = catalog_with(
     plan("medium", 10, [hard("3000")]),
     plan("soft", 11, [{**hard("2000"), "limit": {"per_period": "2000", "mode": "soft"}}]),
     plan("big", 12, [hard("10000")]))
-LIVE = LiveMeters(CATALOG, REGISTRY, TOUCHED)
+LIVE = LiveMeters(CatalogVersions((CATALOG,)), REGISTRY, TOUCHED)
 INDEX = CatalogIndex(CATALOG, LIVE.meters)
 
 
@@ -97,7 +98,7 @@ def test_a_priced_built_in_meter_keeps_its_built_in_counter_too() -> None:
     """Pricing `emails_sent` (SUM of `count`) adds its meter counter beside the e-mails'."""
     priced = catalog_with(plan("mailer", 9, [{"meter": "emails_sent", "model": "per_unit",
                                                "unit_price": "0.001"}]))
-    live = LiveMeters(priced, REGISTRY, TOUCHED)
+    live = LiveMeters(CatalogVersions((priced,)), REGISTRY, TOUCHED)
     ops = live_ops(usage_event("email.sent", {"count": 7}), ZoneInfo("UTC"), meters=live)
     assert ops == [["incr", keys.emails_key("acme", DAY), 7],
                    ["incr", keys.meter_key("acme", "emails_sent", DAY), 7],
@@ -203,7 +204,7 @@ def test_a_limit_on_a_meter_no_counter_holds_is_refused_naming_the_field(
         check_usage_limits(catalog, known)
     assert raised.value.field == field
     with pytest.raises(CatalogError):
-        LiveMeters(catalog, REGISTRY, TOUCHED)
+        LiveMeters(CatalogVersions((catalog,)), REGISTRY, TOUCHED)
 
 
 @pytest.mark.unit
@@ -211,7 +212,8 @@ def test_a_max_meter_priced_without_a_limit_is_billed_but_not_counted_live() -> 
     catalog = catalog_with(plan("x", 9, [{"meter": "peak", "model": "per_unit",
                                           "unit_price": "1"}]))
     # The demo's professional plan prices api_calls: that one is counted live.
-    assert set(LiveMeters(catalog, REGISTRY, TOUCHED).meters) == {"api_calls"}
+    live = LiveMeters(CatalogVersions((catalog,)), REGISTRY, TOUCHED)
+    assert set(live.meters) == {"api_calls"}
 
 
 @pytest.mark.unit
@@ -223,7 +225,7 @@ def test_a_priced_meter_named_like_another_check_is_refused() -> None:
     catalog = catalog_with(plan("x", 9, [{"meter": "contacts", "model": "per_unit",
                                           "unit_price": "1"}]))
     with pytest.raises(CatalogError) as raised:
-        LiveMeters(catalog, registry, TOUCHED)
+        LiveMeters(CatalogVersions((catalog,)), registry, TOUCHED)
     assert raised.value.field == "plans.2.usage.0.meter"
 
 

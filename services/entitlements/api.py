@@ -78,7 +78,8 @@ async def catalog_versions(_: ReaderKey, service: Entitlements) -> Response:
 
 
 @router.post("/v1/tenants/{tenant}/migrations", response_model=MigrationOut,
-             responses=errors(403, 404, 409, 422, 503))
+             responses={**errors(400, 403, 404, 409, 422, 503), 202: {
+                 "model": MigrationOut, "description": "the move scheduled (`confirm: true`)"}})
 async def migrate(tenant: str, body: MigrationRequest, principal: IngestKey,
                   service: Entitlements) -> Response:
     """R10.5: preview a move to another catalog version (`confirm: false`), or schedule it

@@ -59,17 +59,14 @@ def emit(metric: str, value: float, unit: str, **extra: Any) -> None:
 def serve_receiver(port: int) -> None:
     import uvicorn
 
+    from services.demo_webhooks import request_body
+
     seen: list[tuple[float, float]] = []  # (arrival, latency since the event was sent)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await request_body(receive)
         status, answer = 204, b""
         if scope["path"] == "/hook":
             now = time.time()

@@ -25,6 +25,16 @@ EVENTS = ["purchase.confirmed", "invoice.issued", "credit_note.issued", "lot.exp
           "plan.changed", "usage.threshold_reached"]
 
 
+async def request_body(receive: Any) -> bytes:
+    """The whole body of an ASGI request (a local receiver's: the tests' and the bench's too)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += bytes(message.get("body", b""))
+        if not message.get("more_body"):
+            return body
+
+
 class DemoReceiver:
     def __init__(self) -> None:
         self.port = free_port()
@@ -41,12 +51,7 @@ class DemoReceiver:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await request_body(receive)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         try:
             event = Webhook(self.secret).verify(body, headers)

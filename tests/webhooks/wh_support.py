@@ -17,6 +17,7 @@ import uvicorn
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
+from services.demo_webhooks import request_body
 from services.entitlements.part import EntitlementsPart
 from services.invoicing.part import InvoicingPart
 from services.metering.part import MeteringPart
@@ -59,12 +60,7 @@ class Receiver:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await request_body(receive)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.received.append(Received(headers, body))
         if self.mode == "hang":

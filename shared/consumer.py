@@ -16,18 +16,21 @@ A loop task that ends with an error is logged and reported the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
 from aiokafka.errors import RequestTimedOutError as KafkaRequestTimedOut
 from aiokafka.structs import ConsumerRecord
 from clickhouse_connect.driver.exceptions import DatabaseError as ClickHouseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.observability import CONSUMER_LAG
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +159,34 @@ async def send_dead_letters(producer: AIOKafkaProducer, topic: str,
     futures = [await producer.send(topic, record.value, key=record.key, headers=headers)
                for record, headers in letters]
     await asyncio.gather(*futures)
+
+
+class SubscribedLoop:
+    """A loop reading one topic, run as a supervised task: `start` subscribes, watches the
+    consumer's lag and runs the loop; `stop` ends its retries, cancels it (waiting 5 s at
+    most) and leaves the group."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, name: str, lag_name: str,
+                 health: LoopHealth, retrier: Retrier) -> None:
+        self._consumer = consumer
+        self._topic = topic
+        self._name = name
+        self._lag_name = lag_name
+        self._health = health
+        self._retrier = retrier
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._consumer.subscribe([self._topic])
+        await self._consumer.start()
+        CONSUMER_LAG.watch(self._lag_name, self._consumer)
+        self._task = asyncio.create_task(run(), name=self._name)
+        self._health.supervise(self._task)
+
+    async def stop(self) -> None:
+        self._retrier.stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=5.0)
+        with contextlib.suppress(Exception):
+            await self._consumer.stop()

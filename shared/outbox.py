@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 # The longest read-back of the topic when the lease is taken; past it, the drain is retried.
 READ_BACK_S = 30.0
 
-_LEASE = """
+# Take or renew a lease only if it is free or already ours (the outbox's, and the webhooks'
+# per-queue leases).
+LEASE_SCRIPT = """
 local holder = redis.call('GET', KEYS[1])
 if (not holder) or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -75,7 +77,7 @@ class OutboxStream:
         self.lease = lease
         self.published_stream = published
         self.retention_s = retention_s
-        self._take = redis.register_script(_LEASE)
+        self._take = redis.register_script(LEASE_SCRIPT)
         self._published = redis.register_script(_PUBLISHED)
 
     async def batch(self, count: int) -> list[tuple[str, dict[str, str]]]:

@@ -24,6 +24,7 @@ from shared.consumer import (
     LoopHealth,
     Retrier,
     Stopping,
+    SubscribedLoop,
     dead_letter_headers,
     send_dead_letters,
 )
@@ -66,29 +67,20 @@ class SubscriptionConsumer:
         self._settings = settings
         self._service = service
         self._producer = producer
-        self._health = health
         self._topic = settings.subscription_events_topic
         self._retrier = Retrier(LOOP, health, initial_s=settings.retry_initial_s,
                                 max_s=settings.retry_max_s)
         self._dead_letter_limit = DeadLetterLimit(LOOP, health, settings.dead_letter_limit)
         self.consumer: AIOKafkaConsumer = make_consumer(
             settings, settings.invoicing_consumer_group, max_poll_records=BATCH)
-        self._task: asyncio.Task[None] | None = None
+        self._loop = SubscribedLoop(self.consumer, self._topic, LOOP, LAG_NAME, health,
+                                    self._retrier)
 
     async def start(self) -> None:
-        self.consumer.subscribe([self._topic])
-        await self.consumer.start()
-        CONSUMER_LAG.watch(LAG_NAME, self.consumer)
-        self._task = asyncio.create_task(self._run(), name=LOOP)
-        self._health.supervise(self._task)
+        await self._loop.start(self._run)
 
     async def stop(self) -> None:
-        self._retrier.stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task], timeout=5.0)
-        with contextlib.suppress(Exception):
-            await self.consumer.stop()
+        await self._loop.stop()
 
     async def _run(self) -> None:
         with contextlib.suppress(Stopping):

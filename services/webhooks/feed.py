@@ -8,7 +8,6 @@ says so once it lasts.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable
 from functools import partial
@@ -19,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from services.webhooks.routing import deliveries_for
 from services.webhooks.store import WebhookStore
 from shared.clock import Clock
-from shared.consumer import LoopHealth, Retrier, Stopping
+from shared.consumer import LoopHealth, Retrier, Stopping, SubscribedLoop
 from shared.kafka import make_consumer
 from shared.observability import CONSUMER_LAG
 from shared.settings import WebhooksSettings
@@ -36,7 +35,6 @@ class DeliveryFeed:
         self._topic = settings.subscription_events_topic
         self._store = store
         self._clock = clock
-        self._health = health
         self._written = written
         self._retrier = Retrier(LOOP, health, initial_s=settings.retry_initial_s,
                                 max_s=settings.retry_max_s)
@@ -45,22 +43,14 @@ class DeliveryFeed:
         self.consumer: AIOKafkaConsumer = make_consumer(
             settings, settings.webhooks_consumer_group, max_poll_records=BATCH,
             fetch_max_wait_ms=FETCH_WAIT_MS)
-        self._task: asyncio.Task[None] | None = None
+        self._loop = SubscribedLoop(self.consumer, self._topic, LOOP, LOOP, health,
+                                    self._retrier)
 
     async def start(self) -> None:
-        self.consumer.subscribe([self._topic])
-        await self.consumer.start()
-        CONSUMER_LAG.watch(LOOP, self.consumer)
-        self._task = asyncio.create_task(self._run(), name=LOOP)
-        self._health.supervise(self._task)
+        await self._loop.start(self._run)
 
     async def stop(self) -> None:
-        self._retrier.stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task], timeout=5.0)
-        with contextlib.suppress(Exception):
-            await self.consumer.stop()
+        await self._loop.stop()
 
     async def _run(self) -> None:
         with contextlib.suppress(Stopping):

@@ -30,6 +30,7 @@ import orjson
 from redis.asyncio import Redis
 
 from shared.keys import WebhooksKeys
+from shared.outbox import LEASE_SCRIPT
 
 _ENQUEUE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -135,16 +136,6 @@ redis.call('SET', KEYS[2], ARGV[3])
 return 1
 """
 
-_LEASE = """
-local holder = redis.call('GET', KEYS[1])
-if (not holder) or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     id: str
@@ -241,7 +232,7 @@ class WebhookStore:
         self._retry = redis.register_script(_RETRY)
         self._delete = redis.register_script(_DELETE)
         self._create = redis.register_script(_CREATE)
-        self._lease = redis.register_script(_LEASE)
+        self._lease = redis.register_script(LEASE_SCRIPT)
         self._head = redis.register_script(_HEAD)
 
     # --- endpoints -----------------------------------------------------------------------

@@ -39,6 +39,14 @@ OWNER = {"user_id": "u-owner", "role": "owner"}
 CLOCK_START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`-m unit` reads only the files that declare unit tests: importing the others (browser,
+    contract and real-parts tests) would take longer than the unit tests take to run."""
+    if config.getoption("markexpr") != "unit" or not collection_path.name.startswith("test_"):
+        return None
+    return "mark.unit" not in collection_path.read_text(encoding="utf-8")
+
+
 @pytest.fixture(autouse=True)
 def _no_io_in_unit_tests(request: pytest.FixtureRequest,
                          monkeypatch: pytest.MonkeyPatch) -> None:

@@ -406,7 +406,7 @@ USAGE_METERS = ("meters:\n"
                 "value_property: count}\n")
 SMS_CHARGE = {"meter": "sms_sent", "model": "package", "package_size": "100",
               "package_price": "5.00"}
-# Acceptance: the run with two usage charges a tenant within 1.3 x the run without.
+# The target: the run with two usage charges a tenant within 1.3 x the run without.
 USAGE_RATIO_CEILING = 1.3
 
 

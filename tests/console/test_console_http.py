@@ -199,7 +199,7 @@ PAGES = ["/console/tenants", f"/console/tenants/{DEMO_TENANT}/usage",
 
 
 async def test_every_page_loads_within_300_ms_on_the_demo_data(site: Site) -> None:
-    """The acceptance bound, per page, the best of three loads (the first may compile a
+    """The bound we hold every page to, the best of three loads (the first may compile a
     query plan); the invoice page of the demo's latest invoice is included."""
     client = await signed_in_client(site, site.keys["admin-all"])
     latest = data_of(await site.api.get("/v1/invoices"))["data"][0]["number"]

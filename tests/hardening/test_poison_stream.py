@@ -1,4 +1,4 @@
-"""Acceptance of the hardening review: a stream of 10,000 events with 1 % poison (each kind of
+"""The hardening review's stream test: a stream of 10,000 events with 1 % poison (each kind of
 bad message the review found) produced straight to Kafka. Every valid event is counted exactly
 once, in ClickHouse and in the live counters; every poison message is in the DLQ with its
 reason; the consumer never stops. And a property: events at the edges of the contract (counts

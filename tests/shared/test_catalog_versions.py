@@ -1,7 +1,7 @@
 """Catalog versions loaded at start (R1.4, R10.5): a directory of version files, ordered by
 version, the last current; a bad version stops the start naming the version and the field.
 
-Each bad definition of the acceptance (unsorted tiers, a tier after an open-ended one, a
+Each bad definition (unsorted tiers, a tier after an open-ended one, a
 negative price, an unknown meter, a package size of 0) is put in the second of two versions,
 and the parts the platform starts are constructed as `make run` constructs them: the start
 stops with an error naming `2027-02: <field>`.

@@ -50,3 +50,25 @@ def test_no_file_points_outside_the_repository() -> None:
         for match in OUTSIDE_POINTERS.finditer(text)
     ]
     assert not pointers, pointers
+
+
+MARKDOWN_LINK = re.compile(r"\]\(([^)\s#]+)(?:#([^)\s]*))?\)")
+
+
+def anchors_of(page: Path) -> set[str]:
+    """The anchors a Markdown renderer gives the headings of a page (lower case, spaces to
+    hyphens, punctuation dropped)."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+
+
+def test_every_link_between_pages_reaches_a_file_and_heading_of_the_repository() -> None:
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target, anchor in MARKDOWN_LINK.findall(page.read_text(encoding="utf-8")):
+            linked = (page.parent / target).resolve()
+            if target.startswith(("http://", "https://")) or not linked.exists():
+                broken.append(f"{page.name} → {target}")
+            elif anchor and linked.suffix == ".md" and anchor not in anchors_of(linked):
+                broken.append(f"{page.name} → {target}#{anchor}")
+    assert not broken, broken

@@ -101,6 +101,8 @@ async def finance_tour(client: httpx.AsyncClient) -> None:
                                  params={"feature": "contacts", "quantity": 10})).json()
     print(f"demo: one purchase of two items, invoice {invoice}; contacts "
           f"{contacts.get('used')} used of {contacts.get('limit')}", flush=True)
+    if invoice is not None:
+        await print_legal_mentions(client, invoice)
     refused = await client.post(
         f"/v1/tenants/{DEMO_TENANT}/purchases",
         json={"actor": {"user_id": "u-lyon", "role": "sub_account"}, "item": "seats-crm",
@@ -115,6 +117,16 @@ async def finance_tour(client: httpx.AsyncClient) -> None:
     if note.status_code < 400:
         print(f"demo: credit note {note.json()['number']} on {invoice} "
               f"(GET /v1/invoices/{note.json()['number']})", flush=True)
+
+
+async def print_legal_mentions(client: httpx.AsyncClient, number: str) -> None:
+    """What makes the basket's invoice a legal one (R9.8), and its per-licence line (R4.12)."""
+    document = (await client.get(f"/v1/invoices/{number}")).json()
+    licences = ", ".join(f"{line['description']}: {line['amount']}"
+                         for line in document["lines"] if line["source"]["item"] == "ai-reports")
+    print(f"demo: {number} from {document['seller']['legal_name']} to "
+          f"{document['buyer']['legal_name']}, due {document['due_date']}; {licences}",
+          flush=True)
 
 
 async def usage_limit_tour(client: httpx.AsyncClient, ahead: bool) -> None:

@@ -17,13 +17,11 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from shared.errors import Conflict, Unavailable, ValidationFailed
+from shared.keys import MANUAL_CLOCK
 from shared.redis import text
 from shared.times import within_domain
 
 log = logging.getLogger(__name__)
-
-MANUAL_CLOCK_KEY = "clock:now"
-
 
 class Clock(Protocol):
     manual: bool
@@ -47,16 +45,16 @@ class ManualClock:
 
     async def init(self) -> None:
         """Keep an instant set by an earlier run: a restart must not move time backwards."""
-        await self._redis.set(MANUAL_CLOCK_KEY, self._start.isoformat(), nx=True)
+        await self._redis.set(MANUAL_CLOCK, self._start.isoformat(), nx=True)
 
     async def now(self) -> datetime:
-        raw = await self._redis.get(MANUAL_CLOCK_KEY)
+        raw = await self._redis.get(MANUAL_CLOCK)
         if raw is None:
             return self._start
         return datetime.fromisoformat(text(raw))
 
     async def set(self, instant: datetime) -> None:
-        await self._redis.set(MANUAL_CLOCK_KEY, instant.astimezone(UTC).isoformat())
+        await self._redis.set(MANUAL_CLOCK, instant.astimezone(UTC).isoformat())
 
 
 class DueJob(Protocol):

@@ -210,7 +210,7 @@ async def _measure(run: int, count: int, root: Path, broker: TansuBroker,
            "CLICKHOUSE_DSN": f"chdb://{root / 'metering-ch'}", "ADMIN_API_KEY": "bench",
            "LOG_LEVEL": "WARNING", "KAFKA_SESSION_TIMEOUT_MS": "6000",
            "KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}
-    metering = await _metering_phases(run, events, env)
+    metering = await _metering_phases(run, events, count, env)
     ceiling_rate = await _ceiling_phase(bootstrap, events, root)
     # 4. HTTP ingest, acknowledged by the broker, then only once stored
     http = {ack: await http_phase(env, ack, run) for ack in ("broker", "stored")}
@@ -223,10 +223,10 @@ async def _measure(run: int, count: int, root: Path, broker: TansuBroker,
     return results
 
 
-async def _metering_phases(run: int, events: list[tuple[bytes, bytes]],
+async def _metering_phases(run: int, events: list[tuple[bytes, bytes]], distinct: int,
                            env: dict[str, str]) -> dict[str, float]:
     """1. metering's throughput from a backlog, 2. its latency at a steady rate well below
-    capacity; every event stored exactly once."""
+    capacity; each of the `distinct` events (`events` repeats some) stored exactly once."""
     bootstrap, dsn = env["KAFKA_BOOTSTRAP"], env["CLICKHOUSE_DSN"]
     await produce(bootstrap, "usage-events", events)
     metering = spawn_metering(env, free_port())
@@ -246,8 +246,8 @@ async def _metering_phases(run: int, events: list[tuple[bytes, bytes]],
 
     stored, unique = query_chdb(dsn, "SELECT count(), uniqExact(source, id) FROM usage_events "
                                      "WHERE source = 'bench'")
-    if not stored == unique == total:
-        raise AssertionError(f"stored {stored} rows, {unique} distinct, expected {total}")
+    if not stored == unique == distinct:
+        raise AssertionError(f"stored {stored} rows, {unique} distinct, expected {distinct}")
     p50, p99, n_latency = query_chdb(
         dsn, "SELECT quantileExact(0.5)(d), quantileExact(0.99)(d), count() FROM ("
              "SELECT dateDiff('millisecond', ingested_at, stored_at) AS d FROM usage_events "

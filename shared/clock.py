@@ -71,6 +71,28 @@ class DueJob(Protocol):
         ...
 
 
+class DueWork(Protocol):
+    async def next_due(self) -> datetime | None: ...
+
+    async def run_due(self, now: datetime) -> object: ...
+
+
+@dataclass
+class ServiceJob:
+    """The `DueJob` of a service that knows its own due work; `on_run` counts the runs."""
+
+    name: str
+    service: DueWork
+    on_run: Callable[[], None] = lambda: None
+
+    async def next_due(self) -> datetime | None:
+        return await self.service.next_due()
+
+    async def run_due(self, now: datetime) -> None:
+        self.on_run()
+        await self.service.run_due(now)
+
+
 Barrier = Callable[[], Awaitable[None]]
 
 

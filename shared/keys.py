@@ -174,14 +174,21 @@ class PerId:
         return lambda id_: head + id_
 
 
-@dataclass(frozen=True, slots=True)
-class EntitlementsKeys:
-    prefix: str = "ent"
+class _WithOutbox:
+    """A service's transactional outbox (`shared.outbox.OutboxStream`): the stream of events
+    not yet published, the lease of the replica draining it, what was published."""
 
-    tenant = PerId("tenant")
+    __slots__ = ()
     outbox = Fixed("outbox")
     outbox_lease = Fixed("outbox:lock")
     outbox_published = Fixed("outbox:published")
+
+
+@dataclass(frozen=True, slots=True)
+class EntitlementsKeys(_WithOutbox):
+    prefix: str = "ent"
+
+    tenant = PerId("tenant")
     due = Fixed("due")
     history = PerId("history")
     no_idempotency = Fixed("idem:none")
@@ -196,14 +203,11 @@ class EntitlementsKeys:
 
 
 @dataclass(frozen=True, slots=True)
-class InvoicingKeys:
+class InvoicingKeys(_WithOutbox):
     prefix: str = "inv"
 
     events = Fixed("events")
     pending = Fixed("pending")
-    outbox = Fixed("outbox")
-    outbox_lease = Fixed("outbox:lock")
-    outbox_published = Fixed("outbox:published")
     credited = Fixed("credited")
     declined = Fixed("declined")  # hash: purchase event id -> a declined renewal (R8.6)
     next = Fixed("next")

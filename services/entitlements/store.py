@@ -123,8 +123,7 @@ class EntitlementsStore:
         self.keys = EntitlementsKeys(prefix)
         self._commit = redis.register_script(_COMMIT)
         self._read_many = ReadMany(redis)
-        self.outbox = OutboxStream(redis, self.keys.outbox, self.keys.outbox_lease,
-                                   self.keys.outbox_published, outbox_retention_s)
+        self.outbox = OutboxStream(redis, self.keys, outbox_retention_s)
         self._thresholds = redis.register_script(_THRESHOLDS)
 
     # --- tenant documents --------------------------------------------------------------

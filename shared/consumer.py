@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from functools import partial
@@ -216,6 +217,22 @@ class SubscribedLoop:
             await asyncio.wait([self._task], timeout=5.0)
         with contextlib.suppress(Exception):
             await self.consumer.stop()
+
+
+class LoopConsumer(ABC):
+    """A consumer whose loop, `run`, reads through the `SubscribedLoop` it keeps in `loop`."""
+
+    loop: SubscribedLoop
+
+    async def start(self) -> None:
+        await self.loop.start(self.run)
+
+    async def stop(self) -> None:
+        await self.loop.stop()
+
+    @abstractmethod
+    async def run(self) -> None:
+        """Poll, handle and commit until stopped."""
 
 
 async def _until_stopped(run: Callable[[], Coroutine[Any, Any, None]]) -> None:

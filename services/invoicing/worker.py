@@ -18,6 +18,7 @@ from aiokafka.structs import ConsumerRecord
 from services.invoicing.service import InvoicingService
 from shared.consumer import (
     DeadLetterLimit,
+    LoopConsumer,
     LoopHealth,
     Stopping,
     SubscribedLoop,
@@ -33,7 +34,7 @@ LOOP = "invoicing-consumer"
 BATCH = 500
 
 
-class SubscriptionConsumer:
+class SubscriptionConsumer(LoopConsumer):
     """Poll a bounded batch, handle each event in order, commit after the writes. An outage
     is retried (the invoice writes are idempotent); an event that cannot be handled goes to
     `subscription-events.dlq` with the reason, and the stream goes on."""
@@ -44,24 +45,18 @@ class SubscriptionConsumer:
         self._service = service
         self._producer = producer
         self._dead_letter_limit = DeadLetterLimit(LOOP, health, settings.dead_letter_limit)
-        self._loop = SubscribedLoop.on_subscription_events(
+        self.loop = SubscribedLoop.on_subscription_events(
             settings, settings.invoicing_consumer_group, LOOP, health, max_poll_records=BATCH)
-        self._retrier = self._loop.retrier
-        self.consumer = self._loop.consumer
-        self._topic = self._loop.topic
+        self._retrier = self.loop.retrier
+        self.consumer = self.loop.consumer
+        self._topic = self.loop.topic
 
-    async def start(self) -> None:
-        await self._loop.start(self._run)
-
-    async def stop(self) -> None:
-        await self._loop.stop()
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         while True:
-            for tp, records in (await self._loop.poll(BATCH)).items():
+            for tp, records in (await self.loop.poll(BATCH)).items():
                 self._dead_letter_limit.observe([await self._handle(r) for r in records])
                 if records:
-                    await self._loop.commit({tp: records[-1].offset + 1})
+                    await self.loop.commit({tp: records[-1].offset + 1})
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         """Handle one event; True when it went to the dead-letter queue."""

@@ -15,7 +15,7 @@ from typing import Final
 from services.webhooks.routing import deliveries_for
 from services.webhooks.store import WebhookStore
 from shared.clock import Clock
-from shared.consumer import LoopHealth, SubscribedLoop
+from shared.consumer import LoopConsumer, LoopHealth, SubscribedLoop
 from shared.settings import WebhooksSettings
 from shared.times import micros
 
@@ -24,7 +24,7 @@ BATCH: Final = 500
 FETCH_WAIT_MS: Final = 20
 
 
-class DeliveryFeed:
+class DeliveryFeed(LoopConsumer):
     def __init__(self, settings: WebhooksSettings, store: WebhookStore, clock: Clock,
                  health: LoopHealth, written: Callable[[], None]) -> None:
         self._store = store
@@ -32,26 +32,20 @@ class DeliveryFeed:
         self._written = written
         # A short fetch wait: a delivery's latency starts with it (the broker may hold an
         # empty fetch that long before it answers what arrived meanwhile).
-        self._loop = SubscribedLoop.on_subscription_events(
+        self.loop = SubscribedLoop.on_subscription_events(
             settings, settings.webhooks_consumer_group, LOOP, health, max_poll_records=BATCH,
             fetch_max_wait_ms=FETCH_WAIT_MS)
-        self._retrier = self._loop.retrier
+        self._retrier = self.loop.retrier
 
-    async def start(self) -> None:
-        await self._loop.start(self._run)
-
-    async def stop(self) -> None:
-        await self._loop.stop()
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         while True:
-            batch = await self._loop.poll(BATCH)
+            batch = await self.loop.poll(BATCH)
             ends = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
             if not ends:
                 continue
             values = [r.value or b"" for records in batch.values() for r in records]
             await self._retrier.run("write", partial(self.write, values))
-            await self._loop.commit(ends)
+            await self.loop.commit(ends)
             self._written()
 
     async def write(self, values: list[bytes]) -> int:

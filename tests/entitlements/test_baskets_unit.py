@@ -21,34 +21,14 @@ from services.entitlements.purchases import PurchaseRules
 from shared.catalog import Catalog
 from shared.errors import AppError, Conflict, ValidationFailed
 from shared.subscription import TenantState
-from tests.builders import tenant_document
+from tests.builders import people_catalog, tenant_document
 
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 3, 20, 9, tzinfo=UTC)
 ACTOR = {"user_id": "u-owner", "role": "owner", "api_key": None}
 
-CATALOG = Catalog.model_validate({
-    "version": "t", "currency": "EUR",
-    "modules": [{"id": "crm", "extra_users": "deny"}, {"id": "hr", "extra_users": "deny"},
-                {"id": "support", "extra_users": "deny", "support_price_per_hour": "120.00"}],
-    "plans": [
-        {"id": "essentials", "rank": 1, "modules": ["crm"], "price": {"P1M": "49.00"},
-         "companies": 1, "contacts": 100},
-        {"id": "professional", "rank": 2, "modules": ["crm", "hr"], "price": {"P1M": "99.00"},
-         "companies": 3, "contacts": 100, "features": ["ai_assist"]}],
-    "packs": [
-        {"id": "seats-crm", "kind": "seats", "module": "crm", "price": {"P1M": "10.00"}},
-        {"id": "seats-hr", "kind": "seats", "module": "hr", "price": {"P1M": "12.00"}},
-        {"id": "analytics", "kind": "feature", "feature": "analytics",
-         "price": {"P1M": "30.00"}, "single_instance": True},
-        {"id": "ai-assist", "kind": "feature", "feature": "ai_assist",
-         "price": {"P1M": "25.00"}, "single_instance": True},
-        {"id": "vip-diamond", "kind": "support", "module": "support",
-         "price": {"P1Y": "1450.00"}, "single_instance": True,
-         "eligible_plans": ["professional"],
-         "support": {"type": "bank", "hours_per_year": "20",
-                     "overage_price_per_hour": "90.00", "covers_level_3": True}}]})
+CATALOG = Catalog.model_validate(people_catalog())
 BASKETS = Baskets(PurchaseRules(CATALOG, CatalogIndex(CATALOG), max_quantity=50))
 
 
@@ -108,7 +88,7 @@ def test_a_refused_item_names_its_index() -> None:
 
 def test_one_plan_per_purchase() -> None:
     with pytest.raises(ValidationFailed) as refused:
-        BASKETS.lines(_body(("professional", None), ("seats-crm", 1), ("essentials", None)))
+        BASKETS.lines(_body(("business", None), ("seats-crm", 1), ("essentials", None)))
     assert refused.value.field == "items.2.item"
 
 
@@ -139,21 +119,21 @@ def test_a_confirmed_basket_charges_each_pack_and_announces_one_purchase() -> No
 
 def test_a_preview_decides_the_same_way_and_keeps_only_the_answer() -> None:
     """Upgrade 49.00 → 99.00: 50.00 × 12/31 = 19.3548… → 19.35; 2 × seats-hr (hr comes with
-    professional): 24.00 × 12/31 = 9.2903… → 9.29; next cycle 99.00 + 24.00 = 123.00."""
+    business): 24.00 × 12/31 = 9.2903… → 9.29; next cycle 99.00 + 24.00 = 123.00."""
     outcome, effects = _decide(tenant_document(), _body(("seats-hr", 2),
-                                                        ("professional", None)))
+                                                        ("business", None)))
     assert (outcome.state, outcome.answer["status"], outcome.answer["lots"]) == (
         None, "preview", [])
     assert [(c["item"], c["amount"]) for c in outcome.answer["charges"]] == [
-        ("seats-hr", "9.29"), ("professional", "19.35")]  # in the order of `items`
+        ("seats-hr", "9.29"), ("business", "19.35")]  # in the order of `items`
     assert outcome.answer["next_cycle_amount"] == "123.00"
     assert (effects.history, effects.events) == ([], [])
 
 
 def test_the_plan_is_decided_first_so_packs_see_the_plan_bought() -> None:
-    """ai-assist alone is sold to essentials; beside professional, which includes it, it is
+    """analytics alone is sold to essentials; beside business, which includes it, it is
     refused although listed first (R4.7), naming its own index."""
-    refused = _refused(tenant_document(), _body(("ai-assist", None), ("professional", None),
+    refused = _refused(tenant_document(), _body(("analytics", None), ("business", None),
                                                 confirm=True))
     assert isinstance(refused, Conflict)
     assert (refused.field, refused.error_code) == ("items.0.item", "already_included")
@@ -161,20 +141,20 @@ def test_the_plan_is_decided_first_so_packs_see_the_plan_bought() -> None:
 
 @pytest.mark.parametrize(("item", "code"), [
     ("seats-hr", "moot_after_plan_change"),  # essentials has no hr: cancelled 1 April (R4.10)
-    ("vip-diamond", "not_eligible"),  # sold to professional only (R8.5)
+    ("vip", "not_eligible"),  # sold to business only (R8.5)
 ])
 def test_beside_a_downgrade_a_pack_is_for_the_plan_that_follows(item: str, code: str) -> None:
-    refused = _refused(tenant_document(plan="professional"),
+    refused = _refused(tenant_document(plan="business"),
                        _body(("essentials", None), (item, None), confirm=True))
     assert (refused.field, refused.error_code) == ("items.1.item", code)
 
 
 def test_beside_a_downgrade_a_pack_it_keeps_is_bought_now() -> None:
-    """professional → essentials is scheduled (202 alone), but analytics, bought now at
-    30.00 × 12/31 = 11.61, makes the basket a 201."""
-    state = tenant_document(plan="professional")
-    outcome, _ = _decide(state, _body(("essentials", None), ("analytics", None),
+    """business → essentials is scheduled (202 alone), but one seats-crm, bought now at
+    10.00 × 12/31 = 3.8709… → 3.87, makes the basket a 201."""
+    state = tenant_document(plan="business")
+    outcome, _ = _decide(state, _body(("essentials", None), ("seats-crm", None),
                                       confirm=True))
     assert (outcome.status_code, outcome.answer["status"]) == (201, "confirmed")
-    assert [c["amount"] for c in outcome.answer["charges"]] == ["11.61"]
-    assert (state.plan, state.pending_plan) == ("professional", "essentials")
+    assert [c["amount"] for c in outcome.answer["charges"]] == ["3.87"]
+    assert (state.plan, state.pending_plan) == ("business", "essentials")

@@ -12,28 +12,12 @@ import pytest
 from services.entitlements.plan_changes import is_moot, moot_lots
 from shared.catalog import Catalog
 from shared.subscription import Lot
-from tests.builders import tenant_document
+from tests.builders import people_catalog, tenant_document
 
 pytestmark = pytest.mark.unit
 
-CATALOG = Catalog.model_validate({
-    "version": "t", "currency": "EUR",
-    "modules": [{"id": m, "extra_users": "deny"} for m in ("crm", "hr", "payroll")],
-    "suites": [{"id": "people", "modules": ["hr", "payroll"]}],
-    "plans": [
-        {"id": "crm-only", "rank": 1, "modules": ["crm"], "price": {"P1M": "49.00"},
-         "companies": 1, "contacts": 100},
-        {"id": "with-hr", "rank": 2, "modules": ["crm", "hr"], "price": {"P1M": "99.00"},
-         "companies": 1, "contacts": 100, "features": ["analytics"]}],
-    "packs": [
-        {"id": "seats-crm", "kind": "seats", "module": "crm", "price": {"P1M": "10.00"}},
-        {"id": "seats-hr", "kind": "seats", "module": "hr", "price": {"P1M": "10.00"}},
-        {"id": "seats-people", "kind": "seats", "suite": "people", "price": {"P1M": "15.00"}},
-        {"id": "analytics", "kind": "feature", "feature": "analytics",
-         "price": {"P1M": "30.00"}, "single_instance": True},
-        {"id": "exports", "kind": "feature", "feature": "analytics",
-         "price": {"P1M": "5.00"}}]})
-CRM_ONLY, WITH_HR = CATALOG.plan("crm-only"), CATALOG.plan("with-hr")
+CATALOG = Catalog.model_validate(people_catalog())
+ESSENTIALS, BUSINESS = CATALOG.plan("essentials"), CATALOG.plan("business")
 
 
 def _lot(item: str, kind: str = "seats", **fields: Any) -> dict[str, Any]:
@@ -43,24 +27,24 @@ def _lot(item: str, kind: str = "seats", **fields: Any) -> dict[str, Any]:
     return lot
 
 
-@pytest.mark.parametrize(("item", "kind", "crm_only", "with_hr"), [
+@pytest.mark.parametrize(("item", "kind", "essentials", "business"), [
     ("seats-crm", "seats", False, False),  # crm is in both plans
-    ("seats-hr", "seats", True, False),  # hr only in with-hr
-    ("seats-people", "seats", True, False),  # with-hr holds hr, one module of the suite
-    ("analytics", "feature", False, True),  # with-hr includes the feature itself
+    ("seats-hr", "seats", True, False),  # hr only in business
+    ("seats-people", "seats", True, False),  # business holds hr, one module of the suite
+    ("analytics", "feature", False, True),  # business includes the feature itself
     ("exports", "feature", False, False),  # not single-instance: kept beside the feature
     ("retired-pack", "feature", False, False),  # no longer in the catalog: left alone
 ])
-def test_what_each_plan_makes_moot(item: str, kind: str, crm_only: bool,
-                                   with_hr: bool) -> None:
+def test_what_each_plan_makes_moot(item: str, kind: str, essentials: bool,
+                                   business: bool) -> None:
     lot = Lot.model_validate(_lot(item, kind))
-    assert (is_moot(lot, CATALOG, CRM_ONLY), is_moot(lot, CATALOG, WITH_HR)) == (crm_only,
-                                                                             with_hr)
+    assert is_moot(lot, CATALOG, ESSENTIALS) is essentials
+    assert is_moot(lot, CATALOG, BUSINESS) is business
 
 
 def test_only_active_bought_lots_are_cancelled_by_a_change() -> None:
     """A trial ends on its own, and a lot already cancelled or expired is not cancelled
-    again: of four seat packs on hr, only the active bought one is moot under crm-only."""
+    again: of four seat packs on hr, only the active bought one is moot under essentials."""
     state = tenant_document(
         _lot("seats-hr"),
         _lot("seats-hr", id="lot-trial", state="trialing", trial=True,
@@ -68,5 +52,5 @@ def test_only_active_bought_lots_are_cancelled_by_a_change() -> None:
         _lot("seats-hr", id="lot-cancelled", state="cancelled",
              ends_at="2026-03-31T22:00:00Z"),
         _lot("seats-hr", id="lot-expired", state="expired", ends_at="2026-03-10T23:00:00Z"),
-        _lot("seats-crm"), plan="with-hr")
-    assert [lot.id for lot in moot_lots(state, CATALOG, CRM_ONLY)] == ["lot-seats-hr"]
+        _lot("seats-crm"), plan="business")
+    assert [lot.id for lot in moot_lots(state, CATALOG, ESSENTIALS)] == ["lot-seats-hr"]

@@ -11,24 +11,11 @@ from typing import Any
 import pytest
 
 from shared.catalog import Catalog, CatalogError, UnknownCatalogItem, parse_catalog
+from tests.builders import people_catalog
 
 pytestmark = pytest.mark.unit
 
-RAW: dict[str, Any] = {
-    "version": "2026-11", "currency": "EUR",
-    "modules": [{"id": m, "extra_users": "deny"} for m in ("crm", "hr", "payroll")],
-    "suites": [{"id": "people", "modules": ["hr", "payroll"]}],
-    "plans": [
-        {"id": "essentials", "rank": 1, "modules": ["crm"], "price": {"P1M": "49.00"},
-         "companies": 1, "contacts": 100},
-        {"id": "business", "rank": 2, "modules": ["crm", "hr", "payroll"],
-         "price": {"P1M": "99.00", "P1Y": "990.00"}, "companies": 3, "contacts": 100}],
-    "packs": [
-        {"id": "seats-crm", "kind": "seats", "module": "crm", "price": {"P1M": "10.00"}},
-        {"id": "seats-hr", "kind": "seats", "module": "hr", "price": {"P1M": "8.00"}},
-        {"id": "seats-people", "kind": "seats", "suite": "people", "price": {"P1M": "15.00"}},
-        {"id": "analytics", "kind": "feature", "feature": "analytics",
-         "price": {"P1M": "30.00"}, "single_instance": True}]}
+RAW = people_catalog()
 CATALOG = parse_catalog(RAW)
 
 
@@ -46,10 +33,10 @@ def _problems(raw: dict[str, Any]) -> list[str]:
 
 def test_lookups_by_id() -> None:
     assert CATALOG.plan("business").price["P1Y"] == Decimal("990.00")
-    assert CATALOG.pack("seats-hr").module == "hr"
+    assert CATALOG.pack("seats-hr").price["P1M"] == Decimal("12.00")
     assert CATALOG.module("payroll").id == "payroll"
     assert CATALOG.suite_modules("people") == {"hr", "payroll"}
-    assert CATALOG.modules_of_plan("essentials") == {"crm"}
+    assert CATALOG.modules_of_plan("business") == {"crm", "hr"}
     assert CATALOG.item("business").id == "business"  # a plan
     assert CATALOG.item("analytics").id == "analytics"  # or a pack
 

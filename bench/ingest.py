@@ -206,23 +206,35 @@ async def _measure(run: int, count: int, root: Path, broker: TansuBroker,
     await create_topics(bootstrap, "usage-events", "usage-events.dlq", "subscription-events",
                         "ceiling")
     events = make_events(count, seed=run, tag=f"r{run}")
-    distinct = count
-
-    # 1. metering, from a backlog
-    await produce(bootstrap, "usage-events", events)
-    port = free_port()
-    dsn = f"chdb://{root / 'metering-ch'}"
     env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "REDIS_URL": valkey.url,
-           "CLICKHOUSE_DSN": dsn, "ADMIN_API_KEY": "bench", "LOG_LEVEL": "WARNING",
-           "KAFKA_SESSION_TIMEOUT_MS": "6000", "KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}
-    metering = spawn_metering(env, port)
+           "CLICKHOUSE_DSN": f"chdb://{root / 'metering-ch'}", "ADMIN_API_KEY": "bench",
+           "LOG_LEVEL": "WARNING", "KAFKA_SESSION_TIMEOUT_MS": "6000",
+           "KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}
+    metering = await _metering_phases(run, events, count, env)
+    ceiling_rate = await _ceiling_phase(bootstrap, events, root)
+    # 4. HTTP ingest, acknowledged by the broker, then only once stored
+    http = {ack: await http_phase(env, ack, run) for ack in ("broker", "stored")}
+    throughput = metering["throughput"]
+    results = {**metering, "ceiling": ceiling_rate, "ratio": throughput / ceiling_rate,
+               **{f"http_{ack}_{key}": value for ack, figures in http.items()
+                  for key, value in figures.items()},
+               "http_stored_to_broker": http["stored"]["rate"] / http["broker"]["rate"]}
+    _emit_run(run, len(events), results, http)
+    return results
+
+
+async def _metering_phases(run: int, events: list[tuple[bytes, bytes]], distinct: int,
+                           env: dict[str, str]) -> dict[str, float]:
+    """1. metering's throughput from a backlog, 2. its latency at a steady rate well below
+    capacity; each of the `distinct` events (`events` repeats some) stored exactly once."""
+    bootstrap, dsn = env["KAFKA_BOOTSTRAP"], env["CLICKHOUSE_DSN"]
+    await produce(bootstrap, "usage-events", events)
+    metering = spawn_metering(env, free_port())
     try:
         total = len(events)
         first_t, first_n, last_t = await committed_progress(bootstrap, "usage-events", GROUP,
                                                             total, timeout_s=600)
         throughput = (total - first_n) / (last_t - first_t)
-
-        # 2. latency at a steady rate well below capacity
         latency_events = await latency_phase(bootstrap, rate=10_000, seconds=5,
                                              tag=f"lat{run}")
         await committed_progress(bootstrap, "usage-events", GROUP, total + latency_events,
@@ -242,39 +254,38 @@ async def _measure(run: int, count: int, root: Path, broker: TansuBroker,
              "WHERE source = 'bench-latency')")
     if n_latency != latency_events:
         raise AssertionError(f"latency phase stored {n_latency} of {latency_events}")
+    return {"throughput": throughput, "p50_ms": float(p50), "p99_ms": float(p99),
+            "latency_events": float(n_latency), "peak_rss_mb": peak_rss}
 
-    # 3. the ceiling, on its own topic
+
+async def _ceiling_phase(bootstrap: str, events: list[tuple[bytes, bytes]],
+                         root: Path) -> float:
+    """3. the ceiling, on its own topic."""
     await produce(bootstrap, "ceiling", events)
     ceiling = spawn_ceiling(bootstrap, f"chdb://{root / 'ceiling-ch'}")
     try:
-        c_first_t, c_first_n, c_last_t = await committed_progress(
+        first_t, first_n, last_t = await committed_progress(
             bootstrap, "ceiling", "ceiling", len(events), timeout_s=600)
     finally:
         ceiling.send_signal(signal.SIGTERM)
         ceiling.wait(60)
-    ceiling_rate = (len(events) - c_first_n) / (c_last_t - c_first_t)
+    return (len(events) - first_n) / (last_t - first_t)
 
-    # 4. HTTP ingest, acknowledged by the broker, then only once stored
-    http = {ack: await http_phase(env, ack, run) for ack in ("broker", "stored")}
 
-    results = {"throughput": throughput, "ceiling": ceiling_rate,
-               "ratio": throughput / ceiling_rate, "p50_ms": float(p50), "p99_ms": float(p99),
-               "peak_rss_mb": peak_rss,
-               **{f"http_{ack}_{key}": value for ack, figures in http.items()
-                  for key, value in figures.items()},
-               "http_stored_to_broker": http["stored"]["rate"] / http["broker"]["rate"]}
-    emit("ingest_throughput", throughput, "events/s", run=run, events=total)
-    emit("ingest_ceiling", ceiling_rate, "events/s", run=run)
-    emit("ingest_ratio_to_ceiling", throughput / ceiling_rate, "ratio", run=run)
-    emit("event_to_queryable_p50", float(p50), "ms", run=run, events=n_latency)
-    emit("event_to_queryable_p99", float(p99), "ms", run=run, events=n_latency)
-    emit("metering_peak_rss", peak_rss, "MiB", run=run)
+def _emit_run(run: int, total: int, results: dict[str, float],
+              http: dict[str, dict[str, float]]) -> None:
+    n_latency = int(results["latency_events"])
+    emit("ingest_throughput", results["throughput"], "events/s", run=run, events=total)
+    emit("ingest_ceiling", results["ceiling"], "events/s", run=run)
+    emit("ingest_ratio_to_ceiling", results["ratio"], "ratio", run=run)
+    emit("event_to_queryable_p50", results["p50_ms"], "ms", run=run, events=n_latency)
+    emit("event_to_queryable_p99", results["p99_ms"], "ms", run=run, events=n_latency)
+    emit("metering_peak_rss", results["peak_rss_mb"], "MiB", run=run)
     for ack, figures in http.items():
         emit(f"http_ingest_{ack}", figures["rate"], "events/s", run=run,
              clients=HTTP_CLIENTS, batch=HTTP_BATCH)
         emit(f"http_ingest_{ack}_p99", figures["p99_ms"], "ms", run=run)
     emit("http_ingest_stored_to_broker", results["http_stored_to_broker"], "ratio", run=run)
-    return results
 
 
 HTTP_CLIENTS = 32

@@ -11,7 +11,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -105,6 +105,27 @@ class ServicePart(Protocol):
     async def start(self, runtime: Runtime) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+def state_of(name: str) -> Callable[[Request], Any]:
+    """A route dependency: what a part put in the app's state under `name` at its start
+    (`Annotated[TheService, Depends(state_of("name"))]` gives routes its type)."""
+    def dependency(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    dependency.__name__ = name
+    return dependency
+
+
+class Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
+async def stop_each(*running: Stoppable | None) -> None:
+    """Stop what a part started, in the order given (None: never started, or stopped)."""
+    for each in running:
+        if each is not None:
+            await each.stop()
 
 
 async def open_runtime(settings: CommonSettings) -> Runtime:

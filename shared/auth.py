@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from redis.asyncio import Redis
 
 from shared.errors import Forbidden, NotFound, Unauthorized
+from shared.keys import API_KEY_IDS, api_key_by_hash, api_key_by_id
 from shared.openapi import BEARER
 from shared.redis import text
 
@@ -60,10 +61,6 @@ def _digest(secret: str) -> str:
 
 
 class KeyStore:
-    _BY_HASH = "apikey:hash:"
-    _BY_ID = "apikey:id:"
-    _IDS = "apikeys"
-
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
 
@@ -78,45 +75,45 @@ class KeyStore:
         await self._store(ApiKey(id="key-admin", role=Role.ADMIN, tenant=None), _digest(secret))
 
     async def _store(self, key: ApiKey, digest: str) -> None:
-        previous = await self._redis.get(self._BY_ID + key.id)
+        previous = await self._redis.get(api_key_by_id(key.id))
         async with self._redis.pipeline(transaction=True) as pipe:
             if previous is not None and text(previous) != digest:
-                pipe.delete(self._BY_HASH + text(previous))
-            pipe.hset(self._BY_HASH + digest,
+                pipe.delete(api_key_by_hash(text(previous)))
+            pipe.hset(api_key_by_hash(digest),
                       mapping={"id": key.id, "role": key.role.value, "tenant": key.tenant or ""})
-            pipe.set(self._BY_ID + key.id, digest)
-            pipe.sadd(self._IDS, key.id)
+            pipe.set(api_key_by_id(key.id), digest)
+            pipe.sadd(API_KEY_IDS, key.id)
             await pipe.execute()
 
     async def record(self, secret: str) -> Mapping[Any, Any]:
         """The stored record of a secret; empty when unknown or revoked."""
-        return await self._redis.hgetall(self._BY_HASH + _digest(secret))
+        return await self._redis.hgetall(api_key_by_hash(_digest(secret)))
 
     async def get(self, key_id: str) -> ApiKey | None:
-        digest = await self._redis.get(self._BY_ID + key_id)
+        digest = await self._redis.get(api_key_by_id(key_id))
         fields = None if digest is None else await self._redis.hgetall(
-            self._BY_HASH + text(digest))
+            api_key_by_hash(text(digest)))
         return _decode(fields) if fields else None
 
     async def list(self) -> list[ApiKey]:
-        ids = sorted(text(m) for m in await self._redis.smembers(self._IDS))
+        ids = sorted(text(m) for m in await self._redis.smembers(API_KEY_IDS))
         keys = []
         for key_id in ids:
-            digest = await self._redis.get(self._BY_ID + key_id)
+            digest = await self._redis.get(api_key_by_id(key_id))
             if digest is None:
                 continue
-            fields = await self._redis.hgetall(self._BY_HASH + text(digest))
+            fields = await self._redis.hgetall(api_key_by_hash(text(digest)))
             if fields:
                 keys.append(_decode(fields))
         return keys
 
     async def revoke(self, key_id: str) -> bool:
-        digest = await self._redis.get(self._BY_ID + key_id)
+        digest = await self._redis.get(api_key_by_id(key_id))
         if digest is None:
             return False
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._BY_HASH + text(digest), self._BY_ID + key_id)
-            pipe.srem(self._IDS, key_id)
+            pipe.delete(api_key_by_hash(text(digest)), api_key_by_id(key_id))
+            pipe.srem(API_KEY_IDS, key_id)
             await pipe.execute()
         return True
 
@@ -138,7 +135,7 @@ def bearer_secret(header: str) -> str:
 def lookup_command(secret: str) -> tuple[str, str]:
     """The Redis command that reads a key's record, for callers that pipeline it with the
     reads of their request (one round trip on a hot path)."""
-    return "HGETALL", KeyStore._BY_HASH + _digest(secret)
+    return "HGETALL", api_key_by_hash(_digest(secret))
 
 
 def key_from_reply(reply: Mapping[Any, Any] | None) -> ApiKey:

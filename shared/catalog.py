@@ -408,6 +408,13 @@ class CatalogError(ValueError):
         return "\n".join(f"{field}: {message}" for field, message in self.problems)
 
 
+def _lookup(table: Mapping[str, T], kind: str, item_id: str) -> T:
+    try:
+        return table[item_id]
+    except KeyError:
+        raise UnknownCatalogItem(kind, item_id) from None
+
+
 class _Index:
     """A catalog's lookups by id, and the modules each seat pack covers (R6.2)."""
 
@@ -456,28 +463,16 @@ class Catalog(_Frozen):
     # --- lookups -----------------------------------------------------------------------
 
     def module(self, module_id: str) -> Module:
-        try:
-            return self.by_id.modules[module_id]
-        except KeyError:
-            raise UnknownCatalogItem("module", module_id) from None
+        return _lookup(self.by_id.modules, "module", module_id)
 
     def suite(self, suite_id: str) -> Suite:
-        try:
-            return self.by_id.suites[suite_id]
-        except KeyError:
-            raise UnknownCatalogItem("suite", suite_id) from None
+        return _lookup(self.by_id.suites, "suite", suite_id)
 
     def plan(self, plan_id: str) -> Plan:
-        try:
-            return self.by_id.plans[plan_id]
-        except KeyError:
-            raise UnknownCatalogItem("plan", plan_id) from None
+        return _lookup(self.by_id.plans, "plan", plan_id)
 
     def pack(self, pack_id: str) -> Pack:
-        try:
-            return self.by_id.packs[pack_id]
-        except KeyError:
-            raise UnknownCatalogItem("pack", pack_id) from None
+        return _lookup(self.by_id.packs, "pack", pack_id)
 
     def item(self, item_id: str) -> Plan | Pack:
         """A purchasable item by id: a plan (plan change) or a pack. Ids never collide."""
@@ -487,20 +482,14 @@ class Catalog(_Frozen):
         return found
 
     def modules_of_plan(self, plan_id: str) -> frozenset[str]:
-        try:
-            return self.by_id.plan_modules[plan_id]
-        except KeyError:
-            raise UnknownCatalogItem("plan", plan_id) from None
+        return _lookup(self.by_id.plan_modules, "plan", plan_id)
 
     def seat_packs(self, module_id: str) -> frozenset[str]:
         """The packs whose seats cover the module (R6.2); none for an unknown module."""
         return self.by_id.seat_packs.get(module_id, frozenset())
 
     def suite_modules(self, suite_id: str) -> frozenset[str]:
-        try:
-            return self.by_id.suite_modules[suite_id]
-        except KeyError:
-            raise UnknownCatalogItem("suite", suite_id) from None
+        return _lookup(self.by_id.suite_modules, "suite", suite_id)
 
     def support_price_per_hour(self) -> Decimal | None:
         """R8: the hourly rate of support time without a support plan (the first module

@@ -17,13 +17,11 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from shared.errors import Conflict, Unavailable, ValidationFailed
+from shared.keys import MANUAL_CLOCK
 from shared.redis import text
 from shared.times import within_domain
 
 log = logging.getLogger(__name__)
-
-MANUAL_CLOCK_KEY = "clock:now"
-
 
 class Clock(Protocol):
     manual: bool
@@ -47,16 +45,16 @@ class ManualClock:
 
     async def init(self) -> None:
         """Keep an instant set by an earlier run: a restart must not move time backwards."""
-        await self._redis.set(MANUAL_CLOCK_KEY, self._start.isoformat(), nx=True)
+        await self._redis.set(MANUAL_CLOCK, self._start.isoformat(), nx=True)
 
     async def now(self) -> datetime:
-        raw = await self._redis.get(MANUAL_CLOCK_KEY)
+        raw = await self._redis.get(MANUAL_CLOCK)
         if raw is None:
             return self._start
         return datetime.fromisoformat(text(raw))
 
     async def set(self, instant: datetime) -> None:
-        await self._redis.set(MANUAL_CLOCK_KEY, instant.astimezone(UTC).isoformat())
+        await self._redis.set(MANUAL_CLOCK, instant.astimezone(UTC).isoformat())
 
 
 class DueJob(Protocol):
@@ -71,6 +69,28 @@ class DueJob(Protocol):
     async def run_due(self, now: datetime) -> None:
         """Do all the work due at or before `now`."""
         ...
+
+
+class DueWork(Protocol):
+    async def next_due(self) -> datetime | None: ...
+
+    async def run_due(self, now: datetime) -> object: ...
+
+
+@dataclass
+class ServiceJob:
+    """The `DueJob` of a service that knows its own due work; `on_run` counts the runs."""
+
+    name: str
+    service: DueWork
+    on_run: Callable[[], None] = lambda: None
+
+    async def next_due(self) -> datetime | None:
+        return await self.service.next_due()
+
+    async def run_due(self, now: datetime) -> None:
+        self.on_run()
+        await self.service.run_due(now)
 
 
 Barrier = Callable[[], Awaitable[None]]

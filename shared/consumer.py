@@ -19,18 +19,23 @@ import asyncio
 import contextlib
 import logging
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import KW_ONLY, dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
 from aiokafka.errors import RequestTimedOutError as KafkaRequestTimedOut
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from clickhouse_connect.driver.exceptions import DatabaseError as ClickHouseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.kafka import make_consumer
 from shared.observability import CONSUMER_LAG
+from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -83,22 +88,22 @@ class LoopHealth:
         task.add_done_callback(ended)
 
 
+@dataclass(eq=False)
 class Retrier:
-    """Retries a step through dependency outages; other errors go to the caller."""
+    """Retries a step through dependency outages; other errors go to the caller. After
+    `unready_after` failures in a row the loop is reported unready, until a step succeeds."""
 
-    def __init__(self, loop: str, health: LoopHealth, *, initial_s: float, max_s: float,
-                 on_retry: Callable[[str], None] = lambda step: None,
-                 unready_after: int = 5) -> None:
-        self._loop = loop
-        self._health = health
-        self._initial_s = initial_s
-        self._max_s = max_s
-        self._on_retry = on_retry
-        self._unready_after = unready_after
-        self.stopping = False
+    loop: str
+    health: LoopHealth
+    _: KW_ONLY
+    initial_s: float
+    max_s: float
+    on_retry: Callable[[str], None] = lambda step: None
+    unready_after: int = 5
+    stopping: bool = field(default=False, init=False)
 
     async def run(self, step: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        delay = self._initial_s
+        delay = self.initial_s
         failures = 0
         while True:
             try:
@@ -107,16 +112,16 @@ class Retrier:
                 if self.stopping:
                     raise Stopping from exc
                 failures += 1
-                self._on_retry(step)
-                if failures == self._unready_after:
-                    self._health.report(self._loop, f"{step} failing: {exc}")
-                log.warning("%s: %s failed, retrying in %.1f s: %s", self._loop, step, delay,
+                self.on_retry(step)
+                if failures == self.unready_after:
+                    self.health.report(self.loop, f"{step} failing: {exc}")
+                log.warning("%s: %s failed, retrying in %.1f s: %s", self.loop, step, delay,
                             exc)
                 await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self._max_s)
+                delay = min(delay * 2, self.max_s)
                 continue
-            if failures >= self._unready_after:
-                self._health.report(self._loop, None)
+            if failures >= self.unready_after:
+                self.health.report(self.loop, None)
             return result
 
 
@@ -161,32 +166,75 @@ async def send_dead_letters(producer: AIOKafkaProducer, topic: str,
     await asyncio.gather(*futures)
 
 
+@dataclass(eq=False)
 class SubscribedLoop:
     """A loop reading one topic, run as a supervised task: `start` subscribes, watches the
-    consumer's lag and runs the loop; `stop` ends its retries, cancels it (waiting 5 s at
-    most) and leaves the group."""
+    consumer's lag and runs the loop, which polls and commits through the retrier; `stop`
+    ends its retries (the loop's task then ends quietly), cancels it (waiting 5 s at most)
+    and leaves the group."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str, name: str, lag_name: str,
-                 health: LoopHealth, retrier: Retrier) -> None:
-        self._consumer = consumer
-        self._topic = topic
-        self._name = name
-        self._lag_name = lag_name
-        self._health = health
-        self._retrier = retrier
-        self._task: asyncio.Task[None] | None = None
+    consumer: AIOKafkaConsumer
+    topic: str
+    name: str  # of the task, the retrier's reports and the lag metric
+    health: LoopHealth
+    retrier: Retrier
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+
+    @classmethod
+    def on_subscription_events(cls, settings: CommonSettings, group: str, name: str,
+                               health: LoopHealth, *, max_poll_records: int,
+                               fetch_max_wait_ms: int = 500) -> SubscribedLoop:
+        """The loop of consumer group `group` on the subscription events, retried as the
+        settings say."""
+        return cls(make_consumer(settings, group, max_poll_records=max_poll_records,
+                                 fetch_max_wait_ms=fetch_max_wait_ms),
+                   settings.subscription_events_topic, name, health,
+                   Retrier(name, health, initial_s=settings.retry_initial_s,
+                           max_s=settings.retry_max_s))
 
     async def start(self, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._consumer.subscribe([self._topic])
-        await self._consumer.start()
-        CONSUMER_LAG.watch(self._lag_name, self._consumer)
-        self._task = asyncio.create_task(run(), name=self._name)
-        self._health.supervise(self._task)
+        self.consumer.subscribe([self.topic])
+        await self.consumer.start()
+        CONSUMER_LAG.watch(self.name, self.consumer)
+        self._task = asyncio.create_task(_until_stopped(run), name=self.name)
+        self.health.supervise(self._task)
+
+    async def poll(self, max_records: int) -> dict[TopicPartition,
+                                                   list[ConsumerRecord[bytes, bytes]]]:
+        """A batch of at most `max_records`, read through outages."""
+        return await self.retrier.run("poll", lambda: self.consumer.getmany(
+            timeout_ms=100, max_records=max_records))
+
+    async def commit(self, ends: dict[TopicPartition, int]) -> None:
+        """Commit these next offsets through outages, and report the lag they leave."""
+        await self.retrier.run("commit", partial(self.consumer.commit, ends))
+        CONSUMER_LAG.committed(self.name, ends)
 
     async def stop(self) -> None:
-        self._retrier.stopping = True
+        self.retrier.stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=5.0)
         with contextlib.suppress(Exception):
-            await self._consumer.stop()
+            await self.consumer.stop()
+
+
+class LoopConsumer(ABC):
+    """A consumer whose loop, `run`, reads through the `SubscribedLoop` it keeps in `loop`."""
+
+    loop: SubscribedLoop
+
+    async def start(self) -> None:
+        await self.loop.start(self.run)
+
+    async def stop(self) -> None:
+        await self.loop.stop()
+
+    @abstractmethod
+    async def run(self) -> None:
+        """Poll, handle and commit until stopped."""
+
+
+async def _until_stopped(run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    with contextlib.suppress(Stopping):  # the retrier's way out once `stop` is called
+        await run()

@@ -117,6 +117,19 @@ def _support_session(data: Mapping[str, Any]) -> None:
 DataChecker = Callable[[Mapping[str, Any]], None]
 
 
+def both_checks(first: DataChecker | None, second: DataChecker) -> DataChecker:
+    """`first` then `second` (just `second` without a first): the checks of one event type
+    that several declarations (meters, counted resources) add to."""
+    if first is None:
+        return second
+
+    def check(data: Mapping[str, Any]) -> None:
+        first(data)
+        second(data)
+
+    return check
+
+
 def resource_checker(key: str) -> DataChecker:
     """The events of a counted resource the catalog declares (R7.4): `data[key]` names the
     instance, a non-empty string like the built-in ids, so a set member stays bounded."""

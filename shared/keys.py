@@ -58,8 +58,14 @@ Owned by webhooks (`WebhooksKeys`, prefix `WEBHOOKS_KEY_PREFIX`), all private
 `{p}:delivery:{id}`, `{p}:queue:{endpoint}/{tenant}`, `{p}:queues:{endpoint}`, `{p}:due`,
 `{p}:log:{endpoint}`, `{p}:seq`, `{p}:backlog`, `{p}:lease:{endpoint}/{tenant}`.
 
-Owned by the shared library: `apikey:hash:*`, `apikey:id:*` (`shared.auth`), `clock:now`
-(`shared.clock`, the manual clock every service reads).
+Owned by the shared library:
+
+- `apikey:hash:{sha256}`  hash: a key's id, role and tenant, under the SHA-256 of its secret;
+                          written by the admin routes, read by every service's auth
+                          (`shared.auth`) and the check's fast path.
+- `apikey:id:{id}`        the SHA-256 of that key's secret, `apikeys` the set of key ids.
+- `clock:now`             the manual clock's instant (`shared.clock`): `PUT /v1/clock` sets
+                          it, every service reads it.
 
 Owned by the console (`services.console.sessions`):
 
@@ -70,13 +76,25 @@ Owned by the console (`services.console.sessions`):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
-from typing import Final
+from typing import Final, Protocol
 
 TENANT_ZONES: Final = "tenant-zones"
 LIVE_INCARNATION: Final = "live-incarnation"
+LIVE_PATTERN: Final = "live:*"  # every live counter: a rebuild replaces them all
+MANUAL_CLOCK: Final = "clock:now"
+API_KEY_IDS: Final = "apikeys"
+
+
+def api_key_by_hash(secret_digest: str) -> str:
+    return f"apikey:hash:{secret_digest}"
+
+
+def api_key_by_id(key_id: str) -> str:
+    return f"apikey:id:{key_id}"
 
 
 def console_session_key(token_digest: str) -> str:
@@ -129,112 +147,80 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class _Prefixed(Protocol):
+    @property
+    def prefix(self) -> str: ...
+
+
+class Fixed:
+    """One key of a service's layout, `{prefix}:{name}`, read as an attribute."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, keys: _Prefixed, owner: type | None = None) -> str:
+        return f"{keys.prefix}:{self.name}"
+
+
+class PerId:
+    """A family of keys, one per id (a tenant, an endpoint, a call…): `{prefix}:{name}:{id}`,
+    made by calling the attribute with the id."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, keys: _Prefixed, owner: type | None = None) -> Callable[[str], str]:
+        head = f"{keys.prefix}:{self.name}:"
+        return lambda id_: head + id_
+
+
+class _WithOutbox:
+    """A service's transactional outbox (`shared.outbox.OutboxStream`): the stream of events
+    not yet published, the lease of the replica draining it, what was published."""
+
+    __slots__ = ()
+    outbox = Fixed("outbox")
+    outbox_lease = Fixed("outbox:lock")
+    outbox_published = Fixed("outbox:published")
+
+
 @dataclass(frozen=True, slots=True)
-class EntitlementsKeys:
+class EntitlementsKeys(_WithOutbox):
     prefix: str = "ent"
 
-    def tenant(self, tenant: str) -> str:
-        return f"{self.prefix}:tenant:{tenant}"
-
-    @property
-    def outbox(self) -> str:
-        return f"{self.prefix}:outbox"
-
-    @property
-    def outbox_lease(self) -> str:
-        return f"{self.prefix}:outbox:lock"
-
-    @property
-    def outbox_published(self) -> str:
-        return f"{self.prefix}:outbox:published"
-
-    @property
-    def due(self) -> str:
-        return f"{self.prefix}:due"
-
-    def history(self, tenant: str) -> str:
-        return f"{self.prefix}:history:{tenant}"
+    tenant = PerId("tenant")
+    due = Fixed("due")
+    history = PerId("history")
+    no_idempotency = Fixed("idem:none")
+    commit_call = PerId("commit-call")
+    meter_touched = Fixed("meter-touched")  # written by metering, read by thresholds (R10.4)
 
     def idempotency(self, tenant: str, key: str) -> str:
         return f"{self.prefix}:idem:{tenant}:{_digest(key)}"
-
-    @property
-    def no_idempotency(self) -> str:
-        return f"{self.prefix}:idem:none"
-
-    def commit_call(self, call: str) -> str:
-        return f"{self.prefix}:commit-call:{call}"
-
-    @property
-    def meter_touched(self) -> str:
-        """Written by metering, read by the threshold watcher (R10.4)."""
-        return f"{self.prefix}:meter-touched"
 
     def thresholds(self, tenant: str, meter: str, period_start: date) -> str:
         return f"{self.prefix}:thresholds:{tenant}:{meter}:{period_start.isoformat()}"
 
 
 @dataclass(frozen=True, slots=True)
-class InvoicingKeys:
+class InvoicingKeys(_WithOutbox):
     prefix: str = "inv"
 
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}:events"
-
-    @property
-    def pending(self) -> str:
-        return f"{self.prefix}:pending"
-
-    @property
-    def outbox(self) -> str:
-        return f"{self.prefix}:outbox"
-
-    @property
-    def outbox_lease(self) -> str:
-        return f"{self.prefix}:outbox:lock"
-
-    @property
-    def outbox_published(self) -> str:
-        return f"{self.prefix}:outbox:published"
-
-    @property
-    def credited(self) -> str:
-        return f"{self.prefix}:credited"
-
-    @property
-    def declined(self) -> str:
-        """Hash: purchase event id → a declined renewal awaiting that invoice (R8.6)."""
-        return f"{self.prefix}:declined"
-
-    @property
-    def next(self) -> str:
-        return f"{self.prefix}:next"
-
-    @property
-    def known(self) -> str:
-        return f"{self.prefix}:known"
-
-    @property
-    def ended(self) -> str:
-        return f"{self.prefix}:ended"
-
-    @property
-    def sweep(self) -> str:
-        return f"{self.prefix}:sweep"
+    events = Fixed("events")
+    pending = Fixed("pending")
+    credited = Fixed("credited")
+    declined = Fixed("declined")  # hash: purchase event id -> a declined renewal (R8.6)
+    next = Fixed("next")
+    known = Fixed("known")
+    ended = Fixed("ended")
+    sweep = Fixed("sweep")
+    last_issued = PerId("last")  # of a kind (INV, CN)
+    billed = PerId("billed")
+    issue_call = PerId("issue-call")
 
     def sequence_prefix(self, kind: str) -> str:
         """Followed by a year: the counter of that year's numbers of `kind` (INV, CN)."""
         return f"{self.prefix}:seq:{kind}:"
-
-    def last_issued(self, kind: str) -> str:
-        return f"{self.prefix}:last:{kind}"
-
-    def billed(self, tenant: str) -> str:
-        return f"{self.prefix}:billed:{tenant}"
-
-    def issue_call(self, call: str) -> str:
-        return f"{self.prefix}:issue-call:{call}"
 
     def credit_call(self, invoice: str, idempotency_key: str) -> str:
         return f"{self.prefix}:credit-call:{_digest(invoice + chr(0) + idempotency_key)}"
@@ -244,36 +230,13 @@ class InvoicingKeys:
 class WebhooksKeys:
     prefix: str = "wh"
 
-    @property
-    def endpoints(self) -> str:
-        return f"{self.prefix}:endpoints"
-
-    def secret(self, endpoint: str) -> str:
-        return f"{self.prefix}:secret:{endpoint}"
-
-    def delivery(self, delivery: str) -> str:
-        return f"{self.prefix}:delivery:{delivery}"
-
-    def queue(self, queue: str) -> str:
-        return f"{self.prefix}:queue:{queue}"
-
-    def queues(self, endpoint: str) -> str:
-        return f"{self.prefix}:queues:{endpoint}"
-
-    @property
-    def due(self) -> str:
-        return f"{self.prefix}:due"
-
-    def log(self, endpoint: str) -> str:
-        return f"{self.prefix}:log:{endpoint}"
-
-    @property
-    def seq(self) -> str:
-        return f"{self.prefix}:seq"
-
-    @property
-    def backlog(self) -> str:
-        return f"{self.prefix}:backlog"
-
-    def lease(self, queue: str) -> str:
-        return f"{self.prefix}:lease:{queue}"
+    endpoints = Fixed("endpoints")
+    secret = PerId("secret")
+    delivery = PerId("delivery")
+    queue = PerId("queue")
+    queues = PerId("queues")  # of an endpoint
+    due = Fixed("due")
+    log = PerId("log")  # of an endpoint
+    seq = Fixed("seq")
+    backlog = Fixed("backlog")
+    lease = PerId("lease")  # of a queue

@@ -10,8 +10,11 @@ The VAT id's shape is loose on purpose: every country writes its own (`FR1234567
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Final
 
+from annotated_types import GroupedMetadata
 from pydantic import AfterValidator, StringConstraints
 
 LEGAL_NAME_MAX: Final = 200
@@ -65,15 +68,22 @@ def checked_email(value: str) -> str:
     return value
 
 
-LegalName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                             max_length=LEGAL_NAME_MAX),
-                      AfterValidator(checked_name)]
-PostalAddress = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                                 max_length=ADDRESS_MAX),
-                          AfterValidator(checked_address)]
-VatId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2,
-                                         max_length=VAT_ID_MAX),
-                  AfterValidator(checked_vat_id)]
-EmailAddress = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3,
-                                                max_length=EMAIL_MAX),
-                         AfterValidator(checked_email)]
+@dataclass(frozen=True)
+class _Text(GroupedMetadata):
+    """A string stripped of surrounding white space, of a bounded length, that `check`
+    accepts: the constraints each field below is declared with."""
+
+    min_length: int
+    max_length: int
+    check: Callable[[str], str]
+
+    def __iter__(self) -> Iterator[object]:
+        yield from StringConstraints(strip_whitespace=True, min_length=self.min_length,
+                                     max_length=self.max_length)
+        yield AfterValidator(self.check)
+
+
+LegalName = Annotated[str, _Text(1, LEGAL_NAME_MAX, checked_name)]
+PostalAddress = Annotated[str, _Text(1, ADDRESS_MAX, checked_address)]
+VatId = Annotated[str, _Text(2, VAT_ID_MAX, checked_vat_id)]
+EmailAddress = Annotated[str, _Text(3, EMAIL_MAX, checked_email)]

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared import events
-from shared.events import DataChecker, InvalidEvent
+from shared.events import DataChecker, InvalidEvent, both_checks
 
 _SLUG = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _PROPERTY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -136,7 +136,7 @@ class MeterRegistry:
             if meter.event_type in events.BUILTIN_TYPES:
                 continue
             previous = checkers.get(meter.event_type)
-            checkers[meter.event_type] = _chain(previous, _value_checker(meter))
+            checkers[meter.event_type] = both_checks(previous, _value_checker(meter))
         return checkers
 
 
@@ -201,17 +201,6 @@ def _value_checker(meter: Meter) -> DataChecker:
                                    f"must be a number from -{MAX_METER_VALUE} to {MAX_METER_VALUE}")
 
     return check
-
-
-def _chain(first: DataChecker | None, second: DataChecker) -> DataChecker:
-    if first is None:
-        return second
-
-    def both(data: Mapping[str, Any]) -> None:
-        first(data)
-        second(data)
-
-    return both
 
 
 # --- a meter's value in ClickHouse SQL ---------------------------------------------------

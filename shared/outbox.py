@@ -21,7 +21,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -66,16 +66,27 @@ return 1
 Entry = tuple[str, dict[str, str]]  # stream id, fields `id`, `key`, `value` (and `cluster`)
 
 
+class OutboxKeys(Protocol):
+    """An outbox's keys, as a service's layout declares them (`shared.keys`)."""
+
+    @property
+    def outbox(self) -> str: ...
+
+    @property
+    def outbox_lease(self) -> str: ...
+
+    @property
+    def outbox_published(self) -> str: ...
+
+
 class OutboxStream:
     """One outbox stream, the lease that lets one replica at a time drain it, and the
     stream of what was published, kept for `retention_s`."""
 
-    def __init__(self, redis: Redis, stream: str, lease: str, published: str,
-                 retention_s: int) -> None:
+    def __init__(self, redis: Redis, keys: OutboxKeys, retention_s: int) -> None:
         self.redis = redis
-        self.stream = stream
-        self.lease = lease
-        self.published_stream = published
+        self.stream, self.lease = keys.outbox, keys.outbox_lease
+        self.published_stream = keys.outbox_published
         self.retention_s = retention_s
         self._take = redis.register_script(LEASE_SCRIPT)
         self._published = redis.register_script(_PUBLISHED)

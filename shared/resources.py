@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Final
 
 from shared.catalog import Catalog, Pack, Plan
-from shared.events import DataChecker, resource_checker
+from shared.events import DataChecker, both_checks, resource_checker
 
 COMPANIES: Final = "companies"
 
@@ -66,7 +66,7 @@ class CountedResources:
         a meter also declares must pass both checks."""
         merged = dict(others or {})
         for event_type, effect in self.events.items():
-            merged[event_type] = _both(merged.get(event_type), resource_checker(effect.key))
+            merged[event_type] = both_checks(merged.get(event_type), resource_checker(effect.key))
         return merged
 
     def resource_of(self, pack_id: str) -> str | None:
@@ -114,14 +114,3 @@ class CountedResources:
 
 def _units(pack: Pack) -> int:
     return pack.units
-
-
-def _both(first: DataChecker | None, second: DataChecker) -> DataChecker:
-    if first is None:
-        return second
-
-    def check(data: Mapping[str, object]) -> None:
-        first(data)
-        second(data)
-
-    return check

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -51,6 +51,19 @@ ActorRole = Literal["owner", "admin", "supervisor", "agent", "sub_account"]
 LotState = Literal["active", "cancelled", "trialing", "expired"]
 TenantStatus = Literal["scheduled", "active", "ended"]
 
+
+V = TypeVar("V")
+V_co = TypeVar("V_co", covariant=True)
+
+
+class _Change(Protocol[V_co]):
+    """What a value was until when (`PlanChange`, `CatalogChange`)."""
+
+    @property
+    def at(self) -> datetime: ...
+
+    @property
+    def previous(self) -> V_co: ...
 
 class Actor(BaseModel):
     """Who acts in the product (R5): a user of the tenant with a role in its account."""
@@ -199,28 +212,14 @@ class TenantState(BaseModel):
     def plan_at(self, instant: datetime) -> str:
         """The plan in force at `instant`: a scheduled downgrade applies at its instant (R4.5),
         and before a recorded change the plan it left was."""
-        if self.pending_plan is not None and self.pending_plan_at is not None \
-                and self.pending_plan_at <= instant:
-            return self.pending_plan
-        plan = self.plan
-        for change in reversed(self.plan_changes):
-            if instant >= change.at:
-                break
-            plan = change.previous
-        return plan
+        return _in_force(instant, self.plan, self.plan_changes,
+                         self.pending_plan, self.pending_plan_at)
 
     def catalog_version_at(self, instant: datetime) -> str | None:
         """The catalog version in force at `instant` (None: the oldest), as `plan_at` reads
         the plan: a confirmed migration from its instant, a past one before its instant."""
-        if self.pending_catalog is not None and self.pending_catalog_at is not None \
-                and self.pending_catalog_at <= instant:
-            return self.pending_catalog
-        version = self.catalog_version
-        for change in reversed(self.catalog_changes):
-            if instant >= change.at:
-                break
-            version = change.previous
-        return version
+        return _in_force(instant, self.catalog_version, self.catalog_changes,
+                         self.pending_catalog, self.pending_catalog_at)
 
     def plan_changes_within(self, start: datetime, end: datetime) -> list[datetime]:
         """The instants in (start, end) at which the plan changed, in order."""
@@ -231,6 +230,20 @@ class TenantState(BaseModel):
         if self.renewal and self.status != "ended":
             return None
         return self.ends_at
+
+
+def _in_force(instant: datetime, current: V, changes: Sequence[_Change[V]],
+              pending: V | None, pending_at: datetime | None) -> V:
+    """A value with a history (`changes`, oldest first: each says what it was until when)
+    and perhaps a pending change: what it is at `instant`."""
+    if pending is not None and pending_at is not None and pending_at <= instant:
+        return pending
+    value = current
+    for change in reversed(changes):
+        if instant >= change.at:
+            break
+        value = change.previous
+    return value
 
 
 async def read_documents(redis: Redis, keys: EntitlementsKeys, tenants: Sequence[str]

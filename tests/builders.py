@@ -1,5 +1,6 @@
-"""Tenant documents built in memory for unit tests (no I/O): a tenant of the demo shape, with
-the lots and fields a test names."""
+"""Tenant documents and a small catalog built in memory for unit tests (no I/O): a tenant of
+the demo shape, with the lots and fields a test names, and a catalog whose plans differ in
+modules, suites and features, for the rules that depend on those."""
 
 from __future__ import annotations
 
@@ -17,3 +18,37 @@ def tenant_document(*lots: dict[str, Any], **fields: Any) -> TenantState:
         "admin_user": "u-admin", "created_at": "2026-02-20T10:00:00Z", "lots": list(lots)}
     document.update(fields)
     return TenantState.model_validate(document)
+
+
+def people_catalog() -> dict[str, Any]:
+    """A catalog, as parsed data: essentials (rank 1, crm, 49.00 a month) and business
+    (rank 2, crm and hr, 99.00 a month or 990.00 a year, the `analytics` feature
+    included); the `people` suite is hr and payroll, which no plan holds whole. Packs: seats
+    of crm (10.00), of hr (12.00) and of the suite (15.00); `analytics` (30.00,
+    single-instance) and `exports` (5.00, the same feature, not single-instance); the
+    `vip` support plan (1450.00 a year), sold to business only."""
+    return {
+        "version": "2026-11", "currency": "EUR",
+        "modules": [*({"id": m, "extra_users": "deny"} for m in ("crm", "hr", "payroll")),
+                    {"id": "support", "extra_users": "deny",
+                     "support_price_per_hour": "120.00"}],
+        "suites": [{"id": "people", "modules": ["hr", "payroll"]}],
+        "plans": [
+            {"id": "essentials", "rank": 1, "modules": ["crm"], "price": {"P1M": "49.00"},
+             "companies": 1, "contacts": 100},
+            {"id": "business", "rank": 2, "modules": ["crm", "hr"],
+             "price": {"P1M": "99.00", "P1Y": "990.00"}, "companies": 3, "contacts": 100,
+             "features": ["analytics"]}],
+        "packs": [
+            {"id": "seats-crm", "kind": "seats", "module": "crm", "price": {"P1M": "10.00"}},
+            {"id": "seats-hr", "kind": "seats", "module": "hr", "price": {"P1M": "12.00"}},
+            {"id": "seats-people", "kind": "seats", "suite": "people",
+             "price": {"P1M": "15.00"}},
+            {"id": "analytics", "kind": "feature", "feature": "analytics",
+             "price": {"P1M": "30.00"}, "single_instance": True},
+            {"id": "exports", "kind": "feature", "feature": "analytics",
+             "price": {"P1M": "5.00"}},
+            {"id": "vip", "kind": "support", "module": "support", "price": {"P1Y": "1450.00"},
+             "single_instance": True, "eligible_plans": ["business"],
+             "support": {"type": "bank", "hours_per_year": "20",
+                         "overage_price_per_hour": "90.00", "covers_level_3": True}}]}

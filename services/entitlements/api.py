@@ -37,6 +37,7 @@ from services.entitlements.models import (
     TenantPatch,
 )
 from services.entitlements.service import EntitlementsService
+from shared.app import state_of
 from shared.audit import audit
 from shared.auth import PlatformAdminKey, Principal, Role, require
 from shared.catalog import Catalog
@@ -51,12 +52,7 @@ DashboardKey = Annotated[Principal, Depends(require(Role.DASHBOARD))]
 JSON = "application/json"
 
 
-def entitlements(request: Request) -> EntitlementsService:
-    service: EntitlementsService = request.app.state.entitlements
-    return service
-
-
-Entitlements = Annotated[EntitlementsService, Depends(entitlements)]
+Entitlements = Annotated[EntitlementsService, Depends(state_of("entitlements"))]
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -169,19 +165,22 @@ LOT_ROUTE: dict[str, Any] = {
 async def cancel_lot(tenant: str, lot: str, principal: IngestKey, service: Entitlements,
                      body: Annotated[LotAction, Depends(_lot_body)]) -> Response:
     """R4.4: the whole lot, at the period end; no refund."""
-    principal.ensure_tenant(tenant)
-    answer = await service.cancel_lot(tenant, lot, False, body.actor, principal)
-    audit("lot.cancel", principal, actor=body.actor, tenant=tenant, lot=lot)
-    return _json(answer)
+    return await _change_lot(tenant, lot, False, principal, service, body)
 
 
 @router.post("/v1/tenants/{tenant}/lots/{lot}/uncancel", **LOT_ROUTE)
 async def uncancel_lot(tenant: str, lot: str, principal: IngestKey, service: Entitlements,
                        body: Annotated[LotAction, Depends(_lot_body)]) -> Response:
     """R4.4: undo a cancellation before the period end."""
+    return await _change_lot(tenant, lot, True, principal, service, body)
+
+
+async def _change_lot(tenant: str, lot: str, undo: bool, principal: Principal,
+                      service: EntitlementsService, body: LotAction) -> Response:
     principal.ensure_tenant(tenant)
-    answer = await service.cancel_lot(tenant, lot, True, body.actor, principal)
-    audit("lot.uncancel", principal, actor=body.actor, tenant=tenant, lot=lot)
+    answer = await service.cancel_lot(tenant, lot, undo, body.actor, principal)
+    audit("lot.uncancel" if undo else "lot.cancel", principal, actor=body.actor,
+          tenant=tenant, lot=lot)
     return _json(answer)
 
 

@@ -32,6 +32,7 @@ from services.entitlements.lifecycle import (
 )
 from services.entitlements.policy import actor_may_manage
 from services.entitlements.store import EntitlementsStore
+from services.entitlements.tenants import require
 from shared.auth import Principal
 from shared.billing.periods import Cycle, local_date, period_containing
 from shared.catalog import Catalog, UnknownCatalogItem
@@ -82,11 +83,9 @@ class Migrations:
         except UnknownCatalogItem:
             raise NotFound(f"version: unknown catalog version '{body.version}'",
                            field="version") from None
-        raw, _ = await self.store.load(tenant)
-        if raw is None:
-            raise NotFound(f"tenant '{tenant}' not found", field="tenant")
+        stored = require(await self.store.document(tenant), tenant)
         now = await self.clock.now()
-        state = advance(TenantState.model_validate_json(raw), now, Effects())
+        state = advance(stored, now, Effects())
         at = _next_start(state, now)
         scheduled = _already_scheduled(state, target, at)
         if not scheduled:

@@ -9,11 +9,12 @@ from services.entitlements.fastpath import CheckFastPath
 from services.entitlements.service import EntitlementsService
 from services.entitlements.store import EntitlementsStore
 from services.entitlements.thresholds import ThresholdWatcher
-from services.entitlements.worker import LifecycleJob
+from services.invoicing.drafts import Drafts
 from services.invoicing.repricing import Repricing
 from services.invoicing.store import InvoiceStore
-from shared.app import Runtime
+from shared.app import Runtime, stop_each
 from shared.catalog_versions import CatalogVersions, load_catalog_versions
+from shared.clock import ServiceJob
 from shared.kafka import make_admin, make_reader
 from shared.keys import EntitlementsKeys
 from shared.meters import MeterRegistry
@@ -54,12 +55,13 @@ class EntitlementsPart:
                                     self.settings.entitlements_outbox_poll_s, "entitlements",
                                     OUTBOX_BACKLOG, lambda: make_reader(self.settings),
                                     lambda: make_admin(self.settings))
-        repricing = Repricing(InvoiceStore(
+        repricing = Repricing(Drafts(InvoiceStore(
             runtime.clickhouse, self.invoicing_settings.invoicing_clickhouse_database),
-            self.catalogs, self.registry)
+            self.catalogs, self.registry))
         self.service = EntitlementsService(store, self.catalogs, runtime.clock, self.settings,
                                            publisher.notify, repricing, self.meters.meters)
-        runtime.scheduler.register(LifecycleJob(self.service))
+        # Expiries, downgrades, ends and trial ends (R4.1, R4.4, R4.5, R5.3) fall due on the clock.
+        runtime.scheduler.register(ServiceJob("entitlements-lifecycle", self.service))
         # What a plan grants and limits is read from the current version, as the checks do.
         self.watcher = ThresholdWatcher(store, self.catalogs.current, runtime.clock,
                                         publisher.notify,
@@ -71,11 +73,7 @@ class EntitlementsPart:
         runtime.app_state.entitlements = self.service
 
     async def stop(self) -> None:
-        if self.watcher is not None:
-            await self.watcher.stop()
-            self.watcher = None
-        if self.publisher is not None:
-            await self.publisher.stop()
-            self.publisher = None
+        await stop_each(self.watcher, self.publisher)
+        self.watcher, self.publisher = None, None
         if self.service is not None:
             self.service.store.close()

@@ -1,7 +1,8 @@
 """Entitlements: tenants, purchases (R4, R5), lifecycle on the clock (R4.1, R4.4, R4.5, R4.8,
 R5.3), history (R4.9); checks are answered by `Checks` (checks.py). The rules are pure
-modules beside it: purchases.py (what a purchase charges and adds), lifecycle.py (a document
-on the clock), policy.py (who may do what), decisions.py and support.py (checks, support).
+modules beside it: tenants.py (a new tenant, the document's view, renewal, a lot cancelled),
+purchases.py (what a purchase charges and adds), lifecycle.py (a document on the clock),
+policy.py (who may do what), decisions.py and support.py (checks, support).
 
 Every change follows one path, `_mutate`: read the tenant document, bring it up to "now"
 (`advance`), apply the action as a pure function of (document, catalog, now), then commit the
@@ -15,17 +16,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from services.entitlements import decisions as dec
-from services.entitlements import support as sup
-from services.entitlements import support_renewals as ren
 from services.entitlements.baskets import Baskets
 from services.entitlements.checks import Checks
 from services.entitlements.lifecycle import (
@@ -34,19 +32,23 @@ from services.entitlements.lifecycle import (
     Outcome,
     actor_json,
     advance,
-    current_period,
     next_due,
-    zone_of,
 )
 from services.entitlements.migrations import Migrations, Repricer
-from services.entitlements.models import PurchaseRequest, TenantCreate, TenantPatch, lot_out
-from services.entitlements.policy import actor_may_manage, check_role, parse_vat_rate
+from services.entitlements.models import PurchaseRequest, TenantCreate, TenantPatch
+from services.entitlements.policy import actor_may_manage, check_role
 from services.entitlements.purchases import PurchaseRules
 from services.entitlements.store import Change, EntitlementsStore
+from services.entitlements.tenants import (
+    NewTenant,
+    change_lot,
+    history_cursor,
+    profile_json,
+    require,
+    switch_renewal,
+    tenant_view,
+)
 from shared.auth import Principal
-from shared.billing.money import format_money
-from shared.billing.periods import local_date, local_midnight
-from shared.catalog import UnknownCatalogItem
 from shared.catalog_versions import CatalogVersions
 from shared.clock import Clock
 from shared.errors import Conflict, NotFound, ValidationFailed
@@ -54,25 +56,9 @@ from shared.keys import InvoicingKeys
 from shared.meters import Meter
 from shared.settings import EntitlementsSettings
 from shared.subscription import Actor, TenantState
-from shared.times import from_micros, micros, parse_zone, utc_text
+from shared.times import from_micros, micros
 
 MAX_ATTEMPTS = 500
-# A history cursor is the id of the last entry seen (a stream id).
-_HISTORY_CURSOR = re.compile(r"[0-9]{1,20}-[0-9]{1,20}", re.ASCII)
-_STREAM_ID_MAX = 2**64 - 1
-
-
-def _history_cursor(cursor: str) -> bool:
-    """A history cursor is a stream entry id: two 64-bit integers (Redis refuses larger
-    ones), and not the largest id, after which no entry can start."""
-    if not _HISTORY_CURSOR.fullmatch(cursor):
-        return False
-    ms, seq = (int(part) for part in cursor.split("-"))
-    return max(ms, seq) <= _STREAM_ID_MAX and (ms, seq) != (_STREAM_ID_MAX, _STREAM_ID_MAX)
-
-
-# How far ahead a tenant's first period may be scheduled (`anchor`).
-MAX_SCHEDULED_START = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -183,56 +169,11 @@ class EntitlementsService:
 
     async def create_tenant(self, body: TenantCreate, principal: Principal
                             ) -> dict[str, Any]:
-        zone = parse_zone(body.time_zone, "time_zone")
-        catalog = self.catalog  # R10.5: the current version, unless the body names one
-        if body.catalog_version is not None:
-            try:
-                catalog = self.catalogs.get(body.catalog_version)
-            except UnknownCatalogItem:
-                raise ValidationFailed(f"catalog_version: unknown catalog version "
-                                       f"'{body.catalog_version}'",
-                                       field="catalog_version") from None
-        try:
-            plan = catalog.plan(body.plan)
-        except UnknownCatalogItem:
-            raise ValidationFailed(f"plan: unknown plan '{body.plan}'", field="plan") from None
-        if body.cycle not in plan.price:
-            raise ValidationFailed(f"cycle: plan '{plan.id}' has no price for {body.cycle}",
-                                   field="cycle")
-        if body.currency != catalog.currency:
-            raise ValidationFailed(
-                f"currency: must be the catalog's currency {catalog.currency}",
-                field="currency")
-        vat = parse_vat_rate(body.vat_rate)
+        terms = NewTenant.check(body, self.catalogs)
+        actor = actor_json(None, principal)
 
         def create(state: TenantState | None, now: datetime, effects: Effects) -> Outcome:
-            if state is not None:
-                raise Conflict(f"tenant '{body.id}' already exists", field="id")
-            today = local_date(now, zone)
-            anchor = body.anchor or today
-            if anchor < today:
-                raise ValidationFailed(f"anchor: {anchor} is earlier than today ({today}) in "
-                                       f"{body.time_zone}", field="anchor")
-            if anchor > today + MAX_SCHEDULED_START:
-                raise ValidationFailed(f"anchor: a start can be scheduled at most "
-                                       f"{MAX_SCHEDULED_START.days} days ahead", field="anchor")
-            new = TenantState(
-                id=body.id, plan=plan.id, cycle=body.cycle, anchor=anchor,
-                time_zone=body.time_zone, currency=body.currency, vat_rate=vat,
-                admin_user=body.admin_user, account_allows_quotes=body.account_allows_quotes,
-                status="active" if anchor <= today else "scheduled", created_at=now,
-                billing=None if body.billing is None else body.billing.stored(),
-                catalog_version=catalog.version)
-            period = current_period(new, anchor)
-            price = plan.price[body.cycle]
-            effects.record(new.id, "tenant.created", now, {
-                "plan": plan.id, "cycle": body.cycle, "anchor": anchor.isoformat(),
-                "time_zone": body.time_zone, "currency": body.currency,
-                "vat_rate": format(vat, "f"), "admin_user": body.admin_user,
-                "period": period.public(), "plan_price": format_money(price, new.currency),
-                "catalog_version": catalog.version,
-                "billing": _profile_json(new),
-            }, actor_json(None, principal))
+            new = terms.create(state, now, effects, actor)
             return Outcome(new, self.tenant_public(new, now), status_code=201,
                            zone=body.time_zone)
 
@@ -240,54 +181,13 @@ class EntitlementsService:
         return answer
 
     async def get_tenant(self, tenant: str) -> dict[str, Any]:
-        raw, _ = await self.store.load(tenant)
-        if raw is None:
-            raise NotFound(f"tenant '{tenant}' not found", field="tenant")
+        stored = require(await self.store.document(tenant), tenant)
         now = await self.clock.now()
-        state = advance(TenantState.model_validate_json(raw), now, Effects())
+        state = advance(stored, now, Effects())
         return self.tenant_public(state, now)
 
     def tenant_public(self, state: TenantState, now: datetime) -> dict[str, Any]:
-        zone = zone_of(state)
-        today = local_date(now, zone)
-        period = current_period(state, today)
-        plan = self.catalogs.of(state, now).plan(state.plan)
-        lots = []
-        for lot in state.lots:
-            ends_at = lot.ends_at
-            if ends_at is None and lot.live and not state.renewal:
-                ends_at = state.ends_at
-            price = None
-            if lot.unit_price is not None and lot.state in ("active",) and state.renewal:
-                # R4.12: per licence, as counted at purchase (each renewal counts again)
-                price = format_money(lot.unit_price * lot.quantity * (lot.licences or 1),
-                                     state.currency)
-            lots.append({"id": lot.id, "item": lot.item, "kind": lot.kind,
-                         "quantity": lot.quantity, "units": lot.units, "state": lot.state,
-                         "trial": lot.trial, "bought_at": utc_text(lot.bought_at),
-                         "ends_at": None if ends_at is None else utc_text(ends_at),
-                         "next_cycle_amount": price})
-        return {
-            "id": state.id, "plan": state.plan, "cycle": state.cycle,
-            "anchor": state.anchor.isoformat(), "time_zone": state.time_zone,
-            "currency": state.currency, "vat_rate": format(state.vat_rate, "f"),
-            "admin_user": state.admin_user,
-            "account_allows_quotes": state.account_allows_quotes,
-            "status": state.status, "renewal": state.renewal,
-            "period": period.public(),
-            "ends_at": None if state.ends_at is None or state.renewal else utc_text(state.ends_at),
-            "pending_plan": None if state.pending_plan is None else {
-                "plan": state.pending_plan,
-                "at": utc_text(state.pending_plan_at) if state.pending_plan_at else None},
-            "modules": list(plan.modules), "features": list(plan.features),
-            "plan_price": format_money(plan.price[state.cycle], state.currency)
-            if state.cycle in plan.price else None,
-            "lots": lots, "billing": _profile_json(state),
-            "catalog_version": self.catalogs.of(state, now).version,
-            "pending_catalog": None if state.pending_catalog is None else {
-                "version": state.pending_catalog,
-                "at": utc_text(state.pending_catalog_at) if state.pending_catalog_at else None},
-        }
+        return tenant_view(state, self.catalogs.of(state, now), now)
 
     async def patch_tenant(self, tenant: str, body: TenantPatch, principal: Principal
                            ) -> dict[str, Any]:
@@ -302,13 +202,13 @@ class EntitlementsService:
         profile = None if body.billing is None else body.billing.stored()
 
         def patch(state: TenantState | None, now: datetime, effects: Effects) -> Outcome:
-            state = _require(state, tenant)
+            state = require(state, tenant)
             if body.renewal is not None:
-                _switch_renewal(state, body.renewal, now, effects, actor)
+                switch_renewal(state, body.renewal, now, effects, actor)
             if profile is not None and profile != state.billing:
                 # Invoices issued from now on name the new buyer; issued ones keep theirs.
                 effects.record(tenant, "tenant.billing_changed", now, {
-                    "billing": profile.model_dump(), "previous": _profile_json(state)}, actor)
+                    "billing": profile.model_dump(), "previous": profile_json(state)}, actor)
                 state.billing = profile
             return Outcome(state, self.tenant_public(state, now))
 
@@ -320,46 +220,11 @@ class EntitlementsService:
     async def cancel_lot(self, tenant: str, lot_id: str, undo: bool, actor: Actor | None,
                          principal: Principal) -> dict[str, Any]:
         actor_may_manage(actor, principal, "uncancel a lot" if undo else "cancel a lot")
+        recorded = actor_json(actor, principal)
 
         def change(state: TenantState | None, now: datetime, effects: Effects) -> Outcome:
-            state = _require(state, tenant)
-            lot = next((x for x in state.lots if x.id == lot_id), None)
-            if lot is None:
-                raise NotFound(f"lot '{lot_id}' not found", field="lot")
-            zone = zone_of(state)
-            if undo:
-                if lot.state != "cancelled":
-                    raise Conflict(f"lot '{lot_id}' is {lot.state}, not cancelled (R4.4)",
-                                   field="lot", code="not_cancelled")
-                if lot.cancel_reason == "plan_change":
-                    raise Conflict(f"lot '{lot_id}' ends with the plan change that makes it "
-                                   "moot; choosing the current plan again restores it (R4.10)",
-                                   field="lot", code="moot_after_plan_change")
-                ren.refuse_uncancel(lot)  # R8.6: a declined renewal was credited
-                lot.state, lot.ends_at = "active", None
-                effects.record(tenant, "lot.uncancelled", now,
-                               {"lot": lot.id, "item": lot.item, "quantity": lot.quantity},
-                               actor_json(actor, principal))
-            else:
-                if lot.state != "active":
-                    raise Conflict(f"lot '{lot_id}' is {lot.state}; only an active lot can be "
-                                   "cancelled (R4.4)", field="lot", code="not_active")
-                period = current_period(state, local_date(now, zone))
-                declined = None
-                if lot.kind == "support" and lot.contract_end is not None:
-                    end = sup.cancel_end(lot, zone)  # R8.4: declined at the contract end
-                    declined = ren.declined_renewal(lot, zone)  # R8.6: invoiced already
-                else:
-                    end = local_midnight(period.end, zone)  # active until the period end
-                lot.state, lot.ends_at = "cancelled", end
-                effects.record(tenant, "lot.cancelled", now, {
-                    "lot": lot.id, "item": lot.item, "quantity": lot.quantity,
-                    "ends_at": utc_text(lot.ends_at), "refund": "0.00"},
-                    actor_json(actor, principal))
-                if declined is not None:  # invoicing credits that renewal's invoice (R8.6)
-                    effects.record(tenant, "support.renewal_declined", now, declined,
-                                   actor_json(actor, principal))
-            return Outcome(state, {"lot": lot_out(lot).model_dump(mode="json")})
+            state = require(state, tenant)
+            return Outcome(state, change_lot(state, lot_id, undo, now, effects, recorded))
 
         _, answer = await self._mutate(tenant, change)
         return answer
@@ -376,10 +241,8 @@ class EntitlementsService:
                                        field="Idempotency-Key")
             idem = self.store.keys.idempotency(tenant, idempotency_key)
         # R10.5: a tenant buys from its catalog version, so the document is read first.
-        raw, _ = await self.store.load(tenant)
-        if raw is None:
-            raise NotFound(f"tenant '{tenant}' not found", field="tenant")
-        rules = self.rules_of(TenantState.model_validate_json(raw), await self.clock.now())
+        stored = require(await self.store.document(tenant), tenant)
+        rules = self.rules_of(stored, await self.clock.now())
         lines = rules.baskets.lines(body)  # one for `item`, one per entry of `items` (R4.11)
         check_role(body.action, body.actor)
         access = None
@@ -387,7 +250,7 @@ class EntitlementsService:
             access = await self.store.live_users(tenant, [m.id for m in self.catalog.modules])
 
         def buy(state: TenantState | None, now: datetime, effects: Effects) -> Outcome:
-            state = _require(state, tenant)
+            state = require(state, tenant)
             if self.rules_of(state, now) is not rules:  # a migration took effect meanwhile
                 raise Conflict("the tenant's catalog version changed; retry", code="busy")
             actor = actor_json(body.actor, principal)
@@ -419,10 +282,8 @@ class EntitlementsService:
     # --- history (R4.9) ------------------------------------------------------------------
 
     async def history(self, tenant: str, cursor: str | None, limit: int) -> dict[str, Any]:
-        raw, _ = await self.store.load(tenant)
-        if raw is None:
-            raise NotFound(f"tenant '{tenant}' not found", field="tenant")
-        if cursor is not None and not _history_cursor(cursor):
+        require(await self.store.document(tenant), tenant)
+        if cursor is not None and not history_cursor(cursor):
             raise ValidationFailed("cursor: not a cursor this API gave", field="cursor")
         rows = await self.store.history(tenant, cursor, limit + 1)
         data = [{"id": entry_id, **entry} for entry_id, entry in rows[:limit]]
@@ -445,26 +306,3 @@ class EntitlementsService:
                 return Outcome(state, {})
             await self._mutate(tenant, touch)
         return len(tenants)
-
-def _switch_renewal(state: TenantState, renewal: bool, now: datetime, effects: Effects,
-                    actor: dict[str, Any] | None) -> None:
-    """R4.1: tacit renewal on or off, any time before the period end."""
-    if state.status == "ended":
-        raise Conflict("the subscription has ended (R4.1)", code="subscription_ended")
-    period = current_period(state, local_date(now, zone_of(state)))
-    end = local_midnight(period.end, zone_of(state))
-    if state.renewal != renewal:
-        state.renewal = renewal
-        state.ends_at = None if renewal else end
-        effects.record(state.id, "renewal.changed", now, {
-            "renewal": renewal, "ends_at": None if renewal else utc_text(end)}, actor)
-
-
-def _profile_json(state: TenantState) -> dict[str, Any] | None:
-    return None if state.billing is None else state.billing.model_dump()
-
-
-def _require(state: TenantState | None, tenant: str) -> TenantState:
-    if state is None:
-        raise NotFound(f"tenant '{tenant}' not found", field="tenant")
-    return state

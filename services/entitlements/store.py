@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 from shared.keys import TENANT_ZONES, EntitlementsKeys, InvoicingKeys, users_key
 from shared.outbox import OutboxStream
 from shared.redis import ReadMany, text
+from shared.subscription import TenantState
 
 # KEYS[7] marks this very call: the client sends a call again when its connection broke, and
 # if the first one ran (another writer may have committed since) it must answer the same.
@@ -122,8 +123,7 @@ class EntitlementsStore:
         self.keys = EntitlementsKeys(prefix)
         self._commit = redis.register_script(_COMMIT)
         self._read_many = ReadMany(redis)
-        self.outbox = OutboxStream(redis, self.keys.outbox, self.keys.outbox_lease,
-                                   self.keys.outbox_published, outbox_retention_s)
+        self.outbox = OutboxStream(redis, self.keys, outbox_retention_s)
         self._thresholds = redis.register_script(_THRESHOLDS)
 
     # --- tenant documents --------------------------------------------------------------
@@ -131,6 +131,11 @@ class EntitlementsStore:
     async def load(self, tenant: str) -> tuple[str | None, int]:
         doc, ver = await self.redis.hmget(self.keys.tenant(tenant), ["doc", "ver"])
         return (str(doc) if doc is not None else None), int(ver or 0)
+
+    async def document(self, tenant: str) -> TenantState | None:
+        """The tenant's document as last committed (not yet brought up to "now")."""
+        raw, _ = await self.load(tenant)
+        return None if raw is None else TenantState.model_validate_json(raw)
 
     async def commit(self, tenant: str, expected: int, doc: bytes, change: Change,
                      idempotency_ttl_s: int) -> CommitResult:

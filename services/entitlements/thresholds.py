@@ -108,8 +108,7 @@ class ThresholdWatcher:
 
     async def _look(self, member: str, seen: str, now: datetime) -> int:
         tenant, meter = touched_parts(member)
-        doc, _ = await self._store.load(tenant)
-        state = None if doc is None else TenantState.model_validate_json(doc)
+        state = await self._store.document(tenant)
         plan = None if state is None else self._plans.get(state.plan)
         charge = None if plan is None else charge_on(plan, meter)
         if state is None or charge is None or not charge.thresholds \

@@ -16,6 +16,7 @@ from services.invoicing.answers import BillingRun, Invoice, InvoicePage, Upcomin
 from services.invoicing.documents import to_csv
 from services.invoicing.models import BillingRunRequest, CreditNoteRequest
 from services.invoicing.service import InvoicingService
+from shared.app import state_of
 from shared.audit import audit
 from shared.auth import AdminKey, Principal, Role, require
 from shared.errors import NotAcceptable
@@ -30,12 +31,7 @@ FinanceKey = Annotated[Principal, Depends(require(Role.FINANCE))]
 ReaderKey = Annotated[Principal, Depends(require(Role.FINANCE, Role.DASHBOARD))]
 
 
-def invoicing(request: Request) -> InvoicingService:
-    service: InvoicingService = request.app.state.invoicing
-    return service
-
-
-Invoicing = Annotated[InvoicingService, Depends(invoicing)]
+Invoicing = Annotated[InvoicingService, Depends(state_of("invoicing"))]
 
 # Routes answering a dict take `response_model=Any`: FastAPI renders the dict exactly as it
 # did with the `dict[str, Any]` it inferred, and the empty schema leaves room for the typed

@@ -6,6 +6,7 @@ the first one issued.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -29,14 +30,15 @@ from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.settings import InvoicingSettings
 
 
+@dataclass(frozen=True)
 class CreditNotes:
-    def __init__(self, state: InvoiceState, store: InvoiceStore, reads: InvoiceReads,
-                 clock: Clock, settings: InvoicingSettings) -> None:
-        self.state = state
-        self.store = store
-        self.reads = reads
-        self.clock = clock
-        self.settings = settings
+    """Credit notes (R9.3): numbered in Redis (`state`), stored in ClickHouse (`store`)."""
+
+    state: InvoiceState
+    store: InvoiceStore
+    reads: InvoiceReads
+    clock: Clock
+    settings: InvoicingSettings
 
     async def credit_note(self, number: str, amount_text: str | None, reason: str,
                           tenant_scope: str | None, idempotency_key: str | None = None,

@@ -10,13 +10,14 @@ from services.invoicing.pdf import check_template
 from services.invoicing.service import InvoicingService
 from services.invoicing.state import InvoiceState
 from services.invoicing.store import InvoiceStore
-from services.invoicing.worker import BillingJob, SubscriptionConsumer
-from shared.app import Runtime
+from services.invoicing.worker import SubscriptionConsumer
+from shared.app import Runtime, stop_each
 from shared.catalog_versions import CatalogVersions, check_versions_meters, load_catalog_versions
+from shared.clock import ServiceJob
 from shared.kafka import make_admin, make_reader
 from shared.keys import EntitlementsKeys, InvoicingKeys
 from shared.meters import MeterRegistry
-from shared.observability import INVOICING_OUTBOX_BACKLOG
+from shared.observability import BILLING_RUNS, INVOICING_OUTBOX_BACKLOG
 from shared.outbox import OutboxPublisher, OutboxStream
 from shared.settings import InvoicingSettings
 from shared.usage_limits import check_versions_limits
@@ -45,8 +46,7 @@ class InvoicingPart:
     async def start(self, runtime: Runtime) -> None:
         keys = InvoicingKeys(self.settings.invoicing_key_prefix)
         publisher = OutboxPublisher(
-            OutboxStream(runtime.redis, keys.outbox, keys.outbox_lease, keys.outbox_published,
-                         self.settings.outbox_retention_s), runtime.producer,
+            OutboxStream(runtime.redis, keys, self.settings.outbox_retention_s), runtime.producer,
             self.settings.subscription_events_topic, self.settings.invoicing_outbox_poll_s,
             "invoicing", INVOICING_OUTBOX_BACKLOG, lambda: make_reader(self.settings),
             lambda: make_admin(self.settings))
@@ -67,7 +67,10 @@ class InvoicingPart:
                                                  runtime.health)
             await self.consumer.start()
         if not self._registered:
-            runtime.scheduler.register(BillingJob(service))
+            # Each tenant's billing dates fall due at local midnight (R2.1); under the manual
+            # clock `PUT /v1/clock` runs them in time order.
+            runtime.scheduler.register(ServiceJob("invoicing-billing", service,
+                                                  BILLING_RUNS.labels("scheduled").inc))
             runtime.scheduler.register_barrier(self.caught_up)
             self._registered = True
 
@@ -76,11 +79,7 @@ class InvoicingPart:
             await self.consumer.caught_up()
 
     async def stop(self) -> None:
-        if self.publisher is not None:
-            await self.publisher.stop()
-            self.publisher = None
-        if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
+        await stop_each(self.publisher, self.consumer)
+        self.publisher, self.consumer = None, None
         if self.service is not None:
             self.service.documents.close()

@@ -23,11 +23,8 @@ from typing import Any
 from services.invoicing import compose
 from services.invoicing.drafts import Drafts
 from services.invoicing.models import Line
-from services.invoicing.store import InvoiceStore
 from shared.billing.money import format_money, parse_money
 from shared.billing.periods import Cycle, Period, local_date, period_containing
-from shared.catalog_versions import CatalogVersions
-from shared.meters import MeterRegistry
 from shared.subscription import TenantState
 from shared.times import utc_text
 
@@ -39,11 +36,11 @@ def pinned_to(view: TenantState, version: str) -> TenantState:
 
 
 class Repricing:
-    def __init__(self, store: InvoiceStore, catalogs: CatalogVersions, meters: MeterRegistry
-                 ) -> None:
-        self.store = store
-        self.catalogs = catalogs
-        self.drafts = Drafts(store, catalogs, meters)
+    """Migration previews (R10.5), drafted by the billing code on invoicing's stores."""
+
+    def __init__(self, drafts: Drafts) -> None:
+        self.drafts = drafts
+        self.store, self.catalogs = drafts.store, drafts.catalogs
 
     async def preview(self, view: TenantState, version: str, now: datetime
                       ) -> dict[str, Any]:

@@ -8,56 +8,33 @@ a replay after a crash finds the event id already billed (`inv:events`) and issu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from datetime import datetime
-from functools import partial
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from services.invoicing.service import InvoicingService
 from shared.consumer import (
     DeadLetterLimit,
+    LoopConsumer,
     LoopHealth,
-    Retrier,
     Stopping,
     SubscribedLoop,
     dead_letter_headers,
     send_dead_letters,
 )
 from shared.events import InvalidEvent
-from shared.kafka import make_consumer
-from shared.observability import BILLING_RUNS, CONSUMER_LAG
 from shared.settings import InvoicingSettings
 
 log = logging.getLogger(__name__)
 
 LOOP = "invoicing-consumer"
-LAG_NAME = LOOP
 BATCH = 500
 
 
-class BillingJob:
-    """A `DueJob`: each tenant's billing dates fall due at local midnight (R2.1); under the
-    manual clock `PUT /v1/clock` runs them in time order."""
-
-    name = "invoicing-billing"
-
-    def __init__(self, service: InvoicingService) -> None:
-        self._service = service
-
-    async def next_due(self) -> datetime | None:
-        return await self._service.next_due()
-
-    async def run_due(self, now: datetime) -> None:
-        BILLING_RUNS.labels("scheduled").inc()
-        await self._service.run_due(now)
-
-
-class SubscriptionConsumer:
+class SubscriptionConsumer(LoopConsumer):
     """Poll a bounded batch, handle each event in order, commit after the writes. An outage
     is retried (the invoice writes are idempotent); an event that cannot be handled goes to
     `subscription-events.dlq` with the reason, and the stream goes on."""
@@ -67,33 +44,19 @@ class SubscriptionConsumer:
         self._settings = settings
         self._service = service
         self._producer = producer
-        self._topic = settings.subscription_events_topic
-        self._retrier = Retrier(LOOP, health, initial_s=settings.retry_initial_s,
-                                max_s=settings.retry_max_s)
         self._dead_letter_limit = DeadLetterLimit(LOOP, health, settings.dead_letter_limit)
-        self.consumer: AIOKafkaConsumer = make_consumer(
-            settings, settings.invoicing_consumer_group, max_poll_records=BATCH)
-        self._loop = SubscribedLoop(self.consumer, self._topic, LOOP, LAG_NAME, health,
-                                    self._retrier)
+        self.loop = SubscribedLoop.on_subscription_events(
+            settings, settings.invoicing_consumer_group, LOOP, health, max_poll_records=BATCH)
+        self._retrier = self.loop.retrier
+        self.consumer = self.loop.consumer
+        self._topic = self.loop.topic
 
-    async def start(self) -> None:
-        await self._loop.start(self._run)
-
-    async def stop(self) -> None:
-        await self._loop.stop()
-
-    async def _run(self) -> None:
-        with contextlib.suppress(Stopping):
-            while True:
-                batch = await self._retrier.run("poll", lambda: self.consumer.getmany(
-                    timeout_ms=100, max_records=BATCH))
-                for tp, records in batch.items():
-                    dead = [await self._handle(record) for record in records]
-                    self._dead_letter_limit.observe(dead)
-                    if records:
-                        commit = partial(self.consumer.commit, {tp: records[-1].offset + 1})
-                        await self._retrier.run("commit", commit)
-                        CONSUMER_LAG.committed(LAG_NAME, {tp: records[-1].offset + 1})
+    async def run(self) -> None:
+        while True:
+            for tp, records in (await self.loop.poll(BATCH)).items():
+                self._dead_letter_limit.observe([await self._handle(r) for r in records])
+                if records:
+                    await self.loop.commit({tp: records[-1].offset + 1})
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         """Handle one event; True when it went to the dead-letter queue."""

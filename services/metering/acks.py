@@ -31,8 +31,8 @@ _SEND_AGAIN = "send them again (the same ids are counted once)"
 EventKey = tuple[str, str]  # (source, id)
 
 
-class EventsNotStored(Unavailable):
-    code = "events_not_stored"
+class EventsNotStored(Unavailable, code="events_not_stored"):
+    """The broker took the events, but they were not stored (in time, or on this broker)."""
 
 
 @dataclass(eq=False)

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from services.metering.models import CloudEvent, EventRefs, IngestResult, Meters, UsageSeries
 from services.metering.service import MeteringService
+from shared.app import state_of
 from shared.auth import Principal, Role, require
 from shared.errors import BadRequest, PayloadTooLarge, ValidationFailed
 from shared.openapi import ErrorBody, component_ref, errors
@@ -24,12 +25,7 @@ DashboardKey = Annotated[Principal, Depends(require(Role.DASHBOARD))]
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 
-def metering(request: Request) -> MeteringService:
-    service: MeteringService = request.app.state.metering
-    return service
-
-
-Metering = Annotated[MeteringService, Depends(metering)]
+Metering = Annotated[MeteringService, Depends(state_of("metering"))]
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

@@ -30,7 +30,7 @@ from services.metering.service import live_ops, local_day
 from shared import events
 from shared.clickhouse.client import ClickHouse
 from shared.events import UsageEvent
-from shared.keys import LIVE_INCARNATION, live_key
+from shared.keys import LIVE_INCARNATION, LIVE_PATTERN, live_key
 from shared.meters import value_expression
 from shared.redis import text
 from shared.resources import NO_RESOURCE_EVENTS, ResourceEvent
@@ -201,7 +201,7 @@ class LiveRebuild:
     async def _replace(self, state: LiveState, incarnation: str) -> None:
         """One transaction; skipped when another metering process rebuilt for the same
         incarnation meanwhile (it may already count new claims on top)."""
-        stale = [key async for key in self._redis.scan_iter(match="live:*", count=1000)]
+        stale = [key async for key in self._redis.scan_iter(match=LIVE_PATTERN, count=1000)]
         async with self._redis.pipeline(transaction=True) as pipe:
             await pipe.watch(LIVE_INCARNATION)
             marker = await pipe.get(LIVE_INCARNATION)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from services.webhooks.models import (
     DeliveryList,
@@ -15,6 +15,7 @@ from services.webhooks.models import (
     WebhookRequest,
 )
 from services.webhooks.service import MAX_LOG_PAGE, WebhooksService
+from shared.app import state_of
 from shared.audit import audit
 from shared.auth import AdminKey
 from shared.openapi import errors
@@ -25,12 +26,7 @@ EndpointId = Annotated[str, Path(max_length=64)]
 DeliveryId = Annotated[str, Path(max_length=64)]
 
 
-def webhooks(request: Request) -> WebhooksService:
-    service: WebhooksService = request.app.state.webhooks
-    return service
-
-
-Webhooks = Annotated[WebhooksService, Depends(webhooks)]
+Webhooks = Annotated[WebhooksService, Depends(state_of("webhooks"))]
 
 
 @router.post("/v1/webhooks", status_code=201, response_model=WebhookCreated,

@@ -8,19 +8,14 @@ says so once it lasts.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from functools import partial
 from typing import Final
 
-from aiokafka import AIOKafkaConsumer
-
 from services.webhooks.routing import deliveries_for
 from services.webhooks.store import WebhookStore
 from shared.clock import Clock
-from shared.consumer import LoopHealth, Retrier, Stopping, SubscribedLoop
-from shared.kafka import make_consumer
-from shared.observability import CONSUMER_LAG
+from shared.consumer import LoopConsumer, LoopHealth, SubscribedLoop
 from shared.settings import WebhooksSettings
 from shared.times import micros
 
@@ -29,42 +24,29 @@ BATCH: Final = 500
 FETCH_WAIT_MS: Final = 20
 
 
-class DeliveryFeed:
+class DeliveryFeed(LoopConsumer):
     def __init__(self, settings: WebhooksSettings, store: WebhookStore, clock: Clock,
                  health: LoopHealth, written: Callable[[], None]) -> None:
-        self._topic = settings.subscription_events_topic
         self._store = store
         self._clock = clock
         self._written = written
-        self._retrier = Retrier(LOOP, health, initial_s=settings.retry_initial_s,
-                                max_s=settings.retry_max_s)
         # A short fetch wait: a delivery's latency starts with it (the broker may hold an
         # empty fetch that long before it answers what arrived meanwhile).
-        self.consumer: AIOKafkaConsumer = make_consumer(
-            settings, settings.webhooks_consumer_group, max_poll_records=BATCH,
+        self.loop = SubscribedLoop.on_subscription_events(
+            settings, settings.webhooks_consumer_group, LOOP, health, max_poll_records=BATCH,
             fetch_max_wait_ms=FETCH_WAIT_MS)
-        self._loop = SubscribedLoop(self.consumer, self._topic, LOOP, LOOP, health,
-                                    self._retrier)
+        self._retrier = self.loop.retrier
 
-    async def start(self) -> None:
-        await self._loop.start(self._run)
-
-    async def stop(self) -> None:
-        await self._loop.stop()
-
-    async def _run(self) -> None:
-        with contextlib.suppress(Stopping):
-            while True:
-                batch = await self._retrier.run("poll", lambda: self.consumer.getmany(
-                    timeout_ms=100, max_records=BATCH))
-                ends = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-                if not ends:
-                    continue
-                values = [r.value or b"" for records in batch.values() for r in records]
-                await self._retrier.run("write", partial(self.write, values))
-                await self._retrier.run("commit", partial(self.consumer.commit, ends))
-                CONSUMER_LAG.committed(LOOP, ends)
-                self._written()
+    async def run(self) -> None:
+        while True:
+            batch = await self.loop.poll(BATCH)
+            ends = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+            if not ends:
+                continue
+            values = [r.value or b"" for records in batch.values() for r in records]
+            await self._retrier.run("write", partial(self.write, values))
+            await self.loop.commit(ends)
+            self._written()
 
     async def write(self, values: list[bytes]) -> int:
         """The deliveries of these messages, in order, for the endpoints as they are now."""

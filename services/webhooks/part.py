@@ -11,7 +11,7 @@ from services.webhooks.feed import DeliveryFeed
 from services.webhooks.sender import Sender
 from services.webhooks.service import WebhooksService
 from services.webhooks.store import WebhookStore
-from shared.app import Runtime
+from shared.app import Runtime, stop_each
 from shared.keys import WebhooksKeys
 from shared.settings import WebhooksSettings
 
@@ -42,12 +42,5 @@ class WebhooksPart:
         await self.feed.start()
 
     async def stop(self) -> None:
-        if self.feed is not None:
-            await self.feed.stop()
-            self.feed = None
-        if self.dispatcher is not None:
-            await self.dispatcher.stop()
-            self.dispatcher = None
-        if self.sender is not None:
-            await self.sender.close()
-            self.sender = None
+        await stop_each(self.feed, self.dispatcher, self.sender)
+        self.feed = self.dispatcher = self.sender = None

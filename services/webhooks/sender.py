@@ -76,7 +76,7 @@ class Sender:
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         await self._client.aclose()
 
     async def send(self, url: str, secret: str, delivery_id: str, body: bytes) -> Attempt:

@@ -165,13 +165,9 @@ class NewDelivery:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
-    id: str
-    endpoint: str
-    tenant: str
-    event_type: str
-    event_id: str
-    body: bytes
+class Delivery(NewDelivery):
+    """A delivery as stored: what the consumer wrote, and how its attempts went."""
+
     status: str  # pending, delivered, failed
     attempts: int
     failures: int  # failed attempts since its window opened

@@ -217,7 +217,7 @@ async def test_a_hostile_legal_name_prints_as_written(issued: Issued) -> None:
 
 
 async def test_a_two_hundred_line_invoice_prints_in_under_a_second(issued: Issued) -> None:
-    """The bound we hold documents to. T's period invoice with 200 seat lines of 2 × 10.00 = 20.00 (four
+    """The bound documents are held to. T's period invoice, 200 seat lines of 2 × 10.00 (four
     modules of 50 lines), written to the invoice store as INV-2026-000900: subtotal
     200 × 20.00 = 4000.00, VAT 800.00, total 4800.00. `GET` with `Accept: application/pdf`
     (read, rendered, answered): the median of 3 under 1 s, every line printed."""

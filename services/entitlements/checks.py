@@ -5,11 +5,14 @@ A check costs one Redis round trip: the reads it needs are planned from the docu
 seen (kept in memory, re-parsed only when it changed), sent with the document itself, and
 planned again only when the document changed what the check needs. The decisions are pure
 (decisions.py, support.py); this module plans reads and feeds them the values.
+
+What a plan grants and limits is read from the tenant's own catalog version at the instant of
+the check (R10.5): a tenant kept on an older price list keeps its limits until it migrates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -22,7 +25,7 @@ from services.entitlements.store import EntitlementsStore
 from shared import keys
 from shared.auth import Principal
 from shared.billing.periods import local_date
-from shared.catalog import Catalog
+from shared.catalog_versions import CatalogVersions
 from shared.clock import Clock
 from shared.errors import AppError, NotFound, ValidationFailed
 from shared.subscription import TenantState
@@ -61,13 +64,22 @@ class KeyedCheck:
 
 
 class Checks:
-    def __init__(self, store: EntitlementsStore, catalog: Catalog, index: dec.CatalogIndex,
-                 clock: Clock) -> None:
+    def __init__(self, store: EntitlementsStore, catalogs: CatalogVersions,
+                 indexes: Mapping[str, dec.CatalogIndex], clock: Clock) -> None:
         self.store = store
-        self.catalog = catalog
-        self.index = index
+        self.catalogs = catalogs
+        self.indexes = indexes  # by catalog version
+        self.index = indexes[catalogs.current.version]
+        # A name any version sells may be asked about; the tenant's version answers.
+        self.modules = frozenset[str]().union(*(i.modules for i in indexes.values()))
+        self.features = frozenset({"emails", "companies", "support"}).union(
+            *(i.features | i.resources | i.metered.meters for i in indexes.values()))
         self.clock = clock
         self._cache: dict[str, _Cached] = {}
+
+    def index_of(self, state: TenantState, now: datetime) -> dec.CatalogIndex:
+        """The lookups of the catalog version `state` is priced by at `now` (R10.5)."""
+        return self.indexes[self.catalogs.of(state, now).version]
 
     def parse_query(self, item: CheckItem) -> Query:
         if item.module is None and item.feature is None:
@@ -75,14 +87,11 @@ class Checks:
         if item.module is not None and item.feature is not None:
             raise ValidationFailed("feature: ask for a module or a feature, not both",
                                    field="feature")
-        if item.module is not None and item.module not in self.index.modules:
+        if item.module is not None and item.module not in self.modules:
             raise ValidationFailed(f"module: unknown module '{item.module}'", field="module")
         if item.user is not None and item.module is None:
             raise ValidationFailed("module: a user is checked on a module", field="module")
-        if item.feature is not None and item.feature not in ("emails", "companies", "support") \
-                and item.feature not in self.index.features \
-                and item.feature not in self.index.resources \
-                and item.feature not in self.index.metered.meters:
+        if item.feature is not None and item.feature not in self.features:
             raise ValidationFailed(f"feature: unknown feature '{item.feature}'",
                                    field="feature")
         quantity = 1 if item.quantity is None else item.quantity
@@ -99,18 +108,19 @@ class Checks:
                ) -> list[tuple[str, ...]]:
         """The live-counter reads one check needs; some depend on the tenant document."""
         tenant = query.tenant
+        index = self.index if cached is None else self.index_of(cached.state, now)
         if query.module is not None and query.user is not None:
             key = keys.users_key(tenant, query.module)
             admin = cached.state.admin_user if cached is not None else query.user
             return [("ZRANK", key, query.user), ("ZRANK", key, admin), ("ZCARD", key)]
         if query.feature == "companies":
             return [("GET", keys.companies_key(tenant))]
-        if query.feature in self.index.resources:  # R7.4: the set's size is the count
+        if query.feature in index.resources:  # R7.4: the set's size is the count
             return [("SCARD", keys.resource_key(tenant, query.feature))]
         if query.feature == "support" and cached is not None:  # R8.2, R8.3
             state = cached.state
             today = local_date(now, zone_of(state))
-            days = sup.check_days(state, self.catalog, today)
+            days = sup.check_days(state, index.catalog, today)
             return [("MGET", *(keys.support_minutes_key(tenant, d) for d in days),
                      *(keys.support_minutes_key(tenant, d, level_3=True) for d in days))]
         if query.feature == "emails" and cached is not None:
@@ -118,7 +128,7 @@ class Checks:
             if not days:
                 return []
             return [("MGET", *(keys.emails_key(tenant, d) for d in days))]
-        if query.feature in self.index.metered.meters and cached is not None:  # R10.4
+        if query.feature in index.metered.meters and cached is not None:  # R10.4
             return meter_reads(tenant, query.feature, period_days(cached.state, now))
         return []
 
@@ -142,36 +152,37 @@ class Checks:
         denial = dec.subscription_denial(state, today)
         if denial is not None:
             return denial
+        index = self.index_of(state, now)
         if query.module is not None:
             if query.user is None:
-                return dec.module_decision(state, self.index, query.module)
+                return dec.module_decision(state, index, query.module)
             user_rank, admin_rank, members = values[0], values[1], int(values[2])
             rank, extra = dec.extra_user_rank(
                 None if user_rank is None else int(user_rank),
                 None if admin_rank is None else int(admin_rank), members)
-            return dec.user_decision(state, self.index, query.module, query.user, rank, extra)
+            return dec.user_decision(state, index, query.module, query.user, rank, extra)
         if query.feature == "emails":
             used = sum(int(v) for v in values[0] if v is not None) if values else 0
-            return dec.email_decision(state, self.index, used, query.quantity)
+            return dec.email_decision(state, index, used, query.quantity)
         if query.feature == "support":
-            days = sup.check_days(state, self.catalog, today)
+            days = sup.check_days(state, index.catalog, today)
             raw = values[0] if values else [None] * (2 * len(days))
             minutes = {d: (max(0, int(low or 0)), max(0, int(high or 0)))
                        for d, low, high in zip(days, raw[:len(days)], raw[len(days):],
                                                strict=True)}
-            view = sup.support_view(state, self.catalog, zone_of(state), today, minutes)
+            view = sup.support_view(state, index.catalog, zone_of(state), today, minutes)
             return dec.support_decision(view, query.level)
         if query.feature == "companies":
-            return dec.company_decision(state, self.index, max(0, int(values[0] or 0)),
+            return dec.company_decision(state, index, max(0, int(values[0] or 0)),
                                         query.quantity)
-        if query.feature in self.index.metered.meters:
-            return dec.metered_decision(state, self.index, query.feature, meter_used(values),
+        if query.feature in index.metered.meters:
+            return dec.metered_decision(state, index, query.feature, meter_used(values),
                                         query.quantity)
-        if query.feature in self.index.resources:
-            return dec.resource_decision(state, self.index, query.feature,
+        if query.feature in index.resources:
+            return dec.resource_decision(state, index, query.feature,
                                          int(values[0] or 0), query.quantity)
         assert query.feature is not None
-        return dec.feature_decision(state, self.index, query.feature)
+        return dec.feature_decision(state, index, query.feature)
 
     async def check(self, query: Query) -> dict[str, Any]:
         """One decision in one Redis round trip (two the first time a tenant is seen)."""

@@ -62,8 +62,8 @@ class EntitlementsPart:
                                            publisher.notify, repricing, self.meters.meters)
         # Expiries, downgrades, ends and trial ends (R4.1, R4.4, R4.5, R5.3) fall due on the clock.
         runtime.scheduler.register(ServiceJob("entitlements-lifecycle", self.service))
-        # What a plan grants and limits is read from the current version, as the checks do.
-        self.watcher = ThresholdWatcher(store, self.catalogs.current, runtime.clock,
+        # What a plan grants and limits is read from each tenant's version, as the checks do.
+        self.watcher = ThresholdWatcher(store, self.catalogs, runtime.clock,
                                         publisher.notify,
                                         self.settings.entitlements_threshold_poll_s)
         self.watcher.start(runtime.health)

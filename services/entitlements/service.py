@@ -76,17 +76,17 @@ class EntitlementsService:
                  live: Mapping[str, Meter] | None = None) -> None:
         self.store = store
         self.catalogs = catalogs
-        # New tenants get the current version at once (R10.5); checks read what it grants.
+        # New tenants get the current version at once (R10.5).
         self.catalog = catalogs.current
         self.clock = clock
         self.settings = settings
         self.notify = notify
-        index = dec.CatalogIndex(self.catalog, live)  # live: the priced meters (R10.4)
-        self.checks = Checks(store, self.catalog, index, clock)
+        # Each version's lookups, once (live: the priced meters, R10.4).
+        indexes = {c.version: dec.CatalogIndex(c, live) for c in catalogs.versions}
+        self.checks = Checks(store, catalogs, indexes, clock)
         self.rules: dict[str, VersionRules] = {}
         for catalog in catalogs.versions:
-            purchases = PurchaseRules(catalog, index if catalog is self.catalog
-                                      else dec.CatalogIndex(catalog, live),
+            purchases = PurchaseRules(catalog, indexes[catalog.version],
                                       settings.entitlements_max_quantity)
             self.rules[catalog.version] = VersionRules(purchases, Baskets(purchases))
         self.migrations = Migrations(store, catalogs, clock, self._mutate, repricing)

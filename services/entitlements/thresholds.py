@@ -25,7 +25,8 @@ from services.entitlements.checks import period_days
 from services.entitlements.lifecycle import Effects, current_period, zone_of
 from services.entitlements.store import EntitlementsStore
 from shared.billing.periods import Period, local_date
-from shared.catalog import Catalog, UsageCharge
+from shared.catalog import UsageCharge
+from shared.catalog_versions import CatalogVersions
 from shared.clock import Clock
 from shared.consumer import LoopHealth
 from shared.redis import text
@@ -74,10 +75,10 @@ def threshold_event(state: TenantState, charge: UsageCharge, threshold: Threshol
 class ThresholdWatcher:
     """Looks at the touched (tenant, meter) pairs every `poll_s`."""
 
-    def __init__(self, store: EntitlementsStore, catalog: Catalog, clock: Clock,
+    def __init__(self, store: EntitlementsStore, catalogs: CatalogVersions, clock: Clock,
                  notify: Callable[[], None], poll_s: float) -> None:
         self._store = store
-        self._plans = {p.id: p for p in catalog.plans}
+        self._catalogs = catalogs
         self._clock = clock
         self._notify = notify
         self._poll_s = poll_s
@@ -109,7 +110,9 @@ class ThresholdWatcher:
     async def _look(self, member: str, seen: str, now: datetime) -> int:
         tenant, meter = touched_parts(member)
         state = await self._store.document(tenant)
-        plan = None if state is None else self._plans.get(state.plan)
+        # The tenant's own catalog version says what its plan charges and limits (R10.5).
+        plan = None if state is None \
+            else self._catalogs.of(state, now).by_id.plans.get(state.plan)
         charge = None if plan is None else charge_on(plan, meter)
         if state is None or charge is None or not charge.thresholds \
                 or state.status == "ended" or not (days := period_days(state, now)):

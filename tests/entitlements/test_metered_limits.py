@@ -302,3 +302,63 @@ async def test_r10_4_large_and_fractional_values_add_up_exactly(
         await send(app, [usage(tenant, "sms.sent", {"count": count}, f"l-{n}", at)
                          for n, count in enumerate(counts)])
         await used_reaches(app, tenant, "sms_sent", 10_999_999_999_999_990)
+
+
+def write_versions(tmp_path: Path) -> tuple[Path, Path]:
+    """Two catalog versions: 2027-01 with `metered` as above (1,000 calls a period, hard), and
+    2027-02 where `metered` allows 2,000."""
+    catalog, meters = write_catalog(tmp_path, METERED, METERED_PLUS)
+    raw: dict[str, Any] = yaml.safe_load(catalog.read_text(encoding="utf-8"))
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    raw["version"] = "2027-01"
+    (versions / "2027-01.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), "utf-8")
+    raw["version"] = "2027-02"
+    raised = {**API_CALLS, "limit": {"per_period": "2000", "mode": "hard"}}
+    raw["plans"] = [{**p, "usage": [raised, *p["usage"][1:]]} if p["id"] == "metered" else p
+                    for p in raw["plans"]]
+    (versions / "2027-02.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), "utf-8")
+    return versions, meters
+
+
+async def test_r10_5_limits_and_thresholds_come_from_the_tenants_own_version(
+        endpoints: Endpoints, unique: str, tmp_path: Path) -> None:
+    """A `metered` tenant created on version 2027-01 while 2027-02 is current. By hand, in
+    January 2027: 900 calls used; 200 more make 1,100, over its version's 1,000 (denied,
+    remaining 100), though 2027-02 would allow 2,000; and 900 ≥ 0.8 × 1,000 = 800 reaches
+    its threshold 0.8 at level 800 (under 2027-02 the level would be 1,600, not reached).
+    Migrated to 2027-02 from February 1: in February, 1,500 calls, and 200 more are covered
+    (1,700 ≤ 2,000, remaining 500); 1,500 < 0.8 × 2,000 = 1,600, so no threshold for February."""
+    catalog, meters = write_versions(tmp_path)
+    tenant = f"{unique}-pinned"
+    async with private_platform(endpoints, unique, START,
+                                db=LIMITS_DB, catalog=catalog, meters=meters) as app:
+        response = await app.client.post("/v1/tenants", headers=ADMIN, json={
+            "id": tenant, "plan": "metered", "cycle": "P1M", "anchor": "2027-01-01",
+            "time_zone": "UTC", "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-1",
+            "catalog_version": "2027-01"})
+        assert response.status_code == 201, response.text
+        await set_clock(app.client, "2027-01-10T12:00:00Z")
+        await send(app, [usage(tenant, "api.calls", {"count": 900}, "p-1",
+                               "2027-01-10T09:00:00Z")])
+        await used_reaches(app, tenant, "api_calls", 900)
+        assert await check(app, tenant, "api_calls", 200) == {
+            "decision": "denied", "reason": "limit_reached", "covered_by": None,
+            "limit": 1000, "used": 900, "remaining": 100, "raise_with": "metered-plus"}
+        [january] = await thresholds_published(endpoints, app, tenant, 1)
+        assert (january["data"]["threshold"], january["data"]["level"],
+                january["data"]["limit"]) == ("0.8", "800",
+                                              {"per_period": "1000", "mode": "hard"})
+
+        moved = await app.client.post(f"/v1/tenants/{tenant}/migrations", headers=ADMIN,
+                                      json={"version": "2027-02", "confirm": True})
+        assert moved.status_code == 202, moved.text
+        assert moved.json()["takes_effect"].startswith("2027-02-01")
+        await set_clock(app.client, "2027-02-03T12:00:00Z")
+        await send(app, [usage(tenant, "api.calls", {"count": 1500}, "p-2",
+                               "2027-02-02T09:00:00Z")])
+        await used_reaches(app, tenant, "api_calls", 1500)
+        assert await check(app, tenant, "api_calls", 200) == {
+            "decision": "covered", "reason": "usage_charge", "covered_by": None,
+            "limit": 2000, "used": 1500, "remaining": 500}
+        assert len(await thresholds_published(endpoints, app, tenant, 1)) == 1

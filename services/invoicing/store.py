@@ -213,19 +213,26 @@ class InvoiceStore:
             "ORDER BY issued_at, number", params)
         return [_document(doc) for (doc,) in rows]
 
-    async def billed_quantities_since(self, tenants: Sequence[str], first: date
+    async def billed_quantities_since(self, tenants: Sequence[str], first: date,
+                                      meters: Sequence[str],
+                                      meter_modules: Sequence[tuple[str, str]] = ()
                                       ) -> dict[tuple[str, date, date],
                                                 dict[tuple[str, str | None], Decimal]]:
         """Quantity billed so far per (tenant, period) and (meter, module), for periods from
-        `first`: arrears lines plus earlier adjustments for the same period (R9.4)."""
+        `first`: arrears lines plus earlier adjustments for the same period (R9.4). Only the
+        meters asked for (a meter's name before any '@rate'): those of `meters` on any
+        module, those of `meter_modules` on the module named."""
         if not tenants:
             return {}
         rows = await self._rows(
             "SELECT tenant, period_from, period_to, meter, module, sum(quantity) FROM "
             "(SELECT * FROM invoice_lines WHERE tenant IN {ts:Array(String)} AND meter != '' "
-            "AND period_from >= {first:Date32} LIMIT 1 BY number, line_no) "
+            "AND period_from >= {first:Date32} AND (splitByChar('@', meter)[1] IN "
+            "{ms:Array(String)} OR (meter, ifNull(module, '')) IN "
+            "{mms:Array(Tuple(String, String))}) LIMIT 1 BY number, line_no) "
             "GROUP BY tenant, period_from, period_to, meter, module",
-            {"ts": list(tenants), "first": first})
+            {"ts": list(tenants), "first": first, "ms": list(meters),
+             "mms": list(meter_modules)})
         billed: dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]] = \
             defaultdict(dict)
         for tenant, a, b, meter, module, quantity in rows:

@@ -195,8 +195,9 @@ def extra_users_by_period(view: TenantState, catalogs: Sequence[Catalog],
     periods of a tenant (R9.4), so the users with access over each one are found in one pass
     over the access spans for all of them."""
     zone = view.zone
+    modules = frozenset(modules)
     over = users_by_window(intervals, [(p.start_instant(zone), p.end_instant(zone))
-                                       for p in periods])
+                                       for p in periods], modules)
     return [_extra_users(view, catalog, period, intervals, modules, users)
             for catalog, period, users in zip(catalogs, periods, over, strict=True)]
 
@@ -211,7 +212,7 @@ def _extra_users(view: TenantState, catalog: Catalog, period: Period, intervals:
         over_period = users_with_access(intervals, start, end)
     plan = _plan_modules(view, catalog, end - timedelta(microseconds=1))
     result: dict[str, ExtraUsers] = {}
-    for module_id in sorted(plan if only is None else plan & set(only)):
+    for module_id in sorted(plan if only is None else plan & frozenset(only)):
         try:
             module = catalog.module(module_id)
         except UnknownCatalogItem:

@@ -195,33 +195,28 @@ class LateUsage:
         return counted
 
     def _lines(self, view: TenantState, meters: Touched, reads: _Reads) -> list[Line]:
-        lines: list[Line] = []
         tenant = view.id
-        periods = sorted({p for ps in meters.values() for p in ps}, key=lambda p: p.start)
+        by_period: dict[Period, list[str]] = defaultdict(list)
+        for meter, changed in meters.items():
+            for period in changed:
+                by_period[period].append(meter)
+        periods = sorted(by_period, key=lambda p: p.start)
         # R10.5: corrected at the prices the period was billed at, before any migration
         catalogs = [self.catalogs.of(view, p.start_instant(view.zone)) for p in periods]
-        extra_users = _extra_users(view, meters, periods, catalogs, reads)
-        for period, catalog, users in zip(periods, catalogs, extra_users, strict=True):
+        lines: list[Line] = []
+        for period, catalog, users in zip(periods, catalogs, _extra_users(
+                view, meters, periods, catalogs, reads), strict=True):
             billed_so_far = reads.billed.get((tenant, period.start, period.end), {})
+            names = set(by_period[period])
             if metered := reads.metered.get((tenant, period)):
                 lines.extend(usage_adjustment_lines(
                     view, catalog, period, metered, billed_so_far,
-                    {m.removeprefix(USAGE_METER): ps[period][:MAX_IDS_PER_LINE]
-                     for m, ps in meters.items() if period in ps}))
-            names = {meter for meter, ps in meters.items()
-                     if period in ps and not meter.startswith(USAGE_METER)}
+                    {m.removeprefix(USAGE_METER): meters[m][period][:MAX_IDS_PER_LINE]
+                     for m in names if m.startswith(USAGE_METER)}))
+                names = {m for m in names if not m.startswith(USAGE_METER)}
             if not names:
                 continue
-            recomputed: dict[tuple[str, str | None], Decimal] = {
-                (compose.EXTRA_USERS_METER, module): Decimal(counted.billable)
-                for module, counted in users.items()
-                if f"{compose.EXTRA_USERS_METER}:{module}" in names}
-            if others := {meter for meter in names
-                          if not meter.startswith(compose.EXTRA_USERS_METER)}:
-                usage = compose.PeriodUsage(emails=reads.emails.get((tenant, period), 0),
-                                            support=reads.sessions.get(tenant, []))
-                recomputed.update(compose.arrears_quantities(view, catalog, period, usage,
-                                                             others))
+            recomputed = _recomputed(view, catalog, period, names, users, reads)
             billed = {key: q for key, q in billed_so_far.items() if _touches(key, names)}
             ids: dict[str, list[str]] = defaultdict(list)
             for meter in names:
@@ -229,6 +224,23 @@ class LateUsage:
             lines.extend(compose.adjustment_lines(view, catalog, period, recomputed,
                                                   billed, ids))
         return lines
+
+
+def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: set[str],
+                users: dict[str, ExtraUsers], reads: _Reads
+                ) -> dict[tuple[str, str | None], Decimal]:
+    """The quantities of the built-in meters `names` recomputed for `period`; the extra
+    users of its touched modules are already counted (`users`)."""
+    recomputed: dict[tuple[str, str | None], Decimal] = {
+        (compose.EXTRA_USERS_METER, module): Decimal(counted.billable)
+        for module, counted in users.items()
+        if f"{compose.EXTRA_USERS_METER}:{module}" in names}
+    if others := {meter for meter in names
+                  if not meter.startswith(compose.EXTRA_USERS_METER)}:
+        usage = compose.PeriodUsage(emails=reads.emails.get((view.id, period), 0),
+                                    support=reads.sessions.get(view.id, []))
+        recomputed.update(compose.arrears_quantities(view, catalog, period, usage, others))
+    return recomputed
 
 
 def _extra_users(view: TenantState, meters: Touched, periods: list[Period],

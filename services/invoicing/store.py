@@ -96,24 +96,13 @@ class InvoiceStore:
         credits = [d for d in docs if d["kind"] == "credit_note"]
         if invoices:
             token = "inv:" + ",".join(sorted(d["number"] for d in invoices))
-            lines = [(d, i, line) for d in invoices for i, line in enumerate(d["lines"])]
+            lines = [row for d in invoices for row in _line_rows(d)]
             if lines:
-                await self._ch.insert_columns(self.t_lines, LINE_COLUMNS, [
-                    [d["number"] for d, _, _ in lines],
-                    [d["tenant"] for d, _, _ in lines],
-                    [from_utc_text(d["issued_at"]) for d, _, _ in lines],
-                    [i for _, i, _ in lines],
-                    [line["module"] for _, _, line in lines],
-                    [line["kind"] for _, _, line in lines],
-                    [line["description"] for _, _, line in lines],
-                    [Decimal(line["quantity"]) for _, _, line in lines],
-                    [Decimal(line["unit_price"]) for _, _, line in lines],
-                    [Decimal(line["amount"]) for _, _, line in lines],
-                    [_date((line["period"] or {}).get("from")) for _, _, line in lines],
-                    [_date((line["period"] or {}).get("to")) for _, _, line in lines],
-                    [line.get("_meter", "") for _, _, line in lines],
-                    [orjson.dumps(line["source"]).decode() for _, _, line in lines],
-                ], settings={"insert_deduplication_token": token + ":lines"})
+                # Rows built in one pass, turned into columns by one transposition.
+                await self._ch.insert_columns(self.t_lines, LINE_COLUMNS,
+                                              [list(column) for column in zip(*lines, strict=True)],
+                                              settings={"insert_deduplication_token":
+                                                        token + ":lines"})
             await self._ch.insert_columns(self.t_invoices, INVOICE_COLUMNS, [
                 [d["number"] for d in invoices],
                 [d["tenant"] for d in invoices],
@@ -322,6 +311,20 @@ class InvoiceStore:
                 for t, k, tm, m, i, st in rows]
 
 
+def _line_rows(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """A document's lines as `invoice_lines` rows, in the order of LINE_COLUMNS."""
+    number, tenant, issued = doc["number"], doc["tenant"], from_utc_text(doc["issued_at"])
+    rows = []
+    for i, line in enumerate(doc["lines"]):
+        period = line["period"] or {}
+        rows.append((number, tenant, issued, i, line["module"], line["kind"],
+                     line["description"], Decimal(line["quantity"]),
+                     Decimal(line["unit_price"]), Decimal(line["amount"]),
+                     _date(period.get("from")), _date(period.get("to")),
+                     line.get("_meter", ""), orjson.dumps(line["source"]).decode()))
+    return rows
+
+
 def _as_date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
@@ -329,8 +332,17 @@ def _as_date(value: Any) -> date:
 def _public(doc: dict[str, Any]) -> dict[str, Any]:
     """The document as served: internal keys (leading underscore) dropped."""
     out = {k: v for k, v in doc.items() if not k.startswith("_")}
-    out["lines"] = [{k: v for k, v in line.items() if not k.startswith("_")}
-                    for line in doc.get("lines", [])]
+    out["lines"] = [_public_line(line) for line in doc.get("lines", [])]
+    return out
+
+
+def _public_line(line: dict[str, Any]) -> dict[str, Any]:
+    """A line as served: without the meter it was measured by (`_meter`, the only internal
+    key a line has: documents.render), copied only when it has one."""
+    if "_meter" not in line:
+        return line
+    out = dict(line)
+    del out["_meter"]
     return out
 
 

@@ -52,16 +52,18 @@ def users_with_access(intervals: Intervals,
     return users_by_window(intervals, [(start, end)])[0]
 
 
-def users_by_window(intervals: Intervals, windows: Sequence[tuple[datetime, datetime]]
-                    ) -> list[dict[str, set[str]]]:
-    """For each window [start, end) of `windows`, per module, the distinct users who held
-    access at any moment of it (R6.4). The windows come in order and do not overlap (a
-    tenant's periods), so each span finds the windows it meets by bisection: one pass over
-    the spans for all the windows, however many."""
+def users_by_window(intervals: Intervals, windows: Sequence[tuple[datetime, datetime]],
+                    modules: Collection[str] | None = None) -> list[dict[str, set[str]]]:
+    """For each window [start, end) of `windows`, per module (of `modules`, or all), the
+    distinct users who held access at any moment of it (R6.4). The windows come in order and
+    do not overlap (a tenant's periods), so each span finds the windows it meets by
+    bisection: one pass over the spans for all the windows, however many."""
     starts = [start for start, _ in windows]
     ends = [end for _, end in windows]
     found: list[dict[str, set[str]]] = [defaultdict(set) for _ in windows]
     for (module, user), spans in intervals.items():
+        if modules is not None and module not in modules:
+            continue
         for opened, closed in spans:
             # A span meets the windows ending after it opens and starting before it closes.
             last = len(windows) if closed is None else bisect_left(starts, closed)

@@ -112,8 +112,10 @@ def _decimal_product(quantity: Decimal, unit_price: Decimal, currency: str) -> D
 
 def _round_decimal(value: Decimal, currency: str) -> Decimal:
     """A finite Decimal rounded half away from zero to the minor unit; never -0.00."""
-    context = _exact_context(len(value.as_tuple().digits))
-    rounded = value.quantize(_minor_step(currency), context=context)
+    _, digits, exponent = value.as_tuple()
+    if exponent == -minor_unit(currency):  # already at the minor unit (a line's amount)
+        return value if value else value.copy_abs()
+    rounded = value.quantize(_minor_step(currency), context=_exact_context(len(digits)))
     return rounded if rounded else rounded.copy_abs()
 
 

@@ -411,6 +411,11 @@ def support_overage_lines(view: TenantState, catalog: Catalog, period: Period,
 
 CORRECTS = {EXTRA_USERS_METER: "extra_users", EMAILS_METER: "email_overage",
             SUPPORT_METER: "support_overage"}
+_NONE = Decimal(0)
+
+
+def _meter_then_module(key: tuple[str, str | None]) -> tuple[str, str]:
+    return key[0], key[1] or ""
 
 
 def adjustment_lines(view: TenantState, catalog: Catalog, period: Period,
@@ -420,17 +425,17 @@ def adjustment_lines(view: TenantState, catalog: Catalog, period: Period,
     """(quantity recomputed for `period` − quantity billed for it) × unit price, one line per
     meter and module whose quantity changed, naming the corrected period (R9.4)."""
     lines: list[Line] = []
-    for key in sorted(set(recomputed) | set(billed), key=lambda k: (k[0], k[1] or "")):
+    for key in sorted(recomputed.keys() | billed.keys(), key=_meter_then_module):
         meter, module = key
-        delta = recomputed.get(key, Decimal(0)) - billed.get(key, Decimal(0))
+        now, was = recomputed.get(key, _NONE), billed.get(key, _NONE)
         price = unit_price(catalog, view, meter, module)
-        if delta == 0 or price is None:
+        if now == was or price is None:
             continue
         base = meter.partition("@")[0]
         lines.append(_usage_line(
-            view, period, module, "adjustment", meter, delta, price,
-            f"late usage: {meter} for {period.start} – {period.end} recomputed "
-            f"{recomputed.get(key, Decimal(0)):f}, billed {billed.get(key, Decimal(0)):f}",
+            view, period, module, "adjustment", meter, now - was, price,
+            f"late usage: {meter} for {period.start} – {period.end} recomputed {now:f}, "
+            f"billed {was:f}",
             {"meter": meter, "corrects": CORRECTS[base],
              "late_event_ids": late_ids.get(base, [])[:1000]}))
     return lines

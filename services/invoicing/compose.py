@@ -6,7 +6,7 @@ stores never reach this module, so every amount here can be checked by hand.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -15,12 +15,13 @@ from typing import Any
 from services.invoicing.licences import licence_line
 from services.invoicing.models import Line, LineKind
 from shared.billing import support as sb
-from shared.billing.periods import (
-    Period,
-    local_date,
-    local_midnight,
+from shared.billing.periods import Period, local_date, midnight_utc
+from shared.billing.seats import (
+    Intervals,
+    access_intervals,
+    users_by_window,
+    users_with_access,
 )
-from shared.billing.seats import Intervals, access_intervals, users_with_access
 from shared.catalog import Catalog, Pack, UnknownCatalogItem
 from shared.coverage import email_allowance, granted, support_contracts
 from shared.subscription import Lot, TenantState
@@ -160,7 +161,7 @@ def seat_capacity(view: TenantState, catalog: Catalog, module: str, period: Peri
     """Seats covering the module on the period's last day, a lot cancelled during the
     period included (R6.2, R6.4)."""
     zone = view.zone
-    last_day = local_midnight(period.end - timedelta(days=1), zone)
+    last_day = midnight_utc(period.end - timedelta(days=1), zone)
     end = period.end_instant(zone)
     packs = catalog.seat_packs(module)
     return granted(lot for lot in view.lots
@@ -186,14 +187,32 @@ def extra_users(view: TenantState, catalog: Catalog, period: Period,
     return _extra_users(view, catalog, period, access_intervals(access))
 
 
+def extra_users_by_period(view: TenantState, catalogs: Sequence[Catalog],
+                          periods: Sequence[Period], intervals: Intervals,
+                          modules: Collection[str]) -> list[dict[str, ExtraUsers]]:
+    """The extra users of `modules` (R6.4) of each of `periods` (in order, never
+    overlapping), each priced by its catalog of `catalogs`: late usage recomputes dozens of
+    periods of a tenant (R9.4), so the users with access over each one are found in one pass
+    over the access spans for all of them."""
+    zone = view.zone
+    modules = frozenset(modules)
+    over = users_by_window(intervals, [(p.start_instant(zone), p.end_instant(zone))
+                                       for p in periods], modules)
+    return [_extra_users(view, catalog, period, intervals, modules, users)
+            for catalog, period, users in zip(catalogs, periods, over, strict=True)]
+
+
 def _extra_users(view: TenantState, catalog: Catalog, period: Period, intervals: Intervals,
-                 only: Collection[str] | None = None) -> dict[str, ExtraUsers]:
+                 only: Collection[str] | None = None,
+                 over_period: dict[str, set[str]] | None = None) -> dict[str, ExtraUsers]:
+    """`over_period`: the users with access over the whole period, when already known."""
     zone = view.zone
     start, end = period.start_instant(zone), period.end_instant(zone)
-    over_period = users_with_access(intervals, start, end)
+    if over_period is None:
+        over_period = users_with_access(intervals, start, end)
     plan = _plan_modules(view, catalog, end - timedelta(microseconds=1))
     result: dict[str, ExtraUsers] = {}
-    for module_id in sorted(plan if only is None else plan & set(only)):
+    for module_id in sorted(plan if only is None else plan & frozenset(only)):
         try:
             module = catalog.module(module_id)
         except UnknownCatalogItem:
@@ -338,8 +357,6 @@ def _usage_line(view: TenantState, period: Period, module: str | None, kind: Lin
                        source={**source, "module": module, "period": period.public()})
 
 
-
-
 def support_since(view: TenantState, period: Period) -> date:
     """The first local day whose sessions matter for `period`: banks are used from their
     contract start, and a carried-over bank from its predecessor's (R8.2, R8.4)."""
@@ -376,21 +393,17 @@ def support_overage_lines(view: TenantState, catalog: Catalog, period: Period,
                                                     usage.support).items()):
         minutes = sum(a.overage for a in allocations)
         quantity = Decimal(minutes) / Decimal(60)
-        lines.append(Line.priced(
-            module=module, kind="support_overage",
-            description=f"support beyond the allowances and banks: {minutes} min "
-                        f"({len(allocations)} session(s), each rounded up to 15 min) at "
-                        f"{rate}/h",
-            quantity=quantity, unit_price=rate, currency=view.currency, period=period,
-            meter=support_meter(rate),
-            source={"meter": SUPPORT_METER, "module": module, "period": period.public(),
-                    "unit": "hour", "event_ids": [a.session.id for a in allocations],
-                    "sessions": [{"id": a.session.id, "day": a.session.day.isoformat(),
-                                  "level": a.session.level, "minutes": a.session.minutes,
-                                  "rounded": a.rounded, "daily": a.daily,
-                                  "banks": a.banks, "billed": a.overage}
-                                 for a in allocations[:1000]],
-                    "query": usage.support_query}))
+        lines.append(_usage_line(
+            view, period, module, "support_overage", support_meter(rate), quantity, rate,
+            f"support beyond the allowances and banks: {minutes} min ({len(allocations)} "
+            f"session(s), each rounded up to 15 min) at {rate}/h",
+            {"meter": SUPPORT_METER, "unit": "hour",
+             "event_ids": [a.session.id for a in allocations],
+             "sessions": [{"id": a.session.id, "day": a.session.day.isoformat(),
+                           "level": a.session.level, "minutes": a.session.minutes,
+                           "rounded": a.rounded, "daily": a.daily, "banks": a.banks,
+                           "billed": a.overage} for a in allocations[:1000]],
+             "query": usage.support_query}))
     return lines
 
 
@@ -398,6 +411,12 @@ def support_overage_lines(view: TenantState, catalog: Catalog, period: Period,
 
 CORRECTS = {EXTRA_USERS_METER: "extra_users", EMAILS_METER: "email_overage",
             SUPPORT_METER: "support_overage"}
+_NONE = Decimal(0)
+
+
+def _meter_then_module(key: tuple[str, str | None]) -> tuple[str, str]:
+    return key[0], key[1] or ""
+
 
 def adjustment_lines(view: TenantState, catalog: Catalog, period: Period,
                      recomputed: Mapping[tuple[str, str | None], Decimal],
@@ -406,20 +425,17 @@ def adjustment_lines(view: TenantState, catalog: Catalog, period: Period,
     """(quantity recomputed for `period` − quantity billed for it) × unit price, one line per
     meter and module whose quantity changed, naming the corrected period (R9.4)."""
     lines: list[Line] = []
-    for key in sorted(set(recomputed) | set(billed), key=lambda k: (k[0], k[1] or "")):
+    for key in sorted(recomputed.keys() | billed.keys(), key=_meter_then_module):
         meter, module = key
-        delta = recomputed.get(key, Decimal(0)) - billed.get(key, Decimal(0))
+        now, was = recomputed.get(key, _NONE), billed.get(key, _NONE)
         price = unit_price(catalog, view, meter, module)
-        if delta == 0 or price is None:
+        if now == was or price is None:
             continue
-        lines.append(Line.priced(
-            module=module, kind="adjustment",
-            description=f"late usage: {meter} for {period.start} – {period.end} "
-                        f"recomputed {recomputed.get(key, Decimal(0)):f}, billed "
-                        f"{billed.get(key, Decimal(0)):f}",
-            quantity=delta, unit_price=price, currency=view.currency, period=period,
-            meter=meter,
-            source={"meter": meter, "module": module, "period": period.public(),
-                    "corrects": CORRECTS[meter.partition("@")[0]],
-                    "late_event_ids": late_ids.get(meter.partition("@")[0], [])[:1000]}))
+        base = meter.partition("@")[0]
+        lines.append(_usage_line(
+            view, period, module, "adjustment", meter, now - was, price,
+            f"late usage: {meter} for {period.start} – {period.end} recomputed {now:f}, "
+            f"billed {was:f}",
+            {"meter": meter, "corrects": CORRECTS[base],
+             "late_event_ids": late_ids.get(base, [])[:1000]}))
     return lines

@@ -9,10 +9,12 @@ too, R8.2); an event of a meter a usage charge prices (R10.1) only its own perio
 usage lines and minimum commitment are recomputed (usage_charges.usage_adjustment_lines).
 
 The cost does not grow with the number of periods corrected times the usage read: for all the
-tenants of a run, the late events, the quantities already billed, the access history and the
-support sessions are each read once, and every affected period is recomputed from them in
-memory; only e-mails and priced meters, which change one period each, are read per distinct
-period window.
+tenants of a run, the late events, the quantities already billed (of the meters and modules
+touched only), the access history and the support sessions are each read once, and every
+affected period is recomputed from them in memory; only e-mails and priced meters, which
+change one period each, are read per distinct period window. A tenant's extra users are
+counted for all its affected periods in one pass over its access spans
+(`compose.extra_users_by_period`), not one pass per period.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from services.invoicing import compose, schedule
+from services.invoicing.compose import ExtraUsers
 from services.invoicing.models import Line
 from services.invoicing.store import InvoiceStore, LateEvent
 from services.invoicing.usage_charges import (
@@ -34,6 +37,7 @@ from services.invoicing.usage_charges import (
 from shared import events as ev
 from shared.billing.periods import Period, local_date
 from shared.billing.seats import Intervals, access_intervals
+from shared.catalog import Catalog
 from shared.catalog_versions import CatalogVersions
 from shared.meters import Aggregation, Meter, MeterRegistry
 from shared.subscription import TenantState
@@ -137,7 +141,11 @@ class LateUsage:
         periods = {(t, p) for t, meters in touched.items() for ps in meters.values()
                    for p in ps}
         first = min(p.start for _, p in periods)
-        billed = await self.store.billed_quantities_since(sorted(views), first)
+        names = {meter for meters in touched.values() for meter in meters}
+        billed = await self.store.billed_quantities_since(
+            sorted(views), first,
+            sorted(m for m in names if not m.startswith(compose.EXTRA_USERS_METER)),
+            sorted(_pair(m) for m in names if m.startswith(compose.EXTRA_USERS_METER)))
         end = max(p.end_instant(views[t].zone) for t, p in periods)
         with_access = sorted(t for t, m in touched.items()
                              if any(x.startswith(compose.EXTRA_USERS_METER) for x in m))
@@ -189,30 +197,28 @@ class LateUsage:
         return counted
 
     def _lines(self, view: TenantState, meters: Touched, reads: _Reads) -> list[Line]:
-        lines: list[Line] = []
         tenant = view.id
-        for period in sorted({p for ps in meters.values() for p in ps}, key=lambda p: p.start):
-            usage = compose.PeriodUsage(
-                emails=reads.emails.get((tenant, period), 0),
-                intervals=reads.intervals.get(tenant, {}),
-                support=reads.sessions.get(tenant, []))
-            touching = {meter for meter, ps in meters.items() if period in ps}
+        by_period: dict[Period, list[str]] = defaultdict(list)
+        for meter, changed in meters.items():
+            for period in changed:
+                by_period[period].append(meter)
+        periods = sorted(by_period, key=lambda p: p.start)
+        # R10.5: corrected at the prices the period was billed at, before any migration
+        catalogs = [self.catalogs.of(view, p.start_instant(view.zone)) for p in periods]
+        lines: list[Line] = []
+        for period, catalog, users in zip(periods, catalogs, _extra_users(
+                view, meters, periods, catalogs, reads), strict=True):
             billed_so_far = reads.billed.get((tenant, period.start, period.end), {})
-            # R10.5: corrected at the prices the period was billed at, before any migration
-            catalog = self.catalogs.of(view, period.start_instant(view.zone))
+            names = set(by_period[period])
             if metered := reads.metered.get((tenant, period)):
                 lines.extend(usage_adjustment_lines(
                     view, catalog, period, metered, billed_so_far,
-                    {m.removeprefix(USAGE_METER): ps[period][:MAX_IDS_PER_LINE]
-                     for m, ps in meters.items() if period in ps}))
-            names = {meter for meter in touching if not meter.startswith(USAGE_METER)}
+                    {m.removeprefix(USAGE_METER): meters[m][period][:MAX_IDS_PER_LINE]
+                     for m in names if m.startswith(USAGE_METER)}))
+                names = {m for m in names if not m.startswith(USAGE_METER)}
             if not names:
                 continue
-            base = {meter.partition(":")[0] for meter in names}
-            modules = {meter.partition(":")[2] for meter in names
-                       if meter.startswith(compose.EXTRA_USERS_METER)}
-            recomputed = compose.arrears_quantities(view, catalog, period, usage, base,
-                                                    modules)
+            recomputed = _recomputed(view, catalog, period, names, users, reads)
             billed = {key: q for key, q in billed_so_far.items() if _touches(key, names)}
             ids: dict[str, list[str]] = defaultdict(list)
             for meter in names:
@@ -220,6 +226,41 @@ class LateUsage:
             lines.extend(compose.adjustment_lines(view, catalog, period, recomputed,
                                                   billed, ids))
         return lines
+
+
+def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: set[str],
+                users: dict[str, ExtraUsers], reads: _Reads
+                ) -> dict[tuple[str, str | None], Decimal]:
+    """The quantities of the built-in meters `names` recomputed for `period`; the extra
+    users of its touched modules are already counted (`users`)."""
+    recomputed: dict[tuple[str, str | None], Decimal] = {
+        (compose.EXTRA_USERS_METER, module): Decimal(counted.billable)
+        for module, counted in users.items()
+        if f"{compose.EXTRA_USERS_METER}:{module}" in names}
+    if others := {meter for meter in names
+                  if not meter.startswith(compose.EXTRA_USERS_METER)}:
+        usage = compose.PeriodUsage(emails=reads.emails.get((view.id, period), 0),
+                                    support=reads.sessions.get(view.id, []))
+        recomputed.update(compose.arrears_quantities(view, catalog, period, usage, others))
+    return recomputed
+
+
+def _extra_users(view: TenantState, meters: Touched, periods: list[Period],
+                 catalogs: list[Catalog], reads: _Reads) -> list[dict[str, ExtraUsers]]:
+    """Per period of `periods`, the extra users of the modules late access events touched
+    (none for a period they did not touch), all periods counted in one pass (R6.4)."""
+    modules = {meter.partition(":")[2] for meter in meters
+               if meter.startswith(compose.EXTRA_USERS_METER)}
+    if not modules:
+        return [{} for _ in periods]
+    return compose.extra_users_by_period(view, catalogs, periods,
+                                         reads.intervals.get(view.id, {}), modules)
+
+
+def _pair(meter: str) -> tuple[str, str]:
+    """`extra_users:crm` → ('extra_users', 'crm'): extra users are billed per module."""
+    name, _, module = meter.partition(":")
+    return name, module
 
 
 def _touches(key: tuple[str, str | None], names: set[str]) -> bool:

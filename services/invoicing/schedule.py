@@ -5,7 +5,7 @@ subscription whose renewal is off. Pure functions of the tenant document.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from itertools import pairwise
 
 from shared.billing.periods import (
@@ -13,7 +13,7 @@ from shared.billing.periods import (
     Period,
     billing_dates_between,
     local_date,
-    local_midnight,
+    midnight_utc,
     period_boundary,
     period_containing,
     period_index,
@@ -58,7 +58,7 @@ def is_billing_date(view: TenantState, day: date) -> bool:
 
 def billing_instant(view: TenantState, day: date) -> datetime:
     """A billing date falls due at local midnight in the tenant's zone (R2.1), in UTC."""
-    return local_midnight(day, view.zone).astimezone(UTC)
+    return midnight_utc(day, view.zone)
 
 
 def ended_period(view: TenantState, day: date) -> Period | None:

@@ -38,6 +38,7 @@ from services.invoicing.state import (
     NUMBER_PLACEHOLDER,
     InvoiceState,
     IssueRequest,
+    IssueResult,
 )
 from services.invoicing.store import InvoiceStore
 from shared.billing.money import parse_money
@@ -247,11 +248,13 @@ class InvoicingService:
         """Number, announce and write `drafts`; `views` (their tenants' documents, as read
         for the drafts) name the buyer (R9.8); `actor` is who caused them (null: the clock)."""
         requests: list[IssueRequest] = []
+        templates: list[dict[str, Any]] = []
         terms = self.settings.invoicing_payment_terms_days
         for draft in drafts:
             doc = render(draft, ISSUED_AT_PLACEHOLDER, NUMBER_PLACEHOLDER)
             doc.update(legal.mentions(self.settings, draft.tenant, views.get(draft.tenant),
                                       terms))
+            templates.append(doc)
             requests.append(IssueRequest(
                 marker_key=self.state.keys.billed(draft.tenant)
                 if draft.billing_date or draft.advances_cutoff else self.state.keys.events,
@@ -267,11 +270,23 @@ class InvoicingService:
         skipped = [d.tenant for d, r in zip(drafts, results, strict=True)
                    if not r.issued and r.number != "" and d.billing_date is not None]
         if numbers:
-            pending = await self.state.pending()
-            docs = [dict(orjson.loads(pending[n])) for n in numbers if n in pending]
+            docs = await self._issued_documents(templates, results)
             await self.store.insert_documents(docs)
             await self.state.clear_pending([d["number"] for d in docs])
         return numbers, skipped
+
+    async def _issued_documents(self, templates: Sequence[dict[str, Any]],
+                                results: Sequence[IssueResult]) -> list[dict[str, Any]]:
+        """The documents issued, as kept pending: each template filled with the number and
+        issue instant its numbering call gave it, without reading back and parsing what it
+        kept. A call answering as an earlier run of itself did (a resend) gives no instant:
+        those documents are read from pending, if still there."""
+        docs = [{**doc, "number": r.number, "issued_at": r.issued_at}
+                for doc, r in zip(templates, results, strict=True) if r.issued and r.issued_at]
+        resent = [r.number for r in results if r.issued and not r.issued_at]
+        pending = await self.state.pending_of(resent)
+        docs.extend(dict(orjson.loads(pending[n])) for n in resent if n in pending)
+        return docs
 
     # --- immediate invoices (R9.2) --------------------------------------------------------------
 

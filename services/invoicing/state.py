@@ -87,9 +87,8 @@ local done = redis.call('GET', KEYS[3])
 if done then return {tonumber(string.sub(done, 1, 1)), string.sub(done, 3)} end
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
 if prev then return {0, prev} end
-local number = ''
+local number, text = '', ''
 if ARGV[4] ~= '1' then
-  local text
   number, text = take_number(KEYS[4], ARGV[10], ARGV[2], tonumber(ARGV[7]), ARGV[8], ARGV[9])
   redis.call('HSET', KEYS[2], number, fill(ARGV[3], number, text))
   announce(KEYS[5], ARGV[11], ARGV[12], ARGV[13], number, text)
@@ -100,7 +99,7 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'cutoff', ARGV[6]) end
 local code = 1
 if number == '' then code = 2 end
 redis.call('SET', KEYS[3], code .. ':' .. number, 'EX', 86400)
-return {code, number}
+return {code, number, text}
 """
 
 # A credit note never takes more than what is left to credit (R9.3), checked and counted in
@@ -179,6 +178,9 @@ class IssueRequest:
 class IssueResult:
     issued: bool
     number: str  # '' when nothing was due
+    # The issue instant (text) the numbering call filled the document with; '' when it did
+    # not issue, or when the answer is that of an earlier run of the same call.
+    issued_at: str = ""
 
 
 def _announced(announcement: Announcement) -> tuple[bytes, str, str]:
@@ -300,7 +302,8 @@ class InvoiceState:
                       *_announced(r.announcement))
         results = await pipe.execute()
         self.announced()
-        return [IssueResult(int(code) == 1, str(value)) for code, value in results]
+        return [IssueResult(int(reply[0]) == 1, str(reply[1]),
+                            str(reply[2]) if len(reply) > 2 else "") for reply in results]
 
     async def credit(self, invoice: str, total_minor: int, amount_minor: int,
                      issued_at: datetime, template: bytes, announcement: Announcement,
@@ -336,6 +339,13 @@ class InvoiceState:
     async def pending(self) -> dict[str, bytes]:
         raw = await self.redis.hgetall(self.keys.pending)
         return {str(k): str(v).encode() for k, v in raw.items()}
+
+    async def pending_of(self, numbers: Sequence[str]) -> dict[str, bytes]:
+        """The pending documents of `numbers` (those still pending)."""
+        if not numbers:
+            return {}
+        raw = await self.redis.hmget(self.keys.pending, list(numbers))
+        return {n: str(v).encode() for n, v in zip(numbers, raw, strict=True) if v is not None}
 
     async def clear_pending(self, numbers: Sequence[str]) -> None:
         if numbers:

@@ -96,24 +96,13 @@ class InvoiceStore:
         credits = [d for d in docs if d["kind"] == "credit_note"]
         if invoices:
             token = "inv:" + ",".join(sorted(d["number"] for d in invoices))
-            lines = [(d, i, line) for d in invoices for i, line in enumerate(d["lines"])]
+            lines = [row for d in invoices for row in _line_rows(d)]
             if lines:
-                await self._ch.insert_columns(self.t_lines, LINE_COLUMNS, [
-                    [d["number"] for d, _, _ in lines],
-                    [d["tenant"] for d, _, _ in lines],
-                    [from_utc_text(d["issued_at"]) for d, _, _ in lines],
-                    [i for _, i, _ in lines],
-                    [line["module"] for _, _, line in lines],
-                    [line["kind"] for _, _, line in lines],
-                    [line["description"] for _, _, line in lines],
-                    [Decimal(line["quantity"]) for _, _, line in lines],
-                    [Decimal(line["unit_price"]) for _, _, line in lines],
-                    [Decimal(line["amount"]) for _, _, line in lines],
-                    [_date((line["period"] or {}).get("from")) for _, _, line in lines],
-                    [_date((line["period"] or {}).get("to")) for _, _, line in lines],
-                    [line.get("_meter", "") for _, _, line in lines],
-                    [orjson.dumps(line["source"]).decode() for _, _, line in lines],
-                ], settings={"insert_deduplication_token": token + ":lines"})
+                # Rows built in one pass, turned into columns by one transposition.
+                await self._ch.insert_columns(self.t_lines, LINE_COLUMNS,
+                                              [list(column) for column in zip(*lines, strict=True)],
+                                              settings={"insert_deduplication_token":
+                                                        token + ":lines"})
             await self._ch.insert_columns(self.t_invoices, INVOICE_COLUMNS, [
                 [d["number"] for d in invoices],
                 [d["tenant"] for d in invoices],
@@ -213,19 +202,26 @@ class InvoiceStore:
             "ORDER BY issued_at, number", params)
         return [_document(doc) for (doc,) in rows]
 
-    async def billed_quantities_since(self, tenants: Sequence[str], first: date
+    async def billed_quantities_since(self, tenants: Sequence[str], first: date,
+                                      meters: Sequence[str],
+                                      meter_modules: Sequence[tuple[str, str]] = ()
                                       ) -> dict[tuple[str, date, date],
                                                 dict[tuple[str, str | None], Decimal]]:
         """Quantity billed so far per (tenant, period) and (meter, module), for periods from
-        `first`: arrears lines plus earlier adjustments for the same period (R9.4)."""
+        `first`: arrears lines plus earlier adjustments for the same period (R9.4). Only the
+        meters asked for (a meter's name before any '@rate'): those of `meters` on any
+        module, those of `meter_modules` on the module named."""
         if not tenants:
             return {}
         rows = await self._rows(
             "SELECT tenant, period_from, period_to, meter, module, sum(quantity) FROM "
             "(SELECT * FROM invoice_lines WHERE tenant IN {ts:Array(String)} AND meter != '' "
-            "AND period_from >= {first:Date32} LIMIT 1 BY number, line_no) "
+            "AND period_from >= {first:Date32} AND (splitByChar('@', meter)[1] IN "
+            "{ms:Array(String)} OR (meter, ifNull(module, '')) IN "
+            "{mms:Array(Tuple(String, String))}) LIMIT 1 BY number, line_no) "
             "GROUP BY tenant, period_from, period_to, meter, module",
-            {"ts": list(tenants), "first": first})
+            {"ts": list(tenants), "first": first, "ms": list(meters),
+             "mms": list(meter_modules)})
         billed: dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]] = \
             defaultdict(dict)
         for tenant, a, b, meter, module, quantity in rows:
@@ -315,6 +311,20 @@ class InvoiceStore:
                 for t, k, tm, m, i, st in rows]
 
 
+def _line_rows(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """A document's lines as `invoice_lines` rows, in the order of LINE_COLUMNS."""
+    number, tenant, issued = doc["number"], doc["tenant"], from_utc_text(doc["issued_at"])
+    rows = []
+    for i, line in enumerate(doc["lines"]):
+        period = line["period"] or {}
+        rows.append((number, tenant, issued, i, line["module"], line["kind"],
+                     line["description"], Decimal(line["quantity"]),
+                     Decimal(line["unit_price"]), Decimal(line["amount"]),
+                     _date(period.get("from")), _date(period.get("to")),
+                     line.get("_meter", ""), orjson.dumps(line["source"]).decode()))
+    return rows
+
+
 def _as_date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
@@ -322,8 +332,17 @@ def _as_date(value: Any) -> date:
 def _public(doc: dict[str, Any]) -> dict[str, Any]:
     """The document as served: internal keys (leading underscore) dropped."""
     out = {k: v for k, v in doc.items() if not k.startswith("_")}
-    out["lines"] = [{k: v for k, v in line.items() if not k.startswith("_")}
-                    for line in doc.get("lines", [])]
+    out["lines"] = [_public_line(line) for line in doc.get("lines", [])]
+    return out
+
+
+def _public_line(line: dict[str, Any]) -> dict[str, Any]:
+    """A line as served: without the meter it was measured by (`_meter`, the only internal
+    key a line has: documents.render), copied only when it has one."""
+    if "_meter" not in line:
+        return line
+    out = dict(line)
+    del out["_meter"]
     return out
 
 

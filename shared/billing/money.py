@@ -7,6 +7,7 @@ unit (R3.2). Results never depend on the ambient ``decimal`` context precision.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,14 +112,25 @@ def _decimal_product(quantity: Decimal, unit_price: Decimal, currency: str) -> D
 
 def _round_decimal(value: Decimal, currency: str) -> Decimal:
     """A finite Decimal rounded half away from zero to the minor unit; never -0.00."""
-    context = _exact_context(len(value.as_tuple().digits))
-    rounded = value.quantize(Decimal((0, (1,), -minor_unit(currency))), context=context)
+    _, digits, exponent = value.as_tuple()
+    if exponent == -minor_unit(currency):  # already at the minor unit (a line's amount)
+        return value if value else value.copy_abs()
+    rounded = value.quantize(_minor_step(currency), context=_exact_context(len(digits)))
     return rounded if rounded else rounded.copy_abs()
 
 
+@functools.lru_cache(maxsize=256)
+def _minor_step(currency: str) -> Decimal:
+    """The currency's minor unit as a Decimal exponent (0.01 for EUR), for `quantize`."""
+    return Decimal((0, (1,), -minor_unit(currency)))
+
+
+@functools.lru_cache(maxsize=256)
 def _exact_context(digits: int) -> Context:
     """Room for `digits` digits and a rounding to any minor unit: nothing is lost before the
-    one rounding, which is half away from zero (R3.2)."""
+    one rounding, which is half away from zero (R3.2). Shared by every call asking for as
+    many digits (a billing run prices tens of thousands of lines): no trap is set on the
+    conditions an exact operation raises, so the flags it sets change no result."""
     return Context(prec=digits + 40, rounding=ROUND_HALF_UP, Emax=999_999, Emin=-999_999)
 
 

@@ -8,6 +8,7 @@ functions are pure: "now" is always passed in by the caller (R2.4).
 from __future__ import annotations
 
 import calendar
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -21,6 +22,7 @@ __all__ = [
     "billing_dates_between",
     "local_date",
     "local_midnight",
+    "midnight_utc",
     "period_boundary",
     "period_containing",
     "period_index",
@@ -63,15 +65,23 @@ class Period:
         """Instant the period starts: local midnight of ``start`` (see :func:`local_midnight`),
         in UTC, so that arithmetic on it (``end − 1 µs``) and equality with instants of other
         zones are exact even where local midnight is skipped or repeated."""
-        return local_midnight(self.start, tz).astimezone(UTC)
+        return midnight_utc(self.start, tz)
 
     def end_instant(self, tz: ZoneInfo) -> datetime:
         """Instant the period ends (excluded): local midnight of ``end``, in UTC."""
-        return local_midnight(self.end, tz).astimezone(UTC)
+        return midnight_utc(self.end, tz)
 
     def public(self) -> dict[str, str]:
         """The period as the API shows it: ``{"from": start, "to": end}`` (end excluded)."""
         return {"from": self.start.isoformat(), "to": self.end.isoformat()}
+
+
+@functools.lru_cache(maxsize=65_536)
+def midnight_utc(day: date, tz: ZoneInfo) -> datetime:
+    """Local midnight of ``day`` in ``tz`` (:func:`local_midnight`), in UTC. Remembered: a
+    billing run asks for the same few boundaries, for every tenant of a zone and many times
+    per period (late usage, R9.4, recomputes dozens of periods per tenant)."""
+    return local_midnight(day, tz).astimezone(UTC)
 
 
 def add_months(anchor: date, months: int) -> date:

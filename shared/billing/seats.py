@@ -7,8 +7,9 @@ Input rows are `(module, user_id, time, kind)` with kind `user.access.granted` o
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 
 from shared import events
@@ -48,13 +49,27 @@ def access_intervals(rows: Iterable[tuple[str, str, datetime, str]]) -> Interval
 def users_with_access(intervals: Intervals,
                       start: datetime, end: datetime) -> dict[str, set[str]]:
     """Per module, the distinct users who held access at any moment of [start, end) (R6.4)."""
-    users: dict[str, set[str]] = defaultdict(set)
+    return users_by_window(intervals, [(start, end)])[0]
+
+
+def users_by_window(intervals: Intervals, windows: Sequence[tuple[datetime, datetime]],
+                    modules: Collection[str] | None = None) -> list[dict[str, set[str]]]:
+    """For each window [start, end) of `windows`, per module (of `modules`, or all), the
+    distinct users who held access at any moment of it (R6.4). The windows come in order and
+    do not overlap (a tenant's periods), so each span finds the windows it meets by
+    bisection: one pass over the spans for all the windows, however many."""
+    starts = [start for start, _ in windows]
+    ends = [end for _, end in windows]
+    found: list[dict[str, set[str]]] = [defaultdict(set) for _ in windows]
     for (module, user), spans in intervals.items():
+        if modules is not None and module not in modules:
+            continue
         for opened, closed in spans:
-            if opened < end and (closed is None or closed > start):
-                users[module].add(user)
-                break
-    return users
+            # A span meets the windows ending after it opens and starting before it closes.
+            last = len(windows) if closed is None else bisect_left(starts, closed)
+            for k in range(bisect_right(ends, opened), last):
+                found[k][module].add(user)
+    return found
 
 
 # --- licences (R4.12) ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.entitlements.store import Change, EntitlementsStore
-from services.invoicing.state import Announcement, InvoiceState
+from services.invoicing.state import Announcement, InvoiceState, IssueRequest, IssueResult
 from shared.keys import EntitlementsKeys, InvoicingKeys
 from shared.redis import make_redis
 from shared.stack import Endpoints, free_port
@@ -124,6 +124,42 @@ async def test_a_credit_note_call_resent_issues_one_note(endpoints: Endpoints,
             assert announced == [
                 ("event-0", '{"time":"2026-03-01T00:00:00Z","data":{"number":"CN-2026-000001"}}'),
                 ("event-1", '{"time":"2026-03-01T00:00:00Z","data":{"number":"CN-2026-000002"}}')]
+        finally:
+            await via_proxy.aclose()
+            await direct.aclose()
+
+
+async def test_an_invoice_call_resent_issues_one_invoice(endpoints: Endpoints,
+                                                         unique: str) -> None:
+    """The billing run fills each document with the instant its numbering call answers; a
+    resent call answers as the one that ran, without an instant, and the run then reads the
+    document that call kept pending (services.invoicing.service._issued_documents)."""
+    direct = make_redis(endpoints.redis_url)
+    proxy = AnswerDropper(int(endpoints.redis_url.rsplit(":", 1)[1].split("/")[0]))
+    async with proxy.running() as url:
+        via_proxy = make_redis(url)
+        state = InvoiceState(via_proxy, InvoicingKeys(f"resent-{unique}"), EntitlementsKeys(),
+                             ZoneInfo("UTC"))
+        try:
+            template = b'{"number":"@@NUMBER@@","issued_at":"@@ISSUED_AT@@"}'
+            event = b'{"time":"@@ISSUED_AT@@","data":{"number":"@@NUMBER@@"}}'
+
+            def request(day: str) -> IssueRequest:
+                return IssueRequest(marker_key=state.keys.billed("acme"), field=day,
+                                    kind="INV", issued_at=ISSUED, template=template,
+                                    announcement=Announcement(f"event-{day}", "acme", event))
+
+            # Redis learns the script first, so the answer dropped below is the invoice's.
+            first, = await state.issue([request("2026-02-01")])
+            assert first == IssueResult(True, "INV-2026-000001", "2026-03-01T00:00:00Z")
+            proxy.drop_next_answer = True
+            resent, = await state.issue([request("2026-03-01")])
+            assert proxy.dropped == 1
+            # The number of the call that ran, the only one taken; no instant in the answer.
+            assert resent == IssueResult(True, "INV-2026-000002", "")
+            kept = await state.pending_of(["INV-2026-000002", "INV-2026-000009"])
+            assert kept == {"INV-2026-000002":
+                            b'{"number":"INV-2026-000002","issued_at":"2026-03-01T00:00:00Z"}'}
         finally:
             await via_proxy.aclose()
             await direct.aclose()

@@ -115,7 +115,9 @@ def _round_decimal(value: Decimal, currency: str) -> Decimal:
     _, digits, exponent = value.as_tuple()
     if exponent == -minor_unit(currency):  # already at the minor unit (a line's amount)
         return value if value else value.copy_abs()
-    rounded = value.quantize(_minor_step(currency), context=_exact_context(len(digits)))
+    # The quantized coefficient holds the digits and, for a positive exponent, its zeros.
+    room = len(digits) + max(int(exponent), 0)
+    rounded = value.quantize(_minor_step(currency), context=_exact_context(room))
     return rounded if rounded else rounded.copy_abs()
 
 

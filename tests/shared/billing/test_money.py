@@ -86,6 +86,29 @@ def test_r3_2_round_money_ignores_decimal_context_precision() -> None:
         assert round_money(D("12345678901234567890.125"), "EUR") == D("12345678901234567890.13")
 
 
+@pytest.mark.parametrize(("amount", "currency", "text"), [
+    # A positive exponent: 1E+50 is 1 followed by 50 zeros, then the minor unit's zeros.
+    ("1E+50", "EUR", "1" + "0" * 50 + ".00"),
+    ("-25E+30", "KWD", "-25" + "0" * 30 + ".000"),
+    ("7E+3", "JPY", "7000"),
+])
+def test_r3_2_round_money_of_an_amount_written_with_a_positive_exponent(
+        amount: str, currency: str, text: str) -> None:
+    assert str(round_money(D(amount), currency)) == text
+    assert str(line_amount(D(amount), D("1"), currency)) == text
+
+
+@given(mantissa=st.integers(-10**12, 10**12), exponent=st.integers(-30, 60),
+       currency=st.sampled_from(["EUR", "JPY", "KWD"]))
+def test_r3_2_property_round_money_agrees_with_exact_rationals(
+        mantissa: int, exponent: int, currency: str) -> None:
+    amount = D(mantissa).scaleb(exponent)
+    step = Fraction(1, 10 ** minor_unit(currency))
+    exact = Fraction(amount) / step  # in minor units
+    units = math.floor(abs(exact) + Fraction(1, 2)) * (1 if exact >= 0 else -1)
+    assert Fraction(round_money(amount, currency)) == units * step
+
+
 # --- line_amount: rounded once ---------------------------------------------------------------
 
 

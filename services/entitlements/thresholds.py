@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -72,18 +73,17 @@ def threshold_event(state: TenantState, charge: UsageCharge, threshold: Threshol
     return decimal_text(threshold.fraction), event_id, key, value
 
 
+@dataclass
 class ThresholdWatcher:
     """Looks at the touched (tenant, meter) pairs every `poll_s`."""
 
-    def __init__(self, store: EntitlementsStore, catalogs: CatalogVersions, clock: Clock,
-                 notify: Callable[[], None], poll_s: float) -> None:
-        self._store = store
-        self._catalogs = catalogs
-        self._clock = clock
-        self._notify = notify
-        self._poll_s = poll_s
-        self._cursor = 0
-        self._task: asyncio.Task[None] | None = None
+    store: EntitlementsStore
+    catalogs: CatalogVersions
+    clock: Clock
+    notify: Callable[[], None]
+    poll_s: float
+    _cursor: int = field(default=0, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
 
     def start(self, health: LoopHealth) -> None:
         self._task = asyncio.create_task(self._run(), name="entitlements-thresholds")
@@ -98,35 +98,35 @@ class ThresholdWatcher:
 
     async def look_once(self) -> int:
         """Look at one page of touched pairs; how many events were queued."""
-        self._cursor, page = await self._store.touched(self._cursor, PAGE)
-        now = await self._clock.now()
+        self._cursor, page = await self.store.touched(self._cursor, PAGE)
+        now = await self.clock.now()
         queued = 0
         for member, seen in page:
             queued += await self._look(member, seen, now)
         if queued:
-            self._notify()
+            self.notify()
         return queued
 
     async def _look(self, member: str, seen: str, now: datetime) -> int:
         tenant, meter = touched_parts(member)
-        state = await self._store.document(tenant)
+        state = await self.store.document(tenant)
         # The tenant's own catalog version says what its plan charges and limits (R10.5).
         plan = None if state is None \
-            else self._catalogs.of(state, now).by_id.plans.get(state.plan)
+            else self.catalogs.of(state, now).by_id.plans.get(state.plan)
         charge = None if plan is None else charge_on(plan, meter)
         if state is None or charge is None or not charge.thresholds \
                 or state.status == "ended" or not (days := period_days(state, now)):
-            await self._store.settle_touch(member, seen)
+            await self.store.settle_touch(member, seen)
             return 0
         period = current_period(state, local_date(now, zone_of(state)))
-        markers = self._store.keys.thresholds(tenant, meter, period.start)
-        values: list[Any] = await self._store.run([*meter_reads(tenant, meter, days),
+        markers = self.store.keys.thresholds(tenant, meter, period.start)
+        values: list[Any] = await self.store.run([*meter_reads(tenant, meter, days),
                                                    ("HKEYS", markers)])
         used = meter_used(values[:2])
         marked = {text(m) for m in values[2]}
         events = [threshold_event(state, charge, t, used, period, now)
                   for t in reached(charge, used) if decimal_text(t.fraction) not in marked]
-        return await self._store.mark_thresholds(markers, member, seen, events, MARK_TTL_S)
+        return await self.store.mark_thresholds(markers, member, seen, events, MARK_TTL_S)
 
     async def _run(self) -> None:
         while True:
@@ -138,4 +138,4 @@ class ThresholdWatcher:
                 log.warning("threshold watch failed; retrying", exc_info=True)
                 self._cursor = 0
             if self._cursor == 0:  # a whole scan done (or given up): wait for the next
-                await asyncio.sleep(self._poll_s)
+                await asyncio.sleep(self.poll_s)

@@ -40,6 +40,9 @@ class _Cached:
     raw: str
     state: TenantState
     due: datetime | None
+    # The lookups of the tenant's version when no migration moves it at any instant (the
+    # usual case), found once per document; None: found again at each check's instant.
+    index: dec.CatalogIndex | None
 
 
 @dataclass(slots=True)
@@ -81,6 +84,12 @@ class Checks:
         """The lookups of the catalog version `state` is priced by at `now` (R10.5)."""
         return self.indexes[self.catalogs.of(state, now).version]
 
+    def _index_of_entry(self, entry: _Cached, state: TenantState, now: datetime
+                        ) -> dec.CatalogIndex:
+        if entry.index is not None and state is entry.state:
+            return entry.index
+        return self.index_of(state, now)
+
     def parse_query(self, item: CheckItem) -> Query:
         if item.module is None and item.feature is None:
             raise ValidationFailed("module: name a module or a feature", field="module")
@@ -108,7 +117,8 @@ class Checks:
                ) -> list[tuple[str, ...]]:
         """The live-counter reads one check needs; some depend on the tenant document."""
         tenant = query.tenant
-        index = self.index if cached is None else self.index_of(cached.state, now)
+        index = self.index if cached is None \
+            else self._index_of_entry(cached, cached.state, now)
         if query.module is not None and query.user is not None:
             key = keys.users_key(tenant, query.module)
             admin = cached.state.admin_user if cached is not None else query.user
@@ -132,7 +142,7 @@ class Checks:
             return meter_reads(tenant, query.feature, period_days(cached.state, now))
         return []
 
-    def _entry(self, tenant: str, raw: str | None) -> _Cached:
+    def _entry(self, tenant: str, raw: str | None, now: datetime) -> _Cached:
         if raw is None:
             raise NotFound(f"tenant '{tenant}' not found", field="tenant")
         cached = self._cache.get(tenant)
@@ -140,7 +150,9 @@ class Checks:
             state = TenantState.model_validate_json(raw)
             if len(self._cache) > CACHED_TENANTS:
                 self._cache.clear()
-            cached = self._cache[tenant] = _Cached(raw, state, next_due(state))
+            moves = state.pending_catalog is not None or bool(state.catalog_changes)
+            index = None if moves else self.index_of(state, now)
+            cached = self._cache[tenant] = _Cached(raw, state, next_due(state), index)
         return cached
 
     def _decide(self, query: Query, cached: _Cached, now: datetime,
@@ -152,7 +164,7 @@ class Checks:
         denial = dec.subscription_denial(state, today)
         if denial is not None:
             return denial
-        index = self.index_of(state, now)
+        index = self._index_of_entry(cached, state, now)
         if query.module is not None:
             if query.user is None:
                 return dec.module_decision(state, index, query.module)
@@ -209,7 +221,7 @@ class Checks:
                       reads: list[tuple[str, ...]], values: list[Any]) -> dict[str, Any]:
         """The decision from the document and the planned reads' values; reads again only
         when the document changed what the check needs."""
-        entry = self._entry(query.tenant, doc)
+        entry = self._entry(query.tenant, doc, now)
         fresh = self._reads(query, entry, now)
         if fresh != reads:
             values = await self.store.run(fresh)
@@ -235,7 +247,7 @@ class Checks:
         docs, flat = await self.store.batch_reads(tenants, list(commands))
         entries: dict[str, _Cached | None] = {}
         for tenant, raw in zip(tenants, docs, strict=True):
-            entries[tenant] = None if raw is None else self._entry(tenant, str(raw))
+            entries[tenant] = None if raw is None else self._entry(tenant, str(raw), now)
         values = [[flat[commands[cmd]] for cmd in reads] for reads in planned]
         redo: dict[int, list[tuple[str, ...]]] = {}
         for n, ((_, query), reads) in enumerate(zip(queries, planned, strict=True)):

@@ -31,6 +31,8 @@ EXTRA_USERS_METER = "extra_users"
 EMAILS_METER = "emails_sent"
 SUPPORT_METER = "support_minutes"
 ALL_METERS = frozenset({EXTRA_USERS_METER, EMAILS_METER, SUPPORT_METER})
+_DAY = timedelta(days=1)
+_INSTANT = timedelta(microseconds=1)  # the last instant of a period is its end less this
 
 
 # --- in advance: plan and packs (R9.1) ------------------------------------------------------
@@ -160,12 +162,49 @@ class PeriodUsage:
 def seat_capacity(view: TenantState, catalog: Catalog, module: str, period: Period) -> int:
     """Seats covering the module on the period's last day, a lot cancelled during the
     period included (R6.2, R6.4)."""
-    zone = view.zone
-    last_day = midnight_utc(period.end - timedelta(days=1), zone)
-    end = period.end_instant(zone)
-    packs = catalog.seat_packs(module)
-    return granted(lot for lot in view.lots
-                   if lot.item in packs and lot.active_during(last_day, end))
+    return _Seats(view).capacity(catalog, module, period)
+
+
+class _Seats:
+    """What counting a tenant's extra users looks up in its catalog and lots, remembered
+    for every period one count covers (late usage counts dozens, R9.4): the modules a plan
+    bills extra users on, and the lots of the packs whose seats cover a module. Keyed by the
+    catalog's identity: this lives for one count, the catalog versions for the process."""
+
+    def __init__(self, view: TenantState) -> None:
+        self.view = view
+        self._billed: dict[tuple[int, str], list[str]] = {}
+        self._lots: dict[tuple[int, str], list[Lot]] = {}
+
+    def billed_modules(self, catalog: Catalog, plan_id: str) -> list[str]:
+        """The plan's modules whose extra users are billed (R6.1), in order."""
+        key = (id(catalog), plan_id)
+        if (found := self._billed.get(key)) is None:
+            try:
+                modules = catalog.modules_of_plan(plan_id)
+            except UnknownCatalogItem:
+                modules = frozenset()
+            found = self._billed[key] = [m for m in sorted(modules)
+                                         if _bills_extra_users(catalog, m)]
+        return found
+
+    def capacity(self, catalog: Catalog, module: str, period: Period) -> int:
+        """Seats covering the module on the period's last day (R6.2, R6.4)."""
+        zone = self.view.zone
+        last_day = midnight_utc(period.end - _DAY, zone)
+        end = period.end_instant(zone)
+        key = (id(catalog), module)
+        if (lots := self._lots.get(key)) is None:
+            packs = catalog.seat_packs(module)
+            lots = self._lots[key] = [lot for lot in self.view.lots if lot.item in packs]
+        return granted(lot for lot in lots if lot.active_during(last_day, end))
+
+
+def _bills_extra_users(catalog: Catalog, module_id: str) -> bool:
+    try:
+        return catalog.module(module_id).extra_users == "bill"
+    except UnknownCatalogItem:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,32 +237,32 @@ def extra_users_by_period(view: TenantState, catalogs: Sequence[Catalog],
     modules = frozenset(modules)
     over = users_by_window(intervals, [(p.start_instant(zone), p.end_instant(zone))
                                        for p in periods], modules)
-    return [_extra_users(view, catalog, period, intervals, modules, users)
+    seats = _Seats(view)
+    return [_extra_users(view, catalog, period, intervals, modules, users, seats)
             for catalog, period, users in zip(catalogs, periods, over, strict=True)]
 
 
 def _extra_users(view: TenantState, catalog: Catalog, period: Period, intervals: Intervals,
                  only: Collection[str] | None = None,
-                 over_period: dict[str, set[str]] | None = None) -> dict[str, ExtraUsers]:
-    """`over_period`: the users with access over the whole period, when already known."""
+                 over_period: dict[str, set[str]] | None = None,
+                 seats: _Seats | None = None) -> dict[str, ExtraUsers]:
+    """`over_period`: the users with access over the whole period, when already known;
+    `seats`: the lookups of the periods counted before this one, when there are some."""
     zone = view.zone
     start, end = period.start_instant(zone), period.end_instant(zone)
     if over_period is None:
         over_period = users_with_access(intervals, start, end)
-    plan = _plan_modules(view, catalog, end - timedelta(microseconds=1))
+    seats = seats or _Seats(view)
     result: dict[str, ExtraUsers] = {}
-    for module_id in sorted(plan if only is None else plan & frozenset(only)):
-        try:
-            module = catalog.module(module_id)
-        except UnknownCatalogItem:
-            continue
-        if module.extra_users != "bill":
+    for module_id in seats.billed_modules(catalog,
+                                          view.plan_at(end - _INSTANT)):
+        if only is not None and module_id not in only:
             continue
         since = _module_since(view, catalog, module_id, start, end)
         users = (over_period if since == start else users_with_access(intervals, since, end)
                  ).get(module_id, set())
         extras = sorted(u for u in users if u != view.admin_user)
-        capacity = seat_capacity(view, catalog, module_id, period)
+        capacity = seats.capacity(catalog, module_id, period)
         result[module_id] = ExtraUsers(max(0, len(extras) - capacity), extras, capacity, since)
     return result
 
@@ -233,7 +272,7 @@ def _module_since(view: TenantState, catalog: Catalog, module: str, start: datet
     """From when in [start, end) the plan has included `module` without a break."""
     since = start
     for changed in view.plan_changes_within(start, end):
-        before = changed - timedelta(microseconds=1)
+        before = changed - _INSTANT
         if module not in _plan_modules(view, catalog, before):
             since = changed
     return since
@@ -404,38 +443,4 @@ def support_overage_lines(view: TenantState, catalog: Catalog, period: Period,
                            "rounded": a.rounded, "daily": a.daily, "banks": a.banks,
                            "billed": a.overage} for a in allocations[:1000]],
              "query": usage.support_query}))
-    return lines
-
-
-# --- late usage (R9.4) -----------------------------------------------------------------------
-
-CORRECTS = {EXTRA_USERS_METER: "extra_users", EMAILS_METER: "email_overage",
-            SUPPORT_METER: "support_overage"}
-_NONE = Decimal(0)
-
-
-def _meter_then_module(key: tuple[str, str | None]) -> tuple[str, str]:
-    return key[0], key[1] or ""
-
-
-def adjustment_lines(view: TenantState, catalog: Catalog, period: Period,
-                     recomputed: Mapping[tuple[str, str | None], Decimal],
-                     billed: Mapping[tuple[str, str | None], Decimal],
-                     late_ids: Mapping[str, list[str]]) -> list[Line]:
-    """(quantity recomputed for `period` − quantity billed for it) × unit price, one line per
-    meter and module whose quantity changed, naming the corrected period (R9.4)."""
-    lines: list[Line] = []
-    for key in sorted(recomputed.keys() | billed.keys(), key=_meter_then_module):
-        meter, module = key
-        now, was = recomputed.get(key, _NONE), billed.get(key, _NONE)
-        price = unit_price(catalog, view, meter, module)
-        if now == was or price is None:
-            continue
-        base = meter.partition("@")[0]
-        lines.append(_usage_line(
-            view, period, module, "adjustment", meter, now - was, price,
-            f"late usage: {meter} for {period.start} – {period.end} recomputed {now:f}, "
-            f"billed {was:f}",
-            {"meter": meter, "corrects": CORRECTS[base],
-             "late_event_ids": late_ids.get(base, [])[:1000]}))
     return lines

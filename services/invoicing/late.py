@@ -26,6 +26,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from services.invoicing import compose, schedule
+from services.invoicing.adjustments import MAX_IDS_PER_LINE, Adjuster
 from services.invoicing.compose import ExtraUsers
 from services.invoicing.models import Line
 from services.invoicing.store import InvoiceStore, LateEvent
@@ -42,9 +43,6 @@ from shared.catalog_versions import CatalogVersions
 from shared.meters import Aggregation, Meter, MeterRegistry
 from shared.subscription import TenantState
 from shared.times import from_micros
-
-# Late event ids kept on an adjustment line's provenance (R9.6), at most.
-MAX_IDS_PER_LINE = 1000
 
 # Meter ("extra_users:{module}" for access) -> period -> late event ids.
 Touched = dict[str, dict[Period, list[str]]]
@@ -205,6 +203,7 @@ class LateUsage:
         periods = sorted(by_period, key=lambda p: p.start)
         # R10.5: corrected at the prices the period was billed at, before any migration
         catalogs = [self.catalogs.of(view, p.start_instant(view.zone)) for p in periods]
+        adjuster = Adjuster(view)
         lines: list[Line] = []
         for period, catalog, users in zip(periods, catalogs, _extra_users(
                 view, meters, periods, catalogs, reads), strict=True):
@@ -223,8 +222,7 @@ class LateUsage:
             ids: dict[str, list[str]] = defaultdict(list)
             for meter in names:
                 ids[meter.partition(":")[0]].extend(meters[meter][period][:MAX_IDS_PER_LINE])
-            lines.extend(compose.adjustment_lines(view, catalog, period, recomputed,
-                                                  billed, ids))
+            lines.extend(adjuster.lines(catalog, period, recomputed, billed, ids))
         return lines
 
 

@@ -18,11 +18,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.invoicing.adjustments import adjustment_lines
 from services.invoicing.compose import (
     EMAILS_METER,
     EXTRA_USERS_METER,
     PeriodUsage,
-    adjustment_lines,
     advance_lines,
     arrears_lines,
     arrears_quantities,

@@ -96,13 +96,10 @@ class InvoiceStore:
         credits = [d for d in docs if d["kind"] == "credit_note"]
         if invoices:
             token = "inv:" + ",".join(sorted(d["number"] for d in invoices))
-            lines = [row for d in invoices for row in _line_rows(d)]
-            if lines:
-                # Rows built in one pass, turned into columns by one transposition.
-                await self._ch.insert_columns(self.t_lines, LINE_COLUMNS,
-                                              [list(column) for column in zip(*lines, strict=True)],
-                                              settings={"insert_deduplication_token":
-                                                        token + ":lines"})
+            lines = _line_columns(invoices)
+            if lines["number"]:
+                await self._ch.insert_json_columns(self.t_lines, lines, settings={
+                    "insert_deduplication_token": token + ":lines"})
             await self._ch.insert_columns(self.t_invoices, INVOICE_COLUMNS, [
                 [d["number"] for d in invoices],
                 [d["tenant"] for d in invoices],
@@ -311,18 +308,37 @@ class InvoiceStore:
                 for t, k, tm, m, i, st in rows]
 
 
-def _line_rows(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """A document's lines as `invoice_lines` rows, in the order of LINE_COLUMNS."""
-    number, tenant, issued = doc["number"], doc["tenant"], from_utc_text(doc["issued_at"])
-    rows = []
-    for i, line in enumerate(doc["lines"]):
-        period = line["period"] or {}
-        rows.append((number, tenant, issued, i, line["module"], line["kind"],
-                     line["description"], Decimal(line["quantity"]),
-                     Decimal(line["unit_price"]), Decimal(line["amount"]),
-                     _date(period.get("from")), _date(period.get("to")),
-                     line.get("_meter", ""), orjson.dumps(line["source"]).decode()))
-    return rows
+def _line_columns(docs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The documents' lines as `invoice_lines` columns of JSON values, in the order of
+    LINE_COLUMNS: the texts the documents hold (amounts, dates) are written as they are,
+    parsed by ClickHouse rather than into Decimals and dates first."""
+    columns: dict[str, list[Any]] = {name: [] for name in LINE_COLUMNS}
+    (numbers, tenants, issued, line_no, modules, kinds, descriptions, quantities, prices,
+     amounts, starts, ends, meters, sources) = columns.values()
+    for doc in docs:
+        count = len(doc["lines"])
+        numbers += [doc["number"]] * count
+        tenants += [doc["tenant"]] * count
+        issued += [_json_instant(from_utc_text(doc["issued_at"]))] * count
+        line_no += range(count)
+        for line in doc["lines"]:
+            modules.append(line["module"])
+            kinds.append(line["kind"])
+            descriptions.append(line["description"])
+            quantities.append(line["quantity"])
+            prices.append(line["unit_price"])
+            amounts.append(line["amount"])
+            period = line["period"] or {}
+            starts.append(period.get("from"))
+            ends.append(period.get("to"))
+            meters.append(line.get("_meter", ""))
+            sources.append(orjson.dumps(line["source"]).decode())
+    return columns
+
+
+def _json_instant(instant: datetime) -> str:
+    """An instant as a DateTime64(6, 'UTC') column reads it from JSON."""
+    return as_utc(instant).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def _as_date(value: Any) -> date:

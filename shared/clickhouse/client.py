@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 import clickhouse_connect
+import orjson
 
 _EMBEDDED: dict[str, ClickHouse] = {}
 
@@ -59,6 +60,16 @@ class ClickHouse:
                              settings: dict[str, Any] | None = None) -> None:
         await self._call(self._client.insert, table, columns, column_names=list(column_names),
                          column_oriented=True, settings=settings)
+
+    async def insert_json_columns(self, table: str, columns: dict[str, list[Any]],
+                                  settings: dict[str, Any] | None = None) -> None:
+        """Columns of JSON values (decimals as decimal strings, dates as `YYYY-MM-DD`,
+        instants as `YYYY-MM-DD hh:mm:ss.ffffff` in the column's zone), sent in the
+        `JSONColumns` format: the engine parses them, where `insert_columns` converts every
+        value in Python (for tens of thousands of rows, several times slower). The values
+        are data, never SQL: the statement names only the table and the columns."""
+        await self._call(self._client.raw_insert, table, list(columns), orjson.dumps(columns),
+                         settings=settings, fmt="JSONColumns")
 
     async def ping(self) -> None:
         await self.rows("SELECT 1")

@@ -69,7 +69,7 @@ class Drafts:
             metered = await self.usage.read([view for view, _, _ in members], start, end)
             late = await self.late.adjustments([
                 LateWork(view, ended.start, seen) for view, _, ended in members
-                if (seen := cutoffs.get(view.id)) is not None])
+                if (seen := cutoffs.get(view.id)) is not None], access)
             for view, day, ended in members:
                 usage = compose.PeriodUsage(
                     emails=emails.get(view.id, 0), access=access.get(view.id, []),

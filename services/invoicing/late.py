@@ -20,7 +20,7 @@ counted for all its affected periods in one pass over its access spans
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -46,6 +46,8 @@ from shared.times import from_micros
 
 # Meter ("extra_users:{module}" for access) -> period -> late event ids.
 Touched = dict[str, dict[Period, list[str]]]
+# Tenant -> (module, user_id, time, type) of its access grants and revocations.
+AccessRows = Mapping[str, list[tuple[str, str, datetime, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +84,16 @@ class LateUsage:
             if meter is not None and meter.aggregation is not Aggregation.SEATS:
                 self.priced[meter.event_type].append(meter)
 
-    async def adjustments(self, work: Sequence[LateWork]) -> dict[str, list[Line]]:
-        """Per tenant, the adjustment lines of its late usage (none: no entry)."""
+    async def adjustments(self, work: Sequence[LateWork], access: AccessRows | None = None
+                          ) -> dict[str, list[Line]]:
+        """Per tenant, the adjustment lines of its late usage (none: no entry). `access`: the
+        tenants' access rows up to their billing dates or later, when the caller has read
+        them (rows after a period change none of its counts): not read again."""
         touched = await self._touched(work)
         if not touched:
             return {}
         views = {w.view.id: w.view for w in work if w.view.id in touched}
-        reads = await self._read(views, touched)
+        reads = await self._read(views, touched, access)
         return {tenant: self._lines(views[tenant], meters, reads)
                 for tenant, meters in touched.items()}
 
@@ -133,8 +138,8 @@ class LateUsage:
                            if m.slug in priced)
         return changes
 
-    async def _read(self, views: dict[str, TenantState], touched: dict[str, Touched]
-                    ) -> _Reads:
+    async def _read(self, views: dict[str, TenantState], touched: dict[str, Touched],
+                    access: AccessRows | None) -> _Reads:
         """Everything the affected periods need, in a few queries for all tenants."""
         periods = {(t, p) for t, meters in touched.items() for ps in meters.values()
                    for p in ps}
@@ -147,14 +152,15 @@ class LateUsage:
         end = max(p.end_instant(views[t].zone) for t, p in periods)
         with_access = sorted(t for t, m in touched.items()
                              if any(x.startswith(compose.EXTRA_USERS_METER) for x in m))
-        access = await self.store.access(with_access, end) if with_access else {}
+        if access is None:
+            access = await self.store.access(with_access, end) if with_access else {}
         with_support = sorted(t for t, m in touched.items() if compose.SUPPORT_METER in m)
         sessions = {}
         if with_support:
             start = min(schedule.billing_instant(views[t], compose.support_since(views[t], p))
                         for t, p in periods if t in with_support)
             sessions = await self.store.support_sessions(with_support, start, end)
-        return _Reads(billed, {t: access_intervals(rows) for t, rows in access.items()},
+        return _Reads(billed, {t: access_intervals(access.get(t, [])) for t in with_access},
                       sessions, await self._emails(views, touched),
                       await self._metered(views, touched))
 

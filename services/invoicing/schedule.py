@@ -6,6 +6,7 @@ subscription whose renewal is off. Pure functions of the tenant document.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from itertools import pairwise
 
 from shared.billing.periods import (
@@ -77,12 +78,19 @@ def renews_at(view: TenantState, day: date) -> bool:
 def periods_between(view: TenantState, first: date, before: date) -> list[Period]:
     """The periods from the one containing local day `first` up to the one ending at or
     before `before` (the billed ones a late event may change)."""
-    anchor, cycle = view.anchor, Cycle(view.cycle)
-    day = max(first, anchor)
+    return list(_periods_between(view.anchor, Cycle(view.cycle), max(first, view.anchor),
+                                 before))
+
+
+@lru_cache(maxsize=4096)
+def _periods_between(anchor: date, cycle: Cycle, day: date, before: date
+                     ) -> tuple[Period, ...]:
+    """Remembered: a billing run's late events ask for the same few (many tenants share an
+    anchor, many events a day), each dozens of periods long for an old event (R9.4)."""
     if day >= before:
-        return []
+        return ()
     n = period_index(anchor, cycle, day)
     boundaries = [period_boundary(anchor, cycle, n)]
     while (end := period_boundary(anchor, cycle, n + len(boundaries))) <= before:
         boundaries.append(end)
-    return [Period(a, b) for a, b in pairwise(boundaries)]
+    return tuple(Period(a, b) for a, b in pairwise(boundaries))

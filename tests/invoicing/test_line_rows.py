@@ -1,0 +1,80 @@
+"""Invoice lines are written to `invoice_lines` as the documents state them (R9.7): their
+texts (decimal amounts, dates, instants) go to ClickHouse as JSON columns and are parsed
+there, so what is stored must be what the document says, for every shape a line takes.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from services.invoicing.store import InvoiceStore
+from shared.clickhouse.client import connect
+from shared.clickhouse.migrate import migrate
+from shared.stack import Endpoints
+
+
+def _line(**fields: Any) -> dict[str, Any]:
+    line = {"module": "crm", "kind": "adjustment", "description": "d", "quantity": "1",
+            "unit_price": "15.00", "amount": "15.00",
+            "period": {"from": "2023-01-01", "to": "2023-02-01"}, "source": {}}
+    line.update(fields)
+    return line
+
+
+async def test_lines_are_stored_as_their_documents_state_them(endpoints: Endpoints,
+                                                               unique: str) -> None:
+    """By hand, one invoice in KWD (3 minor digits) issued at 2026-02-01T11:00:00.5Z:
+    - line 0: module-less, no period, a description with quotes, a newline and a dash, a
+      source with nested values, quantity 0.25 × 12.5 → 3.125;
+    - line 1: an adjustment of −2 users × 15.000 → −30.000, its meter `extra_users`;
+    - line 2: quantity 0.0000000015 (more digits than the column's 9: stored 0.000000001,
+      as any writer's would be), amount 0.000.
+    A credit note on it, without `_meter` on its line, is stored with meter ''."""
+    ch = connect(endpoints.clickhouse_dsn)
+    await migrate(ch)
+    store = InvoiceStore(ch, f"lines_{unique.replace('-', '_')}")
+    await store.ensure_database()
+    source = {"query": {"sql": "SELECT 1", "params": {"to": "2026-02-01T00:00:00Z"}},
+              "users": ["u1", "u2"]}
+    invoice = {
+        "number": "INV-1", "kind": "period", "tenant": "t-1",
+        "issued_at": "2026-02-01T11:00:00.500000Z", "billing_date": "2026-02-01",
+        "period": {"from": "2026-01-01", "to": "2026-02-01"}, "currency": "KWD",
+        "subtotal": "-26.875", "tax": "0.000", "total": "-26.875",
+        "usage_cutoff": "2026-02-01T10:59:59Z",
+        "lines": [
+            _line(module=None, kind="plan", description='plan "pro"\nline – 2',
+                  quantity="0.25", unit_price="12.5", amount="3.125", period=None,
+                  source=source),
+            _line(quantity="-2", unit_price="15.000", amount="-30.000",
+                  _meter="extra_users"),
+            _line(quantity="0.0000000015", unit_price="1", amount="0.000", _meter="x"),
+        ]}
+    credit = {"number": "CN-1", "kind": "credit_note", "invoice": "INV-1", "tenant": "t-1",
+              "issued_at": "2026-02-02T00:00:00Z", "period": None, "currency": "KWD",
+              "amount": "1.000", "subtotal": "1.000", "tax": "0.000", "total": "1.000",
+              "lines": [_line(module=None, kind="credit", quantity="1", unit_price="1.000",
+                              amount="1.000", period=None)]}
+    await store.insert_documents([invoice, credit])
+    rows = await ch.rows(
+        f"SELECT number, tenant, issued_at, line_no, module, kind, description, quantity, "
+        f"unit_price, amount, period_from, period_to, meter, source FROM {store.t_lines} "
+        f"ORDER BY number DESC, line_no")
+    issued = datetime(2026, 2, 1, 11, 0, 0, 500000)  # naive: ClickHouse's UTC
+    assert rows == [
+        ("INV-1", "t-1", issued, 0, None, "plan", 'plan "pro"\nline – 2', Decimal("0.25"),
+         Decimal("12.5"), Decimal("3.125"), None, None, "",
+         '{"query":{"sql":"SELECT 1","params":{"to":"2026-02-01T00:00:00Z"}},'
+         '"users":["u1","u2"]}'),
+        ("INV-1", "t-1", issued, 1, "crm", "adjustment", "d", Decimal(-2), Decimal(15),
+         Decimal(-30), date(2023, 1, 1), date(2023, 2, 1), "extra_users", "{}"),
+        ("INV-1", "t-1", issued, 2, "crm", "adjustment", "d", Decimal("0.000000001"),
+         Decimal(1), Decimal(0), date(2023, 1, 1), date(2023, 2, 1), "x", "{}"),
+        ("CN-1", "t-1", datetime(2026, 2, 2), 0, None, "credit", "d", Decimal(1), Decimal(1),
+         Decimal(1), None, None, "", "{}"),
+    ]
+    await store.insert_documents([invoice, credit])  # a retry after a crash: no copy
+    (count,), = await ch.rows(f"SELECT count() FROM {store.t_lines}")
+    assert count == 4

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.invoicing.adjustments import adjustment_lines
+from services.invoicing.adjustments import Adjuster, adjustment_lines
 from services.invoicing.compose import (
     EMAILS_METER,
     EXTRA_USERS_METER,
@@ -514,3 +514,24 @@ def test_an_email_adjustment_is_the_delta_times_the_price(recomputed: int,
     cents = (2 * abs(delta) + 5) // 10 * (1 if delta > 0 else -1)
     assert [(x.quantity, x.amount) for x in lines] == [
         (Decimal(delta), Decimal(cents).scaleb(-2))]
+
+
+@given(deltas=st.lists(st.sampled_from(["1", "1.0", "1.00", "2", "-1", "-1.0", "0.5"]),
+                       min_size=1, max_size=12))
+def test_one_adjuster_prices_each_period_as_written(deltas: list[str]) -> None:
+    """R9.4: a tenant's periods are priced by one Adjuster, which rounds each distinct
+    (difference, price) once. Equal values written with other digits (1, 1.0, 1.00) still
+    give each line its own quantity and description as written, and the same amount: crm
+    at 9.00, a difference of 1 is 9.00, of 2 18.00, of −1 −9.00, of 0.5 4.50."""
+    adjuster = Adjuster(_tenant())
+    key: Key = (EXTRA_USERS_METER, "crm")
+    months = [Period(date(2024 + k // 12, k % 12 + 1, 1),
+                     date(2024 + (k + 1) // 12, (k + 1) % 12 + 1, 1)) for k in range(12)]
+    amounts = {"1": "9.00", "2": "18.00", "-1": "-9.00", "0.5": "4.50"}
+    for period, delta in zip(months, deltas, strict=False):
+        now = Decimal(5) + Decimal(delta)
+        (line,) = adjuster.lines(CATALOG, period, {key: now}, {key: Decimal(5)}, {})
+        assert (str(line.quantity), str(line.amount)) == (
+            delta, amounts[delta.removesuffix(".00").removesuffix(".0")])
+        assert line.description.endswith(f"recomputed {now:f}, billed 5")
+        assert line.period == period

@@ -5,7 +5,7 @@ there, so what is stored must be what the document says, for every shape a line 
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +13,7 @@ from services.invoicing.store import InvoiceStore
 from shared.clickhouse.client import connect
 from shared.clickhouse.migrate import migrate
 from shared.stack import Endpoints
+from shared.times import as_utc
 
 
 def _line(**fields: Any) -> dict[str, Any]:
@@ -58,11 +59,12 @@ async def test_lines_are_stored_as_their_documents_state_them(endpoints: Endpoin
               "lines": [_line(module=None, kind="credit", quantity="1", unit_price="1.000",
                               amount="1.000", period=None)]}
     await store.insert_documents([invoice, credit])
-    rows = await ch.rows(
+    stored = await ch.rows(
         f"SELECT number, tenant, issued_at, line_no, module, kind, description, quantity, "
         f"unit_price, amount, period_from, period_to, meter, source FROM {store.t_lines} "
         f"ORDER BY number DESC, line_no")
-    issued = datetime(2026, 2, 1, 11, 0, 0, 500000)  # naive: ClickHouse's UTC
+    rows = [(*row[:2], as_utc(row[2]), *row[3:]) for row in stored]  # naive: UTC
+    issued = datetime(2026, 2, 1, 11, 0, 0, 500000, tzinfo=UTC)
     assert rows == [
         ("INV-1", "t-1", issued, 0, None, "plan", 'plan "pro"\nline – 2', Decimal("0.25"),
          Decimal("12.5"), Decimal("3.125"), None, None, "",
@@ -72,8 +74,8 @@ async def test_lines_are_stored_as_their_documents_state_them(endpoints: Endpoin
          Decimal(-30), date(2023, 1, 1), date(2023, 2, 1), "extra_users", "{}"),
         ("INV-1", "t-1", issued, 2, "crm", "adjustment", "d", Decimal("0.000000001"),
          Decimal(1), Decimal(0), date(2023, 1, 1), date(2023, 2, 1), "x", "{}"),
-        ("CN-1", "t-1", datetime(2026, 2, 2), 0, None, "credit", "d", Decimal(1), Decimal(1),
-         Decimal(1), None, None, "", "{}"),
+        ("CN-1", "t-1", datetime(2026, 2, 2, tzinfo=UTC), 0, None, "credit", "d", Decimal(1),
+         Decimal(1), Decimal(1), None, None, "", "{}"),
     ]
     await store.insert_documents([invoice, credit])  # a retry after a crash: no copy
     (count,), = await ch.rows(f"SELECT count() FROM {store.t_lines}")

@@ -65,15 +65,16 @@ class Adjuster:
                 continue
             base = meter.partition("@")[0]
             quantity = now - was
+            shown = period.public()  # the dates as `str(date)` writes them too
             lines.append(Line(
                 module=module, kind="adjustment",
-                description=f"late usage: {meter} for {period.start} – {period.end} "
+                description=f"late usage: {meter} for {shown['from']} – {shown['to']} "
                             f"recomputed {now:f}, billed {was:f}",
                 quantity=quantity, unit_price=price, amount=self._amount(quantity, price),
                 period=period, meter=meter,
                 source={"meter": meter, "corrects": CORRECTS[base],
                         "late_event_ids": late_ids.get(base, [])[:MAX_IDS_PER_LINE],
-                        "module": module, "period": period.public()}))
+                        "module": module, "period": shown}))
         return lines
 
     def _price(self, catalog: Catalog, meter: str, module: str | None) -> Decimal | None:

@@ -6,24 +6,20 @@ stores never reach this module, so every amount here can be checked by hand.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from services.invoicing.extra_users import extra_users_over
 from services.invoicing.licences import licence_line
 from services.invoicing.models import Line, LineKind
 from shared.billing import support as sb
-from shared.billing.periods import Period, local_date, midnight_utc
-from shared.billing.seats import (
-    Intervals,
-    access_intervals,
-    users_by_window,
-    users_with_access,
-)
+from shared.billing.periods import Period, local_date
+from shared.billing.seats import Intervals, access_intervals
 from shared.catalog import Catalog, Pack, UnknownCatalogItem
-from shared.coverage import email_allowance, granted, support_contracts
+from shared.coverage import email_allowance, support_contracts
 from shared.subscription import Lot, TenantState
 from shared.times import as_utc, utc_text
 
@@ -31,8 +27,6 @@ EXTRA_USERS_METER = "extra_users"
 EMAILS_METER = "emails_sent"
 SUPPORT_METER = "support_minutes"
 ALL_METERS = frozenset({EXTRA_USERS_METER, EMAILS_METER, SUPPORT_METER})
-_DAY = timedelta(days=1)
-_INSTANT = timedelta(microseconds=1)  # the last instant of a period is its end less this
 
 
 # --- in advance: plan and packs (R9.1) ------------------------------------------------------
@@ -159,132 +153,6 @@ class PeriodUsage:
         return self.intervals
 
 
-def seat_capacity(view: TenantState, catalog: Catalog, module: str, period: Period) -> int:
-    """Seats covering the module on the period's last day, a lot cancelled during the
-    period included (R6.2, R6.4)."""
-    return _Seats(view).capacity(catalog, module, period)
-
-
-class _Seats:
-    """What counting a tenant's extra users looks up in its catalog and lots, remembered
-    for every period one count covers (late usage counts dozens, R9.4): the modules a plan
-    bills extra users on, and the lots of the packs whose seats cover a module. Keyed by the
-    catalog's identity: this lives for one count, the catalog versions for the process."""
-
-    def __init__(self, view: TenantState) -> None:
-        self.view = view
-        self._billed: dict[tuple[int, str], list[str]] = {}
-        self._lots: dict[tuple[int, str], list[Lot]] = {}
-
-    def billed_modules(self, catalog: Catalog, plan_id: str) -> list[str]:
-        """The plan's modules whose extra users are billed (R6.1), in order."""
-        key = (id(catalog), plan_id)
-        if (found := self._billed.get(key)) is None:
-            try:
-                modules = catalog.modules_of_plan(plan_id)
-            except UnknownCatalogItem:
-                modules = frozenset()
-            found = self._billed[key] = [m for m in sorted(modules)
-                                         if _bills_extra_users(catalog, m)]
-        return found
-
-    def capacity(self, catalog: Catalog, module: str, period: Period) -> int:
-        """Seats covering the module on the period's last day (R6.2, R6.4)."""
-        zone = self.view.zone
-        last_day = midnight_utc(period.end - _DAY, zone)
-        end = period.end_instant(zone)
-        key = (id(catalog), module)
-        if (lots := self._lots.get(key)) is None:
-            packs = catalog.seat_packs(module)
-            lots = self._lots[key] = [lot for lot in self.view.lots if lot.item in packs]
-        return granted(lot for lot in lots if lot.active_during(last_day, end))
-
-
-def _bills_extra_users(catalog: Catalog, module_id: str) -> bool:
-    try:
-        return catalog.module(module_id).extra_users == "bill"
-    except UnknownCatalogItem:
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class ExtraUsers:
-    """One module's extra users over a period (R6.1, R6.4)."""
-
-    billable: int
-    users: list[str]  # with access at some moment of [since, end), administrator excluded
-    capacity: int
-    since: datetime  # the period start, or when an upgrade brought the module
-
-
-def extra_users(view: TenantState, catalog: Catalog, period: Period,
-                access: Iterable[tuple[str, str, datetime, str]]) -> dict[str, ExtraUsers]:
-    """Per billed module, its extra users (R6.1, R6.4), from the grants and revocations.
-
-    A module the plan gained during the period (an upgrade, R4.2) counts the users who had
-    access from then on: before, it was not the tenant's (R6.3 denied it)."""
-    return _extra_users(view, catalog, period, access_intervals(access))
-
-
-def extra_users_by_period(view: TenantState, catalogs: Sequence[Catalog],
-                          periods: Sequence[Period], intervals: Intervals,
-                          modules: Collection[str]) -> list[dict[str, ExtraUsers]]:
-    """The extra users of `modules` (R6.4) of each of `periods` (in order, never
-    overlapping), each priced by its catalog of `catalogs`: late usage recomputes dozens of
-    periods of a tenant (R9.4), so the users with access over each one are found in one pass
-    over the access spans for all of them."""
-    zone = view.zone
-    modules = frozenset(modules)
-    over = users_by_window(intervals, [(p.start_instant(zone), p.end_instant(zone))
-                                       for p in periods], modules)
-    seats = _Seats(view)
-    return [_extra_users(view, catalog, period, intervals, modules, users, seats)
-            for catalog, period, users in zip(catalogs, periods, over, strict=True)]
-
-
-def _extra_users(view: TenantState, catalog: Catalog, period: Period, intervals: Intervals,
-                 only: Collection[str] | None = None,
-                 over_period: dict[str, set[str]] | None = None,
-                 seats: _Seats | None = None) -> dict[str, ExtraUsers]:
-    """`over_period`: the users with access over the whole period, when already known;
-    `seats`: the lookups of the periods counted before this one, when there are some."""
-    zone = view.zone
-    start, end = period.start_instant(zone), period.end_instant(zone)
-    if over_period is None:
-        over_period = users_with_access(intervals, start, end)
-    seats = seats or _Seats(view)
-    result: dict[str, ExtraUsers] = {}
-    for module_id in seats.billed_modules(catalog,
-                                          view.plan_at(end - _INSTANT)):
-        if only is not None and module_id not in only:
-            continue
-        since = _module_since(view, catalog, module_id, start, end)
-        users = (over_period if since == start else users_with_access(intervals, since, end)
-                 ).get(module_id, set())
-        extras = sorted(u for u in users if u != view.admin_user)
-        capacity = seats.capacity(catalog, module_id, period)
-        result[module_id] = ExtraUsers(max(0, len(extras) - capacity), extras, capacity, since)
-    return result
-
-
-def _module_since(view: TenantState, catalog: Catalog, module: str, start: datetime,
-                  end: datetime) -> datetime:
-    """From when in [start, end) the plan has included `module` without a break."""
-    since = start
-    for changed in view.plan_changes_within(start, end):
-        before = changed - _INSTANT
-        if module not in _plan_modules(view, catalog, before):
-            since = changed
-    return since
-
-
-def _plan_modules(view: TenantState, catalog: Catalog, instant: datetime) -> frozenset[str]:
-    try:
-        return catalog.modules_of_plan(view.plan_at(instant))
-    except UnknownCatalogItem:
-        return frozenset()
-
-
 def period_email_allowance(view: TenantState, period: Period) -> int:
     """The e-mail lots active at any moment of the period, each in full (R7.1)."""
     start, end = period.start_instant(view.zone), period.end_instant(view.zone)
@@ -304,7 +172,7 @@ def arrears_quantities(view: TenantState, catalog: Catalog, period: Period,
     adjustments (R9.4)."""
     quantities: dict[tuple[str, str | None], Decimal] = {}
     if EXTRA_USERS_METER in meters:
-        for module, counted in _extra_users(view, catalog, period, usage.spans(),
+        for module, counted in extra_users_over(view, catalog, period, usage.spans(),
                                             modules).items():
             quantities[(EXTRA_USERS_METER, module)] = Decimal(counted.billable)
     if EMAILS_METER in meters and catalog.email_overage_price is not None:
@@ -356,7 +224,7 @@ def arrears_lines(view: TenantState, catalog: Catalog, period: Period,
 def _extra_user_lines(view: TenantState, catalog: Catalog, period: Period,
                       usage: PeriodUsage) -> list[Line]:
     lines: list[Line] = []
-    for module, counted in _extra_users(view, catalog, period, usage.spans()).items():
+    for module, counted in extra_users_over(view, catalog, period, usage.spans()).items():
         billable, extras, capacity = counted.billable, counted.users, counted.capacity
         price = unit_price(catalog, view, EXTRA_USERS_METER, module)
         if billable == 0 or price is None:

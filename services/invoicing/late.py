@@ -14,7 +14,7 @@ touched only), the access history and the support sessions are each read once, a
 affected period is recomputed from them in memory; only e-mails and priced meters, which
 change one period each, are read per distinct period window. A tenant's extra users are
 counted for all its affected periods in one pass over its access spans
-(`compose.extra_users_by_period`), not one pass per period.
+(`extra_users.extra_users_by_period`), not one pass per period.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from decimal import Decimal
 
 from services.invoicing import compose, schedule
 from services.invoicing.adjustments import MAX_IDS_PER_LINE, Adjuster
-from services.invoicing.compose import ExtraUsers
+from services.invoicing.extra_users import ExtraUsers, extra_users_by_period
 from services.invoicing.models import Line
 from services.invoicing.store import InvoiceStore, LateEvent
 from services.invoicing.usage_charges import (
@@ -257,8 +257,8 @@ def _extra_users(view: TenantState, meters: Touched, periods: list[Period],
                if meter.startswith(compose.EXTRA_USERS_METER)}
     if not modules:
         return [{} for _ in periods]
-    return compose.extra_users_by_period(view, catalogs, periods,
-                                         reads.intervals.get(view.id, {}), modules)
+    return extra_users_by_period(view, catalogs, periods, reads.intervals.get(view.id, {}),
+                                 modules)
 
 
 def _pair(meter: str) -> tuple[str, str]:

@@ -26,10 +26,13 @@ from services.invoicing.compose import (
     advance_lines,
     arrears_lines,
     arrears_quantities,
-    extra_users,
     period_email_allowance,
-    seat_capacity,
     support_since,
+)
+from services.invoicing.extra_users import (
+    extra_users,
+    extra_users_by_period,
+    seat_capacity,
 )
 from shared.billing.periods import Period
 from shared.catalog import Catalog, parse_catalog
@@ -244,6 +247,24 @@ def test_seat_capacity_on_the_last_day_of_february() -> None:
         _lot("l-b", "seats-crm", "seats", 7, state="expired", ends_at="2026-02-27T23:00:00Z"),
         _lot("l-c", "seats-crm", "seats", 2, units=5, bought_at="2026-01-05T09:00:00Z"))
     assert seat_capacity(view, CATALOG, "crm", FEBRUARY) == 13
+
+
+def test_counting_many_periods_reads_lot_instants_written_with_an_offset() -> None:
+    """Lots written with Paris offsets, counted for February and March 2026 together (as late
+    usage counts, R9.4) and one period at a time: the same capacities. crm seats: 2 bought
+    at 2026-03-01T00:00+01:00, the instant February ends (not in February: it must be
+    bought before the end); 3 ending at 2026-02-28T00:00:01+01:00, one second into
+    February's last day (in February, not March); 1 ending 2026-02-28T00:00+01:00, as that
+    day began (neither). February 3, March 2."""
+    view = _tenant(
+        _lot("l-new", "seats-crm", "seats", 2, bought_at="2026-03-01T00:00:00+01:00"),
+        _lot("l-a", "seats-crm", "seats", 3, state="expired",
+             bought_at="2026-01-05T10:00:00+01:00", ends_at="2026-02-28T00:00:01+01:00"),
+        _lot("l-b", "seats-crm", "seats", 1, state="expired",
+             bought_at="2026-01-05T10:00:00+01:00", ends_at="2026-02-28T00:00:00+01:00"))
+    counted = extra_users_by_period(view, [CATALOG, CATALOG], [FEBRUARY, MARCH], {}, {"crm"})
+    assert [c["crm"].capacity for c in counted] == [3, 2]
+    assert [seat_capacity(view, CATALOG, "crm", p) for p in (FEBRUARY, MARCH)] == [3, 2]
 
 
 # --- extra users (R6.1, R6.4) -----------------------------------------------------------

@@ -10,11 +10,12 @@ usage lines and minimum commitment are recomputed (usage_charges.usage_adjustmen
 
 The cost does not grow with the number of periods corrected times the usage read: for all the
 tenants of a run, the late events, the quantities already billed (of the meters and modules
-touched only), the access history and the support sessions are each read once, and every
-affected period is recomputed from them in memory; only e-mails and priced meters, which
-change one period each, are read per distinct period window. A tenant's extra users are
-counted for all its affected periods in one pass over its access spans
-(`extra_users.extra_users_by_period`), not one pass per period.
+touched only), the access history (unless the billing run's arrears already read it) and the
+support sessions are each read once, and every affected period is recomputed from them in
+memory; only e-mails and priced meters, which change one period each, are read per distinct
+period window. A tenant's extra users are counted for all its affected periods in one pass
+over its access spans (`extra_users.extra_users_by_period`), not one pass per period, and
+its lines priced by one `adjustments.Adjuster`.
 """
 
 from __future__ import annotations

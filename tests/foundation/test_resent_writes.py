@@ -95,38 +95,47 @@ async def test_a_commit_resent_after_another_writer_is_applied_once(
 ISSUED = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-async def test_a_credit_note_call_resent_issues_one_note(endpoints: Endpoints,
-                                                         unique: str) -> None:
+@asynccontextmanager
+async def invoice_state_behind_a_dropper(endpoints: Endpoints, unique: str
+                                         ) -> AsyncIterator[tuple[InvoiceState, AnswerDropper,
+                                                                  Any]]:
+    """Invoicing's numbering state talking to valkey through an `AnswerDropper`, the dropper,
+    and a client straight to valkey to look at what was written."""
     direct = make_redis(endpoints.redis_url)
     proxy = AnswerDropper(int(endpoints.redis_url.rsplit(":", 1)[1].split("/")[0]))
     async with proxy.running() as url:
         via_proxy = make_redis(url)
-        state = InvoiceState(via_proxy, InvoicingKeys(f"resent-{unique}"), EntitlementsKeys(),
-                             ZoneInfo("UTC"))
         try:
-            template = b'{"number":"@@NUMBER@@"}'
-            event = b'{"time":"@@ISSUED_AT@@","data":{"number":"@@NUMBER@@"}}'
-            # Redis learns the script first, so the answer dropped below is the credit's.
-            first = await state.credit("INV-0", 1000, 100, ISSUED, template,
-                                       Announcement("event-0", "acme", event))
-            assert (first.outcome, first.number) == ("issued", "CN-2026-000001")
-            proxy.drop_next_answer = True
-            resent = await state.credit("INV-1", 1000, 400, ISSUED, template,
-                                        Announcement("event-1", "acme", event))
-            assert proxy.dropped == 1
-            # The answer of the call that ran, and the only note numbered for it.
-            assert (resent.outcome, resent.number) == ("replayed", "CN-2026-000002")
-            assert await state.credited_minor("INV-1") == 400
-            assert await direct.hlen(state.keys.pending) == 2  # INV-0's note and this one
-            # One announcement per note, filled as the note was numbered (R9.3).
-            rows: Any = await direct.xrange(state.keys.outbox)
-            announced = [(f["id"], f["value"]) for _, f in rows]
-            assert announced == [
-                ("event-0", '{"time":"2026-03-01T00:00:00Z","data":{"number":"CN-2026-000001"}}'),
-                ("event-1", '{"time":"2026-03-01T00:00:00Z","data":{"number":"CN-2026-000002"}}')]
+            yield (InvoiceState(via_proxy, InvoicingKeys(f"resent-{unique}"),
+                                EntitlementsKeys(), ZoneInfo("UTC")), proxy, direct)
         finally:
             await via_proxy.aclose()
             await direct.aclose()
+
+
+async def test_a_credit_note_call_resent_issues_one_note(endpoints: Endpoints,
+                                                         unique: str) -> None:
+    async with invoice_state_behind_a_dropper(endpoints, unique) as (state, proxy, direct):
+        template = b'{"number":"@@NUMBER@@"}'
+        event = b'{"time":"@@ISSUED_AT@@","data":{"number":"@@NUMBER@@"}}'
+        # Redis learns the script first, so the answer dropped below is the credit's.
+        first = await state.credit("INV-0", 1000, 100, ISSUED, template,
+                                   Announcement("event-0", "acme", event))
+        assert (first.outcome, first.number) == ("issued", "CN-2026-000001")
+        proxy.drop_next_answer = True
+        resent = await state.credit("INV-1", 1000, 400, ISSUED, template,
+                                    Announcement("event-1", "acme", event))
+        assert proxy.dropped == 1
+        # The answer of the call that ran, and the only note numbered for it.
+        assert (resent.outcome, resent.number) == ("replayed", "CN-2026-000002")
+        assert await state.credited_minor("INV-1") == 400
+        assert await direct.hlen(state.keys.pending) == 2  # INV-0's note and this one
+        # One announcement per note, filled as the note was numbered (R9.3).
+        rows: Any = await direct.xrange(state.keys.outbox)
+        announced = [(f["id"], f["value"]) for _, f in rows]
+        assert announced == [
+            ("event-0", '{"time":"2026-03-01T00:00:00Z","data":{"number":"CN-2026-000001"}}'),
+            ("event-1", '{"time":"2026-03-01T00:00:00Z","data":{"number":"CN-2026-000002"}}')]
 
 
 async def test_an_invoice_call_resent_issues_one_invoice(endpoints: Endpoints,
@@ -134,32 +143,23 @@ async def test_an_invoice_call_resent_issues_one_invoice(endpoints: Endpoints,
     """The billing run fills each document with the instant its numbering call answers; a
     resent call answers as the one that ran, without an instant, and the run then reads the
     document that call kept pending (services.invoicing.service._issued_documents)."""
-    direct = make_redis(endpoints.redis_url)
-    proxy = AnswerDropper(int(endpoints.redis_url.rsplit(":", 1)[1].split("/")[0]))
-    async with proxy.running() as url:
-        via_proxy = make_redis(url)
-        state = InvoiceState(via_proxy, InvoicingKeys(f"resent-{unique}"), EntitlementsKeys(),
-                             ZoneInfo("UTC"))
-        try:
-            template = b'{"number":"@@NUMBER@@","issued_at":"@@ISSUED_AT@@"}'
-            event = b'{"time":"@@ISSUED_AT@@","data":{"number":"@@NUMBER@@"}}'
+    async with invoice_state_behind_a_dropper(endpoints, unique) as (state, proxy, _):
+        template = b'{"number":"@@NUMBER@@","issued_at":"@@ISSUED_AT@@"}'
+        event = b'{"time":"@@ISSUED_AT@@","data":{"number":"@@NUMBER@@"}}'
 
-            def request(day: str) -> IssueRequest:
-                return IssueRequest(marker_key=state.keys.billed("acme"), field=day,
-                                    kind="INV", issued_at=ISSUED, template=template,
-                                    announcement=Announcement(f"event-{day}", "acme", event))
+        def request(day: str) -> IssueRequest:
+            return IssueRequest(marker_key=state.keys.billed("acme"), field=day,
+                                kind="INV", issued_at=ISSUED, template=template,
+                                announcement=Announcement(f"event-{day}", "acme", event))
 
-            # Redis learns the script first, so the answer dropped below is the invoice's.
-            first, = await state.issue([request("2026-02-01")])
-            assert first == IssueResult(True, "INV-2026-000001", "2026-03-01T00:00:00Z")
-            proxy.drop_next_answer = True
-            resent, = await state.issue([request("2026-03-01")])
-            assert proxy.dropped == 1
-            # The number of the call that ran, the only one taken; no instant in the answer.
-            assert resent == IssueResult(True, "INV-2026-000002", "")
-            kept = await state.pending_of(["INV-2026-000002", "INV-2026-000009"])
-            assert kept == {"INV-2026-000002":
-                            b'{"number":"INV-2026-000002","issued_at":"2026-03-01T00:00:00Z"}'}
-        finally:
-            await via_proxy.aclose()
-            await direct.aclose()
+        # Redis learns the script first, so the answer dropped below is the invoice's.
+        first, = await state.issue([request("2026-02-01")])
+        assert first == IssueResult(True, "INV-2026-000001", "2026-03-01T00:00:00Z")
+        proxy.drop_next_answer = True
+        resent, = await state.issue([request("2026-03-01")])
+        assert proxy.dropped == 1
+        # The number of the call that ran, the only one taken; no instant in the answer.
+        assert resent == IssueResult(True, "INV-2026-000002", "")
+        kept = await state.pending_of(["INV-2026-000002", "INV-2026-000009"])
+        assert kept == {"INV-2026-000002":
+                        b'{"number":"INV-2026-000002","issued_at":"2026-03-01T00:00:00Z"}'}

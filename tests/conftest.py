@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from hypothesis import settings as hypothesis_settings
+from redis.asyncio import Redis
 
 from services.entitlements.part import EntitlementsPart
 from services.invoicing.part import InvoicingPart
@@ -153,12 +155,29 @@ async def start_app(values: dict[str, Any],
     return RunningApp(app, client, parts), lifespan
 
 
+@asynccontextmanager
+async def serving(values: dict[str, Any], parts: list[ServicePart] | None = None
+                  ) -> AsyncIterator[RunningApp]:
+    """The app of these parts (`start_app`'s default: all four), stopped on the way out."""
+    running, lifespan = await start_app(values, parts)
+    try:
+        yield running
+    finally:
+        await running.client.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+async def flush_database(redis_url: str) -> None:
+    """Empty the Redis database of `redis_url`, one a test keeps to itself."""
+    redis = Redis.from_url(redis_url)
+    await redis.flushdb()
+    await redis.aclose()
+
+
 @pytest.fixture(scope="session")
 async def platform(endpoints: Endpoints) -> AsyncIterator[RunningApp]:
-    running, lifespan = await start_app(settings_for(endpoints))
-    yield running
-    await running.client.aclose()
-    await lifespan.__aexit__(None, None, None)
+    async with serving(settings_for(endpoints)) as running:
+        yield running
 
 
 @pytest.fixture

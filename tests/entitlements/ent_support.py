@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from redis.asyncio import Redis
 
 from services.entitlements.part import EntitlementsPart
 from shared.settings import SUBSCRIPTION_EVENTS_TOPIC
@@ -25,9 +24,10 @@ from tests.conftest import (
     ADMIN,
     OWNER,
     RunningApp,
+    flush_database,
     redis_db_url,
+    serving,
     settings_for,
-    start_app,
 )
 
 ISOLATED_DB = 7
@@ -39,20 +39,14 @@ async def isolated_app(endpoints: Endpoints, clock_start: datetime, *, flush: bo
     """An app with only the entitlements part, on a Redis database of its own."""
     url = redis_db_url(endpoints, db)
     if flush:
-        redis = Redis.from_url(url)
-        await redis.flushdb()
-        await redis.aclose()
+        await flush_database(url)
     # No invoicing part here: a purchase need not wait for an invoice number.
     values = settings_for(endpoints, redis_url=url, clock_start=clock_start,
                           entitlements_invoice_wait_s=0, **extra)
     common = {k: v for k, v in values.items() if k not in ("batch_max_wait_ms",
                                                            "retry_initial_s", "retry_max_s")}
-    running, lifespan = await start_app(values, [EntitlementsPart(common)])
-    try:
+    async with serving(values, [EntitlementsPart(common)]) as running:
         yield running
-    finally:
-        await running.client.aclose()
-        await lifespan.__aexit__(None, None, None)
 
 
 async def purchase(client: httpx.AsyncClient, tenant: str, item: str, *,

@@ -22,7 +22,6 @@ import orjson
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
-from redis.asyncio import Redis
 
 from services.entitlements.part import EntitlementsPart
 from services.metering.part import MeteringPart
@@ -37,10 +36,11 @@ from tests.conftest import (
     cloud_event,
     create_tenant,
     eventually,
+    flush_database,
     produce,
     redis_db_url,
+    serving,
     settings_for,
-    start_app,
 )
 from tests.entitlements.ent_support import purchase, tenant_doc
 
@@ -241,9 +241,7 @@ async def _projects_platform(endpoints: Endpoints, catalog: Path) -> AsyncIterat
     """Metering and entitlements on the test catalog, with their own topics, group and
     valkey database (so its clock, outbox and live counters are its own)."""
     url = redis_db_url(endpoints, PROJECTS_DB)
-    redis = Redis.from_url(url)
-    await redis.flushdb()
-    await redis.aclose()
+    await flush_database(url)
     name = uuid.uuid4().hex[:8]
     values = settings_for(endpoints, redis_url=url, catalog=catalog,
                           usage_events_topic=f"usage-{name}",
@@ -253,12 +251,8 @@ async def _projects_platform(endpoints: Endpoints, catalog: Path) -> AsyncIterat
                           entitlements_invoice_wait_s=0)
     common = {k: v for k, v in values.items()
               if k in CommonSettings.model_fields or k.startswith("entitlements_")}
-    running, lifespan = await start_app(values, [MeteringPart(values), EntitlementsPart(common)])
-    try:
+    async with serving(values, [MeteringPart(values), EntitlementsPart(common)]) as running:
         yield running
-    finally:
-        await running.client.aclose()
-        await lifespan.__aexit__(None, None, None)
 
 
 async def test_r7_4_a_resource_declared_by_the_catalog_alone_is_limited_and_checked(

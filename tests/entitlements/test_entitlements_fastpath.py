@@ -9,7 +9,7 @@ import pytest
 
 from services.entitlements.part import EntitlementsPart
 from shared.stack import Endpoints
-from tests.conftest import ADMIN, OWNER, RunningApp, settings_for, start_app
+from tests.conftest import ADMIN, OWNER, RunningApp, serving, settings_for
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +17,8 @@ async def routed_only(endpoints: Endpoints) -> AsyncIterator[RunningApp]:
     """The same service on the same stores, without the fast path: FastAPI's route answers."""
     part = EntitlementsPart(settings_for(endpoints, entitlements_invoice_wait_s=0))
     part.fast_paths = ()
-    running, lifespan = await start_app(settings_for(endpoints), [part])
-    yield running
-    await running.client.aclose()
-    await lifespan.__aexit__(None, None, None)
+    async with serving(settings_for(endpoints), [part]) as running:
+        yield running
 
 
 async def test_fast_path_and_route_agree(platform: RunningApp, routed_only: RunningApp,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared.stack import Endpoints, TansuBroker, ValkeyServer
-from tests.conftest import RunningApp, settings_for, start_app
+from tests.conftest import RunningApp, serving, settings_for
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +18,8 @@ async def bare_app(private_parts: tuple[TansuBroker, ValkeyServer],
                    endpoints: Endpoints) -> AsyncIterator[RunningApp]:
     broker, valkey = private_parts
     private = Endpoints(broker.bootstrap, valkey.url, endpoints.clickhouse_dsn)
-    running, lifespan = await start_app(settings_for(private), parts=[])
-    yield running
-    await running.client.aclose()
-    await lifespan.__aexit__(None, None, None)
+    async with serving(settings_for(private), []) as running:
+        yield running
 
 
 async def _ready(app: RunningApp) -> tuple[int, dict[str, Any]]:

@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 
 from services.entitlements.part import EntitlementsPart
 from services.invoicing.part import InvoicingPart
@@ -25,9 +24,10 @@ from tests.conftest import (
     ADMIN,
     OWNER,
     RunningApp,
+    flush_database,
     redis_db_url,
+    serving,
     settings_for,
-    start_app,
 )
 
 PRIVATE_DB = 3
@@ -41,9 +41,7 @@ async def private_platform(endpoints: Endpoints, unique: str, clock_start: datet
                            ) -> AsyncIterator[RunningApp]:
     url = redis_db_url(endpoints, db)
     if flush:
-        redis = Redis.from_url(url)
-        await redis.flushdb()
-        await redis.aclose()
+        await flush_database(url)
     values = settings_for(
         endpoints, redis_url=url, clock_start=clock_start,
         usage_events_topic=f"usage-inv-{unique}", consumer_group=f"metering-inv-{unique}",
@@ -58,12 +56,8 @@ async def private_platform(endpoints: Endpoints, unique: str, clock_start: datet
     parts: list[ServicePart] = [MeteringPart(values), EntitlementsPart(ent_values),
                                 InvoicingPart(inv_values)]
     parts += [part(inv_values) for part in more_parts]  # e.g. the console, after the three
-    running, lifespan = await start_app(values, parts)
-    try:
+    async with serving(values, parts) as running:
         yield running
-    finally:
-        await running.client.aclose()
-        await lifespan.__aexit__(None, None, None)
 
 
 def invoicing_part(app: RunningApp) -> InvoicingPart:

@@ -13,7 +13,7 @@ import pytest
 from services.metering.part import MeteringPart
 from shared.meters import MeterError
 from shared.stack import Endpoints
-from tests.conftest import RunningApp, cloud_event, eventually, settings_for, start_app
+from tests.conftest import RunningApp, cloud_event, eventually, serving, settings_for
 
 # `api_calls` too: the demo catalog prices it, and every service refuses a catalog pricing a
 # meter it does not know (R10.1).
@@ -51,10 +51,8 @@ async def metered(endpoints: Endpoints, tmp_path_factory: pytest.TempPathFactory
                           usage_events_topic=f"usage-{name}",
                           usage_events_dlq_topic=f"usage-{name}.dlq",
                           subscription_events_topic=f"subscriptions-{name}")
-    running, lifespan = await start_app(values, parts=[MeteringPart(values)])
-    yield running
-    await running.client.aclose()
-    await lifespan.__aexit__(None, None, None)
+    async with serving(values, [MeteringPart(values)]) as running:
+        yield running
 
 
 async def _usage(app: RunningApp, tenant: str, meter: str, **params: str) -> list[Any]:

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import orjson
 import uvicorn
-from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
 from services.demo_webhooks import request_body
@@ -24,7 +23,14 @@ from services.metering.part import MeteringPart
 from services.webhooks.part import WebhooksPart
 from shared.app import ServicePart
 from shared.stack import Endpoints, free_port
-from tests.conftest import ADMIN, RunningApp, redis_db_url, settings_for, start_app
+from tests.conftest import (
+    ADMIN,
+    RunningApp,
+    flush_database,
+    redis_db_url,
+    serving,
+    settings_for,
+)
 
 WEBHOOKS_DB = 13
 
@@ -131,17 +137,11 @@ async def webhook_platform(endpoints: Endpoints, unique: str, clock_start: datet
                            db: int = WEBHOOKS_DB, **extra: Any) -> AsyncIterator[RunningApp]:
     """The four parts on a Redis database of the test's own, flushed first."""
     values = platform_values(endpoints, unique, clock_start, db, **extra)
-    redis = Redis.from_url(values["redis_url"])
-    await redis.flushdb()
-    await redis.aclose()
+    await flush_database(values["redis_url"])
     parts: list[ServicePart] = [MeteringPart(values), EntitlementsPart(values),
                                 InvoicingPart(values), WebhooksPart(values)]
-    running, lifespan = await start_app(values, parts)
-    try:
+    async with serving(values, parts) as running:
         yield running
-    finally:
-        await running.client.aclose()
-        await lifespan.__aexit__(None, None, None)
 
 
 async def register(client: httpx.AsyncClient, url: str, events: list[str],

@@ -1,11 +1,16 @@
 """Tenant documents and a small catalog built in memory for unit tests (no I/O): a tenant of
 the demo shape, with the lots and fields a test names, and a catalog whose plans differ in
-modules, suites and features, for the rules that depend on those."""
+modules, suites and features, for the rules that depend on those. And, written to a test's
+folder for the platform to load, the demo catalog with plans of the test's own."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from shared.settings import CommonSettings
 from shared.subscription import TenantState
 
 
@@ -52,3 +57,17 @@ def people_catalog() -> dict[str, Any]:
              "single_instance": True, "eligible_plans": ["business"],
              "support": {"type": "bank", "hours_per_year": "20",
                          "overage_price_per_hour": "90.00", "covers_level_3": True}}]}
+
+
+def demo_catalog_with(folder: Path, plans: list[dict[str, Any]], meters: str
+                      ) -> tuple[Path, Path]:
+    """The demo catalog plus `plans`, and a meters file of `meters` (YAML), written to
+    `folder`: the `CATALOG` and `METERS` settings of a platform the test starts."""
+    demo = CommonSettings.model_fields["catalog"].default
+    raw: dict[str, Any] = yaml.safe_load(Path(demo).read_text(encoding="utf-8"))
+    raw["plans"].extend(plans)
+    catalog = folder / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    meters_file = folder / "meters.yaml"
+    meters_file.write_text(meters, encoding="utf-8")
+    return catalog, meters_file

@@ -32,8 +32,8 @@ from services.metering.part import MeteringPart
 from services.metering.rebuild import LiveRebuild
 from shared import keys
 from shared.catalog import CatalogError
-from shared.settings import CommonSettings
 from shared.stack import Endpoints
+from tests.builders import demo_catalog_with
 from tests.conftest import ADMIN, RunningApp, cloud_event, eventually, produce, set_clock
 from tests.entitlements.ent_support import events_for
 from tests.invoicing.inv_support import private_platform
@@ -66,14 +66,7 @@ LIMITS_DB = 12  # a valkey database no other test uses
 
 
 def write_catalog(tmp_path: Path, *plans: dict[str, Any]) -> tuple[Path, Path]:
-    demo = CommonSettings.model_fields["catalog"].default
-    raw: dict[str, Any] = yaml.safe_load(Path(demo).read_text(encoding="utf-8"))
-    raw["plans"].extend(plans)
-    catalog = tmp_path / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    meters = tmp_path / "meters.yaml"
-    meters.write_text(METERS, encoding="utf-8")
-    return catalog, meters
+    return demo_catalog_with(tmp_path, list(plans), METERS)
 
 
 def usage(tenant: str, kind: str, data: dict[str, Any], event_id: str, at: str

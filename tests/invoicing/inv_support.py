@@ -24,6 +24,7 @@ from tests.conftest import (
     ADMIN,
     OWNER,
     RunningApp,
+    eventually,
     flush_database,
     redis_db_url,
     serving,
@@ -90,6 +91,25 @@ async def invoices_of(client: httpx.AsyncClient, tenant: str) -> list[dict[str, 
         cursor = body["next_cursor"]
         if cursor is None:
             return sorted(found, key=lambda d: (d["issued_at"], d["number"]))
+
+
+async def invoice_document(client: httpx.AsyncClient, number: str) -> dict[str, Any]:
+    """`GET /v1/invoices/{number}` as JSON: an invoice or a credit note."""
+    response = await client.get(f"/v1/invoices/{number}", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    document: dict[str, Any] = response.json()
+    return document
+
+
+async def documents_once_there(client: httpx.AsyncClient, tenant: str, count: int
+                               ) -> list[dict[str, Any]]:
+    """The tenant's documents, oldest first, once there are `count` of them."""
+    async def enough() -> list[dict[str, Any]] | None:
+        documents = await invoices_of(client, tenant)
+        return documents if len(documents) >= count else None
+
+    found: list[dict[str, Any]] = await eventually(enough, within=30)
+    return found
 
 
 def summary(invoice: dict[str, Any]) -> tuple[str, str | None, str]:

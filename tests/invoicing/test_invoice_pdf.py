@@ -29,8 +29,14 @@ from services.invoicing.part import InvoicingPart
 from services.invoicing.pdf import DocumentRenderer
 from shared.settings import InvoicingSettings
 from shared.stack import Endpoints
-from tests.conftest import ADMIN, RunningApp, create_tenant, eventually, set_clock
-from tests.invoicing.inv_support import buy, invoices_of, invoicing_part, private_platform
+from tests.conftest import ADMIN, RunningApp, create_tenant, set_clock
+from tests.invoicing.inv_support import (
+    buy,
+    documents_once_there,
+    invoice_document,
+    invoicing_part,
+    private_platform,
+)
 
 PDF_DB = 1  # a valkey database no other test uses
 UTC_ZONE = ZoneInfo("UTC")
@@ -73,22 +79,6 @@ async def _pdf(client: httpx.AsyncClient, number: str, accept: str = "applicatio
     return response.content
 
 
-async def _json(client: httpx.AsyncClient, number: str) -> Document:
-    response = await client.get(f"/v1/invoices/{number}", headers=ADMIN)
-    assert response.status_code == 200, response.text
-    doc: Document = response.json()
-    return doc
-
-
-async def _documents(client: httpx.AsyncClient, tenant: str, count: int) -> list[Document]:
-    async def enough() -> list[Document] | None:
-        docs = await invoices_of(client, tenant)
-        return docs if len(docs) >= count else None
-
-    found: list[Document] = await eventually(enough, within=30)
-    return found
-
-
 @pytest.fixture(scope="module")
 async def issued(endpoints: Endpoints) -> AsyncIterator[Issued]:
     """Tenant T (profile ACME) and tenant H (a hostile profile), Europe/Paris, created
@@ -111,21 +101,22 @@ async def issued(endpoints: Endpoints) -> AsyncIterator[Issued]:
         c = app.client
         tenant, hostile = f"pdf-{unique}", f"pdf-h-{unique}"
         await create_tenant(c, tenant, billing=ACME)
-        first, = await _documents(c, tenant, 1)
+        first, = await documents_once_there(c, tenant, 1)
         await create_tenant(c, hostile, billing=HOSTILE)
-        hostile_first, = await _documents(c, hostile, 1)
+        hostile_first, = await documents_once_there(c, hostile, 1)
         await set_clock(c, "2026-03-10T10:00:00Z")
         await buy(c, tenant, "seats-crm", 2)
-        _, proration = await _documents(c, tenant, 2)
+        _, proration = await documents_once_there(c, tenant, 2)
         await set_clock(c, "2026-04-01T12:00:00Z")
-        *_, period = await _documents(c, tenant, 3)
+        *_, period = await documents_once_there(c, tenant, 3)
         credited = await c.post(f"/v1/invoices/{period['number']}/credit-notes",
                                 json={"amount": "12.00", "reason": "goodwill"}, headers=ADMIN)
         assert credited.status_code == 201, credited.text
-        note = await _json(c, credited.json()["number"])
-        yield Issued(app, tenant, hostile, await _json(c, first["number"]),
-                     await _json(c, proration["number"]), await _json(c, period["number"]),
-                     note, await _json(c, hostile_first["number"]))
+        note = await invoice_document(c, credited.json()["number"])
+        yield Issued(app, tenant, hostile, await invoice_document(c, first["number"]),
+                     await invoice_document(c, proration["number"]),
+                     await invoice_document(c, period["number"]),
+                     note, await invoice_document(c, hostile_first["number"]))
 
 
 def _party_text(party: dict[str, Any]) -> list[str]:

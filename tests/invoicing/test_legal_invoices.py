@@ -31,11 +31,16 @@ from tests.conftest import (
     OWNER,
     RunningApp,
     create_tenant,
-    eventually,
     produce,
     set_clock,
 )
-from tests.invoicing.inv_support import buy, invoices_of, late_purchase_event, private_platform
+from tests.invoicing.inv_support import (
+    buy,
+    documents_once_there,
+    invoice_document,
+    late_purchase_event,
+    private_platform,
+)
 
 LEGAL_DB = 15
 PARIS = ZoneInfo("Europe/Paris")  # read at import: a unit test opens no file
@@ -72,23 +77,6 @@ async def _history(client: httpx.AsyncClient, tenant: str) -> list[dict[str, Any
     assert response.status_code == 200, response.text
     entries: list[dict[str, Any]] = response.json()["data"]
     return entries
-
-
-async def _invoice(client: httpx.AsyncClient, number: str) -> Document:
-    response = await client.get(f"/v1/invoices/{number}", headers=ADMIN)
-    assert response.status_code == 200, response.text
-    doc: Document = response.json()
-    return doc
-
-
-async def _documents_of(client: httpx.AsyncClient, tenant: str, count: int) -> list[Document]:
-    """The tenant's documents, oldest first, once there are `count` of them."""
-    async def enough() -> list[Document] | None:
-        docs = await invoices_of(client, tenant)
-        return docs if len(docs) >= count else None
-
-    found: list[Document] = await eventually(enough, within=30)
-    return found
 
 
 def _legal(doc: Document) -> tuple[str, str, str | None, Any, int | None]:
@@ -200,13 +188,13 @@ async def test_invoices_name_seller_and_buyer_and_fall_due_thirty_days_after_iss
         await create_tenant(c, b)
         assert (await _tenant(c, a))["billing"] == ACME
         assert (await _tenant(c, b))["billing"] is None
-        await _documents_of(c, a, 1)
-        await _documents_of(c, b, 1)
+        await documents_once_there(c, a, 1)
+        await documents_once_there(c, b, 1)
         await set_clock(c, "2026-04-01T12:00:00Z")
         await produce(endpoints.kafka_bootstrap, f"subscriptions-inv-{unique}",
                       [(b.encode(), orjson.dumps(late_purchase_event(b, f"legal-{unique}")))])
-        docs_a = await _documents_of(c, a, 2)
-        docs_b = await _documents_of(c, b, 3)
+        docs_a = await documents_once_there(c, a, 2)
+        docs_b = await documents_once_there(c, b, 3)
         upcoming = (await c.get(f"/v1/tenants/{a}/upcoming-invoice", headers=ADMIN)).json()
 
     assert [_legal(d) for d in docs_a] == [
@@ -240,14 +228,14 @@ async def test_a_credit_note_names_the_parties_and_is_due_on_its_issue_date(
         c = app.client
         p = f"legal-p-{unique}"
         await create_tenant(c, p, billing=ACME)
-        await _documents_of(c, p, 1)
+        await documents_once_there(c, p, 1)
         await set_clock(c, "2026-03-31T22:30:00Z")
-        await _documents_of(c, p, 2)
+        await documents_once_there(c, p, 2)
         answer = await c.post("/v1/invoices/INV-2026-000001/credit-notes",
                               json={"amount": "12.00", "reason": "goodwill"}, headers=ADMIN)
         assert answer.status_code == 201, answer.text
-        note = await _invoice(c, "CN-2026-000001")
-        period = await _invoice(c, "INV-2026-000002")
+        note = await invoice_document(c, "CN-2026-000001")
+        period = await invoice_document(c, "INV-2026-000002")
         export = await c.get("/v1/invoices/export", params={"month": "2026-04"},
                              headers=ADMIN)
         one = await c.get("/v1/invoices/INV-2026-000001",
@@ -290,19 +278,19 @@ async def test_a_changed_profile_names_the_buyer_of_later_invoices_only(
         c = app.client
         t = f"legal-t-{unique}"
         await create_tenant(c, t)
-        first, = await _documents_of(c, t, 1)
+        first, = await documents_once_there(c, t, 1)
         await set_clock(c, "2026-03-10T10:00:00Z")
         changed = await _patch(c, t, {"billing": ACME, "actor": OWNER})
         assert changed.status_code == 200, changed.text
         assert (changed.json()["billing"], changed.json()["renewal"]) == (ACME, True)
         await buy(c, t, "seats-crm", 1)
-        _, bought = await _documents_of(c, t, 2)
+        _, bought = await documents_once_there(c, t, 2)
         for _ in range(2):
             again = await _patch(c, t, {"billing": ACME_GROUP, "actor": OWNER})
             assert again.json()["billing"] == ACME_GROUP_STORED, again.text
         await set_clock(c, "2026-04-01T12:00:00Z")
-        *_, period = await _documents_of(c, t, 3)
-        reread = [await _invoice(c, d["number"]) for d in (first, bought)]
+        *_, period = await documents_once_there(c, t, 3)
+        reread = [await invoice_document(c, d["number"]) for d in (first, bought)]
         history = await _history(c, t)
 
     assert [(_legal(d), d["total"]) for d in (first, bought, period)] == [

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
-from shared.settings import CommonSettings
 from shared.stack import Endpoints
+from tests.builders import demo_catalog_with
 from tests.conftest import ADMIN, eventually
 from tests.invoicing.inv_support import invoices_of, private_platform
 
@@ -97,14 +96,7 @@ EXPECTED: list[tuple[str, dict[str, str]]] = [
 
 def usage_catalog(tmp_path: Path) -> tuple[Path, Path]:
     """The demo catalog plus the metered plan, and the meters it prices."""
-    demo = CommonSettings.model_fields["catalog"].default
-    raw: dict[str, Any] = yaml.safe_load(Path(demo).read_text(encoding="utf-8"))
-    raw["plans"].append(METERED_PLAN)
-    catalog = tmp_path / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    meters = tmp_path / "meters.yaml"
-    meters.write_text(METERS, encoding="utf-8")
-    return catalog, meters
+    return demo_catalog_with(tmp_path, [METERED_PLAN], METERS)
 
 
 def month_events(tenant: str, month: int, api: int, sms: int, exports: int

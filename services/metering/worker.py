@@ -63,6 +63,7 @@ from shared.consumer import (
     dead_letter_headers,
     send_dead_letters,
 )
+from shared.errors import Unavailable
 from shared.events import EventValidator, InvalidEvent
 from shared.kafka import make_consumer
 from shared.observability import CONSUMER_LAG
@@ -376,14 +377,24 @@ class UsageConsumer:
 
     async def caught_up(self, produced: dict[int, int], timeout_s: float = 60.0) -> None:
         """Wait until every message already in usage-events is processed and committed:
-        up to the broker's end offsets, and at least to the offsets `produced` names."""
+        up to the broker's end offsets, and at least to the offsets `produced` names.
+
+        The deadline bounds the broker's answers too: asking for a committed offset waits for
+        a group coordinator, for ever if none comes back."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._caught_up(produced)
+        except TimeoutError:
+            raise Unavailable(f"metering has not caught up with usage-events in {timeout_s:g} s; "
+                              "retry later", code="metering_behind") from None
+
+    async def _caught_up(self, produced: dict[int, int]) -> None:
         topic = self._settings.usage_events_topic
         partitions = self.consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = await self.consumer.end_offsets(tps)
         for tp in tps:
             ends[tp] = max(ends[tp], produced.get(tp.partition, 0))
-        deadline = time.monotonic() + timeout_s
         pending = set(tps)
         while pending:
             for tp in list(pending):
@@ -391,8 +402,6 @@ class UsageConsumer:
                 if (committed or 0) >= ends[tp]:
                     pending.discard(tp)
             if pending:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"metering is behind on {len(pending)} partition(s)")
                 await asyncio.sleep(0.02)
 
     async def drain(self, timeout_s: float | None) -> None:

@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
+from services.metering.part import MeteringPart
+from shared.errors import Unavailable
 from tests.conftest import CLOCK_START, RunningApp, cloud_event
 
 
@@ -23,3 +29,17 @@ async def test_moving_the_clock_waits_for_a_batch_accepted_just_before(platform:
         "tenant": tenant, "meter": "emails_sent", "from": "2026-01-01T00:00:00Z",
         "to": "2026-02-01T00:00:00Z"})
     assert [p["value"] for p in usage.json()["data"]] == [300]
+
+
+async def test_a_barrier_metering_cannot_meet_is_a_503_within_its_deadline(
+        platform: RunningApp) -> None:
+    """An offset no message will ever reach: the wait ends at its deadline as `Unavailable`
+    (503 `metering_behind`), never as a hang or a 500."""
+    part = platform.parts[0]
+    assert isinstance(part, MeteringPart)
+    assert part.consumer is not None
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as raised:
+        await part.consumer.caught_up({0: 10**12}, timeout_s=0.5)
+    assert (raised.value.status, raised.value.error_code) == (503, "metering_behind")
+    assert 0.5 <= time.monotonic() - started < 5

@@ -166,6 +166,20 @@ async def send_dead_letters(producer: AIOKafkaProducer, topic: str,
     await asyncio.gather(*futures)
 
 
+async def committed_up_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
+    """Return once the group's committed offset of each partition reaches its end in `ends`.
+
+    Unbounded, like the broker's answers it waits on (asking for a committed offset waits
+    for a group coordinator, for ever if none comes back): the caller's timeout bounds it."""
+    pending = dict(ends)
+    while pending:
+        for tp, end in list(pending.items()):
+            if ((await consumer.committed(tp)) or 0) >= end:
+                del pending[tp]
+        if pending:
+            await asyncio.sleep(0.02)
+
+
 @dataclass(eq=False)
 class SubscribedLoop:
     """A loop reading one topic, run as a supervised task: `start` subscribes, watches the

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -22,6 +21,7 @@ from shared.consumer import (
     LoopHealth,
     Stopping,
     SubscribedLoop,
+    committed_up_to,
     dead_letter_headers,
     send_dead_letters,
 )
@@ -87,27 +87,23 @@ class SubscriptionConsumer(LoopConsumer):
 
     async def caught_up(self) -> None:
         """Barrier of the manual clock: entitlements' outbox drained, and every event in the
-        topic consumed and committed, so immediate invoices come before later ones."""
-        deadline = time.monotonic() + self._settings.invoicing_barrier_timeout_s
-        while await self._service.state.outbox_size() > 0:
-            if time.monotonic() > deadline:
-                log.warning("entitlements outbox not drained before the clock moved")
-                return
+        topic consumed and committed, so immediate invoices come before later ones. Given up
+        with a warning at the deadline, which bounds the broker's answers too
+        (`committed_up_to`)."""
+        timeout_s = self._settings.invoicing_barrier_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._caught_up()
+        except TimeoutError:
+            log.warning("subscription events not caught up within %g s before the clock "
+                        "moved", timeout_s)
+
+    async def _caught_up(self) -> None:
+        # Both are another party's state, with no event to wait on: they are polled.
+        while await self._service.state.outbox_size() > 0:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-        while not self.consumer.assignment():
-            if time.monotonic() > deadline:
-                log.warning("invoicing consumer has no partitions; not waiting")
-                return
+        while not self.consumer.assignment():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         tps = [TopicPartition(self._topic, p)
                for p in (self.consumer.partitions_for_topic(self._topic) or set())]
-        ends = await self.consumer.end_offsets(tps)
-        for tp in tps:
-            while True:
-                committed = await self.consumer.committed(tp)
-                if (committed or 0) >= ends[tp]:
-                    break
-                if time.monotonic() > deadline:
-                    log.warning("subscription events not caught up before the clock moved")
-                    return
-                await asyncio.sleep(0.01)
+        await committed_up_to(self.consumer, await self.consumer.end_offsets(tps))

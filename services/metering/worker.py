@@ -60,6 +60,7 @@ from shared.consumer import (
     LoopHealth,
     Retrier,
     Stopping,
+    committed_up_to,
     dead_letter_headers,
     send_dead_letters,
 )
@@ -379,8 +380,7 @@ class UsageConsumer:
         """Wait until every message already in usage-events is processed and committed:
         up to the broker's end offsets, and at least to the offsets `produced` names.
 
-        The deadline bounds the broker's answers too: asking for a committed offset waits for
-        a group coordinator, for ever if none comes back."""
+        The deadline bounds the broker's answers too (`committed_up_to`)."""
         try:
             async with asyncio.timeout(timeout_s):
                 await self._caught_up(produced)
@@ -393,16 +393,8 @@ class UsageConsumer:
         partitions = self.consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = await self.consumer.end_offsets(tps)
-        for tp in tps:
-            ends[tp] = max(ends[tp], produced.get(tp.partition, 0))
-        pending = set(tps)
-        while pending:
-            for tp in list(pending):
-                committed = await self.consumer.committed(tp)
-                if (committed or 0) >= ends[tp]:
-                    pending.discard(tp)
-            if pending:
-                await asyncio.sleep(0.02)
+        await committed_up_to(self.consumer, {
+            tp: max(ends[tp], produced.get(tp.partition, 0)) for tp in tps})
 
     async def drain(self, timeout_s: float | None) -> None:
         """On revocation, or before moving to another broker: finish the claims and stores in

@@ -281,9 +281,15 @@ class InvoiceState:
                         None if not cutoff else int(cutoff)))
         return out
 
-    async def billed_number(self, tenant: str, day: date) -> str | None:
-        value = await self.redis.hget(self.keys.billed(tenant), day.isoformat())
-        return None if value is None else str(value)
+    async def billed_numbers(self, tenants: Sequence[str], day: date
+                             ) -> dict[str, str | None]:
+        """Per tenant, the number of the invoice of its billing date `day`, or None."""
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.hget(self.keys.billed(tenant), day.isoformat())
+        values = await pipe.execute() if tenants else []
+        return {tenant: None if value is None else str(value)
+                for tenant, value in zip(tenants, values, strict=True)}
 
     # --- numbering -----------------------------------------------------------------------
 

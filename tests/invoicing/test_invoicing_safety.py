@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -75,3 +76,29 @@ async def test_runs_twice_crash_and_late_usage(endpoints: Endpoints, unique: str
         assert adjustment["period"] == {"from": "2026-05-01", "to": "2026-06-01"}
         assert adjustment["source"]["late_event_ids"] == [f"l-{unique}"]
         assert await all_numbers(c, tenants) == [f"INV-2026-{n:06d}" for n in range(1, 10)]
+
+
+async def test_a_date_billed_by_another_path_during_a_run_is_answered_skipped(
+        endpoints: Endpoints, unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`POST /v1/billing-runs` finds the tenant's anchor (2026-05-01) unbilled, then, before
+    its own run, the date is billed by another path (here the clock's job, as the first
+    invoice on `tenant.created` may be): the run issues nothing and answers the tenant as
+    skipped (R9.5), not as neither issued nor skipped. One invoice: INV-2026-000001."""
+    tenant = f"raced-{unique}"
+    async with private_platform(endpoints, unique, datetime(2026, 5, 1, 12, tzinfo=UTC),
+                                invoicing_consumer=False) as app:
+        await create_tenant(app.client, tenant, anchor="2026-05-01")
+        service = invoicing_part(app).service
+        assert service is not None
+        run = service.bill
+
+        async def billed_first_by_the_clock(*args: Any, **kwargs: Any) -> Any:
+            await run([tenant], datetime(2026, 5, 1, 12, tzinfo=UTC))
+            return await run(*args, **kwargs)
+
+        monkeypatch.setattr(service, "bill", billed_first_by_the_clock)
+        answer = await app.client.post("/v1/billing-runs", headers=ADMIN,
+                                       json={"tenant": tenant, "date": "2026-05-01"})
+        assert answer.status_code == 200, answer.text
+        assert (answer.json()["issued"], answer.json()["skipped"]) == ([], [tenant])
+        assert await all_numbers(app.client, [tenant]) == ["INV-2026-000001"]

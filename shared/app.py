@@ -147,7 +147,8 @@ async def open_runtime(settings: CommonSettings) -> Runtime:
         await keys.ensure_admin(settings.admin_api_key)
     return Runtime(settings=settings, redis=redis, clickhouse=clickhouse, producer=producer,
                    clock=clock, keys=keys,
-                   scheduler=Scheduler(clock, timedelta(days=settings.clock_max_step_days)))
+                   scheduler=Scheduler(clock, timedelta(days=settings.clock_max_step_days)),
+                   health=LoopHealth(settings.loop_stall_after_s))
 
 
 async def close_runtime(runtime: Runtime) -> None:

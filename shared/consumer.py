@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import KW_ONLY, dataclass, field
@@ -61,10 +62,19 @@ class TooManyDeadLetters(Exception):
 
 class LoopHealth:
     """The background loops that cannot go on, with why; `/readyz` answers 503 while any
-    is listed."""
+    is listed.
 
-    def __init__(self) -> None:
+    A consumer loop beats at each poll and each step it retries; one that has beaten and
+    then stays quiet for `stall_after_s` is listed as stalled. Hung on an answer that never
+    comes (a broker client asking for a group coordinator for ever, say), it is as stopped
+    as a loop that died, only silent."""
+
+    def __init__(self, stall_after_s: float = 300.0,
+                 now: Callable[[], float] = time.monotonic) -> None:
         self._problems: dict[str, str] = {}
+        self._beats: dict[str, float] = {}
+        self._stall_after_s = stall_after_s
+        self._now = now
 
     def report(self, loop: str, problem: str | None) -> None:
         if problem is None:
@@ -72,8 +82,19 @@ class LoopHealth:
         else:
             self._problems[loop] = problem
 
+    def beat(self, loop: str) -> None:
+        self._beats[loop] = self._now()
+
+    def forget(self, loop: str) -> None:
+        """A loop stopped on purpose: its silence is no stall."""
+        self._beats.pop(loop, None)
+
     def problems(self) -> dict[str, str]:
-        return dict(self._problems)
+        now = self._now()
+        found = {loop: f"stalled: no progress for {now - at:.0f} s"
+                 for loop, at in self._beats.items() if now - at > self._stall_after_s}
+        found.update(self._problems)  # why a loop stopped says more than its silence
+        return found
 
     def supervise(self, task: asyncio.Task[None]) -> None:
         """Log and report a loop task that ends with an error instead of dying silently."""
@@ -106,6 +127,7 @@ class Retrier:
         delay = self.initial_s
         failures = 0
         while True:
+            self.health.beat(self.loop)
             try:
                 result = await attempt()
             except OUTAGES as exc:
@@ -229,6 +251,7 @@ class SubscribedLoop:
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=5.0)
+        self.health.forget(self.name)
         with contextlib.suppress(Exception):
             await self.consumer.stop()
 

@@ -80,6 +80,10 @@ class CommonSettings(BaseSettings):
     # Dead letters in a row after which a consumer stops (and /readyz says so) rather than
     # dead-letter a whole stream that some fault of ours makes look bad.
     dead_letter_limit: int = Field(default=1_000, ge=1)
+    # A consumer loop with no poll and no retried step for this long is reported stalled on
+    # /readyz (hung on an answer that never comes); a rebuild of the live counters after a
+    # broker change must fit in it.
+    loop_stall_after_s: float = Field(default=300.0, gt=0)
 
 
 class MeteringSettings(CommonSettings):

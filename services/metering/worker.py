@@ -145,6 +145,7 @@ class UsageConsumer:
             _, late = await asyncio.wait([self._task], timeout=30)
             for task in late:
                 task.cancel()
+        self._health.forget(LOOP)
         await self.consumer.stop()
         await self.incarnation.close()
         self._live.close()
@@ -161,6 +162,7 @@ class UsageConsumer:
         in_flight: deque[asyncio.Task[None]] = deque()
         storing: asyncio.Task[None] | None = None
         while not self._stopping.is_set():
+            self._health.beat(LOOP)
             batch = await self.consumer.getmany(
                 timeout_ms=self._settings.batch_max_wait_ms,
                 max_records=self._settings.batch_max_records)

@@ -17,6 +17,8 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,17 @@ LIMITS_DB = 12  # a valkey database no other test uses
 
 def write_catalog(tmp_path: Path, *plans: dict[str, Any]) -> tuple[Path, Path]:
     return demo_catalog_with(tmp_path, list(plans), METERS)
+
+
+@asynccontextmanager
+async def limits_platform(endpoints: Endpoints, unique: str, written: tuple[Path, Path]
+                          ) -> AsyncIterator[RunningApp]:
+    """A platform of the test's own, on a valkey database of its own, serving the catalog
+    and meters `written`."""
+    catalog, meters = written
+    async with private_platform(endpoints, unique, START,
+                                db=LIMITS_DB, catalog=catalog, meters=meters) as app:
+        yield app
 
 
 def usage(tenant: str, kind: str, data: dict[str, Any], event_id: str, at: str
@@ -131,10 +144,9 @@ async def test_r10_4_a_hard_limit_denies_within_a_second_and_counts_copies_once(
     within a second of the 202, remaining 0; 1.0 reached. Every copy sent or produced again
     changes nothing. February, its own period: 900 calls, 900 used, 0.8 reached again (for
     February); 100 more, 1.0 reached again. Each threshold is announced once a period."""
-    catalog, meters = write_catalog(tmp_path, METERED, METERED_PLUS)
     tenant = f"{unique}-hard"
-    async with private_platform(endpoints, unique, START,
-                                db=LIMITS_DB, catalog=catalog, meters=meters) as app:
+    async with limits_platform(endpoints, unique,
+                               write_catalog(tmp_path, METERED, METERED_PLUS)) as app:
         await create_metered(app, tenant)
         jan = "2027-01-10T09:00:00Z"
         first = usage(tenant, "api.calls", {"count": 700}, "a-1", jan)
@@ -211,10 +223,9 @@ async def test_r10_4_soft_limit_billable_and_thresholds_of_the_included_quantity
     usage charge (3 ≤ 3); after 4, one more is billable (soft limit exceeded), remaining 0.
     SMS (SUM, 10 included, no limit): 2.25 + 2.75 = 5 used, exactly 0.5 × 10: the threshold
     of the included quantity is reached once; 5 more are covered by the included 10."""
-    catalog, meters = write_catalog(tmp_path, METERED, METERED_PLUS)
     tenant = f"{unique}-soft"
-    async with private_platform(endpoints, unique, START,
-                                db=LIMITS_DB, catalog=catalog, meters=meters) as app:
+    async with limits_platform(endpoints, unique,
+                               write_catalog(tmp_path, METERED, METERED_PLUS)) as app:
         await create_metered(app, tenant)
         at = "2027-01-10T09:00:00Z"
         exports = [usage(tenant, "export.completed", {}, f"e-{n}", at) for n in range(4)]
@@ -249,10 +260,9 @@ async def test_r10_4_a_meter_priced_by_another_plan_only_is_not_limited(
         endpoints: Endpoints, unique: str, tmp_path: Path) -> None:
     """`metered-plus` prices no export: its tenants' exports are neither limited nor billed;
     an unpriced meter is not a feature the check knows."""
-    catalog, meters = write_catalog(tmp_path, METERED, METERED_PLUS)
     tenant = f"{unique}-plus"
-    async with private_platform(endpoints, unique, START,
-                                db=LIMITS_DB, catalog=catalog, meters=meters) as app:
+    async with limits_platform(endpoints, unique,
+                               write_catalog(tmp_path, METERED, METERED_PLUS)) as app:
         response = await app.client.post("/v1/tenants", headers=ADMIN, json={
             "id": tenant, "plan": "metered-plus", "cycle": "P1M", "time_zone": "UTC",
             "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-1"})
@@ -285,10 +295,9 @@ async def test_r10_4_large_and_fractional_values_add_up_exactly(
     """By hand: 11 × 999,999,999,999,999 SMS + 0.5 + 0.5 = 10,999,999,999,999,990, in one
     batch. The eleven large ones sum past 2^53, where valkey's Lua (doubles) could not add
     them exactly: 10,999,999,999,999,989 is odd, no double holds it."""
-    catalog, meters = write_catalog(tmp_path, METERED, METERED_PLUS)
     tenant = f"{unique}-large"
-    async with private_platform(endpoints, unique, START,
-                                db=LIMITS_DB, catalog=catalog, meters=meters) as app:
+    async with limits_platform(endpoints, unique,
+                               write_catalog(tmp_path, METERED, METERED_PLUS)) as app:
         await create_metered(app, tenant)
         at = "2027-01-10T09:00:00Z"
         counts = ["999999999999999"] * 11 + ["0.5", "0.5"]
@@ -322,10 +331,8 @@ async def test_r10_5_limits_and_thresholds_come_from_the_tenants_own_version(
     its threshold 0.8 at level 800 (under 2027-02 the level would be 1,600, not reached).
     Migrated to 2027-02 from February 1: in February, 1,500 calls, and 200 more are covered
     (1,700 ≤ 2,000, remaining 500); 1,500 < 0.8 × 2,000 = 1,600, so no threshold for February."""
-    catalog, meters = write_versions(tmp_path)
     tenant = f"{unique}-pinned"
-    async with private_platform(endpoints, unique, START,
-                                db=LIMITS_DB, catalog=catalog, meters=meters) as app:
+    async with limits_platform(endpoints, unique, write_versions(tmp_path)) as app:
         response = await app.client.post("/v1/tenants", headers=ADMIN, json={
             "id": tenant, "plan": "metered", "cycle": "P1M", "anchor": "2027-01-01",
             "time_zone": "UTC", "currency": "EUR", "vat_rate": "0.20", "admin_user": "u-1",

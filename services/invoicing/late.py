@@ -21,7 +21,7 @@ its lines priced by one `adjustments.Adjuster`.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -203,10 +203,11 @@ class LateUsage:
 
     def _lines(self, view: TenantState, meters: Touched, reads: _Reads) -> list[Line]:
         tenant = view.id
-        by_period: dict[Period, list[str]] = defaultdict(list)
+        # Per period, the meters its late events changed, with those events' ids (R9.6).
+        by_period: dict[Period, dict[str, list[str]]] = defaultdict(dict)
         for meter, changed in meters.items():
-            for period in changed:
-                by_period[period].append(meter)
+            for period, ids in changed.items():
+                by_period[period][meter] = ids
         periods = sorted(by_period, key=lambda p: p.start)
         # R10.5: corrected at the prices the period was billed at, before any migration
         catalogs = [self.catalogs.of(view, p.start_instant(view.zone)) for p in periods]
@@ -215,25 +216,34 @@ class LateUsage:
         for period, catalog, users in zip(periods, catalogs, _extra_users(
                 view, meters, periods, catalogs, reads), strict=True):
             billed_so_far = reads.billed.get((tenant, period.start, period.end), {})
-            names = set(by_period[period])
-            if metered := reads.metered.get((tenant, period)):
+            names = by_period[period]
+            if reads.metered and (metered := reads.metered.get((tenant, period))):
                 lines.extend(usage_adjustment_lines(
                     view, catalog, period, metered, billed_so_far,
-                    {m.removeprefix(USAGE_METER): meters[m][period][:MAX_IDS_PER_LINE]
-                     for m in names if m.startswith(USAGE_METER)}))
-                names = {m for m in names if not m.startswith(USAGE_METER)}
-            if not names:
-                continue
-            recomputed = _recomputed(view, catalog, period, names, users, reads)
-            billed = {key: q for key, q in billed_so_far.items() if _touches(key, names)}
-            ids: dict[str, list[str]] = defaultdict(list)
-            for meter in names:
-                ids[meter.partition(":")[0]].extend(meters[meter][period][:MAX_IDS_PER_LINE])
-            lines.extend(adjuster.lines(catalog, period, recomputed, billed, ids))
+                    {m.removeprefix(USAGE_METER): ids[:MAX_IDS_PER_LINE]
+                     for m, ids in names.items() if m.startswith(USAGE_METER)}))
+                names = {m: ids for m, ids in names.items() if not m.startswith(USAGE_METER)}
+            if names:
+                lines.extend(adjuster.lines(
+                    catalog, period, _recomputed(view, catalog, period, names, users, reads),
+                    {key: q for key, q in billed_so_far.items() if _touches(key, names)},
+                    _ids_by_kind(names)))
         return lines
 
 
-def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: set[str],
+def _ids_by_kind(names: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """The late event ids of a period's meters, per meter before any ':module' (the
+    adjustment keeps the first MAX_IDS_PER_LINE of each)."""
+    if len(names) == 1:
+        ((meter, ids),) = names.items()
+        return {meter.partition(":")[0]: ids}
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for meter, ids in names.items():
+        by_kind[meter.partition(":")[0]].extend(ids[:MAX_IDS_PER_LINE])
+    return by_kind
+
+
+def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: Collection[str],
                 users: dict[str, ExtraUsers], reads: _Reads
                 ) -> dict[tuple[str, str | None], Decimal]:
     """The quantities of the built-in meters `names` recomputed for `period`; the extra
@@ -268,7 +278,7 @@ def _pair(meter: str) -> tuple[str, str]:
     return name, module
 
 
-def _touches(key: tuple[str, str | None], names: set[str]) -> bool:
+def _touches(key: tuple[str, str | None], names: Collection[str]) -> bool:
     """Is the billed quantity of (meter, module) one the late events may change? Support
     meters carry their rate after '@'; extra users are per module."""
     meter, module = key

@@ -37,7 +37,7 @@ from services.invoicing.usage_charges import (
     usage_adjustment_lines,
 )
 from shared import events as ev
-from shared.billing.periods import Period, local_date
+from shared.billing.periods import Period, local_date, midnight_utc
 from shared.billing.seats import Intervals, access_intervals
 from shared.catalog import Catalog
 from shared.catalog_versions import CatalogVersions
@@ -142,15 +142,14 @@ class LateUsage:
     async def _read(self, views: dict[str, TenantState], touched: dict[str, Touched],
                     access: AccessRows | None) -> _Reads:
         """Everything the affected periods need, in a few queries for all tenants."""
-        periods = {(t, p) for t, meters in touched.items() for ps in meters.values()
-                   for p in ps}
-        first = min(p.start for _, p in periods)
+        bounds = {t: _bounds(meters) for t, meters in touched.items()}
+        first = min(start for start, _ in bounds.values())
         names = {meter for meters in touched.values() for meter in meters}
         billed = await self.store.billed_quantities_since(
             sorted(views), first,
             sorted(m for m in names if not m.startswith(compose.EXTRA_USERS_METER)),
             sorted(_pair(m) for m in names if m.startswith(compose.EXTRA_USERS_METER)))
-        end = max(p.end_instant(views[t].zone) for t, p in periods)
+        end = max(midnight_utc(last, views[t].zone) for t, (_, last) in bounds.items())
         with_access = sorted(t for t, m in touched.items()
                              if any(x.startswith(compose.EXTRA_USERS_METER) for x in m))
         if access is None:
@@ -159,7 +158,7 @@ class LateUsage:
         sessions = {}
         if with_support:
             start = min(schedule.billing_instant(views[t], compose.support_since(views[t], p))
-                        for t, p in periods if t in with_support)
+                        for t in with_support for ps in touched[t].values() for p in ps)
             sessions = await self.store.support_sessions(with_support, start, end)
         return _Reads(billed, {t: access_intervals(access.get(t, [])) for t in with_access},
                       sessions, await self._emails(views, touched),
@@ -270,6 +269,12 @@ def _extra_users(view: TenantState, meters: Touched, periods: list[Period],
         return [{} for _ in periods]
     return extra_users_by_period(view, catalogs, periods, reads.intervals.get(view.id, {}),
                                  modules)
+
+
+def _bounds(meters: Touched) -> tuple[date, date]:
+    """The first day and the end (excluded) of the periods a tenant's late events change."""
+    periods = [p for changed in meters.values() for p in changed]
+    return min(p.start for p in periods), max(p.end for p in periods)
 
 
 def _pair(meter: str) -> tuple[str, str]:

@@ -62,7 +62,7 @@ CATALOGS = (_catalog(True), _catalog(False))
 
 
 def _edges() -> list[datetime]:
-    edges = []
+    edges: list[datetime] = []
     for period in MONTHS:
         for instant in (period.start_instant(PARIS),
                         midnight_utc(period.end - timedelta(days=1), PARIS)):

@@ -47,8 +47,6 @@ from shared.times import from_micros
 
 # Meter ("extra_users:{module}" for access) -> period -> late event ids.
 Touched = dict[str, dict[Period, list[str]]]
-# Tenant -> (module, user_id, time, type) of its access grants and revocations.
-AccessRows = Mapping[str, list[tuple[str, str, datetime, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +62,7 @@ class LateWork:
 @dataclass(slots=True)
 class _Reads:
     billed: dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]]
-    intervals: dict[str, Intervals]
+    intervals: Mapping[str, Intervals]
     sessions: dict[str, list[tuple[str, datetime, int, int]]]
     emails: dict[tuple[str, Period], int]
     # (tenant, period) -> priced meter -> its value over the period now (R10.1)
@@ -85,16 +83,18 @@ class LateUsage:
             if meter is not None and meter.aggregation is not Aggregation.SEATS:
                 self.priced[meter.event_type].append(meter)
 
-    async def adjustments(self, work: Sequence[LateWork], access: AccessRows | None = None
+    async def adjustments(self, work: Sequence[LateWork],
+                          intervals: Mapping[str, Intervals] | None = None
                           ) -> dict[str, list[Line]]:
-        """Per tenant, the adjustment lines of its late usage (none: no entry). `access`: the
-        tenants' access rows up to their billing dates or later, when the caller has read
-        them (rows after a period change none of its counts): not read again."""
+        """Per tenant, the adjustment lines of its late usage (none: no entry). `intervals`:
+        the tenants' access spans from their rows up to their billing dates or later, when
+        the caller has read them (rows after a period change none of its counts): not read
+        again."""
         touched = await self._touched(work)
         if not touched:
             return {}
         views = {w.view.id: w.view for w in work if w.view.id in touched}
-        reads = await self._read(views, touched, access)
+        reads = await self._read(views, touched, intervals)
         return {tenant: self._lines(views[tenant], meters, reads)
                 for tenant, meters in touched.items()}
 
@@ -140,7 +140,7 @@ class LateUsage:
         return changes
 
     async def _read(self, views: dict[str, TenantState], touched: dict[str, Touched],
-                    access: AccessRows | None) -> _Reads:
+                    intervals: Mapping[str, Intervals] | None) -> _Reads:
         """Everything the affected periods need, in a few queries for all tenants."""
         bounds = {t: _bounds(meters) for t, meters in touched.items()}
         first = min(start for start, _ in bounds.values())
@@ -152,16 +152,16 @@ class LateUsage:
         end = max(midnight_utc(last, views[t].zone) for t, (_, last) in bounds.items())
         with_access = sorted(t for t, m in touched.items()
                              if any(x.startswith(compose.EXTRA_USERS_METER) for x in m))
-        if access is None:
+        if intervals is None:
             access = await self.store.access(with_access, end) if with_access else {}
+            intervals = {t: access_intervals(access.get(t, [])) for t in with_access}
         with_support = sorted(t for t, m in touched.items() if compose.SUPPORT_METER in m)
         sessions = {}
         if with_support:
             start = min(schedule.billing_instant(views[t], compose.support_since(views[t], p))
                         for t in with_support for ps in touched[t].values() for p in ps)
             sessions = await self.store.support_sessions(with_support, start, end)
-        return _Reads(billed, {t: access_intervals(access.get(t, [])) for t in with_access},
-                      sessions, await self._emails(views, touched),
+        return _Reads(billed, intervals, sessions, await self._emails(views, touched),
                       await self._metered(views, touched))
 
     async def _metered(self, views: dict[str, TenantState], touched: dict[str, Touched]
@@ -207,15 +207,15 @@ class LateUsage:
         for meter, changed in meters.items():
             for period, ids in changed.items():
                 by_period[period][meter] = ids
-        periods = sorted(by_period, key=lambda p: p.start)
+        touched = sorted(by_period.items(), key=lambda item: item[0].start)
+        periods = [period for period, _ in touched]
         # R10.5: corrected at the prices the period was billed at, before any migration
         catalogs = [self.catalogs.of(view, p.start_instant(view.zone)) for p in periods]
         adjuster = Adjuster(view)
         lines: list[Line] = []
-        for period, catalog, users in zip(periods, catalogs, _extra_users(
+        for (period, names), catalog, users in zip(touched, catalogs, _extra_users(
                 view, meters, periods, catalogs, reads), strict=True):
             billed_so_far = reads.billed.get((tenant, period.start, period.end), {})
-            names = by_period[period]
             if reads.metered and (metered := reads.metered.get((tenant, period))):
                 lines.extend(usage_adjustment_lines(
                     view, catalog, period, metered, billed_so_far,

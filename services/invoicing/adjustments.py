@@ -50,19 +50,12 @@ class _Correction:
     meter: str
     module: str | None
     corrects: str  # the meter before any '@rate'
-    now: Decimal
-    was: Decimal
     quantity: Decimal
     unit_price: Decimal
     amount: Decimal
     # The description either side of the period's dates.
     head: str
     tail: str
-
-    def describes(self, now: Decimal, was: Decimal) -> bool:
-        """Are `now` and `was` written as this correction's? Decimals equal in value (the
-        key it was found under) may differ in exponent or in the sign of a zero."""
-        return self.now.compare_total(now) == 0 and self.was.compare_total(was) == 0
 
     def line(self, period: Period, late_ids: list[str]) -> Line:
         shown = period.public()  # the dates as `str(date)` writes them too
@@ -81,9 +74,11 @@ class Adjuster:
 
     def __init__(self, view: TenantState) -> None:
         self.view = view
-        # Keyed by the catalog's identity: an Adjuster lives for one tenant's lines, the
-        # catalog versions for the whole process. None: no line (no price, no change).
-        self._corrections: dict[tuple[int, str, str | None, Decimal, Decimal],
+        # Keyed by the catalog's identity (an Adjuster lives for one tenant's lines, the
+        # catalog versions for the whole process) and the quantities as written: Decimals
+        # equal in value may differ in exponent, which the description and quantity show.
+        # None: no line (no change, or no price).
+        self._corrections: dict[tuple[int, str, str | None, str, str],
                                 _Correction | None] = {}
 
     def lines(self, catalog: Catalog, period: Period, recomputed: Quantities,
@@ -104,22 +99,18 @@ class Adjuster:
                     was: Decimal) -> _Correction | None:
         """The line of (meter, module) recomputed `now` and billed `was`, but its period;
         None: nothing to correct (no change, or the meter has no price)."""
-        key = (id(catalog), meter, module, now, was)
+        key = (id(catalog), meter, module, str(now), str(was))
         if key in self._corrections:
-            found = self._corrections[key]
-            # None depends on the values only (no change, or no price)
-            if found is None or found.describes(now, was):
-                return found
+            return self._corrections[key]
         price = unit_price(catalog, self.view, meter, module)
-        if now == was or price is None:
-            correction = None
-        else:
+        correction = None
+        if now != was and price is not None:
             quantity = now - was
             correction = _Correction(
-                meter, module, meter.partition("@")[0], now, was, quantity, price,
+                meter, module, meter.partition("@")[0], quantity, price,
                 line_amount(quantity, price, self.view.currency),
                 f"late usage: {meter} for ", f" recomputed {now:f}, billed {was:f}")
-        self._corrections.setdefault(key, correction)  # the first spelling of its values
+        self._corrections[key] = correction
         return correction
 
 

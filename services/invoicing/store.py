@@ -225,7 +225,7 @@ class InvoiceStore:
         for tenant, a, b, meter, module, quantity in zip(*columns, strict=True):
             start = days.get(a) or days.setdefault(a, date.fromisoformat(a))
             end = days.get(b) or days.setdefault(b, date.fromisoformat(b))
-            # stored with 9 decimals: "1", not "1.000000000"
+            # "1", whatever trailing zeros the server writes (the column has 9 decimals)
             billed[(tenant, start, end)][(meter, module)] = Decimal(quantity).normalize()
         return billed
 

@@ -13,9 +13,9 @@ tenants of a run, the late events, the quantities already billed (of the meters 
 touched only), the access history (unless the billing run's arrears already read it) and the
 support sessions are each read once, and every affected period is recomputed from them in
 memory; only e-mails and priced meters, which change one period each, are read per distinct
-period window. A tenant's extra users are counted for all its affected periods in one pass
-over its access spans (`extra_users.extra_users_by_period`), not one pass per period, and
-its lines priced by one `adjustments.Adjuster`.
+period window. A tenant's extra users are counted for all its affected periods at once
+(`extra_users.extra_users_by_period`: anew only where something the count reads changed), and
+its lines priced by one `adjustments.Adjuster` (a line worked out once, then only dated).
 """
 
 from __future__ import annotations

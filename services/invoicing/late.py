@@ -247,12 +247,15 @@ def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: Coll
                 ) -> dict[tuple[str, str | None], Decimal]:
     """The quantities of the built-in meters `names` recomputed for `period`; the extra
     users of its touched modules are already counted (`users`)."""
-    recomputed: dict[tuple[str, str | None], Decimal] = {
-        (compose.EXTRA_USERS_METER, module): Decimal(counted.billable)
-        for module, counted in users.items()
-        if f"{compose.EXTRA_USERS_METER}:{module}" in names}
-    if others := {meter for meter in names
-                  if not meter.startswith(compose.EXTRA_USERS_METER)}:
+    recomputed: dict[tuple[str, str | None], Decimal] = {}
+    others: set[str] = set()
+    for meter in names:
+        name, _, module = meter.partition(":")  # extra users are counted per module
+        if name != compose.EXTRA_USERS_METER:
+            others.add(meter)
+        elif (counted := users.get(module)) is not None:
+            recomputed[(name, module)] = Decimal(counted.billable)
+    if others:
         usage = compose.PeriodUsage(emails=reads.emails.get((view.id, period), 0),
                                     support=reads.sessions.get(view.id, []))
         recomputed.update(compose.arrears_quantities(view, catalog, period, usage, others))

@@ -4,13 +4,15 @@ it corrects. Pure functions, no I/O.
 
 A late access grant corrects every billed period since its time, dozens for an old one, most
 often by the same difference at the same price. A tenant's corrected periods are priced by
-one `Adjuster`, which looks a (catalog, meter, module)'s unit price up and rounds a
-(difference, unit price)'s amount once, not once per period: the lines are the same.
+one `Adjuster`, which works out a (catalog, meter, module, recomputed, billed)'s line once
+(its unit price, amount rounded, description but the dates: a `_Correction`) and then only
+names each period in it: the lines are the same as priced one by one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 
 from services.invoicing.compose import (
@@ -40,16 +42,44 @@ def _meter_then_module(key: tuple[str, str | None]) -> tuple[str, str]:
     return key[0], key[1] or ""
 
 
+@dataclass(frozen=True, slots=True)
+class _Correction:
+    """What an adjustment line of a (catalog, meter, module, recomputed, billed) is in any
+    period: all of it but the period it names."""
+
+    meter: str
+    module: str | None
+    corrects: str  # the meter before any '@rate'
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+    # The description either side of the period's dates.
+    head: str
+    tail: str
+
+    def line(self, period: Period, late_ids: list[str]) -> Line:
+        shown = period.public()  # the dates as `str(date)` writes them too
+        return Line(
+            module=self.module, kind="adjustment",
+            description=f"{self.head}{shown['from']} – {shown['to']}{self.tail}",
+            quantity=self.quantity, unit_price=self.unit_price, amount=self.amount,
+            period=period, meter=self.meter,
+            source={"meter": self.meter, "corrects": CORRECTS[self.corrects],
+                    "late_event_ids": late_ids[:MAX_IDS_PER_LINE], "module": self.module,
+                    "period": shown})
+
+
 class Adjuster:
     """The adjustment lines of one tenant's corrected periods."""
 
     def __init__(self, view: TenantState) -> None:
         self.view = view
-        # Keyed by the catalog's identity: an Adjuster lives for one tenant's lines, the
-        # catalog versions for the whole process.
-        self._prices: dict[tuple[int, str, str | None], Decimal | None] = {}
-        # line_amount depends on the values only (its result has the currency's digits).
-        self._amounts: dict[tuple[Decimal, Decimal], Decimal] = {}
+        # Keyed by the catalog's identity (an Adjuster lives for one tenant's lines, the
+        # catalog versions for the whole process) and the quantities as written: Decimals
+        # equal in value may differ in exponent, which the description and quantity show.
+        # None: no line (no change, or no price).
+        self._corrections: dict[tuple[int, str, str | None, str, str],
+                                _Correction | None] = {}
 
     def lines(self, catalog: Catalog, period: Period, recomputed: Quantities,
               billed: Quantities, late_ids: Mapping[str, list[str]]) -> list[Line]:
@@ -60,35 +90,28 @@ class Adjuster:
         for key in sorted(keys, key=_meter_then_module) if len(keys) > 1 else keys:
             meter, module = key
             now, was = recomputed.get(key, _NONE), billed.get(key, _NONE)
-            price = self._price(catalog, meter, module)
-            if now == was or price is None:
-                continue
-            base = meter.partition("@")[0]
-            quantity = now - was
-            shown = period.public()  # the dates as `str(date)` writes them too
-            lines.append(Line(
-                module=module, kind="adjustment",
-                description=f"late usage: {meter} for {shown['from']} – {shown['to']} "
-                            f"recomputed {now:f}, billed {was:f}",
-                quantity=quantity, unit_price=price, amount=self._amount(quantity, price),
-                period=period, meter=meter,
-                source={"meter": meter, "corrects": CORRECTS[base],
-                        "late_event_ids": late_ids.get(base, [])[:MAX_IDS_PER_LINE],
-                        "module": module, "period": shown}))
+            correction = self._correction(catalog, meter, module, now, was)
+            if correction is not None:
+                lines.append(correction.line(period, late_ids.get(correction.corrects, [])))
         return lines
 
-    def _price(self, catalog: Catalog, meter: str, module: str | None) -> Decimal | None:
-        key = (id(catalog), meter, module)
-        if key not in self._prices:
-            self._prices[key] = unit_price(catalog, self.view, meter, module)
-        return self._prices[key]
-
-    def _amount(self, quantity: Decimal, price: Decimal) -> Decimal:
-        amount = self._amounts.get((quantity, price))
-        if amount is None:
-            amount = self._amounts[(quantity, price)] = line_amount(
-                quantity, price, self.view.currency)
-        return amount
+    def _correction(self, catalog: Catalog, meter: str, module: str | None, now: Decimal,
+                    was: Decimal) -> _Correction | None:
+        """The line of (meter, module) recomputed `now` and billed `was`, but its period;
+        None: nothing to correct (no change, or the meter has no price)."""
+        key = (id(catalog), meter, module, str(now), str(was))
+        if key in self._corrections:
+            return self._corrections[key]
+        price = unit_price(catalog, self.view, meter, module)
+        correction = None
+        if now != was and price is not None:
+            quantity = now - was
+            correction = _Correction(
+                meter, module, meter.partition("@")[0], quantity, price,
+                line_amount(quantity, price, self.view.currency),
+                f"late usage: {meter} for ", f" recomputed {now:f}, billed {was:f}")
+        self._corrections[key] = correction
+        return correction
 
 
 def adjustment_lines(view: TenantState, catalog: Catalog, period: Period,

@@ -21,6 +21,7 @@ from services.invoicing.models import Draft
 from services.invoicing.store import InvoiceStore
 from services.invoicing.usage_charges import UsageCharges, usage_lines
 from shared.billing.periods import Cycle, Period, period_containing
+from shared.billing.seats import access_intervals
 from shared.catalog import Catalog
 from shared.catalog_versions import CatalogVersions
 from shared.meters import MeterRegistry
@@ -63,20 +64,23 @@ class Drafts:
             names = [view.id for view, _, _ in members]
             emails = await self.store.emails(names, start, end)
             access = await self.store.access(names, end)
+            # R6.4: each tenant's spans of access, for its arrears and its late usage alike
+            spans = {tenant: access_intervals(rows) for tenant, rows in access.items()}
             since = min(schedule.billing_instant(v, compose.support_since(v, e))
                         for v, _, e in members)  # R8.2: banks are used from their start
             support = await self.store.support_sessions(names, min(since, start), end)
             metered = await self.usage.read([view for view, _, _ in members], start, end)
             late = await self.late.adjustments([
                 LateWork(view, ended.start, seen) for view, _, ended in members
-                if (seen := cutoffs.get(view.id)) is not None], access)
+                if (seen := cutoffs.get(view.id)) is not None], spans)
             for view, day, ended in members:
                 usage = compose.PeriodUsage(
                     emails=emails.get(view.id, 0), access=access.get(view.id, []),
                     email_query=email_query(view.id, start, end),
                     access_query=access_query(view.id, end),
                     support=support.get(view.id, []),
-                    support_query=support_query(view.id, min(since, start), end))
+                    support_query=support_query(view.id, min(since, start), end),
+                    intervals=spans.get(view.id, {}))
                 catalog = self._catalog(view, ended)
                 lines = compose.arrears_lines(view, catalog, ended, usage)
                 lines.extend(usage_lines(view, catalog, ended, metered, usage.spans(),

@@ -6,6 +6,7 @@ periods late usage recomputes (R9.4, dozens per tenant, counted in one pass) bot
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -108,16 +109,56 @@ def extra_users_by_period(view: TenantState, catalogs: Sequence[Catalog],
                           periods: Sequence[Period], intervals: Intervals,
                           modules: Collection[str]) -> list[dict[str, ExtraUsers]]:
     """The extra users of `modules` (R6.4) of each of `periods` (in order, never
-    overlapping), each priced by its catalog of `catalogs`: late usage recomputes dozens of
-    periods of a tenant (R9.4), so the users with access over each one are found in one pass
-    over the access spans for all of them."""
+    overlapping), each priced by its catalog of `catalogs`. Late usage recomputes dozens of
+    periods of a tenant (R9.4), most of them alike: a period is counted only when its
+    catalog differs from the previous period's or something its count reads changes between
+    them (`_may_differ`), the users with access over those found in one pass over the access
+    spans; any other period has the previous one's count, from its own start."""
     zone = view.zone
     modules = frozenset(modules)
-    over = users_by_window(intervals, [(p.start_instant(zone), p.end_instant(zone))
-                                       for p in periods], modules)
+    windows = [(p.start_instant(zone), p.end_instant(zone)) for p in periods]
+    changes = _changes(view, intervals, modules)
+    counted_anew = [k for k in range(len(periods))
+                    if k == 0 or catalogs[k] is not catalogs[k - 1]
+                    or _may_differ(changes, windows[k - 1][0], windows[k][1])]
+    over = dict(zip(counted_anew, users_by_window(
+        intervals, [windows[k] for k in counted_anew], modules), strict=True))
     seats = _Seats(view, many=True)
-    return [extra_users_over(view, catalog, period, intervals, modules, users, seats)
-            for catalog, period, users in zip(catalogs, periods, over, strict=True)]
+    counts: list[dict[str, ExtraUsers]] = []
+    for k, (catalog, period) in enumerate(zip(catalogs, periods, strict=True)):
+        if (users := over.get(k)) is not None:
+            counts.append(extra_users_over(view, catalog, period, intervals, modules, users,
+                                           seats))
+        else:  # the users list is shared: an ExtraUsers is never changed
+            since = windows[k][0]
+            counts.append({module: ExtraUsers(c.billable, c.users, c.capacity, since)
+                           for module, c in counts[-1].items()})
+    return counts
+
+
+def _changes(view: TenantState, intervals: Intervals, modules: frozenset[str]
+             ) -> list[datetime]:
+    """The instants, in order and in UTC, where what counting `modules`' extra users reads
+    may change: a span of access to one of them opens or closes, a seat lot starts or stops
+    granting, the plan changes (R6.1, R6.2, R6.4)."""
+    instants = [instant for (module, _), spans in intervals.items() if module in modules
+                for span in spans for instant in span if instant is not None]
+    instants.extend(as_utc(instant) for lot in view.lots
+                    for instant in (lot.bought_at, lot.ends_at) if instant is not None)
+    instants.extend(as_utc(change.at) for change in view.plan_changes)
+    if view.pending_plan_at is not None:
+        instants.append(as_utc(view.pending_plan_at))
+    return sorted(instants)
+
+
+def _may_differ(changes: list[datetime], previous_start: datetime, end: datetime) -> bool:
+    """May a period ending at `end` count other extra users than the period before it,
+    starting at `previous_start`, by the same catalog? Not without a change in
+    (previous_start, end]: the same spans meet both (a span meets [s, e) when it opens
+    before e and closes after s), the same lots grant on both last days (a lot grants on
+    [d, e) when bought before e and ending after d), the same plan is in force at both
+    ends, and none changes within either period."""
+    return bisect_right(changes, previous_start) != bisect_right(changes, end)
 
 
 def extra_users_over(view: TenantState, catalog: Catalog, period: Period, intervals: Intervals,

@@ -13,15 +13,15 @@ tenants of a run, the late events, the quantities already billed (of the meters 
 touched only), the access history (unless the billing run's arrears already read it) and the
 support sessions are each read once, and every affected period is recomputed from them in
 memory; only e-mails and priced meters, which change one period each, are read per distinct
-period window. A tenant's extra users are counted for all its affected periods in one pass
-over its access spans (`extra_users.extra_users_by_period`), not one pass per period, and
-its lines priced by one `adjustments.Adjuster`.
+period window. A tenant's extra users are counted for all its affected periods at once
+(`extra_users.extra_users_by_period`: anew only where something the count reads changed), and
+its lines priced by one `adjustments.Adjuster` (a line worked out once, then only dated).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -37,7 +37,7 @@ from services.invoicing.usage_charges import (
     usage_adjustment_lines,
 )
 from shared import events as ev
-from shared.billing.periods import Period, local_date
+from shared.billing.periods import Period, local_date, midnight_utc
 from shared.billing.seats import Intervals, access_intervals
 from shared.catalog import Catalog
 from shared.catalog_versions import CatalogVersions
@@ -47,8 +47,6 @@ from shared.times import from_micros
 
 # Meter ("extra_users:{module}" for access) -> period -> late event ids.
 Touched = dict[str, dict[Period, list[str]]]
-# Tenant -> (module, user_id, time, type) of its access grants and revocations.
-AccessRows = Mapping[str, list[tuple[str, str, datetime, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +62,7 @@ class LateWork:
 @dataclass(slots=True)
 class _Reads:
     billed: dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]]
-    intervals: dict[str, Intervals]
+    intervals: Mapping[str, Intervals]
     sessions: dict[str, list[tuple[str, datetime, int, int]]]
     emails: dict[tuple[str, Period], int]
     # (tenant, period) -> priced meter -> its value over the period now (R10.1)
@@ -85,16 +83,18 @@ class LateUsage:
             if meter is not None and meter.aggregation is not Aggregation.SEATS:
                 self.priced[meter.event_type].append(meter)
 
-    async def adjustments(self, work: Sequence[LateWork], access: AccessRows | None = None
+    async def adjustments(self, work: Sequence[LateWork],
+                          intervals: Mapping[str, Intervals] | None = None
                           ) -> dict[str, list[Line]]:
-        """Per tenant, the adjustment lines of its late usage (none: no entry). `access`: the
-        tenants' access rows up to their billing dates or later, when the caller has read
-        them (rows after a period change none of its counts): not read again."""
+        """Per tenant, the adjustment lines of its late usage (none: no entry). `intervals`:
+        the tenants' access spans from their rows up to their billing dates or later, when
+        the caller has read them (rows after a period change none of its counts): not read
+        again."""
         touched = await self._touched(work)
         if not touched:
             return {}
         views = {w.view.id: w.view for w in work if w.view.id in touched}
-        reads = await self._read(views, touched, access)
+        reads = await self._read(views, touched, intervals)
         return {tenant: self._lines(views[tenant], meters, reads)
                 for tenant, meters in touched.items()}
 
@@ -140,29 +140,28 @@ class LateUsage:
         return changes
 
     async def _read(self, views: dict[str, TenantState], touched: dict[str, Touched],
-                    access: AccessRows | None) -> _Reads:
+                    intervals: Mapping[str, Intervals] | None) -> _Reads:
         """Everything the affected periods need, in a few queries for all tenants."""
-        periods = {(t, p) for t, meters in touched.items() for ps in meters.values()
-                   for p in ps}
-        first = min(p.start for _, p in periods)
+        bounds = {t: _bounds(meters) for t, meters in touched.items()}
+        first = min(start for start, _ in bounds.values())
         names = {meter for meters in touched.values() for meter in meters}
         billed = await self.store.billed_quantities_since(
             sorted(views), first,
             sorted(m for m in names if not m.startswith(compose.EXTRA_USERS_METER)),
             sorted(_pair(m) for m in names if m.startswith(compose.EXTRA_USERS_METER)))
-        end = max(p.end_instant(views[t].zone) for t, p in periods)
+        end = max(midnight_utc(last, views[t].zone) for t, (_, last) in bounds.items())
         with_access = sorted(t for t, m in touched.items()
                              if any(x.startswith(compose.EXTRA_USERS_METER) for x in m))
-        if access is None:
+        if intervals is None:
             access = await self.store.access(with_access, end) if with_access else {}
+            intervals = {t: access_intervals(access.get(t, [])) for t in with_access}
         with_support = sorted(t for t, m in touched.items() if compose.SUPPORT_METER in m)
         sessions = {}
         if with_support:
             start = min(schedule.billing_instant(views[t], compose.support_since(views[t], p))
-                        for t, p in periods if t in with_support)
+                        for t in with_support for ps in touched[t].values() for p in ps)
             sessions = await self.store.support_sessions(with_support, start, end)
-        return _Reads(billed, {t: access_intervals(access.get(t, [])) for t in with_access},
-                      sessions, await self._emails(views, touched),
+        return _Reads(billed, intervals, sessions, await self._emails(views, touched),
                       await self._metered(views, touched))
 
     async def _metered(self, views: dict[str, TenantState], touched: dict[str, Touched]
@@ -203,47 +202,60 @@ class LateUsage:
 
     def _lines(self, view: TenantState, meters: Touched, reads: _Reads) -> list[Line]:
         tenant = view.id
-        by_period: dict[Period, list[str]] = defaultdict(list)
+        # Per period, the meters its late events changed, with those events' ids (R9.6).
+        by_period: dict[Period, dict[str, list[str]]] = defaultdict(dict)
         for meter, changed in meters.items():
-            for period in changed:
-                by_period[period].append(meter)
-        periods = sorted(by_period, key=lambda p: p.start)
+            for period, ids in changed.items():
+                by_period[period][meter] = ids
+        touched = sorted(by_period.items(), key=lambda item: item[0].start)
+        periods = [period for period, _ in touched]
         # R10.5: corrected at the prices the period was billed at, before any migration
         catalogs = [self.catalogs.of(view, p.start_instant(view.zone)) for p in periods]
         adjuster = Adjuster(view)
         lines: list[Line] = []
-        for period, catalog, users in zip(periods, catalogs, _extra_users(
+        for (period, names), catalog, users in zip(touched, catalogs, _extra_users(
                 view, meters, periods, catalogs, reads), strict=True):
             billed_so_far = reads.billed.get((tenant, period.start, period.end), {})
-            names = set(by_period[period])
-            if metered := reads.metered.get((tenant, period)):
+            if reads.metered and (metered := reads.metered.get((tenant, period))):
                 lines.extend(usage_adjustment_lines(
                     view, catalog, period, metered, billed_so_far,
-                    {m.removeprefix(USAGE_METER): meters[m][period][:MAX_IDS_PER_LINE]
-                     for m in names if m.startswith(USAGE_METER)}))
-                names = {m for m in names if not m.startswith(USAGE_METER)}
-            if not names:
-                continue
-            recomputed = _recomputed(view, catalog, period, names, users, reads)
-            billed = {key: q for key, q in billed_so_far.items() if _touches(key, names)}
-            ids: dict[str, list[str]] = defaultdict(list)
-            for meter in names:
-                ids[meter.partition(":")[0]].extend(meters[meter][period][:MAX_IDS_PER_LINE])
-            lines.extend(adjuster.lines(catalog, period, recomputed, billed, ids))
+                    {m.removeprefix(USAGE_METER): ids[:MAX_IDS_PER_LINE]
+                     for m, ids in names.items() if m.startswith(USAGE_METER)}))
+                names = {m: ids for m, ids in names.items() if not m.startswith(USAGE_METER)}
+            if names:
+                lines.extend(adjuster.lines(
+                    catalog, period, _recomputed(view, catalog, period, names, users, reads),
+                    {key: q for key, q in billed_so_far.items() if _touches(key, names)},
+                    _ids_by_kind(names)))
         return lines
 
 
-def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: set[str],
+def _ids_by_kind(names: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """The late event ids of a period's meters, per meter before any ':module' (the
+    adjustment keeps the first MAX_IDS_PER_LINE of each)."""
+    if len(names) == 1:
+        ((meter, ids),) = names.items()
+        return {meter.partition(":")[0]: ids}
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for meter, ids in names.items():
+        by_kind[meter.partition(":")[0]].extend(ids[:MAX_IDS_PER_LINE])
+    return by_kind
+
+
+def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: Collection[str],
                 users: dict[str, ExtraUsers], reads: _Reads
                 ) -> dict[tuple[str, str | None], Decimal]:
     """The quantities of the built-in meters `names` recomputed for `period`; the extra
     users of its touched modules are already counted (`users`)."""
-    recomputed: dict[tuple[str, str | None], Decimal] = {
-        (compose.EXTRA_USERS_METER, module): Decimal(counted.billable)
-        for module, counted in users.items()
-        if f"{compose.EXTRA_USERS_METER}:{module}" in names}
-    if others := {meter for meter in names
-                  if not meter.startswith(compose.EXTRA_USERS_METER)}:
+    recomputed: dict[tuple[str, str | None], Decimal] = {}
+    others: set[str] = set()
+    for meter in names:
+        name, _, module = meter.partition(":")  # extra users are counted per module
+        if name != compose.EXTRA_USERS_METER:
+            others.add(meter)
+        elif (counted := users.get(module)) is not None:
+            recomputed[(name, module)] = Decimal(counted.billable)
+    if others:
         usage = compose.PeriodUsage(emails=reads.emails.get((view.id, period), 0),
                                     support=reads.sessions.get(view.id, []))
         recomputed.update(compose.arrears_quantities(view, catalog, period, usage, others))
@@ -262,13 +274,19 @@ def _extra_users(view: TenantState, meters: Touched, periods: list[Period],
                                  modules)
 
 
+def _bounds(meters: Touched) -> tuple[date, date]:
+    """The first day and the end (excluded) of the periods a tenant's late events change."""
+    periods = [p for changed in meters.values() for p in changed]
+    return min(p.start for p in periods), max(p.end for p in periods)
+
+
 def _pair(meter: str) -> tuple[str, str]:
     """`extra_users:crm` → ('extra_users', 'crm'): extra users are billed per module."""
     name, _, module = meter.partition(":")
     return name, module
 
 
-def _touches(key: tuple[str, str | None], names: set[str]) -> bool:
+def _touches(key: tuple[str, str | None], names: Collection[str]) -> bool:
     """Is the billed quantity of (meter, module) one the late events may change? Support
     meters carry their rate after '@'; extra users are per module."""
     meter, module = key

@@ -112,12 +112,13 @@ def _decimal_product(quantity: Decimal, unit_price: Decimal, currency: str) -> D
 
 def _round_decimal(value: Decimal, currency: str) -> Decimal:
     """A finite Decimal rounded half away from zero to the minor unit; never -0.00."""
-    _, digits, exponent = value.as_tuple()
-    if exponent == -minor_unit(currency):  # already at the minor unit (a line's amount)
+    step = _minor_step(currency)
+    if value.same_quantum(step):  # already at the minor unit (a line's amount)
         return value if value else value.copy_abs()
+    _, digits, exponent = value.as_tuple()
     # The quantized coefficient holds the digits and, for a positive exponent, its zeros.
     room = len(digits) + max(int(exponent), 0)
-    rounded = value.quantize(_minor_step(currency), context=_exact_context(room))
+    rounded = value.quantize(step, context=_exact_context(room))
     return rounded if rounded else rounded.copy_abs()
 
 

@@ -55,6 +55,18 @@ class ClickHouse:
         result = await self._call(self._client.query, sql, parameters=parameters)
         return [tuple(row) for row in result.result_rows]
 
+    async def json_columns(self, sql: str, parameters: dict[str, Any] | None = None
+                           ) -> list[list[Any]]:
+        """The result's columns (none without rows) as JSON values: read in the
+        `JSONCompactColumns` format and parsed by orjson, where `rows` converts every value
+        in Python (for tens of thousands of rows, several times slower). JSON has no
+        decimals: a query reads them with `toString`; dates come as `YYYY-MM-DD`. Parameters
+        are bound by the engine, as for `rows`."""
+        raw = await self._call(self._client.raw_query, sql, parameters=parameters,
+                               fmt="JSONCompactColumns")
+        columns: list[list[Any]] = orjson.loads(raw)
+        return columns
+
     async def insert_columns(self, table: str, column_names: Sequence[str],
                              columns: Sequence[Sequence[Any]],
                              settings: dict[str, Any] | None = None) -> None:

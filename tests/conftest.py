@@ -49,6 +49,35 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return "mark.unit" not in collection_path.read_text(encoding="utf-8")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """A test ended by pytest-timeout: where each asyncio task was waiting, added to its
+    report. The timeout's own traceback shows only the event loop's poll."""
+    outcome: Any = yield
+    if call.excinfo is None or "Timeout" not in str(call.excinfo.value):
+        return
+    try:
+        tasks = asyncio.all_tasks(asyncio.get_event_loop())
+    except RuntimeError:  # no loop: a synchronous test, whose traceback says it all
+        return
+    text = "\n".join(f"{task.get_name()}:\n" + "\n".join(_awaiting(task)) for task in tasks)
+    outcome.get_result().sections.append(("asyncio tasks at the timeout", text))
+
+
+def _awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """The chain of coroutines a task is suspended in, outermost first."""
+    lines: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is not None:
+            lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in "
+                         f"{frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return lines
+
+
 @pytest.fixture(autouse=True)
 def _no_io_in_unit_tests(request: pytest.FixtureRequest,
                          monkeypatch: pytest.MonkeyPatch) -> None:

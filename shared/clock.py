@@ -150,8 +150,10 @@ class Scheduler:
                     raise Unavailable("the platform is stopping; the clock stopped at "
                                       f"{(await self.clock.now()).isoformat()}")
                 instant, job = due
-                await self.clock.set(max(instant, current))
-                await job.run_due(max(instant, current))
+                now = max(instant, current)
+                await self.clock.set(now)
+                await job.run_due(now)
+                await _moved_on(job, now)
                 jobs_run += 1
             await self.clock.set(target)
             return AdvanceResult(now=target, jobs_run=jobs_run)
@@ -169,7 +171,7 @@ class Scheduler:
             return ran
 
     async def run_forever(self, interval_s: float) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.tick()
             except Exception:  # a failing job must not stop the others' schedule
@@ -183,3 +185,14 @@ class Scheduler:
             if due is not None and due <= limit and (best is None or due < best[0]):
                 best = (due, job)
         return best
+
+
+async def _moved_on(job: DueJob, ran_at: datetime) -> None:
+    """A job run at `ran_at` has done all the work due by then: were any left, the clock
+    would run it again and again and never reach its target. Stopped there instead, said."""
+    left = await job.next_due()
+    if left is not None and left <= ran_at:
+        log.error("%s left work due at %s undone after running at %s; the clock stops here",
+                  job.name, left.isoformat(), ran_at.isoformat())
+        raise Unavailable(f"{job.name} could not do the work due at {left.isoformat()}; the "
+                          f"clock stopped at {ran_at.isoformat()}", code="clock_stuck")

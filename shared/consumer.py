@@ -23,7 +23,6 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import KW_ONLY, dataclass, field
-from functools import partial
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -242,8 +241,10 @@ class SubscribedLoop:
             timeout_ms=100, max_records=max_records))
 
     async def commit(self, ends: dict[TopicPartition, int]) -> None:
-        """Commit these next offsets through outages, and report the lag they leave."""
-        await self.retrier.run("commit", partial(self.consumer.commit, ends))
+        """Commit these next offsets through outages, and report the lag they leave. One try
+        is bounded: the client retries a commit for ever while no coordinator answers."""
+        await self.retrier.run("commit", lambda: asyncio.wait_for(
+            self.consumer.commit(ends), 10.0))
         CONSUMER_LAG.committed(self.name, ends)
 
     async def stop(self) -> None:
@@ -252,8 +253,8 @@ class SubscribedLoop:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=5.0)
         self.health.forget(self.name)
-        with contextlib.suppress(Exception):
-            await self.consumer.stop()
+        with contextlib.suppress(Exception):  # leaving the group may wait on a coordinator
+            await asyncio.wait_for(self.consumer.stop(), 15.0)
 
 
 class LoopConsumer(ABC):

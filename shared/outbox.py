@@ -251,17 +251,24 @@ class OutboxPublisher:
             ends = await reader.end_offsets(tps)
             for tp in tps:
                 reader.seek(tp, max(0, ends[tp] - self._batch))
-            seen: set[str] = set()
-            deadline = asyncio.get_running_loop().time() + READ_BACK_S
-            while [tp for tp in tps if await reader.position(tp) < ends[tp]]:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"reading back {self._topic} took over {READ_BACK_S} s")
-                for records in (await reader.getmany(*tps, timeout_ms=200)).values():
-                    seen.update(value.decode() for record in records
-                                for key, value in record.headers if key == "event-id")
-            return seen
+            # Bounded as a whole: the client's `position` waits for ever on an offset reset.
+            async with asyncio.timeout(READ_BACK_S):
+                return await self._event_ids_up_to(reader, ends)
+        except TimeoutError:
+            raise TimeoutError(f"reading back {self._topic} took over {READ_BACK_S} s") from None
         finally:
             await reader.stop()
+
+    @staticmethod
+    async def _event_ids_up_to(reader: AIOKafkaConsumer, ends: dict[TopicPartition, int]
+                               ) -> set[str]:
+        seen: set[str] = set()
+        tps = list(ends)
+        while [tp for tp in tps if await reader.position(tp) < ends[tp]]:
+            for records in (await reader.getmany(*tps, timeout_ms=200)).values():
+                seen.update(value.decode() for record in records
+                            for key, value in record.headers if key == "event-id")
+        return seen
 
     async def _run(self) -> None:
         delay = self._poll_s

@@ -53,15 +53,18 @@ class InvoicingPart:
         state = InvoiceState(runtime.redis, keys,
                              EntitlementsKeys(self.settings.entitlements_key_prefix),
                              self.settings.accounting_zone, publisher.notify)
-        if self.settings.invoicing_outbox_publisher:
-            publisher.start(runtime.health)
-            self.publisher = publisher
         store = InvoiceStore(runtime.clickhouse, self.settings.invoicing_clickhouse_database)
         await store.ensure_database()
         service = InvoicingService(state, store, self.catalogs, runtime.clock, self.settings,
                                    meters=self.meters)
         await service.recover()  # a crash between numbering and ClickHouse (R9.3)
         self.service = runtime.app_state.invoicing = service
+        # Started once the steps that may fail have passed: a part whose start fails is not
+        # stopped, and its publisher would go on alone. What recovery announced waits in the
+        # outbox meanwhile.
+        if self.settings.invoicing_outbox_publisher:
+            publisher.start(runtime.health)
+            self.publisher = publisher
         if self.settings.invoicing_consumer:
             self.consumer = SubscriptionConsumer(self.settings, service, runtime.producer,
                                                  runtime.health)

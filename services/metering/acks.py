@@ -44,11 +44,20 @@ class _Waiter:
 
 
 class StoredEvents:
-    """The requests waiting for their events to be stored, by event key."""
+    """The requests waiting for their events to be stored, by event key, and how far this
+    process has produced on the broker being read."""
 
     def __init__(self) -> None:
         self._by_key: dict[EventKey, list[_Waiter]] = {}
         self._left: set[str] = set()
+        # Next offset after the last event this process produced, per partition: the clock's
+        # barrier waits for these even where the broker's end offsets lag (tansu reports the
+        # end of a multi-record batch as its first record + 1).
+        self.produced: dict[int, int] = {}
+
+    def sent(self, partition: int, offset: int) -> None:
+        """The broker took an event of this process at `offset` of `partition`."""
+        self.produced[partition] = max(self.produced.get(partition, 0), offset + 1)
 
     def expect(self, cluster: str, keys: Iterable[EventKey]) -> _Waiter:
         """Register before producing, so no report can come before the registration."""
@@ -78,8 +87,10 @@ class StoredEvents:
                     waiter.done.set_result(None)
 
     def left(self, cluster: str) -> None:
-        """The consumer reads another cluster now: nothing more will be stored from this one."""
+        """The consumer reads another cluster now: nothing more will be stored from this one,
+        and its offsets say nothing of the new one's (which counts from 0 again)."""
         self._left.add(cluster)
+        self.produced.clear()
         for waiter in {w for waiters in self._by_key.values() for w in waiters}:
             if waiter.cluster == cluster and not waiter.done.done():
                 waiter.done.set_exception(EventsNotStored(

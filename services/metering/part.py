@@ -61,8 +61,8 @@ class MeteringPart:
 
     async def caught_up(self) -> None:
         """The clock's barrier (docs/api.md, PUT /v1/clock): every accepted event is counted."""
-        if self.consumer is not None and self.service is not None:
-            await self.consumer.caught_up(self.service.produced)
+        if self.consumer is not None:
+            await self.consumer.caught_up()
 
     async def stop(self) -> None:
         if self.consumer is not None:

@@ -170,10 +170,6 @@ class MeteringService:
         self._ack_timeout_s = settings.ingest_ack_timeout_s
         self._stored = stored
         self._answering = answering
-        # Next offset after the last event this process produced, per partition: the clock's
-        # barrier waits for these even where the broker's end offsets lag (tansu reports the
-        # end of a multi-record batch as its first record + 1).
-        self.produced: dict[int, int] = {}
 
     async def ingest(self, bodies: Sequence[Any], allowed_tenant: str | None
                      ) -> tuple[int, list[Rejection]]:
@@ -213,9 +209,7 @@ class MeteringService:
         futures = [await self._producer.send(self._topic, raw, key=event.tenant.encode())
                    for event, raw in accepted]
         for metadata in await asyncio.gather(*futures):
-            following = metadata.offset + 1
-            if following > self.produced.get(metadata.partition, 0):
-                self.produced[metadata.partition] = following
+            self._stored.sent(metadata.partition, metadata.offset)
 
     async def usage(self, tenant: str, meter_slug: str, start: datetime, end: datetime,
                     window: str | None, tz: str, group_by: Sequence[str],

@@ -91,6 +91,8 @@ IN_FLIGHT = 3
 LOOP = "metering-consumer"
 # A commit the broker neither takes nor refuses within this is retried as an outage.
 COMMIT_TIMEOUT_S = 10.0
+# Leaving the group waits on its coordinator: a shutdown waits this long for it at most.
+STOP_TIMEOUT_S = 15.0
 
 
 class UsageConsumer:
@@ -146,7 +148,8 @@ class UsageConsumer:
             for task in late:
                 task.cancel()
         self._health.forget(LOOP)
-        await self.consumer.stop()
+        with contextlib.suppress(TimeoutError):  # leaving the group may wait on a coordinator
+            await asyncio.wait_for(self.consumer.stop(), STOP_TIMEOUT_S)
         await self.incarnation.close()
         self._live.close()
 
@@ -162,7 +165,8 @@ class UsageConsumer:
         in_flight: deque[asyncio.Task[None]] = deque()
         storing: asyncio.Task[None] | None = None
         while not self._stopping.is_set():
-            self._health.beat(LOOP)
+            if self._positioned:  # polling unpositioned reads nothing: no progress
+                self._health.beat(LOOP)
             batch = await self.consumer.getmany(
                 timeout_ms=self._settings.batch_max_wait_ms,
                 max_records=self._settings.batch_max_records)
@@ -369,7 +373,7 @@ class UsageConsumer:
         for tp in assigned:
             position = stored_next.get(tp.partition)
             trusted = self.incarnation.group_offsets_trusted
-            committed = await self.consumer.committed(tp) if trusted else None
+            committed = await self._group_commit(tp) if trusted else None
             if committed is not None and (position is None or committed > position):
                 continue
             if position is not None:
@@ -378,23 +382,37 @@ class UsageConsumer:
                 # The position reached in the old log may lie inside the new one.
                 await self.consumer.seek_to_beginning(tp)
 
-    async def caught_up(self, produced: dict[int, int], timeout_s: float = 60.0) -> None:
+    async def _group_commit(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset; None when the broker does not say in time (the
+        client asks for a group coordinator for ever): ClickHouse's position, which the
+        claims back, is the resume point then."""
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                committed: int | None = await self.consumer.committed(tp)
+                return committed
+        except TimeoutError:
+            log.warning("no committed offset of %s within %g s; resuming from ClickHouse",
+                        tp, COMMIT_TIMEOUT_S)
+            return None
+
+    async def caught_up(self, timeout_s: float = 60.0) -> None:
         """Wait until every message already in usage-events is processed and committed:
-        up to the broker's end offsets, and at least to the offsets `produced` names.
+        up to the broker's end offsets, and at least past what this process produced there.
 
         The deadline bounds the broker's answers too (`committed_up_to`)."""
         try:
             async with asyncio.timeout(timeout_s):
-                await self._caught_up(produced)
+                await self._caught_up()
         except TimeoutError:
             raise Unavailable(f"metering has not caught up with usage-events in {timeout_s:g} s; "
                               "retry later", code="metering_behind") from None
 
-    async def _caught_up(self, produced: dict[int, int]) -> None:
+    async def _caught_up(self) -> None:
         topic = self._settings.usage_events_topic
         partitions = self.consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = await self.consumer.end_offsets(tps)
+        produced = self.stored.produced
         await committed_up_to(self.consumer, {
             tp: max(ends[tp], produced.get(tp.partition, 0)) for tp in tps})
 

@@ -4,11 +4,14 @@ valkey so that stopping them, or moving time, touches no other test."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from shared.clock import ManualClock, Scheduler
+from shared.errors import Unavailable
+from shared.redis import make_redis
 from shared.stack import Endpoints, TansuBroker, ValkeyServer
 from tests.conftest import RunningApp, serving, settings_for
 
@@ -103,3 +106,42 @@ async def test_clock_refuses_a_time_without_offset(bare_app: RunningApp) -> None
                                          headers=bare_app.as_admin())
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "now"
+
+
+class StuckJob:
+    """Due at a fixed instant, and still due after it ran: a job that cannot do its work."""
+
+    name = "stuck"
+
+    def __init__(self, due: datetime) -> None:
+        self.due = due
+        self.runs = 0
+
+    async def next_due(self) -> datetime | None:
+        return self.due
+
+    async def run_due(self, now: datetime) -> None:
+        self.runs += 1
+
+
+async def test_r2_4_a_job_that_leaves_its_work_undone_stops_the_clock_there(
+        private_parts: tuple[TansuBroker, ValkeyServer]) -> None:
+    """By hand: the clock at 2026-01-01, a job due on 2026-02-01 that never does its work. A
+    move to 2026-03-01 runs it once, then stops on 2026-02-01 with 503 `clock_stuck`, where
+    it used to run it again for ever (and the request never answered)."""
+    _, valkey = private_parts
+    redis = make_redis(valkey.url.removesuffix("/0") + "/9")  # a database of this test's own
+    await redis.flushdb()
+    try:
+        clock = ManualClock(redis, datetime(2026, 1, 1, tzinfo=UTC))
+        await clock.init()
+        scheduler = Scheduler(clock, timedelta(days=100))
+        job = StuckJob(datetime(2026, 2, 1, tzinfo=UTC))
+        scheduler.register(job)
+        with pytest.raises(Unavailable) as raised:
+            await scheduler.advance_to(datetime(2026, 3, 1, tzinfo=UTC))
+        assert (raised.value.status, raised.value.error_code) == (503, "clock_stuck")
+        assert job.runs == 1
+        assert await clock.now() == datetime(2026, 2, 1, tzinfo=UTC)
+    finally:
+        await redis.aclose()

@@ -73,3 +73,18 @@ async def test_a_forgotten_waiter_leaves_nothing_behind() -> None:
     acks.forget(waiter)
     acks.stored([A, B])
     assert not waiter.done.done()
+
+
+def test_the_offsets_produced_are_forgotten_with_the_broker_left() -> None:
+    """By hand: events at offsets 4 and 9 of partition 0 and 2 of partition 1: the barrier
+    waits past 10 and 3. The broker is replaced: the new one counts from 0 again, so those
+    offsets are forgotten (waiting for 10 there would never end); an event at 0 of the new
+    one: past 1."""
+    acks = StoredEvents()
+    for partition, offset in ((0, 9), (0, 4), (1, 2)):
+        acks.sent(partition, offset)
+    assert acks.produced == {0: 10, 1: 3}
+    acks.left("cluster-1")
+    assert acks.produced == {}
+    acks.sent(0, 0)
+    assert acks.produced == {0: 1}

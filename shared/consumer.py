@@ -187,6 +187,29 @@ async def send_dead_letters(producer: AIOKafkaProducer, topic: str,
     await asyncio.gather(*futures)
 
 
+# A group consumer's start waits for its first assignment, and its stop for leaving the group:
+# both wait on a group coordinator, for ever if none answers.
+CONSUMER_START_S = 60.0
+CONSUMER_STOP_S = 15.0
+
+
+async def start_consumer(consumer: AIOKafkaConsumer, name: str) -> None:
+    """Start a group consumer, within `CONSUMER_START_S`: past it, the process fails to
+    start and says why, rather than wait without end."""
+    try:
+        await asyncio.wait_for(consumer.start(), CONSUMER_START_S)
+    except TimeoutError:
+        await stop_consumer(consumer)
+        raise TimeoutError(f"{name}: no partitions assigned within {CONSUMER_START_S:g} s "
+                           "(is a group coordinator answering?)") from None
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer, within `CONSUMER_STOP_S`; a shutdown goes on whatever it meets."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(consumer.stop(), CONSUMER_STOP_S)
+
+
 async def committed_up_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
     """Return once the group's committed offset of each partition reaches its end in `ends`.
 
@@ -229,7 +252,7 @@ class SubscribedLoop:
 
     async def start(self, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self.consumer.subscribe([self.topic])
-        await self.consumer.start()
+        await start_consumer(self.consumer, self.name)
         CONSUMER_LAG.watch(self.name, self.consumer)
         self._task = asyncio.create_task(_until_stopped(run), name=self.name)
         self.health.supervise(self._task)
@@ -253,8 +276,7 @@ class SubscribedLoop:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=5.0)
         self.health.forget(self.name)
-        with contextlib.suppress(Exception):  # leaving the group may wait on a coordinator
-            await asyncio.wait_for(self.consumer.stop(), 15.0)
+        await stop_consumer(self.consumer)
 
 
 class LoopConsumer(ABC):

@@ -21,7 +21,7 @@ from shared import events, keys
 from shared.billing.periods import local_midnight
 from shared.billing.seats import access_intervals, users_with_access
 from shared.billing.support import round_session
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import NotFound, Unavailable, ValidationFailed
 from shared.events import EventValidator, InvalidEvent, UsageEvent
 from shared.meters import Aggregation, MeterRegistry
 from shared.resources import NO_RESOURCE_EVENTS, ResourceEvent
@@ -30,6 +30,8 @@ from shared.times import as_utc, micros, parse_zone
 from shared.usage_limits import LiveMeters, LiveOp, event_value, meter_ops
 
 MAX_BUCKETS = 10_000
+# Past the client's own request timeout (40 s), which ends a produce when idempotence is off.
+PRODUCE_TIMEOUT_S = 45.0
 
 
 def claim_key(event: UsageEvent) -> str:
@@ -205,10 +207,20 @@ class MeteringService:
         return len(accepted), rejected
 
     async def _produce(self, accepted: Sequence[tuple[UsageEvent, bytes]]) -> None:
-        """Once the broker has acknowledged every message."""
-        futures = [await self._producer.send(self._topic, raw, key=event.tenant.encode())
-                   for event, raw in accepted]
-        for metadata in await asyncio.gather(*futures):
+        """Once the broker has acknowledged every message; 503 after `PRODUCE_TIMEOUT_S`
+        (an idempotent producer never expires a batch: it would wait out the whole outage).
+        A message the broker takes after that is counted once when its caller sends it
+        again."""
+        try:
+            async with asyncio.timeout(PRODUCE_TIMEOUT_S):
+                futures = [await self._producer.send(self._topic, raw,
+                                                     key=event.tenant.encode())
+                           for event, raw in accepted]
+                acked = await asyncio.gather(*futures)
+        except TimeoutError:
+            raise Unavailable("kafka is unavailable; retry later",
+                              code="kafka_unavailable") from None
+        for metadata in acked:
             self._stored.sent(metadata.partition, metadata.offset)
 
     async def usage(self, tenant: str, meter_slug: str, start: datetime, end: datetime,

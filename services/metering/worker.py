@@ -63,6 +63,8 @@ from shared.consumer import (
     committed_up_to,
     dead_letter_headers,
     send_dead_letters,
+    start_consumer,
+    stop_consumer,
 )
 from shared.errors import Unavailable
 from shared.events import EventValidator, InvalidEvent
@@ -91,8 +93,6 @@ IN_FLIGHT = 3
 LOOP = "metering-consumer"
 # A commit the broker neither takes nor refuses within this is retried as an outage.
 COMMIT_TIMEOUT_S = 10.0
-# Leaving the group waits on its coordinator: a shutdown waits this long for it at most.
-STOP_TIMEOUT_S = 15.0
 
 
 class UsageConsumer:
@@ -133,7 +133,7 @@ class UsageConsumer:
 
     async def start(self) -> None:
         self.consumer.subscribe([self._settings.usage_events_topic], listener=_Rebalance(self))
-        await self.consumer.start()
+        await start_consumer(self.consumer, LOOP)
         CONSUMER_LAG.watch(LOOP, self.consumer)
         self._task = asyncio.create_task(self._run(), name=LOOP)
         self._health.supervise(self._task)
@@ -148,8 +148,7 @@ class UsageConsumer:
             for task in late:
                 task.cancel()
         self._health.forget(LOOP)
-        with contextlib.suppress(TimeoutError):  # leaving the group may wait on a coordinator
-            await asyncio.wait_for(self.consumer.stop(), STOP_TIMEOUT_S)
+        await stop_consumer(self.consumer)
         await self.incarnation.close()
         self._live.close()
 

@@ -191,6 +191,9 @@ async def send_dead_letters(producer: AIOKafkaProducer, topic: str,
 # both wait on a group coordinator, for ever if none answers.
 CONSUMER_START_S = 60.0
 CONSUMER_STOP_S = 15.0
+# A commit or a committed-offset read retries for ever while no coordinator answers: one try
+# the broker neither takes nor refuses within this is retried as an outage.
+COMMIT_TIMEOUT_S = 10.0
 
 
 async def start_consumer(consumer: AIOKafkaConsumer, name: str) -> None:
@@ -264,10 +267,10 @@ class SubscribedLoop:
             timeout_ms=100, max_records=max_records))
 
     async def commit(self, ends: dict[TopicPartition, int]) -> None:
-        """Commit these next offsets through outages, and report the lag they leave. One try
-        is bounded: the client retries a commit for ever while no coordinator answers."""
+        """Commit these next offsets through outages (each try within `COMMIT_TIMEOUT_S`),
+        and report the lag they leave."""
         await self.retrier.run("commit", lambda: asyncio.wait_for(
-            self.consumer.commit(ends), 10.0))
+            self.consumer.commit(ends), COMMIT_TIMEOUT_S))
         CONSUMER_LAG.committed(self.name, ends)
 
     async def stop(self) -> None:

@@ -56,6 +56,7 @@ from services.metering.store import (
 )
 from services.metering.zones import TenantZones
 from shared.consumer import (
+    COMMIT_TIMEOUT_S,
     DeadLetterLimit,
     LoopHealth,
     Retrier,
@@ -91,8 +92,6 @@ IN_FLIGHT = 3
 
 
 LOOP = "metering-consumer"
-# A commit the broker neither takes nor refuses within this is retried as an outage.
-COMMIT_TIMEOUT_S = 10.0
 
 
 class UsageConsumer:

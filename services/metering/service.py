@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 
 from services.metering.acks import StoredEvents, produced_elsewhere
 from services.metering.store import EventStore
@@ -21,7 +22,7 @@ from shared import events, keys
 from shared.billing.periods import local_midnight
 from shared.billing.seats import access_intervals, users_with_access
 from shared.billing.support import round_session
-from shared.errors import NotFound, Unavailable, ValidationFailed
+from shared.errors import NotFound, ValidationFailed
 from shared.events import EventValidator, InvalidEvent, UsageEvent
 from shared.meters import Aggregation, MeterRegistry
 from shared.resources import NO_RESOURCE_EVENTS, ResourceEvent
@@ -217,9 +218,9 @@ class MeteringService:
                                                      key=event.tenant.encode())
                            for event, raw in accepted]
                 acked = await asyncio.gather(*futures)
-        except TimeoutError:
-            raise Unavailable("kafka is unavailable; retry later",
-                              code="kafka_unavailable") from None
+        except TimeoutError:  # answered as any broker outage: 503 `kafka_unavailable`
+            raise KafkaTimeoutError(f"no acknowledgement within {PRODUCE_TIMEOUT_S:g} s"
+                                    ) from None
         for metadata in acked:
             self._stored.sent(metadata.partition, metadata.offset)
 

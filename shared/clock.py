@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from redis.asyncio import Redis
 
@@ -145,15 +145,17 @@ class Scheduler:
             for barrier in self._barriers:
                 await barrier()
             jobs_run = 0
+            ran_at: dict[int, datetime] = {}  # by the job's identity: its last run in this move
             while (due := await self._earliest_due(target)) is not None:
                 if self._stopping:
                     raise Unavailable("the platform is stopping; the clock stopped at "
                                       f"{(await self.clock.now()).isoformat()}")
                 instant, job = due
-                now = max(instant, current)
+                if id(job) in ran_at and instant <= ran_at[id(job)]:
+                    _stuck(job, instant, ran_at[id(job)])
+                now = ran_at[id(job)] = max(instant, current)
                 await self.clock.set(now)
                 await job.run_due(now)
-                await _moved_on(job, now)
                 jobs_run += 1
             await self.clock.set(target)
             return AdvanceResult(now=target, jobs_run=jobs_run)
@@ -187,12 +189,10 @@ class Scheduler:
         return best
 
 
-async def _moved_on(job: DueJob, ran_at: datetime) -> None:
-    """A job run at `ran_at` has done all the work due by then: were any left, the clock
-    would run it again and again and never reach its target. Stopped there instead, said."""
-    left = await job.next_due()
-    if left is not None and left <= ran_at:
-        log.error("%s left work due at %s undone after running at %s; the clock stops here",
-                  job.name, left.isoformat(), ran_at.isoformat())
-        raise Unavailable(f"{job.name} could not do the work due at {left.isoformat()}; the "
-                          f"clock stopped at {ran_at.isoformat()}", code="clock_stuck")
+def _stuck(job: DueJob, left: datetime, ran_at: datetime) -> NoReturn:
+    """A job run at `ran_at` still has work due by then: run again and again, it would keep
+    the clock from its target for ever. The move stops there instead, and says so."""
+    log.error("%s left work due at %s undone after running at %s; the clock stops here",
+              job.name, left.isoformat(), ran_at.isoformat())
+    raise Unavailable(f"{job.name} could not do the work due at {left.isoformat()}; the "
+                      f"clock stopped at {ran_at.isoformat()}", code="clock_stuck")

@@ -22,7 +22,7 @@ and reads as the oldest version, the catalog it was created under (docs/entitlem
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -66,6 +66,12 @@ class CatalogVersions:
         confirmed migration moves it to once that starts (R10.5)."""
         version = state.catalog_version_at(instant)
         return self.oldest if version is None else self.get(version)
+
+    def of_each(self, state: TenantState, instants: Sequence[datetime]) -> list[Catalog]:
+        """`of` at each of `instants`: a tenant never migrated has one version at all."""
+        if state.catalog_changes or state.pending_catalog is not None:
+            return [self.of(state, instant) for instant in instants]
+        return [self.of(state, instants[0])] * len(instants) if instants else []
 
     @property
     def priced_meters(self) -> bool:

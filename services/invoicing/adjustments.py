@@ -5,7 +5,7 @@ it corrects. Pure functions, no I/O.
 A late access grant corrects every billed period since its time, dozens for an old one, most
 often by the same difference at the same price. A tenant's corrected periods are priced by
 one `Adjuster`, which works out a (catalog, meter, module, recomputed, billed)'s line once
-(its unit price, amount rounded, description but the dates: a `_Correction`) and then only
+(its unit price, amount rounded, description but the dates: a `Correction`) and then only
 names each period in it: the lines are the same as priced one by one.
 """
 
@@ -21,7 +21,7 @@ from services.invoicing.compose import (
     SUPPORT_METER,
     unit_price,
 )
-from services.invoicing.models import Line
+from services.invoicing.models import Line, shown_line, written
 from shared.billing.money import line_amount
 from shared.billing.periods import Period
 from shared.catalog import Catalog
@@ -43,7 +43,7 @@ def _meter_then_module(key: tuple[str, str | None]) -> tuple[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Correction:
+class Correction:
     """What an adjustment line of a (catalog, meter, module, recomputed, billed) is in any
     period: all of it but the period it names."""
 
@@ -53,20 +53,23 @@ class _Correction:
     quantity: Decimal
     unit_price: Decimal
     amount: Decimal
+    written: tuple[str, str, str]  # quantity, unit price and amount as documents write them
     # The description either side of the period's dates.
     head: str
     tail: str
 
     def line(self, period: Period, late_ids: list[str]) -> Line:
+        """This correction's line for `period`; the line names its module and period, its
+        provenance the meter and the late events (R9.6)."""
         shown = period.public()  # the dates as `str(date)` writes them too
-        return Line(
-            module=self.module, kind="adjustment",
-            description=f"{self.head}{shown['from']} – {shown['to']}{self.tail}",
-            quantity=self.quantity, unit_price=self.unit_price, amount=self.amount,
-            period=period, meter=self.meter,
-            source={"meter": self.meter, "corrects": CORRECTS[self.corrects],
-                    "late_event_ids": late_ids[:MAX_IDS_PER_LINE], "module": self.module,
-                    "period": shown})
+        description = f"{self.head}{shown['from']} – {shown['to']}{self.tail}"
+        source = {"meter": self.meter, "corrects": CORRECTS[self.corrects],
+                  "late_event_ids": late_ids}
+        return Line(module=self.module, kind="adjustment", description=description,
+                    quantity=self.quantity, unit_price=self.unit_price, amount=self.amount,
+                    period=period, source=source, meter=self.meter,
+                    shown=shown_line(self.module, "adjustment", description, self.written,
+                                     shown, source))
 
 
 class Adjuster:
@@ -79,24 +82,33 @@ class Adjuster:
         # equal in value may differ in exponent, which the description and quantity show.
         # None: no line (no change, or no price).
         self._corrections: dict[tuple[int, str, str | None, str, str],
-                                _Correction | None] = {}
+                                Correction | None] = {}
 
     def lines(self, catalog: Catalog, period: Period, recomputed: Quantities,
               billed: Quantities, late_ids: Mapping[str, list[str]]) -> list[Line]:
         """(quantity recomputed for `period` − quantity billed for it) × unit price, rounded
         once (R3.2), one line per meter and module whose quantity changed (R9.4)."""
-        lines: list[Line] = []
+        return [correction.line(period, ids) for correction, ids in self.corrections(
+            catalog, recomputed, billed, late_ids)]
+
+    def corrections(self, catalog: Catalog, recomputed: Quantities, billed: Quantities,
+                    late_ids: Mapping[str, list[str]]) -> list[tuple[Correction, list[str]]]:
+        """The lines of `lines` before they name a period, each with its late event ids
+        (the first MAX_IDS_PER_LINE)."""
+        found: list[tuple[Correction, list[str]]] = []
         keys = recomputed.keys() | billed.keys()
         for key in sorted(keys, key=_meter_then_module) if len(keys) > 1 else keys:
             meter, module = key
             now, was = recomputed.get(key, _NONE), billed.get(key, _NONE)
             correction = self._correction(catalog, meter, module, now, was)
             if correction is not None:
-                lines.append(correction.line(period, late_ids.get(correction.corrects, [])))
-        return lines
+                # one list of ids for all the periods this pair dates (never changed)
+                found.append((correction,
+                              late_ids.get(correction.corrects, [])[:MAX_IDS_PER_LINE]))
+        return found
 
     def _correction(self, catalog: Catalog, meter: str, module: str | None, now: Decimal,
-                    was: Decimal) -> _Correction | None:
+                    was: Decimal) -> Correction | None:
         """The line of (meter, module) recomputed `now` and billed `was`, but its period;
         None: nothing to correct (no change, or the meter has no price)."""
         key = (id(catalog), meter, module, str(now), str(was))
@@ -106,9 +118,10 @@ class Adjuster:
         correction = None
         if now != was and price is not None:
             quantity = now - was
-            correction = _Correction(
-                meter, module, meter.partition("@")[0], quantity, price,
-                line_amount(quantity, price, self.view.currency),
+            amount = line_amount(quantity, price, self.view.currency)
+            correction = Correction(
+                meter, module, meter.partition("@")[0], quantity, price, amount,
+                written(quantity, price, amount, self.view.currency),
                 f"late usage: {meter} for ", f" recomputed {now:f}, billed {was:f}")
         self._corrections[key] = correction
         return correction

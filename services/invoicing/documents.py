@@ -22,17 +22,15 @@ def render(draft: Draft, issued_at: str, number: str) -> dict[str, Any]:
     """The invoice document (docs/api.md "Invoice"), lines sorted by module (R9.1), totals R3.2."""
     lines = sorted(draft.lines, key=Line.sort_key)
     totals = invoice_totals([line.amount for line in lines], draft.vat_rate, draft.currency)
-    rendered = []
-    for line in lines:
-        item = line.public(draft.currency)
-        item["_meter"] = line.meter
-        rendered.append(item)
     return {
         "number": number, "kind": draft.kind, "tenant": draft.tenant,
         "issued_at": issued_at, "billing_date": None if draft.billing_date is None
         else draft.billing_date.isoformat(),
         "period": period_json(draft.period), "currency": draft.currency,
-        "vat_rate": format(draft.vat_rate, "f"), "lines": rendered,
+        "vat_rate": format(draft.vat_rate, "f"),
+        "lines": [line.public(draft.currency) for line in lines],
+        # internal (never served): the meter each line was measured by, for invoice_lines
+        "_meters": [line.meter for line in lines],
         "subtotal": format_money(totals.subtotal, draft.currency),
         "tax": format_money(totals.tax, draft.currency),
         "total": format_money(totals.total, draft.currency),

@@ -105,9 +105,18 @@ def extra_users(view: TenantState, catalog: Catalog, period: Period,
     return extra_users_over(view, catalog, period, access_intervals(access))
 
 
+@dataclass(frozen=True, slots=True)
+class PeriodCount:
+    """The extra users of one of many periods counted together; `anew` False: the count of
+    the period before, from this period's own start (nothing it reads changed)."""
+
+    by_module: dict[str, ExtraUsers]
+    anew: bool
+
+
 def extra_users_by_period(view: TenantState, catalogs: Sequence[Catalog],
                           periods: Sequence[Period], intervals: Intervals,
-                          modules: Collection[str]) -> list[dict[str, ExtraUsers]]:
+                          modules: Collection[str]) -> list[PeriodCount]:
     """The extra users of `modules` (R6.4) of each of `periods` (in order, never
     overlapping), each priced by its catalog of `catalogs`. Late usage recomputes dozens of
     periods of a tenant (R9.4), most of them alike: a period is counted only when its
@@ -124,15 +133,16 @@ def extra_users_by_period(view: TenantState, catalogs: Sequence[Catalog],
     over = dict(zip(counted_anew, users_by_window(
         intervals, [windows[k] for k in counted_anew], modules), strict=True))
     seats = _Seats(view, many=True)
-    counts: list[dict[str, ExtraUsers]] = []
+    counts: list[PeriodCount] = []
     for k, (catalog, period) in enumerate(zip(catalogs, periods, strict=True)):
         if (users := over.get(k)) is not None:
-            counts.append(extra_users_over(view, catalog, period, intervals, modules, users,
-                                           seats))
+            counts.append(PeriodCount(extra_users_over(view, catalog, period, intervals,
+                                                       modules, users, seats), True))
         else:  # the users list is shared: an ExtraUsers is never changed
             since = windows[k][0]
-            counts.append({module: ExtraUsers(c.billable, c.users, c.capacity, since)
-                           for module, c in counts[-1].items()})
+            counts.append(PeriodCount({
+                module: ExtraUsers(c.billable, c.users, c.capacity, since)
+                for module, c in counts[-1].by_module.items()}, False))
     return counts
 
 

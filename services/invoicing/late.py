@@ -20,6 +20,7 @@ its lines priced by one `adjustments.Adjuster` (a line worked out once, then onl
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from services.invoicing import compose, schedule
-from services.invoicing.adjustments import MAX_IDS_PER_LINE, Adjuster
-from services.invoicing.extra_users import ExtraUsers, extra_users_by_period
+from services.invoicing.adjustments import MAX_IDS_PER_LINE, Adjuster, Correction, Quantities
+from services.invoicing.extra_users import ExtraUsers, PeriodCount, extra_users_by_period
 from services.invoicing.models import Line
 from services.invoicing.store import InvoiceStore, LateEvent
 from services.invoicing.usage_charges import (
@@ -47,6 +48,8 @@ from shared.times import from_micros
 
 # Meter ("extra_users:{module}" for access) -> period -> late event ids.
 Touched = dict[str, dict[Period, list[str]]]
+# A period no late access event touched: no extra users recounted (and none alike).
+_NO_USERS = PeriodCount({}, True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +62,12 @@ class LateWork:
     cutoff_us: int
 
 
+# (tenant, period start, period end) -> (meter, module) -> quantity billed so far
+Billed = dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]]
+
+
 @dataclass(slots=True)
 class _Reads:
-    billed: dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]]
     intervals: Mapping[str, Intervals]
     sessions: dict[str, list[tuple[str, datetime, int, int]]]
     emails: dict[tuple[str, Period], int]
@@ -94,9 +100,17 @@ class LateUsage:
         if not touched:
             return {}
         views = {w.view.id: w.view for w in work if w.view.id in touched}
-        reads = await self._read(views, touched, intervals)
-        return {tenant: self._lines(views[tenant], meters, reads)
-                for tenant, meters in touched.items()}
+        # The quantities billed are read while everything else is counted: ClickHouse
+        # works on its own thread, and only the lines need them.
+        async with asyncio.TaskGroup() as group:
+            billed = group.create_task(self._billed(views, touched))
+            reads = await self._read(views, touched, intervals)
+            await asyncio.sleep(0)  # the read is under way before counting holds the loop
+            counted = {tenant: self._count(views[tenant], meters, reads)
+                       for tenant, meters in touched.items()}
+        quantities = billed.result()
+        return {tenant: self._lines(views[tenant], counts, reads, quantities)
+                for tenant, counts in counted.items()}
 
     async def _touched(self, work: Sequence[LateWork]) -> dict[str, Touched]:
         """Per tenant, the billed periods each meter's late events may change."""
@@ -139,16 +153,21 @@ class LateUsage:
                            if m.slug in priced)
         return changes
 
-    async def _read(self, views: dict[str, TenantState], touched: dict[str, Touched],
-                    intervals: Mapping[str, Intervals] | None) -> _Reads:
-        """Everything the affected periods need, in a few queries for all tenants."""
-        bounds = {t: _bounds(meters) for t, meters in touched.items()}
-        first = min(start for start, _ in bounds.values())
+    async def _billed(self, views: dict[str, TenantState], touched: dict[str, Touched]
+                      ) -> Billed:
+        """The quantities billed so far for the periods and meters late events touched."""
+        first = min(start for start, _ in map(_bounds, touched.values()))
         names = {meter for meters in touched.values() for meter in meters}
-        billed = await self.store.billed_quantities_since(
+        return await self.store.billed_quantities_since(
             sorted(views), first,
             sorted(m for m in names if not m.startswith(compose.EXTRA_USERS_METER)),
             sorted(_pair(m) for m in names if m.startswith(compose.EXTRA_USERS_METER)))
+
+    async def _read(self, views: dict[str, TenantState], touched: dict[str, Touched],
+                    intervals: Mapping[str, Intervals] | None) -> _Reads:
+        """Everything the affected periods need but the quantities billed, in a few queries
+        for all tenants."""
+        bounds = {t: _bounds(meters) for t, meters in touched.items()}
         end = max(midnight_utc(last, views[t].zone) for t, (_, last) in bounds.items())
         with_access = sorted(t for t, m in touched.items()
                              if any(x.startswith(compose.EXTRA_USERS_METER) for x in m))
@@ -161,7 +180,7 @@ class LateUsage:
             start = min(schedule.billing_instant(views[t], compose.support_since(views[t], p))
                         for t in with_support for ps in touched[t].values() for p in ps)
             sessions = await self.store.support_sessions(with_support, start, end)
-        return _Reads(billed, intervals, sessions, await self._emails(views, touched),
+        return _Reads(intervals, sessions, await self._emails(views, touched),
                       await self._metered(views, touched))
 
     async def _metered(self, views: dict[str, TenantState], touched: dict[str, Touched]
@@ -200,8 +219,9 @@ class LateUsage:
             counted.update({(t, p): sent.get(t, 0) for t, p in members})
         return counted
 
-    def _lines(self, view: TenantState, meters: Touched, reads: _Reads) -> list[Line]:
-        tenant = view.id
+    def _count(self, view: TenantState, meters: Touched, reads: _Reads) -> _Counted:
+        """A tenant's corrected periods, in order, each with the late events that touch it,
+        its catalog and its extra users (R6.4), counted before the quantities billed come."""
         # Per period, the meters its late events changed, with those events' ids (R9.6).
         by_period: dict[Period, dict[str, list[str]]] = defaultdict(dict)
         for meter, changed in meters.items():
@@ -210,24 +230,66 @@ class LateUsage:
         touched = sorted(by_period.items(), key=lambda item: item[0].start)
         periods = [period for period, _ in touched]
         # R10.5: corrected at the prices the period was billed at, before any migration
-        catalogs = [self.catalogs.of(view, p.start_instant(view.zone)) for p in periods]
+        catalogs = self.catalogs.of_each(view, [p.start_instant(view.zone) for p in periods])
+        return _Counted(touched, catalogs, _extra_users(view, meters, periods, catalogs, reads))
+
+    def _lines(self, view: TenantState, counted: _Counted, reads: _Reads, billed: Billed
+               ) -> list[Line]:
+        tenant = view.id
         adjuster = Adjuster(view)
         lines: list[Line] = []
-        for (period, names), catalog, users in zip(touched, catalogs, _extra_users(
-                view, meters, periods, catalogs, reads), strict=True):
-            billed_so_far = reads.billed.get((tenant, period.start, period.end), {})
+        alike = _Alike()
+        for (period, names), catalog, users in zip(counted.touched, counted.catalogs,
+                                                   counted.users, strict=True):
+            billed_so_far = billed.get((tenant, period.start, period.end), {})
+            if alike.same(catalog, names, billed_so_far, users):
+                lines.extend(c.line(period, ids) for c, ids in alike.corrections)
+                continue
             if reads.metered and (metered := reads.metered.get((tenant, period))):
                 lines.extend(usage_adjustment_lines(
                     view, catalog, period, metered, billed_so_far,
                     {m.removeprefix(USAGE_METER): ids[:MAX_IDS_PER_LINE]
                      for m, ids in names.items() if m.startswith(USAGE_METER)}))
                 names = {m: ids for m, ids in names.items() if not m.startswith(USAGE_METER)}
-            if names:
-                lines.extend(adjuster.lines(
-                    catalog, period, _recomputed(view, catalog, period, names, users, reads),
-                    {key: q for key, q in billed_so_far.items() if _touches(key, names)},
-                    _ids_by_kind(names)))
+            corrections = adjuster.corrections(
+                catalog, _recomputed(view, catalog, period, names, users.by_module, reads),
+                {key: q for key, q in billed_so_far.items() if _touches(key, names)},
+                _ids_by_kind(names)) if names else []
+            alike.remember(catalog, names, billed_so_far, corrections)
+            lines.extend(c.line(period, ids) for c, ids in corrections)
         return lines
+
+
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    touched: list[tuple[Period, dict[str, list[str]]]]  # period -> meter -> late event ids
+    catalogs: list[Catalog]
+    users: list[PeriodCount]
+
+
+class _Alike:
+    """The last period corrected from extra users alone, to know the next one alike: by the
+    same catalog, the same late events, the same quantities billed, and extra users not
+    counted anew. An old access grant changes dozens of periods so, each corrected by the
+    previous one's lines, only dated anew. Any other meter is recomputed per period."""
+
+    def __init__(self) -> None:
+        self.key: tuple[Catalog, dict[str, list[str]], Quantities] | None = None
+        self.corrections: list[tuple[Correction, list[str]]] = []
+
+    def same(self, catalog: Catalog, names: dict[str, list[str]], billed: Quantities,
+             users: PeriodCount) -> bool:
+        if self.key is None or users.anew:
+            return False
+        last_catalog, last_names, last_billed = self.key
+        return catalog is last_catalog and names == last_names and billed == last_billed
+
+    def remember(self, catalog: Catalog, names: dict[str, list[str]], billed: Quantities,
+                 corrections: list[tuple[Correction, list[str]]]) -> None:
+        only_users = bool(names) and all(m.startswith(compose.EXTRA_USERS_METER)
+                                         for m in names)
+        self.key = (catalog, names, billed) if only_users else None
+        self.corrections = corrections
 
 
 def _ids_by_kind(names: Mapping[str, list[str]]) -> dict[str, list[str]]:
@@ -263,13 +325,13 @@ def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: Coll
 
 
 def _extra_users(view: TenantState, meters: Touched, periods: list[Period],
-                 catalogs: list[Catalog], reads: _Reads) -> list[dict[str, ExtraUsers]]:
+                 catalogs: list[Catalog], reads: _Reads) -> list[PeriodCount]:
     """Per period of `periods`, the extra users of the modules late access events touched
     (none for a period they did not touch), all periods counted in one pass (R6.4)."""
     modules = {meter.partition(":")[2] for meter in meters
                if meter.startswith(compose.EXTRA_USERS_METER)}
     if not modules:
-        return [{} for _ in periods]
+        return [_NO_USERS for _ in periods]
     return extra_users_by_period(view, catalogs, periods, reads.intervals.get(view.id, {}),
                                  modules)
 

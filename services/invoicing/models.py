@@ -39,6 +39,12 @@ def number_text(value: Decimal) -> str:
     return text
 
 
+def written(quantity: Decimal, unit_price: Decimal, amount: Decimal, currency: str
+            ) -> tuple[str, str, str]:
+    """A line's quantity, unit price and amount as its document writes them."""
+    return number_text(quantity), number_text(unit_price), format_money(amount, currency)
+
+
 @dataclass(frozen=True, slots=True)
 class Line:
     """One invoice line (R9.1): amount already rounded once (R3.2), provenance (R9.6)."""
@@ -52,6 +58,10 @@ class Line:
     period: Period | None
     source: dict[str, Any]
     meter: str = ""
+    # The line as documents show it (`public`), when its maker wrote it already: late usage
+    # dates one correction over dozens of periods (R9.4), each line shown as it is made.
+    # Never changed once made, as the line itself.
+    shown: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
     def priced(cls, *, module: str | None, kind: LineKind, description: str,
@@ -69,11 +79,21 @@ class Line:
                 _KIND_ORDER.get(self.kind, 9), self.description)
 
     def public(self, currency: str) -> dict[str, Any]:
-        return {"module": self.module, "kind": self.kind, "description": self.description,
-                "quantity": number_text(self.quantity),
-                "unit_price": number_text(self.unit_price),
-                "amount": format_money(self.amount, currency),
-                "period": period_json(self.period), "source": self.source}
+        if self.shown is not None:
+            return self.shown
+        return shown_line(self.module, self.kind, self.description,
+                          written(self.quantity, self.unit_price, self.amount, currency),
+                          period_json(self.period), self.source)
+
+
+def shown_line(module: str | None, kind: LineKind, description: str,
+               texts: tuple[str, str, str], period: dict[str, str] | None,
+               source: dict[str, Any]) -> dict[str, Any]:
+    """A line as documents show it (docs/api.md "Invoice"); `texts` as `written` gives."""
+    quantity, unit_price, amount = texts
+    return {"module": module, "kind": kind, "description": description,
+            "quantity": quantity, "unit_price": unit_price, "amount": amount,
+            "period": period, "source": source}
 
 
 @dataclass(slots=True)

@@ -375,8 +375,7 @@ class InvoicingService:
         doc["number"] = None
         doc["as_of"] = doc.pop("issued_at")
         doc["issued_at"] = None
-        for line in doc["lines"]:
-            line.pop("_meter", None)
+        doc.pop("_meters")
         return doc
 
 

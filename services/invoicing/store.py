@@ -99,7 +99,7 @@ class InvoiceStore:
             lines = _line_columns(invoices)
             if lines["number"]:
                 await self._ch.insert_json_columns(self.t_lines, lines, settings={
-                    "insert_deduplication_token": token + ":lines"})
+                    "insert_deduplication_token": token + ":lines", **_JSON_OBJECTS_AS_TEXT})
             await self._ch.insert_columns(self.t_invoices, INVOICE_COLUMNS, [
                 [d["number"] for d in invoices],
                 [d["tenant"] for d in invoices],
@@ -221,12 +221,16 @@ class InvoiceStore:
              "mms": list(meter_modules)})
         billed: dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]] = \
             defaultdict(dict)
-        days: dict[str, date] = {}  # a few dates, on tens of thousands of rows
-        for tenant, a, b, meter, module, quantity in zip(*columns, strict=True):
+        # A few dates and quantities, on tens of thousands of rows: each parsed once.
+        days: dict[str, date] = {}
+        quantities: dict[str, Decimal] = {}
+        for tenant, a, b, meter, module, text in zip(*columns, strict=True):
             start = days.get(a) or days.setdefault(a, date.fromisoformat(a))
             end = days.get(b) or days.setdefault(b, date.fromisoformat(b))
-            # "1", whatever trailing zeros the server writes (the column has 9 decimals)
-            billed[(tenant, start, end)][(meter, module)] = Decimal(quantity).normalize()
+            if (quantity := quantities.get(text)) is None:
+                # "1", whatever trailing zeros the server writes (the column has 9 decimals)
+                quantity = quantities[text] = Decimal(text).normalize()
+            billed[(tenant, start, end)][(meter, module)] = quantity
         return billed
 
     # --- reads: usage (R6.4, R7.2, R9.4) ---------------------------------------------------
@@ -310,32 +314,46 @@ class InvoiceStore:
                 for t, k, tm, m, i, st in rows]
 
 
+# A JSON object given for a String column is kept as its text, as written (compact JSON).
+_JSON_OBJECTS_AS_TEXT: Final = {"input_format_json_read_objects_as_strings": 1}
+
+
 def _line_columns(docs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     """The documents' lines as `invoice_lines` columns of JSON values, in the order of
     LINE_COLUMNS: the texts the documents hold (amounts, dates) are written as they are,
-    parsed by ClickHouse rather than into Decimals and dates first."""
-    columns: dict[str, list[Any]] = {name: [] for name in LINE_COLUMNS}
-    (numbers, tenants, issued, line_no, modules, kinds, descriptions, quantities, prices,
-     amounts, starts, ends, meters, sources) = columns.values()
-    for doc in docs:
-        count = len(doc["lines"])
-        numbers += [doc["number"]] * count
-        tenants += [doc["tenant"]] * count
-        issued += [_json_instant(from_utc_text(doc["issued_at"]))] * count
-        line_no += range(count)
-        for line in doc["lines"]:
-            modules.append(line["module"])
-            kinds.append(line["kind"])
-            descriptions.append(line["description"])
-            quantities.append(line["quantity"])
-            prices.append(line["unit_price"])
-            amounts.append(line["amount"])
-            period = line["period"] or {}
-            starts.append(period.get("from"))
-            ends.append(period.get("to"))
-            meters.append(line.get("_meter", ""))
-            sources.append(orjson.dumps(line["source"]).decode())
-    return columns
+    parsed by ClickHouse rather than into Decimals and dates first, and each line's source
+    as the JSON object it is, which the engine keeps as its text (`_JSON_OBJECTS_AS_TEXT`).
+    Built a column at a time: late usage writes tens of thousands of lines in one run."""
+    lines = [line for doc in docs for line in doc["lines"]]
+    periods = [line["period"] or {} for line in lines]
+    counts = [len(doc["lines"]) for doc in docs]
+    return {
+        "number": _repeated([doc["number"] for doc in docs], counts),
+        "tenant": _repeated([doc["tenant"] for doc in docs], counts),
+        "issued_at": _repeated([_json_instant(from_utc_text(doc["issued_at"]))
+                                for doc in docs], counts),
+        "line_no": [n for count in counts for n in range(count)],
+        **{name: [line[name] for line in lines] for name in (
+            "module", "kind", "description", "quantity", "unit_price", "amount")},
+        "period_from": [period.get("from") for period in periods],
+        "period_to": [period.get("to") for period in periods],
+        "meter": [meter for doc in docs for meter in _meters(doc)],
+        "source": [line["source"] for line in lines],
+    }
+
+
+def _meters(doc: dict[str, Any]) -> list[str]:
+    """The meter of each of a document's lines ('' for none). A document rendered before
+    `_meters` (kept pending across an upgrade) names each line's in its `_meter`."""
+    if "_meters" in doc:
+        meters: list[str] = doc["_meters"]
+        return meters
+    return [line.get("_meter", "") for line in doc["lines"]]
+
+
+def _repeated(values: list[Any], counts: list[int]) -> list[Any]:
+    """Each value as many times as its count."""
+    return [value for value, count in zip(values, counts, strict=True) for _ in range(count)]
 
 
 def _json_instant(instant: datetime) -> str:
@@ -351,8 +369,8 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _public_line(line: dict[str, Any]) -> dict[str, Any]:
-    """A line as served: without the meter it was measured by (`_meter`, the only internal
-    key a line has: documents.render), copied only when it has one."""
+    """A line as served: without the meter a document rendered before `_meters` gave it
+    (`_meter`), copied only when it has one."""
     if "_meter" not in line:
         return line
     out = dict(line)

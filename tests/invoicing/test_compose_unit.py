@@ -263,7 +263,7 @@ def test_counting_many_periods_reads_lot_instants_written_with_an_offset() -> No
         _lot("l-b", "seats-crm", "seats", 1, state="expired",
              bought_at="2026-01-05T10:00:00+01:00", ends_at="2026-02-28T00:00:00+01:00"))
     counted = extra_users_by_period(view, [CATALOG, CATALOG], [FEBRUARY, MARCH], {}, {"crm"})
-    assert [c["crm"].capacity for c in counted] == [3, 2]
+    assert [c.by_module["crm"].capacity for c in counted] == [3, 2]
     assert [seat_capacity(view, CATALOG, "crm", p) for p in (FEBRUARY, MARCH)] == [3, 2]
 
 

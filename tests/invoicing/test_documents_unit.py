@@ -98,7 +98,7 @@ def test_the_document_carries_its_header() -> None:
         "issued_at": "2026-03-31T22:00:00Z", "billing_date": "2026-04-01",
         "period": {"from": "2026-04-01", "to": "2026-05-01"}, "currency": "EUR",
         "vat_rate": "0.20", "usage_cutoff": "2026-03-31T22:00:05Z", "status": "issued"}
-    assert doc["lines"][0]["_meter"] == "m-plan"
+    assert doc["_meters"] == ["m-plan"]
 
 
 def test_the_tax_is_rounded_once_per_invoice() -> None:

@@ -32,7 +32,9 @@ async def test_lines_are_stored_as_their_documents_state_them(endpoints: Endpoin
     - line 1: an adjustment of −2 users × 15.000 → −30.000, its meter `extra_users`;
     - line 2: quantity 0.0000000015 (more digits than the column's 9: stored 0.000000001,
       as any writer's would be), amount 0.000.
-    A credit note on it, without `_meter` on its line, is stored with meter ''."""
+    A credit note on it, whose document names no meters, is stored with meter ''. A
+    document rendered before documents listed their lines' meters (`_meters`), kept pending
+    across an upgrade, names each line's in `_meter`: INV-0, one line of meter `old`."""
     ch = connect(endpoints.clickhouse_dsn)
     await migrate(ch)
     store = InvoiceStore(ch, f"lines_{unique.replace('-', '_')}")
@@ -49,16 +51,19 @@ async def test_lines_are_stored_as_their_documents_state_them(endpoints: Endpoin
             _line(module=None, kind="plan", description='plan "pro"\nline – 2',
                   quantity="0.25", unit_price="12.5", amount="3.125", period=None,
                   source=source),
-            _line(quantity="-2", unit_price="15.000", amount="-30.000",
-                  _meter="extra_users"),
-            _line(quantity="0.0000000015", unit_price="1", amount="0.000", _meter="x"),
-        ]}
+            _line(quantity="-2", unit_price="15.000", amount="-30.000"),
+            _line(quantity="0.0000000015", unit_price="1", amount="0.000"),
+        ],
+        "_meters": ["", "extra_users", "x"]}
+    legacy = {k: v for k, v in invoice.items() if k != "_meters"} | {
+        "number": "INV-0",
+        "lines": [_line(quantity="1", unit_price="1", amount="1.000", _meter="old")]}
     credit = {"number": "CN-1", "kind": "credit_note", "invoice": "INV-1", "tenant": "t-1",
               "issued_at": "2026-02-02T00:00:00Z", "period": None, "currency": "KWD",
               "amount": "1.000", "subtotal": "1.000", "tax": "0.000", "total": "1.000",
               "lines": [_line(module=None, kind="credit", quantity="1", unit_price="1.000",
                               amount="1.000", period=None)]}
-    await store.insert_documents([invoice, credit])
+    await store.insert_documents([invoice, credit, legacy])
     stored = await ch.rows(
         f"SELECT number, tenant, issued_at, line_no, module, kind, description, quantity, "
         f"unit_price, amount, period_from, period_to, meter, source FROM {store.t_lines} "
@@ -74,9 +79,14 @@ async def test_lines_are_stored_as_their_documents_state_them(endpoints: Endpoin
          Decimal(-30), date(2023, 1, 1), date(2023, 2, 1), "extra_users", "{}"),
         ("INV-1", "t-1", issued, 2, "crm", "adjustment", "d", Decimal("0.000000001"),
          Decimal(1), Decimal(0), date(2023, 1, 1), date(2023, 2, 1), "x", "{}"),
+        ("INV-0", "t-1", issued, 0, "crm", "adjustment", "d", Decimal(1), Decimal(1),
+         Decimal(1), date(2023, 1, 1), date(2023, 2, 1), "old", "{}"),
         ("CN-1", "t-1", datetime(2026, 2, 2, tzinfo=UTC), 0, None, "credit", "d", Decimal(1),
          Decimal(1), Decimal(1), None, None, "", "{}"),
     ]
-    await store.insert_documents([invoice, credit])  # a retry after a crash: no copy
+    await store.insert_documents([invoice, credit, legacy])  # a retry after a crash: no copy
     (count,), = await ch.rows(f"SELECT count() FROM {store.t_lines}")
-    assert count == 4
+    assert count == 5
+    # served without the internal meters, either way
+    assert "_meters" not in (await store.invoice("INV-1") or {})
+    assert "_meter" not in (await store.invoice("INV-0") or {"lines": [{}]})["lines"][0]

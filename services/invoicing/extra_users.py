@@ -6,7 +6,7 @@ periods late usage recomputes (R9.4, dozens per tenant, counted in one pass) bot
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -106,44 +106,59 @@ def extra_users(view: TenantState, catalog: Catalog, period: Period,
 
 
 @dataclass(frozen=True, slots=True)
-class PeriodCount:
-    """The extra users of one of many periods counted together; `anew` False: the count of
-    the period before, from this period's own start (nothing it reads changed)."""
+class PeriodCounts:
+    """The extra users billable of many periods counted together (R6.4): per period, per
+    module. A period not in `anew` shares the count of the period before it."""
 
-    by_module: dict[str, ExtraUsers]
-    anew: bool
+    billable: list[dict[str, int]]
+    anew: frozenset[int]
 
 
-def extra_users_by_period(view: TenantState, catalogs: Sequence[Catalog],
-                          periods: Sequence[Period], intervals: Intervals,
-                          modules: Collection[str]) -> list[PeriodCount]:
-    """The extra users of `modules` (R6.4) of each of `periods` (in order, never
+def billable_by_period(view: TenantState, catalogs: Sequence[Catalog],
+                       periods: Sequence[Period], intervals: Intervals,
+                       modules: Collection[str]) -> PeriodCounts:
+    """The extra users billable on `modules` (R6.4) in each of `periods` (in order, never
     overlapping), each priced by its catalog of `catalogs`. Late usage recomputes dozens of
     periods of a tenant (R9.4), most of them alike: a period is counted only when its
     catalog differs from the previous period's or something its count reads changes between
-    them (`_may_differ`), the users with access over those found in one pass over the access
-    spans; any other period has the previous one's count, from its own start."""
+    them (`_counted_anew`), the users with access over those found in one pass over the
+    access spans; any other period has the previous one's count."""
     zone = view.zone
     modules = frozenset(modules)
-    windows = [(p.start_instant(zone), p.end_instant(zone)) for p in periods]
-    changes = _changes(view, intervals, modules)
-    counted_anew = [k for k in range(len(periods))
-                    if k == 0 or catalogs[k] is not catalogs[k - 1]
-                    or _may_differ(changes, windows[k - 1][0], windows[k][1])]
-    over = dict(zip(counted_anew, users_by_window(
-        intervals, [windows[k] for k in counted_anew], modules), strict=True))
+    starts = [midnight_utc(p.start, zone) for p in periods]
+    ends = [midnight_utc(p.end, zone) for p in periods]
+    anew = _counted_anew(_changes(view, intervals, modules), catalogs, starts, ends)
+    counted = sorted(anew)
+    over = dict(zip(counted, users_by_window(
+        intervals, [(starts[k], ends[k]) for k in counted], modules), strict=True))
     seats = _Seats(view, many=True)
-    counts: list[PeriodCount] = []
+    billable: list[dict[str, int]] = []
     for k, (catalog, period) in enumerate(zip(catalogs, periods, strict=True)):
-        if (users := over.get(k)) is not None:
-            counts.append(PeriodCount(extra_users_over(view, catalog, period, intervals,
-                                                       modules, users, seats), True))
-        else:  # the users list is shared: an ExtraUsers is never changed
-            since = windows[k][0]
-            counts.append(PeriodCount({
-                module: ExtraUsers(c.billable, c.users, c.capacity, since)
-                for module, c in counts[-1].by_module.items()}, False))
-    return counts
+        if (users := over.get(k)) is None:
+            billable.append(billable[-1])  # shared: never changed
+            continue
+        billable.append({module: c.billable for module, c in extra_users_over(
+            view, catalog, period, intervals, modules, users, seats).items()})
+    return PeriodCounts(billable, frozenset(anew))
+
+
+def _counted_anew(changes: list[datetime], catalogs: Sequence[Catalog],
+                  starts: list[datetime], ends: list[datetime]) -> set[int]:
+    """The periods (by index) whose count may differ from the one before theirs: the first,
+    those whose catalog is another, and those with a change in (the previous period's
+    start, their end], where counting could see something new. Without one, the same
+    spans meet both (a span meets [s, e) when it opens before e and closes after s), the
+    same lots grant on both last days (a lot grants on [d, e) when bought before e and
+    ending after d), the same plan is in force at both ends, and none changes within
+    either period. Found from each change (a few), not each period (dozens)."""
+    anew = {0} if starts else set()
+    anew.update(k for k in range(1, len(catalogs)) if catalogs[k] is not catalogs[k - 1])
+    last = len(starts) - 1
+    for change in changes:
+        # k with ends[k] >= change and starts[k - 1] < change, i.e. k - 1 < bisect_left
+        first = max(1, bisect_left(ends, change))
+        anew.update(range(first, min(bisect_left(starts, change), last) + 1))
+    return anew
 
 
 def _changes(view: TenantState, intervals: Intervals, modules: frozenset[str]
@@ -159,16 +174,6 @@ def _changes(view: TenantState, intervals: Intervals, modules: frozenset[str]
     if view.pending_plan_at is not None:
         instants.append(as_utc(view.pending_plan_at))
     return sorted(instants)
-
-
-def _may_differ(changes: list[datetime], previous_start: datetime, end: datetime) -> bool:
-    """May a period ending at `end` count other extra users than the period before it,
-    starting at `previous_start`, by the same catalog? Not without a change in
-    (previous_start, end]: the same spans meet both (a span meets [s, e) when it opens
-    before e and closes after s), the same lots grant on both last days (a lot grants on
-    [d, e) when bought before e and ending after d), the same plan is in force at both
-    ends, and none changes within either period."""
-    return bisect_right(changes, previous_start) != bisect_right(changes, end)
 
 
 def extra_users_over(view: TenantState, catalog: Catalog, period: Period, intervals: Intervals,

@@ -14,7 +14,7 @@ touched only), the access history (unless the billing run's arrears already read
 support sessions are each read once, and every affected period is recomputed from them in
 memory; only e-mails and priced meters, which change one period each, are read per distinct
 period window. A tenant's extra users are counted for all its affected periods at once
-(`extra_users.extra_users_by_period`: anew only where something the count reads changed), and
+(`extra_users.billable_by_period`: anew only where something the count reads changed), and
 its lines priced by one `adjustments.Adjuster` (a line worked out once, then only dated).
 """
 
@@ -29,7 +29,7 @@ from decimal import Decimal
 
 from services.invoicing import compose, schedule
 from services.invoicing.adjustments import MAX_IDS_PER_LINE, Adjuster, Correction, Quantities
-from services.invoicing.extra_users import ExtraUsers, PeriodCount, extra_users_by_period
+from services.invoicing.extra_users import PeriodCounts, billable_by_period
 from services.invoicing.models import Line
 from services.invoicing.store import InvoiceStore, LateEvent
 from services.invoicing.usage_charges import (
@@ -48,8 +48,6 @@ from shared.times import from_micros
 
 # Meter ("extra_users:{module}" for access) -> period -> late event ids.
 Touched = dict[str, dict[Period, list[str]]]
-# A period no late access event touched: no extra users recounted (and none alike).
-_NO_USERS = PeriodCount({}, True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,10 +237,11 @@ class LateUsage:
         adjuster = Adjuster(view)
         lines: list[Line] = []
         alike = _Alike()
-        for (period, names), catalog, users in zip(counted.touched, counted.catalogs,
-                                                   counted.users, strict=True):
+        users = counted.users
+        for k, ((period, names), catalog) in enumerate(zip(counted.touched, counted.catalogs,
+                                                           strict=True)):
             billed_so_far = billed.get((tenant, period.start, period.end), {})
-            if alike.same(catalog, names, billed_so_far, users):
+            if alike.same(catalog, names, billed_so_far, counted_anew=k in users.anew):
                 lines.extend(c.line(period, ids) for c, ids in alike.corrections)
                 continue
             if reads.metered and (metered := reads.metered.get((tenant, period))):
@@ -252,7 +251,7 @@ class LateUsage:
                      for m, ids in names.items() if m.startswith(USAGE_METER)}))
                 names = {m: ids for m, ids in names.items() if not m.startswith(USAGE_METER)}
             corrections = adjuster.corrections(
-                catalog, _recomputed(view, catalog, period, names, users.by_module, reads),
+                catalog, _recomputed(view, catalog, period, names, users.billable[k], reads),
                 {key: q for key, q in billed_so_far.items() if _touches(key, names)},
                 _ids_by_kind(names)) if names else []
             alike.remember(catalog, names, billed_so_far, corrections)
@@ -264,7 +263,7 @@ class LateUsage:
 class _Counted:
     touched: list[tuple[Period, dict[str, list[str]]]]  # period -> meter -> late event ids
     catalogs: list[Catalog]
-    users: list[PeriodCount]
+    users: PeriodCounts
 
 
 class _Alike:
@@ -278,8 +277,8 @@ class _Alike:
         self.corrections: list[tuple[Correction, list[str]]] = []
 
     def same(self, catalog: Catalog, names: dict[str, list[str]], billed: Quantities,
-             users: PeriodCount) -> bool:
-        if self.key is None or users.anew:
+             counted_anew: bool) -> bool:
+        if self.key is None or counted_anew:
             return False
         last_catalog, last_names, last_billed = self.key
         return catalog is last_catalog and names == last_names and billed == last_billed
@@ -305,7 +304,7 @@ def _ids_by_kind(names: Mapping[str, list[str]]) -> dict[str, list[str]]:
 
 
 def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: Collection[str],
-                users: dict[str, ExtraUsers], reads: _Reads
+                users: dict[str, int], reads: _Reads
                 ) -> dict[tuple[str, str | None], Decimal]:
     """The quantities of the built-in meters `names` recomputed for `period`; the extra
     users of its touched modules are already counted (`users`)."""
@@ -315,8 +314,8 @@ def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: Coll
         name, _, module = meter.partition(":")  # extra users are counted per module
         if name != compose.EXTRA_USERS_METER:
             others.add(meter)
-        elif (counted := users.get(module)) is not None:
-            recomputed[(name, module)] = Decimal(counted.billable)
+        elif (billable := users.get(module)) is not None:
+            recomputed[(name, module)] = Decimal(billable)
     if others:
         usage = compose.PeriodUsage(emails=reads.emails.get((view.id, period), 0),
                                     support=reads.sessions.get(view.id, []))
@@ -325,15 +324,15 @@ def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: Coll
 
 
 def _extra_users(view: TenantState, meters: Touched, periods: list[Period],
-                 catalogs: list[Catalog], reads: _Reads) -> list[PeriodCount]:
-    """Per period of `periods`, the extra users of the modules late access events touched
-    (none for a period they did not touch), all periods counted in one pass (R6.4)."""
+                 catalogs: list[Catalog], reads: _Reads) -> PeriodCounts:
+    """Per period of `periods`, the extra users billable on the modules late access events
+    touched (none for a period they did not touch), all periods counted in one pass (R6.4)."""
     modules = {meter.partition(":")[2] for meter in meters
                if meter.startswith(compose.EXTRA_USERS_METER)}
-    if not modules:
-        return [_NO_USERS for _ in periods]
-    return extra_users_by_period(view, catalogs, periods, reads.intervals.get(view.id, {}),
-                                 modules)
+    if not modules:  # nothing counted: no period is alike another by its extra users
+        return PeriodCounts([{} for _ in periods], frozenset(range(len(periods))))
+    return billable_by_period(view, catalogs, periods, reads.intervals.get(view.id, {}),
+                              modules)
 
 
 def _bounds(meters: Touched) -> tuple[date, date]:

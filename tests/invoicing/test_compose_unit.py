@@ -30,11 +30,12 @@ from services.invoicing.compose import (
     support_since,
 )
 from services.invoicing.extra_users import (
+    billable_by_period,
     extra_users,
-    extra_users_by_period,
     seat_capacity,
 )
 from shared.billing.periods import Period
+from shared.billing.seats import access_intervals
 from shared.catalog import Catalog, parse_catalog
 from shared.events import USER_ACCESS_GRANTED, USER_ACCESS_REVOKED
 from shared.subscription import TenantState
@@ -255,15 +256,18 @@ def test_counting_many_periods_reads_lot_instants_written_with_an_offset() -> No
     at 2026-03-01T00:00+01:00, the instant February ends (not in February: it must be
     bought before the end); 3 ending at 2026-02-28T00:00:01+01:00, one second into
     February's last day (in February, not March); 1 ending 2026-02-28T00:00+01:00, as that
-    day began (neither). February 3, March 2."""
+    day began (neither). February 3, March 2: of four crm users granted in January, 1 extra
+    user in February, 2 in March."""
     view = _tenant(
         _lot("l-new", "seats-crm", "seats", 2, bought_at="2026-03-01T00:00:00+01:00"),
         _lot("l-a", "seats-crm", "seats", 3, state="expired",
              bought_at="2026-01-05T10:00:00+01:00", ends_at="2026-02-28T00:00:01+01:00"),
         _lot("l-b", "seats-crm", "seats", 1, state="expired",
              bought_at="2026-01-05T10:00:00+01:00", ends_at="2026-02-28T00:00:00+01:00"))
-    counted = extra_users_by_period(view, [CATALOG, CATALOG], [FEBRUARY, MARCH], {}, {"crm"})
-    assert [c.by_module["crm"].capacity for c in counted] == [3, 2]
+    users = access_intervals([_grant("crm", f"u-{n}", "2026-01-10T09:00:00+01:00")
+                              for n in range(4)])
+    counted = billable_by_period(view, [CATALOG, CATALOG], [FEBRUARY, MARCH], users, {"crm"})
+    assert counted.billable == [{"crm": 1}, {"crm": 2}]
     assert [seat_capacity(view, CATALOG, "crm", p) for p in (FEBRUARY, MARCH)] == [3, 2]
 
 

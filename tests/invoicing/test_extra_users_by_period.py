@@ -1,5 +1,5 @@
 """Late usage counts the extra users of dozens of periods of a tenant at once
-(`extra_users.extra_users_by_period`, R9.4), counting a period anew only where something
+(`extra_users.billable_by_period`, R9.4), counting a period anew only where something
 its count reads changed since the period before and reusing the previous count otherwise.
 The property: for any access history, seat lots, plan history, periods and catalog
 versions hypothesis draws, every period gets exactly what counting it alone gives
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.invoicing.extra_users import extra_users_by_period, extra_users_over
+from services.invoicing.extra_users import billable_by_period, extra_users_over
 from shared.billing.periods import Period, midnight_utc
 from shared.billing.seats import access_intervals
 from shared.catalog import Catalog, parse_catalog
@@ -117,26 +117,26 @@ def test_r9_4_periods_counted_together_count_what_each_counts_alone(
     periods = [p for p, keep in zip(MONTHS, chosen, strict=True) if keep] or MONTHS[:1]
     catalogs = [CATALOGS[versions[MONTHS.index(p)]] for p in periods]
     intervals = access_intervals(rows)
-    together = extra_users_by_period(view, catalogs, periods, intervals, modules)
+    together = billable_by_period(view, catalogs, periods, intervals, modules)
     alone = [extra_users_over(view, catalog, period, intervals, modules)
              for catalog, period in zip(catalogs, periods, strict=True)]
-    assert [c.by_module for c in together] == alone
+    assert together.billable == [{module: c.billable for module, c in counted.items()}
+                                 for counted in alone]
+    assert 0 in together.anew
 
 
 def test_r9_4_a_lot_ending_on_a_last_day_counts_from_that_period() -> None:
     """crm, one user u-1 granted in December and kept. A crm seat bought in December ends
     as 31 March begins (Paris, UTC+2: 2026-03-30T22:00Z), March's last day: it covers u-1
     on the last days of January and February (0 billable), not on March's (1 billable);
-    April, where nothing changes, is March's count again (1), from its own start."""
+    April, where nothing changes, is March's count again (1)."""
     view = tenant_document(_lot(0, "seats-crm", 1, datetime(2025, 12, 1, tzinfo=UTC),
                                 datetime(2026, 3, 30, 22, tzinfo=UTC)),
                            anchor="2026-01-01", created_at="2025-12-20T10:00:00Z")
     intervals = access_intervals([("crm", "u-1", datetime(2025, 12, 5, tzinfo=UTC),
                                    USER_ACCESS_GRANTED)])
-    counted = extra_users_by_period(view, [CATALOGS[0]] * 4, MONTHS[:4], intervals, {"crm"})
-    assert [c.by_module["crm"].billable for c in counted] == [0, 0, 1, 1]
+    counted = billable_by_period(view, [CATALOGS[0]] * 4, MONTHS[:4], intervals, {"crm"})
+    assert [c["crm"] for c in counted.billable] == [0, 0, 1, 1]
     # Counted anew: January (the first), March and April (the lot's end falls after the
     # start of the period before them); February takes January's count.
-    assert [c.anew for c in counted] == [True, False, True, True]
-    assert [c.by_module["crm"].since for c in counted] == [
-        p.start_instant(PARIS) for p in MONTHS[:4]]
+    assert counted.anew == {0, 2, 3}

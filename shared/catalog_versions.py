@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from shared.billing.periods import Period
 from shared.catalog import Catalog, CatalogError, UnknownCatalogItem, load_catalog
 from shared.catalog_usage import check_usage_meters
 from shared.subscription import TenantState
@@ -67,11 +68,13 @@ class CatalogVersions:
         version = state.catalog_version_at(instant)
         return self.oldest if version is None else self.get(version)
 
-    def of_each(self, state: TenantState, instants: Sequence[datetime]) -> list[Catalog]:
-        """`of` at each of `instants`: a tenant never migrated has one version at all."""
-        if state.catalog_changes or state.pending_catalog is not None:
-            return [self.of(state, instant) for instant in instants]
-        return [self.of(state, instants[0])] * len(instants) if instants else []
+    def of_periods(self, state: TenantState, periods: Sequence[Period]) -> list[Catalog]:
+        """`of` at the start of each of `periods`, which each is priced by (R10.5): a tenant
+        never migrated has one version throughout, looked up once."""
+        if not state.catalog_changes and state.pending_catalog is None:
+            return [self.of(state, state.created_at)] * len(periods)
+        zone = state.zone
+        return [self.of(state, period.start_instant(zone)) for period in periods]
 
     @property
     def priced_meters(self) -> bool:

@@ -228,7 +228,7 @@ class LateUsage:
         touched = sorted(by_period.items(), key=lambda item: item[0].start)
         periods = [period for period, _ in touched]
         # R10.5: corrected at the prices the period was billed at, before any migration
-        catalogs = self.catalogs.of_each(view, [p.start_instant(view.zone) for p in periods])
+        catalogs = self.catalogs.of_periods(view, periods)
         return _Counted(touched, catalogs, _extra_users(view, meters, periods, catalogs, reads))
 
     def _lines(self, view: TenantState, counted: _Counted, reads: _Reads, billed: Billed

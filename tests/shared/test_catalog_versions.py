@@ -10,7 +10,7 @@ stops with an error naming `2027-02: <field>`.
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import yaml
 from services.entitlements.part import EntitlementsPart
 from services.invoicing.part import InvoicingPart
 from services.metering.part import MeteringPart
+from shared.billing.periods import Period
 from shared.catalog import CatalogError
 from shared.catalog_versions import load_catalog_versions
 from shared.settings import CommonSettings
@@ -69,27 +70,27 @@ def test_a_directory_loads_every_version_oldest_first_the_last_current(
     assert catalogs.of(legacy, datetime(2027, 6, 1, tzinfo=UTC)).version == "2026-11"
 
 
-def test_each_instant_gets_the_version_in_force_then(tmp_path: Path) -> None:
-    """R10.5, `of_each` as `of` at every instant: a tenant never migrated is on its pinned
-    version throughout; one that left 2026-11 for 2027-01 on 1 March 2027 and has a
-    migration to 2027-01-15 confirmed for 1 May 2027 is on 2026-11 in February, 2027-01 in
-    March and April, 2027-01-15 from May."""
+def test_each_period_gets_the_version_in_force_at_its_start(tmp_path: Path) -> None:
+    """R10.5, `of_periods`: a tenant never migrated is on its pinned version throughout;
+    one that left 2026-11 for 2027-01 on 1 March 2027 and has a migration to 2027-01-15
+    confirmed for 1 May 2027 is on 2026-11 in February, 2027-01 in March and April,
+    2027-01-15 from May (monthly periods, UTC)."""
     for name in ("2026-11", "2027-01", "2027-01-15"):
         version(tmp_path, name)
     catalogs = load_catalog_versions(tmp_path)
     fields = {"id": "t", "plan": "essentials", "cycle": "P1M", "anchor": "2027-01-01",
               "time_zone": "UTC", "currency": "EUR", "vat_rate": "0.20", "admin_user": "u",
               "created_at": "2027-01-01T00:00:00Z"}
-    months = [datetime(2027, month, 1, tzinfo=UTC) for month in (2, 3, 4, 5, 6)]
+    months = [Period(date(2027, month, 1), date(2027, month + 1, 1)) for month in range(2, 7)]
     pinned = TenantState.model_validate(fields | {"catalog_version": "2027-01"})
-    assert [c.version for c in catalogs.of_each(pinned, months)] == ["2027-01"] * 5
+    assert [c.version for c in catalogs.of_periods(pinned, months)] == ["2027-01"] * 5
     migrated = TenantState.model_validate(fields | {
         "catalog_version": "2027-01",
         "catalog_changes": [{"at": "2027-03-01T00:00:00Z", "previous": "2026-11"}],
         "pending_catalog": "2027-01-15", "pending_catalog_at": "2027-05-01T00:00:00Z"})
-    assert [c.version for c in catalogs.of_each(migrated, months)] == [
+    assert [c.version for c in catalogs.of_periods(migrated, months)] == [
         "2026-11", "2027-01", "2027-01", "2027-01-15", "2027-01-15"]
-    assert catalogs.of_each(migrated, []) == []
+    assert catalogs.of_periods(pinned, []) == []
 
 
 def test_a_single_file_is_one_version(tmp_path: Path) -> None:

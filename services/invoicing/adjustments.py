@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from services.invoicing.compose import (
     EMAILS_METER,
@@ -58,13 +59,16 @@ class Correction:
     head: str
     tail: str
 
-    def line(self, period: Period, late_ids: list[str]) -> Line:
-        """This correction's line for `period`; the line names its module and period, its
-        provenance the meter and the late events (R9.6)."""
+    def source(self, late_ids: list[str]) -> dict[str, Any]:
+        """The provenance of its lines (R9.6): the meter and the late events (the line itself
+        names its module and period). One for every period it dates: never changed."""
+        return {"meter": self.meter, "corrects": CORRECTS[self.corrects],
+                "late_event_ids": late_ids[:MAX_IDS_PER_LINE]}
+
+    def line(self, period: Period, source: dict[str, Any]) -> Line:
+        """This correction's line for `period`, `source` its provenance (`source`)."""
         shown = period.public()  # the dates as `str(date)` writes them too
         description = f"{self.head}{shown['from']} – {shown['to']}{self.tail}"
-        source = {"meter": self.meter, "corrects": CORRECTS[self.corrects],
-                  "late_event_ids": late_ids}
         return Line(module=self.module, kind="adjustment", description=description,
                     quantity=self.quantity, unit_price=self.unit_price, amount=self.amount,
                     period=period, source=source, meter=self.meter,
@@ -88,23 +92,22 @@ class Adjuster:
               billed: Quantities, late_ids: Mapping[str, list[str]]) -> list[Line]:
         """(quantity recomputed for `period` − quantity billed for it) × unit price, rounded
         once (R3.2), one line per meter and module whose quantity changed (R9.4)."""
-        return [correction.line(period, ids) for correction, ids in self.corrections(
+        return [correction.line(period, source) for correction, source in self.corrections(
             catalog, recomputed, billed, late_ids)]
 
     def corrections(self, catalog: Catalog, recomputed: Quantities, billed: Quantities,
-                    late_ids: Mapping[str, list[str]]) -> list[tuple[Correction, list[str]]]:
-        """The lines of `lines` before they name a period, each with its late event ids
-        (the first MAX_IDS_PER_LINE)."""
-        found: list[tuple[Correction, list[str]]] = []
+                    late_ids: Mapping[str, list[str]]
+                    ) -> list[tuple[Correction, dict[str, Any]]]:
+        """The lines of `lines` before they name a period, each with its provenance."""
+        found: list[tuple[Correction, dict[str, Any]]] = []
         keys = recomputed.keys() | billed.keys()
         for key in sorted(keys, key=_meter_then_module) if len(keys) > 1 else keys:
             meter, module = key
             now, was = recomputed.get(key, _NONE), billed.get(key, _NONE)
             correction = self._correction(catalog, meter, module, now, was)
             if correction is not None:
-                # one list of ids for all the periods this pair dates (never changed)
                 found.append((correction,
-                              late_ids.get(correction.corrects, [])[:MAX_IDS_PER_LINE]))
+                              correction.source(late_ids.get(correction.corrects, []))))
         return found
 
     def _correction(self, catalog: Catalog, meter: str, module: str | None, now: Decimal,

@@ -26,6 +26,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from services.invoicing import compose, schedule
 from services.invoicing.adjustments import MAX_IDS_PER_LINE, Adjuster, Correction, Quantities
@@ -242,7 +243,7 @@ class LateUsage:
                                                            strict=True)):
             billed_so_far = billed.get((tenant, period.start, period.end), {})
             if alike.same(catalog, names, billed_so_far, counted_anew=k in users.anew):
-                lines.extend(c.line(period, ids) for c, ids in alike.corrections)
+                lines.extend(c.line(period, source) for c, source in alike.corrections)
                 continue
             if reads.metered and (metered := reads.metered.get((tenant, period))):
                 lines.extend(usage_adjustment_lines(
@@ -255,7 +256,7 @@ class LateUsage:
                 {key: q for key, q in billed_so_far.items() if _touches(key, names)},
                 _ids_by_kind(names)) if names else []
             alike.remember(catalog, names, billed_so_far, corrections)
-            lines.extend(c.line(period, ids) for c, ids in corrections)
+            lines.extend(c.line(period, source) for c, source in corrections)
         return lines
 
 
@@ -274,7 +275,7 @@ class _Alike:
 
     def __init__(self) -> None:
         self.key: tuple[Catalog, dict[str, list[str]], Quantities] | None = None
-        self.corrections: list[tuple[Correction, list[str]]] = []
+        self.corrections: list[tuple[Correction, dict[str, Any]]] = []
 
     def same(self, catalog: Catalog, names: dict[str, list[str]], billed: Quantities,
              counted_anew: bool) -> bool:
@@ -284,7 +285,7 @@ class _Alike:
         return catalog is last_catalog and names == last_names and billed == last_billed
 
     def remember(self, catalog: Catalog, names: dict[str, list[str]], billed: Quantities,
-                 corrections: list[tuple[Correction, list[str]]]) -> None:
+                 corrections: list[tuple[Correction, dict[str, Any]]]) -> None:
         only_users = bool(names) and all(m.startswith(compose.EXTRA_USERS_METER)
                                          for m in names)
         self.key = (catalog, names, billed) if only_users else None

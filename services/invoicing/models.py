@@ -45,7 +45,9 @@ def written(quantity: Decimal, unit_price: Decimal, amount: Decimal, currency: s
     return number_text(quantity), number_text(unit_price), format_money(amount, currency)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed once made: a frozen dataclass's constructor costs three
+# times as much, and a billing run makes tens of thousands of lines (late usage, R9.4).
+@dataclass(slots=True)
 class Line:
     """One invoice line (R9.1): amount already rounded once (R3.2), provenance (R9.6)."""
 

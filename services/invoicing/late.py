@@ -15,7 +15,8 @@ support sessions are each read once, and every affected period is recomputed fro
 memory; only e-mails and priced meters, which change one period each, are read per distinct
 period window. A tenant's extra users are counted for all its affected periods at once
 (`extra_users.billable_by_period`: anew only where something the count reads changed), and
-its lines priced by one `adjustments.Adjuster` (a line worked out once, then only dated).
+its lines priced by one `adjustments.Adjuster` (a line worked out once, then only dated); a
+period alike the one before it takes that period's corrections (`_Alike`).
 """
 
 from __future__ import annotations

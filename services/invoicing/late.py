@@ -67,7 +67,10 @@ Billed = dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]]
 
 
 @dataclass(slots=True)
-class _Reads:
+class LateReads:
+    """What recomputing a run's corrected periods reads, for all its tenants, but the
+    quantities billed (`Billed`)."""
+
     intervals: Mapping[str, Intervals]
     sessions: dict[str, list[tuple[str, datetime, int, int]]]
     emails: dict[tuple[str, Period], int]
@@ -106,10 +109,10 @@ class LateUsage:
             billed = group.create_task(self._billed(views, touched))
             reads = await self._read(views, touched, intervals)
             await asyncio.sleep(0)  # the read is under way before counting holds the loop
-            counted = {tenant: self._count(views[tenant], meters, reads)
+            counted = {tenant: count_periods(self.catalogs, views[tenant], meters, reads)
                        for tenant, meters in touched.items()}
         quantities = billed.result()
-        return {tenant: self._lines(views[tenant], counts, reads, quantities)
+        return {tenant: correction_lines(views[tenant], counts, reads, quantities)
                 for tenant, counts in counted.items()}
 
     async def _touched(self, work: Sequence[LateWork]) -> dict[str, Touched]:
@@ -164,7 +167,7 @@ class LateUsage:
             sorted(_pair(m) for m in names if m.startswith(compose.EXTRA_USERS_METER)))
 
     async def _read(self, views: dict[str, TenantState], touched: dict[str, Touched],
-                    intervals: Mapping[str, Intervals] | None) -> _Reads:
+                    intervals: Mapping[str, Intervals] | None) -> LateReads:
         """Everything the affected periods need but the quantities billed, in a few queries
         for all tenants."""
         bounds = {t: _bounds(meters) for t, meters in touched.items()}
@@ -180,7 +183,7 @@ class LateUsage:
             start = min(schedule.billing_instant(views[t], compose.support_since(views[t], p))
                         for t in with_support for ps in touched[t].values() for p in ps)
             sessions = await self.store.support_sessions(with_support, start, end)
-        return _Reads(intervals, sessions, await self._emails(views, touched),
+        return LateReads(intervals, sessions, await self._emails(views, touched),
                       await self._metered(views, touched))
 
     async def _metered(self, views: dict[str, TenantState], touched: dict[str, Touched]
@@ -219,53 +222,62 @@ class LateUsage:
             counted.update({(t, p): sent.get(t, 0) for t, p in members})
         return counted
 
-    def _count(self, view: TenantState, meters: Touched, reads: _Reads) -> _Counted:
-        """A tenant's corrected periods, in order, each with the late events that touch it,
-        its catalog and its extra users (R6.4), counted before the quantities billed come."""
-        # Per period, the meters its late events changed, with those events' ids (R9.6).
-        by_period: dict[Period, dict[str, list[str]]] = defaultdict(dict)
-        for meter, changed in meters.items():
-            for period, ids in changed.items():
-                by_period[period][meter] = ids
-        touched = sorted(by_period.items(), key=lambda item: item[0].start)
-        periods = [period for period, _ in touched]
-        # R10.5: corrected at the prices the period was billed at, before any migration
-        catalogs = self.catalogs.of_periods(view, periods)
-        return _Counted(touched, catalogs, _extra_users(view, meters, periods, catalogs, reads))
-
-    def _lines(self, view: TenantState, counted: _Counted, reads: _Reads, billed: Billed
-               ) -> list[Line]:
-        tenant = view.id
-        adjuster = Adjuster(view)
-        lines: list[Line] = []
-        alike = _Alike()
-        users = counted.users
-        for k, ((period, names), catalog) in enumerate(zip(counted.touched, counted.catalogs,
-                                                           strict=True)):
-            billed_so_far = billed.get((tenant, period.start, period.end), {})
-            if alike.same(catalog, names, billed_so_far, counted_anew=k in users.anew):
-                lines.extend(c.line(period, source) for c, source in alike.corrections)
-                continue
-            if reads.metered and (metered := reads.metered.get((tenant, period))):
-                lines.extend(usage_adjustment_lines(
-                    view, catalog, period, metered, billed_so_far,
-                    {m.removeprefix(USAGE_METER): ids[:MAX_IDS_PER_LINE]
-                     for m, ids in names.items() if m.startswith(USAGE_METER)}))
-                names = {m: ids for m, ids in names.items() if not m.startswith(USAGE_METER)}
-            corrections = adjuster.corrections(
-                catalog, _recomputed(view, catalog, period, names, users.billable[k], reads),
-                {key: q for key, q in billed_so_far.items() if _touches(key, names)},
-                _ids_by_kind(names)) if names else []
-            alike.remember(catalog, names, billed_so_far, corrections)
-            lines.extend(c.line(period, source) for c, source in corrections)
-        return lines
-
 
 @dataclass(frozen=True, slots=True)
-class _Counted:
-    touched: list[tuple[Period, dict[str, list[str]]]]  # period -> meter -> late event ids
+class Counted:
+    """A tenant's corrected periods, in order, each with the late events touching it (meter
+    → ids), its catalog version and its extra users billable."""
+
+    touched: list[tuple[Period, dict[str, list[str]]]]
     catalogs: list[Catalog]
     users: PeriodCounts
+
+
+def count_periods(versions: CatalogVersions, view: TenantState, meters: Touched,
+                  reads: LateReads) -> Counted:
+    """A tenant's corrected periods, in order, each with the late events that touch it,
+    its catalog version (R10.5) and its extra users (R6.4): all but the quantities billed."""
+    # Per period, the meters its late events changed, with those events' ids (R9.6).
+    by_period: dict[Period, dict[str, list[str]]] = defaultdict(dict)
+    for meter, changed in meters.items():
+        for period, ids in changed.items():
+            by_period[period][meter] = ids
+    touched = sorted(by_period.items(), key=lambda item: item[0].start)
+    periods = [period for period, _ in touched]
+    # R10.5: corrected at the prices the period was billed at, before any migration
+    catalogs = versions.of_periods(view, periods)
+    return Counted(touched, catalogs, _extra_users(view, meters, periods, catalogs, reads))
+
+
+def correction_lines(view: TenantState, counted: Counted, reads: LateReads,
+                     billed: Billed) -> list[Line]:
+    """A tenant's adjustment lines (R9.4): each corrected period's recomputed quantities
+    against those `billed` for it, priced by its catalog; a period alike the one before
+    takes that period's corrections, dated (`_Alike`)."""
+    tenant = view.id
+    adjuster = Adjuster(view)
+    lines: list[Line] = []
+    alike = _Alike()
+    users = counted.users
+    for k, ((period, names), catalog) in enumerate(zip(counted.touched, counted.catalogs,
+                                                       strict=True)):
+        billed_so_far = billed.get((tenant, period.start, period.end), {})
+        if alike.same(catalog, names, billed_so_far, counted_anew=k in users.anew):
+            lines.extend(c.line(period, source) for c, source in alike.corrections)
+            continue
+        if reads.metered and (metered := reads.metered.get((tenant, period))):
+            lines.extend(usage_adjustment_lines(
+                view, catalog, period, metered, billed_so_far,
+                {m.removeprefix(USAGE_METER): ids[:MAX_IDS_PER_LINE]
+                 for m, ids in names.items() if m.startswith(USAGE_METER)}))
+            names = {m: ids for m, ids in names.items() if not m.startswith(USAGE_METER)}
+        corrections = adjuster.corrections(
+            catalog, _recomputed(view, catalog, period, names, users.billable[k], reads),
+            {key: q for key, q in billed_so_far.items() if _touches(key, names)},
+            _ids_by_kind(names)) if names else []
+        alike.remember(catalog, names, billed_so_far, corrections)
+        lines.extend(c.line(period, source) for c, source in corrections)
+    return lines
 
 
 class _Alike:
@@ -306,7 +318,7 @@ def _ids_by_kind(names: Mapping[str, list[str]]) -> dict[str, list[str]]:
 
 
 def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: Collection[str],
-                users: dict[str, int], reads: _Reads
+                users: dict[str, int], reads: LateReads
                 ) -> dict[tuple[str, str | None], Decimal]:
     """The quantities of the built-in meters `names` recomputed for `period`; the extra
     users of its touched modules are already counted (`users`)."""
@@ -326,7 +338,7 @@ def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: Coll
 
 
 def _extra_users(view: TenantState, meters: Touched, periods: list[Period],
-                 catalogs: list[Catalog], reads: _Reads) -> PeriodCounts:
+                 catalogs: list[Catalog], reads: LateReads) -> PeriodCounts:
     """Per period of `periods`, the extra users billable on the modules late access events
     touched (none for a period they did not touch), all periods counted in one pass (R6.4)."""
     modules = {meter.partition(":")[2] for meter in meters

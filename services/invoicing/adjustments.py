@@ -66,7 +66,7 @@ class Correction:
                 "late_event_ids": late_ids[:MAX_IDS_PER_LINE]}
 
     def line(self, period: Period, source: dict[str, Any]) -> Line:
-        """This correction's line for `period`, `source` its provenance (`source`)."""
+        """This correction's line for `period`, with the provenance `source` made."""
         shown = period.public()  # the dates as `str(date)` writes them too
         description = f"{self.head}{shown['from']} – {shown['to']}{self.tail}"
         return Line(module=self.module, kind="adjustment", description=description,

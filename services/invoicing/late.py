@@ -184,7 +184,7 @@ class LateUsage:
                         for t in with_support for ps in touched[t].values() for p in ps)
             sessions = await self.store.support_sessions(with_support, start, end)
         return LateReads(intervals, sessions, await self._emails(views, touched),
-                      await self._metered(views, touched))
+                         await self._metered(views, touched))
 
     async def _metered(self, views: dict[str, TenantState], touched: dict[str, Touched]
                        ) -> dict[tuple[str, Period], dict[str, Decimal]]:

@@ -35,9 +35,11 @@ not the admin) is stored after the cutoff and they are billed R times again
 corrected period (checked after each late run: count, distinct periods and sum). Every run
 starts from the same state (invoicing keys and invoice tables of its own); figures are
 medians; `billing_run_late_ratio` = late / baseline, and `billing_run_late_cpu_ratio` the same
-of this process's CPU time. Once the bench's own state is built, the collector is tuned and
-that state frozen as a platform process does at start (`shared.app.tune_gc`), so the runs pay
-for garbage collection what the service would.
+of this process's CPU time. Then R late runs handed the lines a first one computed, the late
+computation skipped (`billing_run_late_lines_given_seconds`, and its ratio to the baseline):
+what writing 36,000 more lines costs alone. Once the bench's own state is built, the
+collector is tuned and that state frozen as a platform process does at start
+(`shared.app.tune_gc`), so the runs pay for garbage collection what the service would.
 Figures are JSON lines `{"metric", "value", "unit"}`; peak RSS is this process's VmHWM.
 """
 
@@ -52,7 +54,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -66,6 +68,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from redis.asyncio import Redis
 
 from services.invoicing.compose import EXTRA_USERS_METER
+from services.invoicing.late import LateWork
+from services.invoicing.models import Line
 from services.invoicing.service import InvoicingService
 from services.invoicing.state import InvoiceState
 from services.invoicing.store import InvoiceStore
@@ -309,20 +313,50 @@ async def late_scenario(redis: Redis, ch: Any, tenants: int, events: int, repeat
         billing = await service(f"late{r}")
         late.append(await timed("late", billing))
         adjustments = await check_adjustments(ch, billing, len(names))
+    given = await lines_given(service, names, repeat)
     baseline, with_late = statistics.median(base), statistics.median(late)
     print(f"runs (s): baseline {[round(x, 3) for x in base]}, "
-          f"late {[round(x, 3) for x in late]}; CPU (s): "
-          f"{ {kind: [round(x, 3) for x in runs] for kind, runs in cpu.items()} }",
+          f"late {[round(x, 3) for x in late]}, lines given {[round(x, 3) for x in given]}; "
+          f"CPU (s): {({kind: [round(x, 3) for x in runs] for kind, runs in cpu.items()})}",
           file=sys.stderr)
     emit("billing_run_seconds", baseline, "s")
     emit("billing_run_late_seconds", with_late, "s")
     emit("billing_run_late_ratio", with_late / baseline, "ratio")
     emit("billing_run_late_cpu_ratio",
          statistics.median(cpu["late"]) / statistics.median(cpu["base"]), "ratio")
+    emit("billing_run_late_lines_given_seconds", statistics.median(given), "s")
+    emit("billing_run_late_lines_given_ratio", statistics.median(given) / baseline, "ratio")
     emit("late_adjustment_lines", float(adjustments), "lines")
     emit("peak_rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MiB")
     if profile:
         await profile_run(service, names)
+
+
+async def lines_given(fresh: Callable[[str], Awaitable[InvoicingService]],
+                      names: Sequence[str], repeat: int) -> list[float]:
+    """R more late runs, each handed the adjustment lines a first one computed, the late
+    computation skipped: what writing them costs alone (rendering, numbering, ClickHouse)."""
+    billing = await fresh("given")
+    computed: dict[str, list[Line]] = {}
+    compute = billing.drafts.late.adjustments
+
+    async def keep(work: Sequence[LateWork], intervals: Any = None) -> dict[str, list[Line]]:
+        found = await compute(work, intervals)
+        computed.update(found)
+        return found
+
+    async def handed(work: Sequence[LateWork], intervals: Any = None
+                     ) -> dict[str, list[Line]]:
+        return {w.view.id: computed[w.view.id] for w in work if w.view.id in computed}
+
+    billing.drafts.late.adjustments = keep  # type: ignore[method-assign]
+    await timed_run(billing, names)
+    runs = []
+    for r in range(repeat):
+        billing = await fresh(f"given{r}")
+        billing.drafts.late.adjustments = handed  # type: ignore[method-assign]
+        runs.append(await timed_run(billing, names))
+    return runs
 
 
 async def profile_run(fresh: Callable[[str], Any], names: Sequence[str]) -> None:

@@ -103,11 +103,13 @@ class LateUsage:
         if not touched:
             return {}
         views = {w.view.id: w.view for w in work if w.view.id in touched}
+        bounds = {t: _bounds(meters) for t, meters in touched.items()}
         # The quantities billed are read while everything else is counted: ClickHouse
         # works on its own thread, and only the lines need them.
         async with asyncio.TaskGroup() as group:
-            billed = group.create_task(self._billed(views, touched))
-            reads = await self._read(views, touched, intervals)
+            billed = group.create_task(self._billed(
+                views, touched, min(start for start, _ in bounds.values())))
+            reads = await self._read(views, touched, bounds, intervals)
             await asyncio.sleep(0)  # the read is under way before counting holds the loop
             counted = {tenant: count_periods(self.catalogs, views[tenant], meters, reads)
                        for tenant, meters in touched.items()}
@@ -156,10 +158,10 @@ class LateUsage:
                            if m.slug in priced)
         return changes
 
-    async def _billed(self, views: dict[str, TenantState], touched: dict[str, Touched]
-                      ) -> Billed:
-        """The quantities billed so far for the periods and meters late events touched."""
-        first = min(start for start, _ in map(_bounds, touched.values()))
+    async def _billed(self, views: dict[str, TenantState], touched: dict[str, Touched],
+                      first: date) -> Billed:
+        """The quantities billed so far for the periods and meters late events touched, of
+        the periods from the day `first`."""
         names = {meter for meters in touched.values() for meter in meters}
         return await self.store.billed_quantities_since(
             sorted(views), first,
@@ -167,10 +169,10 @@ class LateUsage:
             sorted(_pair(m) for m in names if m.startswith(compose.EXTRA_USERS_METER)))
 
     async def _read(self, views: dict[str, TenantState], touched: dict[str, Touched],
+                    bounds: Mapping[str, tuple[date, date]],
                     intervals: Mapping[str, Intervals] | None) -> LateReads:
-        """Everything the affected periods need but the quantities billed, in a few queries
-        for all tenants."""
-        bounds = {t: _bounds(meters) for t, meters in touched.items()}
+        """Everything the affected periods (`bounds`: each tenant's first day and last end)
+        need but the quantities billed, in a few queries for all tenants."""
         end = max(midnight_utc(last, views[t].zone) for t, (_, last) in bounds.items())
         with_access = sorted(t for t, m in touched.items()
                              if any(x.startswith(compose.EXTRA_USERS_METER) for x in m))

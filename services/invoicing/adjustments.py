@@ -5,14 +5,14 @@ it corrects. Pure functions, no I/O.
 A late access grant corrects every billed period since its time, dozens for an old one, most
 often by the same difference at the same price. A tenant's corrected periods are priced by
 one `Adjuster`, which works out a (catalog, meter, module, recomputed, billed)'s line once
-(its unit price, amount rounded, description but the dates: a `Correction`) and then only
-names each period in it: the lines are the same as priced one by one.
+(its unit price, amount rounded, description but the dates: a `models.Correction`); the
+periods it corrects alike are then only named in it (`models.LineRun`): the lines are the
+same as priced one by one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +22,7 @@ from services.invoicing.compose import (
     SUPPORT_METER,
     unit_price,
 )
-from services.invoicing.models import Line, shown_line, written
+from services.invoicing.models import Correction, Line, written
 from shared.billing.money import line_amount
 from shared.billing.periods import Period
 from shared.catalog import Catalog
@@ -41,39 +41,6 @@ Quantities = Mapping[tuple[str, str | None], Decimal]
 
 def _meter_then_module(key: tuple[str, str | None]) -> tuple[str, str]:
     return key[0], key[1] or ""
-
-
-@dataclass(frozen=True, slots=True)
-class Correction:
-    """What an adjustment line of a (catalog, meter, module, recomputed, billed) is in any
-    period: all of it but the period it names."""
-
-    meter: str
-    module: str | None
-    corrects: str  # the meter before any '@rate'
-    quantity: Decimal
-    unit_price: Decimal
-    amount: Decimal
-    written: tuple[str, str, str]  # quantity, unit price and amount as documents write them
-    # The description either side of the period's dates.
-    head: str
-    tail: str
-
-    def source(self, late_ids: list[str]) -> dict[str, Any]:
-        """The provenance of its lines (R9.6): the meter and the late events (the line itself
-        names its module and period). One for every period it dates: never changed."""
-        return {"meter": self.meter, "corrects": CORRECTS[self.corrects],
-                "late_event_ids": late_ids[:MAX_IDS_PER_LINE]}
-
-    def line(self, period: Period, source: dict[str, Any]) -> Line:
-        """This correction's line for `period`, with the provenance `source` made."""
-        shown = period.public()  # the dates as `str(date)` writes them too
-        description = f"{self.head}{shown['from']} – {shown['to']}{self.tail}"
-        return Line(module=self.module, kind="adjustment", description=description,
-                    quantity=self.quantity, unit_price=self.unit_price, amount=self.amount,
-                    period=period, source=source, meter=self.meter,
-                    shown=shown_line(self.module, "adjustment", description, self.written,
-                                     shown, source))
 
 
 class Adjuster:
@@ -107,7 +74,7 @@ class Adjuster:
             correction = self._correction(catalog, meter, module, now, was)
             if correction is not None:
                 found.append((correction,
-                              correction.source(late_ids.get(correction.corrects, []))))
+                              _source(correction, late_ids.get(correction.corrects, []))))
         return found
 
     def _correction(self, catalog: Catalog, meter: str, module: str | None, now: Decimal,
@@ -135,3 +102,10 @@ def adjustment_lines(view: TenantState, catalog: Catalog, period: Period,
                      late_ids: Mapping[str, list[str]]) -> list[Line]:
     """The adjustment lines of one corrected period (`Adjuster.lines`)."""
     return Adjuster(view).lines(catalog, period, recomputed, billed, late_ids)
+
+
+def _source(correction: Correction, late_ids: list[str]) -> dict[str, Any]:
+    """The provenance of a correction's lines (R9.6): the meter and the late events (each line
+    itself names its module and period). One for every period it dates: never changed."""
+    return {"meter": correction.meter, "corrects": CORRECTS[correction.corrects],
+            "late_event_ids": late_ids[:MAX_IDS_PER_LINE]}

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from services.invoicing.documents import line_count
 from services.invoicing.state import ISSUED_AT_PLACEHOLDER, NUMBER_PLACEHOLDER, Announcement
 
 
@@ -31,7 +32,7 @@ def announcement(doc: dict[str, Any], actor: dict[str, Any] | None) -> Announcem
     if credit:
         data.update(credits=doc["credits"], reason=doc["reason"])
     else:
-        data.update(billing_date=doc.get("billing_date"), lines=len(doc["lines"]),
+        data.update(billing_date=doc.get("billing_date"), lines=line_count(doc),
                     purchase_event=doc.get("event"))
     event = {"specversion": "1.0", "id": event_id, "source": "invoicing",
              "type": "credit_note.issued" if credit else "invoice.issued",

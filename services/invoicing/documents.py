@@ -13,16 +13,24 @@ from typing import Any
 
 import orjson
 
-from services.invoicing.models import CSV_COLUMNS, Draft, Line, period_json
+from services.invoicing.models import CSV_COLUMNS, Draft, Line, line_order, period_json
 from shared.billing.money import format_money, invoice_totals, round_fraction
 from shared.times import utc_text
 
 
 def render(draft: Draft, issued_at: str, number: str) -> dict[str, Any]:
-    """The invoice document (docs/api.md "Invoice"), lines sorted by module (R9.1), totals R3.2."""
-    lines = sorted(draft.lines, key=Line.sort_key)
-    totals = invoice_totals([line.amount for line in lines], draft.vat_rate, draft.currency)
-    return {
+    """The invoice document as kept (docs/api.md "Invoice", served by `served`), lines sorted
+    by module (R9.1), totals R3.2. A run of lines (`Draft.runs`) of two periods or more is
+    kept as one entry of `_runs`; one of a single period is a line like the others."""
+    runs = [run for run in draft.runs if len(run.periods) > 1]
+    lines = sorted([*draft.lines, *(run.correction.line(run.periods[0], run.source)
+                                    for run in draft.runs if len(run.periods) == 1)],
+                   key=Line.sort_key)
+    amounts = [line.amount for line in lines]
+    for run in runs:
+        amounts.extend([run.correction.amount] * len(run.periods))
+    totals = invoice_totals(amounts, draft.vat_rate, draft.currency)
+    doc = {
         "number": number, "kind": draft.kind, "tenant": draft.tenant,
         "issued_at": issued_at, "billing_date": None if draft.billing_date is None
         else draft.billing_date.isoformat(),
@@ -37,6 +45,58 @@ def render(draft: Draft, issued_at: str, number: str) -> dict[str, Any]:
         "usage_cutoff": None if draft.usage_cutoff is None else utc_text(draft.usage_cutoff),
         **draft.extra,
     }
+    if runs:
+        doc["_runs"] = [run.stored() for run in runs]
+    return doc
+
+
+def kept(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document as ClickHouse keeps it: its lines' meters (`_meters`, or each line's
+    `_meter` in a document rendered before `_meters`) dropped, which only `invoice_lines`
+    needs; its runs (`_runs`) kept."""
+    out = {k: v for k, v in doc.items() if k != "_meters"}
+    if any("_meter" in line for line in doc.get("lines", [])):
+        out["lines"] = [{k: v for k, v in line.items() if k != "_meter"}
+                        for line in doc["lines"]]
+    return out
+
+
+def served(doc: dict[str, Any]) -> dict[str, Any]:
+    """A kept document as served (docs/api.md "Invoice"): each run made its lines, every
+    internal key (leading underscore) dropped. Changes `doc`."""
+    if "_runs" in doc:
+        doc["lines"] = served_lines(doc)
+    for key in [k for k in doc if k.startswith("_")]:
+        del doc[key]
+    return doc
+
+
+def served_lines(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """A document's lines, its runs (`_runs`) each made one line per period, in the order
+    `render` gives (R9.1): the lines a run stands for, as they would be one by one."""
+    runs = doc.get("_runs")
+    lines: list[dict[str, Any]] = doc.get("lines", [])
+    if not runs:
+        return lines
+    lines = [*lines, *(line for run in runs for line in _run_lines(run))]
+    return sorted(lines, key=lambda line: line_order(line["module"], line["kind"],
+                                                     line["description"]))
+
+
+def _run_lines(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A kept run's lines, as `models.Correction.line` makes each and `Line.public` shows it.
+    Its dates are texts once read back, `date`s in a document just rendered."""
+    head, tail, source = run["head"], run["tail"], run["source"]
+    return [{"module": run["module"], "kind": run["kind"],
+             "description": f"{head}{start} – {end}{tail}", "quantity": run["quantity"],
+             "unit_price": run["unit_price"], "amount": run["amount"],
+             "period": {"from": str(start), "to": str(end)}, "source": source}
+            for start, end in run["periods"]]
+
+
+def line_count(doc: dict[str, Any]) -> int:
+    """How many lines a kept document has, its runs' counted one per period."""
+    return len(doc.get("lines", [])) + sum(len(run["periods"]) for run in doc.get("_runs", []))
 
 
 def credit_note(invoice: dict[str, Any], gross: Decimal, tax: Decimal, reason: str,

@@ -85,7 +85,9 @@ class Drafts:
                 lines = compose.arrears_lines(view, catalog, ended, usage)
                 lines.extend(usage_lines(view, catalog, ended, metered, usage.spans(),
                                          usage.access_query))  # R10.1-R10.3
-                lines.extend(late.get(view.id, []))
+                adjusted = late.get(view.id)
+                if adjusted is not None:  # R9.4
+                    lines.extend(adjusted.lines)
                 renews = schedule.renews_at(view, day)
                 period = ended
                 if renews:
@@ -96,7 +98,8 @@ class Drafts:
                 drafts.append(Draft(
                     tenant=view.id, kind="period", currency=view.currency,
                     vat_rate=view.vat_rate, period=period, lines=lines, billing_date=day,
-                    usage_cutoff=cutoff, key=day.isoformat(), advances_cutoff=True))
+                    usage_cutoff=cutoff, key=day.isoformat(), advances_cutoff=True,
+                    runs=[] if adjusted is None else adjusted.runs))
         return drafts
 
     def _catalog(self, view: TenantState, period: Period) -> Catalog:

@@ -105,28 +105,22 @@ def extra_users(view: TenantState, catalog: Catalog, period: Period,
     return extra_users_over(view, catalog, period, access_intervals(access))
 
 
-@dataclass(frozen=True, slots=True)
-class PeriodCounts:
-    """The extra users billable of many periods counted together (R6.4): per period, per
-    module. A period not in `anew` shares the count of the period before it."""
-
-    billable: list[dict[str, int]]
-    anew: frozenset[int]
-
-
 def billable_by_period(view: TenantState, catalogs: Sequence[Catalog],
                        periods: Sequence[Period], intervals: Intervals,
-                       modules: Collection[str]) -> PeriodCounts:
+                       modules: Collection[str]) -> list[dict[str, int]]:
     """The extra users billable on `modules` (R6.4) in each of `periods` (in order, never
-    overlapping), each priced by its catalog of `catalogs`. Late usage recomputes dozens of
-    periods of a tenant (R9.4), most of them alike: a period is counted only when its
-    catalog differs from the previous period's or something its count reads changes between
-    them (`_counted_anew`), the users with access over those found in one pass over the
-    access spans; any other period has the previous one's count."""
+    overlapping), each priced by its catalog of `catalogs`, per module. Late usage recomputes
+    dozens of periods of a tenant (R9.4), most of them alike: a period is counted only when
+    its catalog differs from the previous period's or something its count reads changes
+    between them (`_counted_anew`), the users with access over those found in one pass over
+    the access spans; any other period shares the previous one's count (the same dict,
+    never changed)."""
     zone = view.zone
     modules = frozenset(modules)
     starts = [midnight_utc(p.start, zone) for p in periods]
-    ends = [midnight_utc(p.end, zone) for p in periods]
+    # most periods end where the next starts
+    ends = [starts[k + 1] if k + 1 < len(periods) and periods[k + 1].start == p.end
+            else midnight_utc(p.end, zone) for k, p in enumerate(periods)]
     anew = _counted_anew(_changes(view, intervals, modules), catalogs, starts, ends)
     counted = sorted(anew)
     over = dict(zip(counted, users_by_window(
@@ -135,11 +129,11 @@ def billable_by_period(view: TenantState, catalogs: Sequence[Catalog],
     billable: list[dict[str, int]] = []
     for k, (catalog, period) in enumerate(zip(catalogs, periods, strict=True)):
         if (users := over.get(k)) is None:
-            billable.append(billable[-1])  # shared: never changed
+            billable.append(billable[-1])
             continue
         billable.append({module: c.billable for module, c in extra_users_over(
             view, catalog, period, intervals, modules, users, seats).items()})
-    return PeriodCounts(billable, frozenset(anew))
+    return billable
 
 
 def _counted_anew(changes: list[datetime], catalogs: Sequence[Catalog],

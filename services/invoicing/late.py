@@ -15,8 +15,9 @@ support sessions are each read once, and every affected period is recomputed fro
 memory; only e-mails and priced meters, which change one period each, are read per distinct
 period window. A tenant's extra users are counted for all its affected periods at once
 (`extra_users.billable_by_period`: anew only where something the count reads changed), and
-its lines priced by one `adjustments.Adjuster` (a line worked out once, then only dated); a
-period alike the one before it takes that period's corrections (`_Alike`).
+its lines priced by one `adjustments.Adjuster` (a line worked out once); a period alike the
+one before it joins that period's runs of lines (`_Alike`, `models.LineRun`), so an old
+access grant makes one run of dozens of periods, not dozens of lines.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from decimal import Decimal
 from typing import Any
 
 from services.invoicing import compose, schedule
-from services.invoicing.adjustments import MAX_IDS_PER_LINE, Adjuster, Correction, Quantities
-from services.invoicing.extra_users import PeriodCounts, billable_by_period
-from services.invoicing.models import Line
+from services.invoicing.adjustments import MAX_IDS_PER_LINE, Adjuster, Quantities
+from services.invoicing.extra_users import billable_by_period
+from services.invoicing.models import Line, LineRun
 from services.invoicing.store import InvoiceStore, LateEvent
 from services.invoicing.usage_charges import (
     USAGE_METER,
@@ -67,6 +68,16 @@ Billed = dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]]
 
 
 @dataclass(slots=True)
+class LateLines:
+    """A tenant's adjustment lines: those of usage charges, one per period (`lines`), and the
+    corrections of the built-in meters, each dated over the periods it corrects alike
+    (`runs`)."""
+
+    lines: list[Line]
+    runs: list[LineRun]
+
+
+@dataclass(slots=True)
 class LateReads:
     """What recomputing a run's corrected periods reads, for all its tenants, but the
     quantities billed (`Billed`)."""
@@ -94,7 +105,7 @@ class LateUsage:
 
     async def adjustments(self, work: Sequence[LateWork],
                           intervals: Mapping[str, Intervals] | None = None
-                          ) -> dict[str, list[Line]]:
+                          ) -> dict[str, LateLines]:
         """Per tenant, the adjustment lines of its late usage (none: no entry). `intervals`:
         the tenants' access spans from their rows up to their billing dates or later, when
         the caller has read them (rows after a period change none of its counts): not read
@@ -114,8 +125,9 @@ class LateUsage:
             counted = {tenant: count_periods(self.catalogs, views[tenant], meters, reads)
                        for tenant, meters in touched.items()}
         quantities = billed.result()
-        return {tenant: correction_lines(views[tenant], counts, reads, quantities)
-                for tenant, counts in counted.items()}
+        found = {tenant: correction_lines(views[tenant], counts, reads, quantities)
+                 for tenant, counts in counted.items()}
+        return {tenant: late for tenant, late in found.items() if late.lines or late.runs}
 
     async def _touched(self, work: Sequence[LateWork]) -> dict[str, Touched]:
         """Per tenant, the billed periods each meter's late events may change."""
@@ -232,7 +244,8 @@ class Counted:
 
     touched: list[tuple[Period, dict[str, list[str]]]]
     catalogs: list[Catalog]
-    users: PeriodCounts
+    # Per period, per module: a period counted as the one before it shares its dict.
+    users: list[dict[str, int]]
 
 
 def count_periods(versions: CatalogVersions, view: TenantState, meters: Touched,
@@ -240,11 +253,15 @@ def count_periods(versions: CatalogVersions, view: TenantState, meters: Touched,
     """A tenant's corrected periods, in order, each with the late events that touch it,
     its catalog version (R10.5) and its extra users (R6.4): all but the quantities billed."""
     # Per period, the meters its late events changed, with those events' ids (R9.6).
-    by_period: dict[Period, dict[str, list[str]]] = defaultdict(dict)
-    for meter, changed in meters.items():
-        for period, ids in changed.items():
-            by_period[period][meter] = ids
-    touched = sorted(by_period.items(), key=lambda item: item[0].start)
+    if len(meters) == 1:  # most often: one kind of late event
+        ((meter, changed),) = meters.items()
+        by_period = {period: {meter: ids} for period, ids in changed.items()}
+    else:
+        by_period = defaultdict(dict)
+        for meter, changed in meters.items():
+            for period, ids in changed.items():
+                by_period[period][meter] = ids
+    touched = sorted(by_period.items(), key=_starting)
     periods = [period for period, _ in touched]
     # R10.5: corrected at the prices the period was billed at, before any migration
     catalogs = versions.of_periods(view, periods)
@@ -252,59 +269,64 @@ def count_periods(versions: CatalogVersions, view: TenantState, meters: Touched,
 
 
 def correction_lines(view: TenantState, counted: Counted, reads: LateReads,
-                     billed: Billed) -> list[Line]:
+                     billed: Billed) -> LateLines:
     """A tenant's adjustment lines (R9.4): each corrected period's recomputed quantities
     against those `billed` for it, priced by its catalog; a period alike the one before
-    takes that period's corrections, dated (`_Alike`)."""
+    is added to that period's runs (`_Alike`)."""
     tenant = view.id
     adjuster = Adjuster(view)
-    lines: list[Line] = []
+    found = LateLines([], [])
     alike = _Alike()
-    users = counted.users
-    for k, ((period, names), catalog) in enumerate(zip(counted.touched, counted.catalogs,
-                                                       strict=True)):
+    for (period, names), catalog, users in zip(counted.touched, counted.catalogs,
+                                               counted.users, strict=True):
         billed_so_far = billed.get((tenant, period.start, period.end), {})
-        if alike.same(catalog, names, billed_so_far, counted_anew=k in users.anew):
-            lines.extend(c.line(period, source) for c, source in alike.corrections)
+        if alike.same(catalog, names, billed_so_far, users):
+            for run in alike.runs:
+                run.periods.append(period)
             continue
         if reads.metered and (metered := reads.metered.get((tenant, period))):
-            lines.extend(usage_adjustment_lines(
+            found.lines.extend(usage_adjustment_lines(
                 view, catalog, period, metered, billed_so_far,
                 {m.removeprefix(USAGE_METER): ids[:MAX_IDS_PER_LINE]
                  for m, ids in names.items() if m.startswith(USAGE_METER)}))
             names = {m: ids for m, ids in names.items() if not m.startswith(USAGE_METER)}
         corrections = adjuster.corrections(
-            catalog, _recomputed(view, catalog, period, names, users.billable[k], reads),
+            catalog, _recomputed(view, catalog, period, names, users, reads),
             {key: q for key, q in billed_so_far.items() if _touches(key, names)},
             _ids_by_kind(names)) if names else []
-        alike.remember(catalog, names, billed_so_far, corrections)
-        lines.extend(c.line(period, source) for c, source in corrections)
-    return lines
+        runs = [LineRun(correction, source, [period]) for correction, source in corrections]
+        alike.remember(catalog, names, billed_so_far, users, runs)
+        found.runs.extend(runs)
+    return found
 
 
 class _Alike:
     """The last period corrected from extra users alone, to know the next one alike: by the
-    same catalog, the same late events, the same quantities billed, and extra users not
-    counted anew. An old access grant changes dozens of periods so, each corrected by the
-    previous one's lines, only dated anew. Any other meter is recomputed per period."""
+    same catalog, the same late events, the same quantities billed and the same extra users
+    billable, its corrections are the same. An old access grant changes dozens of periods
+    so: each only joins the runs of the one before. Any other meter is recomputed per
+    period."""
 
     def __init__(self) -> None:
-        self.key: tuple[Catalog, dict[str, list[str]], Quantities] | None = None
-        self.corrections: list[tuple[Correction, dict[str, Any]]] = []
+        self.key: tuple[Catalog, dict[str, list[str]], Quantities, dict[str, int]] | None \
+            = None
+        self.runs: list[LineRun] = []
 
     def same(self, catalog: Catalog, names: dict[str, list[str]], billed: Quantities,
-             counted_anew: bool) -> bool:
-        if self.key is None or counted_anew:
+             users: dict[str, int]) -> bool:
+        if self.key is None:
             return False
-        last_catalog, last_names, last_billed = self.key
-        return catalog is last_catalog and names == last_names and billed == last_billed
+        last_catalog, last_names, last_billed, last_users = self.key
+        # Counts and quantities alike are most often the very same dicts (shared).
+        return catalog is last_catalog and (users is last_users or users == last_users) \
+            and (billed is last_billed or billed == last_billed) and names == last_names
 
     def remember(self, catalog: Catalog, names: dict[str, list[str]], billed: Quantities,
-                 corrections: list[tuple[Correction, dict[str, Any]]]) -> None:
+                 users: dict[str, int], runs: list[LineRun]) -> None:
         only_users = bool(names) and all(m.startswith(compose.EXTRA_USERS_METER)
                                          for m in names)
-        self.key = (catalog, names, billed) if only_users else None
-        self.corrections = corrections
+        self.key = (catalog, names, billed, users) if only_users else None
+        self.runs = runs
 
 
 def _ids_by_kind(names: Mapping[str, list[str]]) -> dict[str, list[str]]:
@@ -340,15 +362,19 @@ def _recomputed(view: TenantState, catalog: Catalog, period: Period, names: Coll
 
 
 def _extra_users(view: TenantState, meters: Touched, periods: list[Period],
-                 catalogs: list[Catalog], reads: LateReads) -> PeriodCounts:
+                 catalogs: list[Catalog], reads: LateReads) -> list[dict[str, int]]:
     """Per period of `periods`, the extra users billable on the modules late access events
     touched (none for a period they did not touch), all periods counted in one pass (R6.4)."""
     modules = {meter.partition(":")[2] for meter in meters
                if meter.startswith(compose.EXTRA_USERS_METER)}
     if not modules:  # nothing counted: no period is alike another by its extra users
-        return PeriodCounts([{} for _ in periods], frozenset(range(len(periods))))
+        return [{} for _ in periods]
     return billable_by_period(view, catalogs, periods, reads.intervals.get(view.id, {}),
                               modules)
+
+
+def _starting(item: tuple[Period, Any]) -> date:
+    return item[0].start
 
 
 def _bounds(meters: Touched) -> tuple[date, date]:

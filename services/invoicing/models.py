@@ -45,9 +45,7 @@ def written(quantity: Decimal, unit_price: Decimal, amount: Decimal, currency: s
     return number_text(quantity), number_text(unit_price), format_money(amount, currency)
 
 
-# Not frozen, though never changed once made: a frozen dataclass's constructor costs three
-# times as much, and a billing run makes tens of thousands of lines (late usage, R9.4).
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Line:
     """One invoice line (R9.1): amount already rounded once (R3.2), provenance (R9.6)."""
 
@@ -60,10 +58,6 @@ class Line:
     period: Period | None
     source: dict[str, Any]
     meter: str = ""
-    # The line as documents show it (`public`), when its maker wrote it already: late usage
-    # dates one correction over dozens of periods (R9.4), each line shown as it is made.
-    # Never changed once made, as the line itself.
-    shown: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
     def priced(cls, *, module: str | None, kind: LineKind, description: str,
@@ -76,26 +70,69 @@ class Line:
                    period=period, source=source, meter=meter)
 
     def sort_key(self) -> tuple[int, str, int, str]:
-        # Grouped by module (R9.1): module-less lines (plan, packs tied to no module) first.
-        return (0 if self.module is None else 1, self.module or "",
-                _KIND_ORDER.get(self.kind, 9), self.description)
+        return line_order(self.module, self.kind, self.description)
 
     def public(self, currency: str) -> dict[str, Any]:
-        if self.shown is not None:
-            return self.shown
-        return shown_line(self.module, self.kind, self.description,
-                          written(self.quantity, self.unit_price, self.amount, currency),
-                          period_json(self.period), self.source)
+        """The line as documents show it (docs/api.md "Invoice")."""
+        quantity, unit_price, amount = written(self.quantity, self.unit_price, self.amount,
+                                               currency)
+        return {"module": self.module, "kind": self.kind, "description": self.description,
+                "quantity": quantity, "unit_price": unit_price, "amount": amount,
+                "period": period_json(self.period), "source": self.source}
 
 
-def shown_line(module: str | None, kind: LineKind, description: str,
-               texts: tuple[str, str, str], period: dict[str, str] | None,
-               source: dict[str, Any]) -> dict[str, Any]:
-    """A line as documents show it (docs/api.md "Invoice"); `texts` as `written` gives."""
-    quantity, unit_price, amount = texts
-    return {"module": module, "kind": kind, "description": description,
-            "quantity": quantity, "unit_price": unit_price, "amount": amount,
-            "period": period, "source": source}
+def line_order(module: str | None, kind: str, description: str) -> tuple[int, str, int, str]:
+    """Where a line goes on its document: grouped by module (R9.1), module-less lines (plan,
+    packs tied to no module) first."""
+    return (0 if module is None else 1, module or "", _KIND_ORDER.get(kind, 9), description)
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """What an adjustment line (R9.4) of a (catalog, meter, module, recomputed, billed) is in
+    any period: all of it but the period it names."""
+
+    meter: str
+    module: str | None
+    corrects: str  # the meter before any '@rate'
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+    written: tuple[str, str, str]  # quantity, unit price and amount as documents write them
+    # The description either side of the period's dates.
+    head: str
+    tail: str
+
+    def line(self, period: Period, source: dict[str, Any]) -> Line:
+        """This correction's line for `period`, with the provenance `source`."""
+        description = f"{self.head}{period.start} – {period.end}{self.tail}"
+        return Line(module=self.module, kind="adjustment", description=description,
+                    quantity=self.quantity, unit_price=self.unit_price, amount=self.amount,
+                    period=period, source=source, meter=self.meter)
+
+
+@dataclass(slots=True)
+class LineRun:
+    """One correction dated over several periods, with one provenance: the adjustment lines
+    of an old access grant, alike but for the period each names (R9.4). It stays one record
+    from composition to storage (a document's `_runs`, one `invoice_lines` row) and becomes
+    its lines where a document is served (`documents.served_lines`): a run of 36 periods
+    is numbered, kept and written as one line, not 36."""
+
+    correction: Correction
+    source: dict[str, Any]
+    periods: list[Period]
+
+    def stored(self) -> dict[str, Any]:
+        """The run as a document keeps it (`_runs`): its lines but their dates. The periods'
+        dates stay `date`s until the document is written as JSON (orjson writes them
+        `YYYY-MM-DD`, as `Period.public` does)."""
+        c = self.correction
+        quantity, unit_price, amount = c.written
+        return {"module": c.module, "kind": "adjustment", "head": c.head, "tail": c.tail,
+                "quantity": quantity, "unit_price": unit_price, "amount": amount,
+                "source": self.source, "meter": c.meter,
+                "periods": [(p.start, p.end) for p in self.periods]}
 
 
 @dataclass(slots=True)
@@ -109,6 +146,8 @@ class Draft:
     period: Period | None
     lines: list[Line]
     billing_date: date | None = None
+    # Adjustment lines kept as runs of periods (R9.4), beside `lines`.
+    runs: list[LineRun] = field(default_factory=list)
     # The ClickHouse instant up to which usage was read (R9.4: later rows are "late").
     usage_cutoff: datetime | None = None
     key: str = ""  # idempotency key: the billing date, or the event id (R9.5)

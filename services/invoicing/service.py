@@ -27,7 +27,7 @@ from services.invoicing import legal, schedule
 from services.invoicing.announce import announcement
 from services.invoicing.credits import CreditNotes
 from services.invoicing.declines import DECLINED, RenewalDeclines
-from services.invoicing.documents import render
+from services.invoicing.documents import render, served
 from services.invoicing.drafts import Drafts
 from services.invoicing.late import LateWork
 from services.invoicing.models import Draft, Line, LineKind, period_json
@@ -156,12 +156,12 @@ class InvoicingService:
                 if t in views and cutoff is not None
                 and (end := schedule.last_billing_date(views[t])) is not None and last == end]
             cutoff_now = await self.store.now()
-            lines = await self.drafts.late.adjustments(work)
+            late = await self.drafts.late.adjustments(work)
             drafts = [Draft(tenant=w.view.id, kind="immediate", currency=w.view.currency,
-                            vat_rate=w.view.vat_rate, period=None, lines=lines[w.view.id],
-                            usage_cutoff=cutoff_now, key=f"late:{w.cutoff_us}",
-                            advances_cutoff=True)
-                      for w in work if lines.get(w.view.id)]
+                            vat_rate=w.view.vat_rate, period=None, lines=found.lines,
+                            runs=found.runs, usage_cutoff=cutoff_now,
+                            key=f"late:{w.cutoff_us}", advances_cutoff=True)
+                      for w in work if (found := late.get(w.view.id)) is not None]
             issued.extend((await self._issue(drafts, now, views))[0])
         await self.state.set_sweep(now + timedelta(days=1))
         return issued
@@ -261,7 +261,8 @@ class InvoicingService:
                 if draft.billing_date or draft.advances_cutoff else self.state.keys.events,
                 field=draft.key, kind="INV",
                 issued_at=issued_at, template=orjson.dumps(doc),
-                announcement=announcement(doc, actor), empty=not draft.lines,
+                announcement=announcement(doc, actor),
+                empty=not draft.lines and not draft.runs,
                 last="" if draft.billing_date is None else draft.billing_date.isoformat(),
                 cutoff_us=micros(draft.usage_cutoff)
                 if draft.usage_cutoff is not None and draft.advances_cutoff else None))
@@ -367,7 +368,7 @@ class InvoicingService:
                     "currency": view.currency, "lines": [], "subtotal": "0.00",
                     "tax": "0.00", "total": "0.00", "as_of": utc_text(await self.clock.now())}
         draft, = await self.drafts.compose([(view, nd, cutoff, last)])
-        doc = render(draft, utc_text(await self.clock.now()), "")
+        doc = served(render(draft, utc_text(await self.clock.now()), ""))
         doc.pop("usage_cutoff", None)
         doc.update(legal.mentions(self.settings, tenant, view,
                                   self.settings.invoicing_payment_terms_days))
@@ -375,7 +376,6 @@ class InvoicingService:
         doc["number"] = None
         doc["as_of"] = doc.pop("issued_at")
         doc["issued_at"] = None
-        doc.pop("_meters")
         return doc
 
 

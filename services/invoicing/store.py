@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import orjson
 
+from services.invoicing.documents import kept, served
 from shared import events as ev
 from shared.clickhouse.client import ClickHouse
 from shared.meters import Meter, value_expression
@@ -28,7 +29,7 @@ INVOICE_COLUMNS: Final = ("number", "tenant", "kind", "issued_at", "billing_date
                           "usage_cutoff", "doc")
 LINE_COLUMNS: Final = ("number", "tenant", "issued_at", "line_no", "module", "kind",
                        "description", "quantity", "unit_price", "amount", "period_from",
-                       "period_to", "meter", "source")
+                       "period_to", "meter", "source", "periods")
 CREDIT_COLUMNS: Final = ("number", "invoice", "tenant", "issued_at", "amount", "doc")
 
 
@@ -74,9 +75,21 @@ class InvoiceStore:
         if not self._db:
             return
         await self._ch.command(f"CREATE DATABASE IF NOT EXISTS {self._db}")
-        for table in ("invoices", "invoice_lines", "credit_notes"):
+        tables = ("invoices", "invoice_lines", "credit_notes")
+        for table in tables:
             await self._ch.command(
                 f"CREATE TABLE IF NOT EXISTS {self._db}.{table} AS default.{table}")
+        # Tables made before a migration added columns to the migrated ones get them too.
+        missing = await self._ch.rows(
+            "SELECT table, name, type, default_expression FROM system.columns "
+            "WHERE database = 'default' AND table IN {ts:Array(String)} "
+            "AND (table, name) NOT IN (SELECT table, name FROM system.columns "
+            "WHERE database = {db:String}) ORDER BY table, position",
+            {"ts": list(tables), "db": self._db})
+        for table, name, kind, default in missing:
+            await self._ch.command(
+                f"ALTER TABLE {self._db}.{table} ADD COLUMN IF NOT EXISTS {name} {kind}"
+                + (f" DEFAULT {default}" if default else ""))
 
     async def _rows(self, sql: str, params: dict[str, Any] | None = None
                     ) -> list[tuple[Any, ...]]:
@@ -113,7 +126,7 @@ class InvoiceStore:
                 [Decimal(d["tax"]) for d in invoices],
                 [Decimal(d["total"]) for d in invoices],
                 [from_utc_text(d.get("usage_cutoff") or d["issued_at"]) for d in invoices],
-                [orjson.dumps(_public(d)).decode() for d in invoices],
+                [orjson.dumps(kept(d)).decode() for d in invoices],
             ], settings={"insert_deduplication_token": token})
         if credits:
             token = "cn:" + ",".join(sorted(d["number"] for d in credits))
@@ -207,30 +220,41 @@ class InvoiceStore:
         """Quantity billed so far per (tenant, period) and (meter, module), for periods from
         `first`: arrears lines plus earlier adjustments for the same period (R9.4). Only the
         meters asked for (a meter's name before any '@rate'): those of `meters` on any
-        module, those of `meter_modules` on the module named."""
+        module, those of `meter_modules` on the module named.
+
+        Periods billed the same quantities share one dict (never changed): late usage
+        reads dozens of periods a tenant, most billed alike, and tells them so at a glance.
+        """
         if not tenants:
             return {}
+        # A row stands for one line per period of `periods` (a run), or one line of its own
+        # period when `periods` is empty. The periods come grouped by what was billed.
         columns = await self._ch.json_columns(self._sql(
-            "SELECT tenant, period_from, period_to, meter, module, toString(sum(quantity)) "
+            "SELECT tenant, meter, module, toString(quantity), groupArray(period_from), "
+            "groupArray(period_to) FROM (SELECT tenant, period.1 AS period_from, "
+            "period.2 AS period_to, meter, module, sum(quantity) AS quantity "
+            "FROM (SELECT tenant, meter, module, quantity, arrayJoin(if(empty(periods), "
+            "[(assumeNotNull(period_from), assumeNotNull(period_to))], periods)) AS period "
             "FROM (SELECT * FROM invoice_lines WHERE tenant IN {ts:Array(String)} "
-            "AND meter != '' AND period_from >= {first:Date32} AND (splitByChar('@', meter)[1] "
-            "IN {ms:Array(String)} OR (meter, ifNull(module, '')) IN "
-            "{mms:Array(Tuple(String, String))}) LIMIT 1 BY number, line_no) "
-            "GROUP BY tenant, period_from, period_to, meter, module"),
+            "AND meter != '' AND (period_from >= {first:Date32} OR notEmpty(periods)) "
+            "AND (splitByChar('@', meter)[1] IN {ms:Array(String)} OR (meter, "
+            "ifNull(module, '')) IN {mms:Array(Tuple(String, String))}) "
+            "LIMIT 1 BY number, line_no)) WHERE period.1 >= {first:Date32} "
+            "GROUP BY tenant, period.1, period.2, meter, module) "
+            "GROUP BY tenant, meter, module, quantity"),
             {"ts": list(tenants), "first": first, "ms": list(meters),
              "mms": list(meter_modules)})
-        billed: dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]] = \
-            defaultdict(dict)
-        # A few dates and quantities, on tens of thousands of rows: each parsed once.
+        billed: dict[tuple[str, date, date], dict[tuple[str, str | None], Decimal]] = {}
         days: dict[str, date] = {}
-        quantities: dict[str, Decimal] = {}
-        for tenant, a, b, meter, module, text in zip(*columns, strict=True):
-            start = days.get(a) or days.setdefault(a, date.fromisoformat(a))
-            end = days.get(b) or days.setdefault(b, date.fromisoformat(b))
-            if (quantity := quantities.get(text)) is None:
-                # "1", whatever trailing zeros the server writes (the column has 9 decimals)
-                quantity = quantities[text] = Decimal(text).normalize()
-            billed[(tenant, start, end)][(meter, module)] = quantity
+        for tenant, meter, module, text, starts, ends in zip(*columns, strict=True):
+            # "1", whatever trailing zeros the server writes (the column has 9 decimals)
+            alike = {(meter, module): Decimal(text).normalize()}
+            for a, b in zip(starts, ends, strict=True):
+                key = (tenant, days.get(a) or days.setdefault(a, date.fromisoformat(a)),
+                       days.get(b) or days.setdefault(b, date.fromisoformat(b)))
+                found = billed.get(key)
+                # another meter of the period: a dict of its own, the shared one unchanged
+                billed[key] = alike if found is None else {**found, **alike}
         return billed
 
     # --- reads: usage (R6.4, R7.2, R9.4) ---------------------------------------------------
@@ -323,10 +347,13 @@ def _line_columns(docs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     LINE_COLUMNS: the texts the documents hold (amounts, dates) are written as they are,
     parsed by ClickHouse rather than into Decimals and dates first, and each line's source
     as the JSON object it is, which the engine keeps as its text (`_JSON_OBJECTS_AS_TEXT`).
-    Built a column at a time: late usage writes tens of thousands of lines in one run."""
-    lines = [line for doc in docs for line in doc["lines"]]
+    A run of lines (`_runs`) is one row: its first line, with every period it names in
+    `periods` (empty for a line of its own)."""
+    rows = [[*doc["lines"], *(_run_row(run) for run in doc.get("_runs", []))]
+            for doc in docs]
+    lines = [line for doc_rows in rows for line in doc_rows]
     periods = [line["period"] or {} for line in lines]
-    counts = [len(doc["lines"]) for doc in docs]
+    counts = [len(doc_rows) for doc_rows in rows]
     return {
         "number": _repeated([doc["number"] for doc in docs], counts),
         "tenant": _repeated([doc["tenant"] for doc in docs], counts),
@@ -339,16 +366,32 @@ def _line_columns(docs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
         "period_to": [period.get("to") for period in periods],
         "meter": [meter for doc in docs for meter in _meters(doc)],
         "source": [line["source"] for line in lines],
+        "periods": [line.get("periods", _NO_PERIODS) for line in lines],
     }
 
 
+_NO_PERIODS: Final[list[Any]] = []
+
+
+def _run_row(run: dict[str, Any]) -> dict[str, Any]:
+    """A kept run (`_runs`) as its `invoice_lines` row: its first line, and its periods."""
+    start, end = run["periods"][0]
+    return {"module": run["module"], "kind": run["kind"],
+            "description": f"{run['head']}{start} – {end}{run['tail']}",
+            "quantity": run["quantity"], "unit_price": run["unit_price"],
+            "amount": run["amount"], "period": {"from": start, "to": end},
+            "source": run["source"], "periods": run["periods"]}
+
+
 def _meters(doc: dict[str, Any]) -> list[str]:
-    """The meter of each of a document's lines ('' for none). A document rendered before
-    `_meters` (kept pending across an upgrade) names each line's in its `_meter`."""
+    """The meter of each of a document's rows ('' for none), lines then runs. A document
+    rendered before `_meters` (kept pending across an upgrade) names each line's in its
+    `_meter`."""
+    runs = [run["meter"] for run in doc.get("_runs", [])]
     if "_meters" in doc:
         meters: list[str] = doc["_meters"]
-        return meters
-    return [line.get("_meter", "") for line in doc["lines"]]
+        return [*meters, *runs]
+    return [*(line.get("_meter", "") for line in doc["lines"]), *runs]
 
 
 def _repeated(values: list[Any], counts: list[int]) -> list[Any]:
@@ -361,27 +404,11 @@ def _json_instant(instant: datetime) -> str:
     return as_utc(instant).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-def _public(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document as served: internal keys (leading underscore) dropped."""
-    out = {k: v for k, v in doc.items() if not k.startswith("_")}
-    out["lines"] = [_public_line(line) for line in doc.get("lines", [])]
-    return out
-
-
-def _public_line(line: dict[str, Any]) -> dict[str, Any]:
-    """A line as served: without the meter a document rendered before `_meters` gave it
-    (`_meter`), copied only when it has one."""
-    if "_meter" not in line:
-        return line
-    out = dict(line)
-    del out["_meter"]
-    return out
-
-
 def _document(raw: str) -> dict[str, Any]:
-    """A stored document as served. A credit note written before credit notes were
-    documents of their own has no lines: it gets the one line it would have today."""
-    doc: dict[str, Any] = orjson.loads(raw)
+    """A stored document as served (`documents.served`). A credit note written before credit
+    notes were documents of their own has no lines: it gets the one line it would have
+    today."""
+    doc: dict[str, Any] = served(orjson.loads(raw))
     if doc.get("kind") == "credit_note" and "lines" not in doc:
         doc["credits"] = doc["invoice"]
         doc["lines"] = [{"module": None, "kind": "credit",

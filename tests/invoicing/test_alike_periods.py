@@ -1,10 +1,10 @@
 """A tenant's corrected periods are priced together (`late.correction_lines`, R9.4): a
 period alike the one before it (same catalog version, same late events, same quantities
-billed, extra users not counted anew) takes that period's corrections, only dated. The
+billed, same extra users billable) joins that period's runs of lines. The
 property: for any access history, seat lots, plan history, migration, late events and
 quantities billed hypothesis draws, the lines are exactly those each period gets when it
-is counted alone (`extra_users_over`) and priced alone (`adjustment_lines`), in period
-order. Paris, monthly from 1 January 2026, eight months corrected.
+is counted alone (`extra_users_over`) and priced alone (`adjustment_lines`). Paris,
+monthly from 1 January 2026, eight months corrected.
 """
 
 from __future__ import annotations
@@ -77,8 +77,11 @@ def test_r9_4_periods_priced_together_get_what_each_gets_alone(
                                                for m in sorted(modules)}
                   for p, q in zip(MONTHS, billed, strict=True) if q is not None}
     reads = LateReads({view.id: intervals}, {}, {}, {})
-    together = correction_lines(view, count_periods(VERSIONS, view, meters, reads), reads,
-                                quantities)
+    found = correction_lines(view, count_periods(VERSIONS, view, meters, reads), reads,
+                             quantities)
+    assert found.lines == []  # no usage charge: every correction is a run of periods
+    together = sorted((run.correction.line(period, run.source)
+                       for run in found.runs for period in run.periods), key=_in_order)
 
     alone: list[Line] = []
     for k, period in enumerate(MONTHS):
@@ -90,7 +93,12 @@ def test_r9_4_periods_priced_together_get_what_each_gets_alone(
             view, catalog, period, recomputed,
             quantities.get((view.id, period.start, period.end), {}),
             {EXTRA_USERS_METER: ids[k] * len(modules)}))
+    alone.sort(key=_in_order)
     assert together == alone
     assert [line.public("EUR") for line in together] == [line.public("EUR")
                                                            for line in alone]
 
+
+def _in_order(line: Line) -> tuple[Any, ...]:
+    assert line.period is not None
+    return line.period.start, line.sort_key()

@@ -60,3 +60,39 @@ async def test_r9_4_billed_quantities_are_the_exact_sums_of_the_lines(
         ("t-1", date(2023, 1, 1), date(2023, 2, 1)): {
             ("extra_users", "crm"): "3", ("support@90.00", None): "1.250000001",
             ("emails_sent", None): "0.5"}}
+
+
+def _run(meter: str, quantity: str, periods: list[tuple[str, str]]) -> dict[str, Any]:
+    return {"module": "crm", "kind": "adjustment", "head": "h ", "tail": " t",
+            "quantity": quantity, "unit_price": "15.00", "amount": "15.00", "source": {},
+            "meter": meter, "periods": periods}
+
+
+async def test_r9_4_a_run_of_periods_counts_in_each_of_its_periods(
+        endpoints: Endpoints, unique: str) -> None:
+    """By hand, tenant t-1's crm extra users: January 2023 billed 2 in arrears (INV-1); INV-2
+    corrects December 2022 to March 2023 by 1 each, kept as one run (one row). Read from
+    1 January: January 2 + 1 = 3, February 1, March 1 (December is before the first day
+    asked for); February and March, billed alike, share one dict. Read from 1 March: March
+    alone, though the run's row starts in December."""
+    ch = connect(endpoints.clickhouse_dsn)
+    await migrate(ch)
+    store = InvoiceStore(ch, f"runs_{unique.replace('-', '_')}")
+    await store.ensure_database()
+    run = _invoice("INV-2", "t-1", []) | {"_runs": [_run("extra_users", "1", [
+        ("2022-12-01", "2023-01-01"), ("2023-01-01", "2023-02-01"),
+        ("2023-02-01", "2023-03-01"), ("2023-03-01", "2023-04-01")])]}
+    await store.insert_documents([_invoice("INV-1", "t-1", [_line("extra_users", "2")]), run])
+    (rows,), = await ch.rows(f"SELECT count() FROM {store.t_lines} WHERE number = 'INV-2'")
+    assert rows == 1
+    crm = ("extra_users", "crm")
+    billed = await store.billed_quantities_since(["t-1"], date(2023, 1, 1), [], [crm])
+    assert {(start, end): {k: str(q) for k, q in found.items()}
+            for (_, start, end), found in billed.items()} == {
+        (date(2023, 1, 1), date(2023, 2, 1)): {crm: "3"},
+        (date(2023, 2, 1), date(2023, 3, 1)): {crm: "1"},
+        (date(2023, 3, 1), date(2023, 4, 1)): {crm: "1"}}
+    february = billed[("t-1", date(2023, 2, 1), date(2023, 3, 1))]
+    assert billed[("t-1", date(2023, 3, 1), date(2023, 4, 1))] is february
+    march = await store.billed_quantities_since(["t-1"], date(2023, 3, 1), [], [crm])
+    assert list(march) == [("t-1", date(2023, 3, 1), date(2023, 4, 1))]

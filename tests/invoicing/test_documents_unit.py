@@ -18,8 +18,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.invoicing.documents import compose_tax, minor_text, render, to_csv
-from services.invoicing.models import CSV_COLUMNS, Draft, Line, LineKind
+from services.invoicing.documents import (
+    compose_tax,
+    line_count,
+    minor_text,
+    render,
+    served,
+    to_csv,
+)
+from services.invoicing.models import (
+    CSV_COLUMNS,
+    Correction,
+    Draft,
+    Line,
+    LineKind,
+    LineRun,
+    written,
+)
+from shared.billing.money import line_amount
 from shared.billing.periods import Period
 
 pytestmark = pytest.mark.unit
@@ -136,6 +152,106 @@ def test_an_invoice_without_lines_totals_zero() -> None:
 
 
 # --- compose_tax (R3.2) ------------------------------------------------------------------
+
+
+# --- runs of lines (R9.4) ----------------------------------------------------------------
+
+
+def _correction(module: str | None, meter: str, quantity: str, price: str,
+                currency: str = "EUR") -> Correction:
+    q, p = Decimal(quantity), Decimal(price)
+    amount = line_amount(q, p, currency)
+    return Correction(meter, module, meter, q, p, amount, written(q, p, amount, currency),
+                      f"late usage: {meter} for ", f" recomputed {quantity}, billed 0")
+
+
+def _month(year: int, month: int) -> Period:
+    return Period(date(year, month, 1),
+                  date(year + month // 12, month % 12 + 1, 1))
+
+
+def test_a_run_is_kept_as_one_entry_and_served_as_its_lines() -> None:
+    """An old access grant corrects January, February and March 2023 by one crm user at
+    15.00 (one run), beside a plan line of 49.00: subtotal 49.00 + 3 × 15.00 = 94.00, VAT
+    20 % = 18.80, total 112.80. Kept: the plan line and one run of three periods; served:
+    four lines, the plan (no module) first, then crm's adjustments by their dates."""
+    run = LineRun(_correction("crm", "extra_users", "1", "15.00"),
+                  {"meter": "extra_users", "corrects": "extra_users", "late_event_ids": ["g"]},
+                  [_month(2023, 1), _month(2023, 2), _month(2023, 3)])
+    doc = render(_draft([_line("plan", None, "1", "49.00")], runs=[run]), ISSUED, "INV-1")
+    assert (doc["subtotal"], doc["tax"], doc["total"]) == ("94.00", "18.80", "112.80")
+    assert len(doc["lines"]) == 1
+    assert doc["_runs"] == [{
+        "module": "crm", "kind": "adjustment", "head": "late usage: extra_users for ",
+        "tail": " recomputed 1, billed 0", "quantity": "1", "unit_price": "15.00",
+        "amount": "15.00", "source": run.source, "meter": "extra_users",
+        "periods": [(date(2023, 1, 1), date(2023, 2, 1)), (date(2023, 2, 1), date(2023, 3, 1)),
+                    (date(2023, 3, 1), date(2023, 4, 1))]}]
+    assert line_count(doc) == 4
+    shown = served(orjson.loads(orjson.dumps(doc)))  # as ClickHouse gives it back
+    assert served(dict(doc)) == shown  # as the preview serves it, just rendered
+    assert "_runs" not in shown
+    assert "_meters" not in shown
+    assert [(x["kind"], x["description"], x["amount"], x["period"]) for x in shown["lines"]] == [
+        ("plan", "plan None", "49.00", {"from": "2026-04-01", "to": "2026-05-01"}),
+        ("adjustment", "late usage: extra_users for 2023-01-01 – 2023-02-01 recomputed 1, "
+         "billed 0", "15.00", {"from": "2023-01-01", "to": "2023-02-01"}),
+        ("adjustment", "late usage: extra_users for 2023-02-01 – 2023-03-01 recomputed 1, "
+         "billed 0", "15.00", {"from": "2023-02-01", "to": "2023-03-01"}),
+        ("adjustment", "late usage: extra_users for 2023-03-01 – 2023-04-01 recomputed 1, "
+         "billed 0", "15.00", {"from": "2023-03-01", "to": "2023-04-01"})]
+
+
+def test_a_run_of_one_period_is_a_line_like_the_others() -> None:
+    """A correction of one period only (a late e-mail batch, say) is an ordinary line: the
+    document keeps no run."""
+    run = LineRun(_correction(None, "emails_sent", "500", "0.002"), {},
+                  [_month(2023, 5)])
+    doc = render(_draft([], runs=[run]), ISSUED, "INV-1")
+    assert "_runs" not in doc
+    assert [(x["description"], x["amount"]) for x in doc["lines"]] == [
+        ("late usage: emails_sent for 2023-05-01 – 2023-06-01 recomputed 500, billed 0",
+         "1.00")]
+    assert doc["_meters"] == ["emails_sent"]
+
+
+_corrections = st.builds(
+    _correction, module=st.sampled_from([None, "crm", "sales"]),
+    meter=st.sampled_from(["extra_users", "emails_sent", "support@90.00"]),
+    quantity=st.sampled_from(["1", "-2", "0.25", "3"]),
+    price=st.sampled_from(["15.00", "9.00", "0.002", "120.00"]),
+    currency=st.just("EUR"))
+
+
+@given(runs=st.lists(st.tuples(_corrections, st.lists(st.integers(0, 40), min_size=1,
+                                                        max_size=12, unique=True)),
+                     max_size=4),
+       plain=st.lists(st.sampled_from([("plan", None, "1", "49.00"),
+                                       ("pack", "crm", "2", "10.00"),
+                                       ("extra_users", "sales", "1", "9.00"),
+                                       ("adjustment", "crm", "-1", "9.00")]), max_size=4),
+       vat=st.sampled_from(["0", "0.20", "0.055"]))
+def test_runs_serve_exactly_the_lines_made_one_by_one(
+        runs: list[tuple[Correction, list[int]]],
+        plain: list[tuple[LineKind, str | None, str, str]], vat: str) -> None:
+    """Any runs of any periods, with any other lines: the document served from what is kept
+    has the lines, in the order, and the totals of the same document rendered with every
+    period of every run made a line of its own. As late usage makes them, no two runs name
+    the same period for the same meter and module."""
+    made: list[LineRun] = []
+    named: set[tuple[str, str | None, int]] = set()
+    for n, (c, months) in enumerate(runs):
+        mine = [m for m in months if (c.meter, c.module, m) not in named]
+        named.update((c.meter, c.module, m) for m in mine)
+        if mine:
+            made.append(LineRun(c, {"k": n}, [_month(2020 + m // 12, m % 12 + 1)
+                                              for m in mine]))
+    lines = [_line(*x, description=f"{x[0]} {n}") for n, x in enumerate(plain)]
+    one_by_one = [run.correction.line(p, run.source) for run in made for p in run.periods]
+    kept = render(_draft(lines, vat=vat, runs=made), ISSUED, "INV-1")
+    alone = render(_draft([*lines, *one_by_one], vat=vat), ISSUED, "INV-1")
+    assert line_count(kept) == len(alone["lines"])
+    assert served(orjson.loads(orjson.dumps(kept))) == served(orjson.loads(orjson.dumps(alone)))
 
 
 @pytest.mark.parametrize(("gross", "vat", "currency", "tax"), [

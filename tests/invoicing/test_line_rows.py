@@ -90,3 +90,56 @@ async def test_lines_are_stored_as_their_documents_state_them(endpoints: Endpoin
     # served without the internal meters, either way
     assert "_meters" not in (await store.invoice("INV-1") or {})
     assert "_meter" not in (await store.invoice("INV-0") or {"lines": [{}]})["lines"][0]
+
+
+async def test_a_run_is_one_row_and_served_as_its_lines(endpoints: Endpoints,
+                                                        unique: str) -> None:
+    """By hand: INV-R keeps one line (the plan, 49.00) and one run of crm adjustments for
+    January and February 2023 (15.00 each). Stored: two rows, the run's naming its first
+    line and both periods; served: three lines, the plan first."""
+    ch = connect(endpoints.clickhouse_dsn)
+    await migrate(ch)
+    store = InvoiceStore(ch, f"runs_{unique.replace('-', '_')}")
+    await store.ensure_database()
+    await store.insert_documents([{
+        "number": "INV-R", "kind": "period", "tenant": "t-1",
+        "issued_at": "2026-02-01T00:00:00Z", "billing_date": "2026-02-01",
+        "period": {"from": "2026-01-01", "to": "2026-02-01"}, "currency": "EUR",
+        "subtotal": "79.00", "tax": "0.00", "total": "79.00",
+        "usage_cutoff": "2026-02-01T00:00:00Z",
+        "lines": [_line(module=None, kind="plan", description="plan", unit_price="49.00",
+                        amount="49.00", period=None)],
+        "_meters": [""],
+        "_runs": [{"module": "crm", "kind": "adjustment", "head": "late: ", "tail": ".",
+                   "quantity": "1", "unit_price": "15.00", "amount": "15.00",
+                   "source": {"late_event_ids": ["g"]}, "meter": "extra_users",
+                   "periods": [["2023-01-01", "2023-02-01"], ["2023-02-01", "2023-03-01"]]}]}])
+    rows = await ch.rows(f"SELECT line_no, kind, description, amount, period_from, meter, "
+                         f"periods FROM {store.t_lines} ORDER BY line_no")
+    assert [tuple(row) for row in rows] == [
+        (0, "plan", "plan", Decimal(49), None, "", []),
+        (1, "adjustment", "late: 2023-01-01 – 2023-02-01.", Decimal(15), date(2023, 1, 1),
+         "extra_users", [(date(2023, 1, 1), date(2023, 2, 1)),
+                         (date(2023, 2, 1), date(2023, 3, 1))])]
+    served = await store.invoice("INV-R")
+    assert served is not None
+    assert "_runs" not in served
+    assert [(x["description"], x["period"]) for x in served["lines"]] == [
+        ("plan", None),
+        ("late: 2023-01-01 – 2023-02-01.", {"from": "2023-01-01", "to": "2023-02-01"}),
+        ("late: 2023-02-01 – 2023-03-01.", {"from": "2023-02-01", "to": "2023-03-01"})]
+
+
+async def test_a_database_made_before_a_migration_gets_its_columns(endpoints: Endpoints,
+                                                                  unique: str) -> None:
+    """A database of its own (`INVOICING_CLICKHOUSE_DATABASE`) whose `invoice_lines` was
+    made before `periods` existed gets the column when the service starts, empty for the
+    rows it holds."""
+    ch = connect(endpoints.clickhouse_dsn)
+    await migrate(ch)
+    store = InvoiceStore(ch, f"old_{unique.replace('-', '_')}")
+    await store.ensure_database()
+    await ch.command(f"ALTER TABLE {store.t_lines} DROP COLUMN periods")
+    await ch.command(f"INSERT INTO {store.t_lines} (number, line_no) VALUES ('INV-OLD', 0)")
+    await store.ensure_database()
+    assert await ch.rows(f"SELECT number, periods FROM {store.t_lines}") == [("INV-OLD", [])]

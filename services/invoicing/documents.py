@@ -7,13 +7,21 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from datetime import date
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 import orjson
 
-from services.invoicing.models import CSV_COLUMNS, Draft, Line, line_order, period_json
+from services.invoicing.models import (
+    CSV_COLUMNS,
+    Draft,
+    Line,
+    dated,
+    line_order,
+    period_json,
+)
 from shared.billing.money import format_money, invoice_totals, round_fraction
 from shared.times import utc_text
 
@@ -84,14 +92,18 @@ def served_lines(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _run_lines(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """A kept run's lines, as `models.Correction.line` makes each and `Line.public` shows it.
-    Its dates are texts once read back, `date`s in a document just rendered."""
-    head, tail, source = run["head"], run["tail"], run["source"]
-    return [{"module": run["module"], "kind": run["kind"],
-             "description": f"{head}{start} – {end}{tail}", "quantity": run["quantity"],
-             "unit_price": run["unit_price"], "amount": run["amount"],
-             "period": {"from": str(start), "to": str(end)}, "source": source}
-            for start, end in run["periods"]]
+    """A kept run's lines, as `models.Correction.line` makes each and `Line.public` shows it."""
+    return [run_line(run, start, end) for start, end in run["periods"]]
+
+
+def run_line(run: dict[str, Any], start: date | str, end: date | str) -> dict[str, Any]:
+    """A kept run's line of the period [start, end): its dates are texts once read back,
+    `date`s in a document just rendered."""
+    return {"module": run["module"], "kind": run["kind"],
+            "description": dated(run["head"], start, end, run["tail"]),
+            "quantity": run["quantity"], "unit_price": run["unit_price"],
+            "amount": run["amount"], "period": {"from": str(start), "to": str(end)},
+            "source": run["source"]}
 
 
 def line_count(doc: dict[str, Any]) -> int:

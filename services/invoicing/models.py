@@ -105,10 +105,16 @@ class Correction:
 
     def line(self, period: Period, source: dict[str, Any]) -> Line:
         """This correction's line for `period`, with the provenance `source`."""
-        description = f"{self.head}{period.start} – {period.end}{self.tail}"
+        description = dated(self.head, period.start, period.end, self.tail)
         return Line(module=self.module, kind="adjustment", description=description,
                     quantity=self.quantity, unit_price=self.unit_price, amount=self.amount,
                     period=period, source=source, meter=self.meter)
+
+
+def dated(head: str, start: date | str, end: date | str, tail: str) -> str:
+    """An adjustment line's description: its period's dates (`YYYY-MM-DD`) between the
+    words either side."""
+    return f"{head}{start} – {end}{tail}"
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import orjson
 
-from services.invoicing.documents import kept, served
+from services.invoicing.documents import kept, run_line, served
 from shared import events as ev
 from shared.clickhouse.client import ClickHouse
 from shared.meters import Meter, value_expression
@@ -27,9 +27,6 @@ from shared.times import as_utc, from_utc_text, utc_text
 INVOICE_COLUMNS: Final = ("number", "tenant", "kind", "issued_at", "billing_date",
                           "period_from", "period_to", "currency", "subtotal", "tax", "total",
                           "usage_cutoff", "doc")
-LINE_COLUMNS: Final = ("number", "tenant", "issued_at", "line_no", "module", "kind",
-                       "description", "quantity", "unit_price", "amount", "period_from",
-                       "period_to", "meter", "source", "periods")
 CREDIT_COLUMNS: Final = ("number", "invoice", "tenant", "issued_at", "amount", "doc")
 
 
@@ -343,10 +340,10 @@ _JSON_OBJECTS_AS_TEXT: Final = {"input_format_json_read_objects_as_strings": 1}
 
 
 def _line_columns(docs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    """The documents' lines as `invoice_lines` columns of JSON values, in the order of
-    LINE_COLUMNS: the texts the documents hold (amounts, dates) are written as they are,
-    parsed by ClickHouse rather than into Decimals and dates first, and each line's source
-    as the JSON object it is, which the engine keeps as its text (`_JSON_OBJECTS_AS_TEXT`).
+    """The documents' lines as `invoice_lines` columns of JSON values, in the table's order:
+    the texts the documents hold (amounts, dates) are written as they are, parsed by
+    ClickHouse rather than into Decimals and dates first, and each line's source as the
+    JSON object it is, which the engine keeps as its text (`_JSON_OBJECTS_AS_TEXT`).
     A run of lines (`_runs`) is one row: its first line, with every period it names in
     `periods` (empty for a line of its own)."""
     rows = [[*doc["lines"], *(_run_row(run) for run in doc.get("_runs", []))]
@@ -375,12 +372,7 @@ _NO_PERIODS: Final[list[Any]] = []
 
 def _run_row(run: dict[str, Any]) -> dict[str, Any]:
     """A kept run (`_runs`) as its `invoice_lines` row: its first line, and its periods."""
-    start, end = run["periods"][0]
-    return {"module": run["module"], "kind": run["kind"],
-            "description": f"{run['head']}{start} – {end}{run['tail']}",
-            "quantity": run["quantity"], "unit_price": run["unit_price"],
-            "amount": run["amount"], "period": {"from": start, "to": end},
-            "source": run["source"], "periods": run["periods"]}
+    return {**run_line(run, *run["periods"][0]), "periods": run["periods"]}
 
 
 def _meters(doc: dict[str, Any]) -> list[str]:

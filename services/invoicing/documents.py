@@ -63,7 +63,7 @@ def kept(doc: dict[str, Any]) -> dict[str, Any]:
     `_meter` in a document rendered before `_meters`) dropped, which only `invoice_lines`
     needs; its runs (`_runs`) kept."""
     out = {k: v for k, v in doc.items() if k != "_meters"}
-    if any("_meter" in line for line in doc.get("lines", [])):
+    if "_meters" not in doc and any("_meter" in line for line in doc.get("lines", [])):
         out["lines"] = [{k: v for k, v in line.items() if k != "_meter"}
                         for line in doc["lines"]]
     return out

@@ -346,8 +346,7 @@ def _line_columns(docs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     JSON object it is, which the engine keeps as its text (`_JSON_OBJECTS_AS_TEXT`).
     A run of lines (`_runs`) is one row: its first line, with every period it names in
     `periods` (empty for a line of its own)."""
-    rows = [[*doc["lines"], *(_run_row(run) for run in doc.get("_runs", []))]
-            for doc in docs]
+    rows = [_rows(doc) for doc in docs]
     lines = [line for doc_rows in rows for line in doc_rows]
     periods = [line["period"] or {} for line in lines]
     counts = [len(doc_rows) for doc_rows in rows]
@@ -363,11 +362,15 @@ def _line_columns(docs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
         "period_to": [period.get("to") for period in periods],
         "meter": [meter for doc in docs for meter in _meters(doc)],
         "source": [line["source"] for line in lines],
-        "periods": [line.get("periods", _NO_PERIODS) for line in lines],
+        "periods": [line.get("periods", ()) for line in lines],
     }
 
 
-_NO_PERIODS: Final[list[Any]] = []
+def _rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """A document's `invoice_lines` rows: its lines, then one per run."""
+    runs = doc.get("_runs")
+    lines: list[dict[str, Any]] = doc["lines"]
+    return [*lines, *(_run_row(run) for run in runs)] if runs else lines
 
 
 def _run_row(run: dict[str, Any]) -> dict[str, Any]:
@@ -379,11 +382,10 @@ def _meters(doc: dict[str, Any]) -> list[str]:
     """The meter of each of a document's rows ('' for none), lines then runs. A document
     rendered before `_meters` (kept pending across an upgrade) names each line's in its
     `_meter`."""
-    runs = [run["meter"] for run in doc.get("_runs", [])]
-    if "_meters" in doc:
-        meters: list[str] = doc["_meters"]
-        return [*meters, *runs]
-    return [*(line.get("_meter", "") for line in doc["lines"]), *runs]
+    meters: list[str] = doc["_meters"] if "_meters" in doc else [
+        line.get("_meter", "") for line in doc["lines"]]
+    runs = doc.get("_runs")
+    return [*meters, *(run["meter"] for run in runs)] if runs else meters
 
 
 def _repeated(values: list[Any], counts: list[int]) -> list[Any]:
